@@ -1,0 +1,18 @@
+//! The pure core of Haven: decisions without IO.
+//!
+//! ```text
+//!   haven (CLI) ── haven-server (IO shell: sockets, disk, timers)
+//!                        │ calls
+//!                        ▼
+//!                  haven-core  ◀── you are here: limits, key rules, the KV state
+//!                                  machine, node configuration validation
+//! ```
+//!
+//! Nothing here touches a socket, a file, a clock or an async runtime: every function
+//! takes its inputs (including time, where it matters) as arguments and returns a decision,
+//! so the decisions are tested directly and the simulator can drive them.
+
+pub mod config;
+pub mod key;
+pub mod kv;
+pub mod limits;

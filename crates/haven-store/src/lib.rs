@@ -1,0 +1,37 @@
+//! Haven's Raft types and durable storage.
+//!
+//! ```text
+//!   openraft (consensus) ──▶ LogStore      redb file `raft.redb`: log entries, vote,
+//!                                           committed id, node identity. One writer
+//!                                           thread group-commits with fsync.
+//!                        ──▶ StateMachine   the pure `KvState` in memory, made durable by
+//!                                           snapshots (`snapshot.bin`, written atomically)
+//!                                           plus the log since the snapshot.
+//! ```
+//!
+//! A log append is reported flushed to openraft (`IOFlushed`) only after the redb
+//! transaction holding it committed with `Durability::Immediate`, so a write is
+//! acknowledged only once a quorum has it on disk.
+
+pub mod identity;
+pub mod log_store;
+pub mod state_machine;
+pub mod types;
+
+pub use identity::NodeIdentity;
+pub use log_store::LogStore;
+pub use state_machine::StateMachine;
+pub use types::*;
+
+/// Opens (or creates) the node's redb database under `data_dir`.
+pub fn open_database(data_dir: &std::path::Path) -> std::io::Result<std::sync::Arc<redb::Database>> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("raft.redb");
+    let db = redb::Database::create(&path)
+        .map_err(|error| std::io::Error::other(format!("cannot open {}: {error}", path.display())))?;
+    Ok(std::sync::Arc::new(db))
+}
+
+pub(crate) fn io_error(context: &str, error: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{context}: {error}"))
+}

@@ -1,0 +1,222 @@
+//! The state machine: the pure `KvState` in memory, durable through snapshots.
+//!
+//! On start the last snapshot is loaded and openraft re-applies the log after it, so the
+//! state after a restart is exactly the state before it. A snapshot is written to a
+//! temporary file, fsynced, renamed over `snapshot.bin`, and the directory fsynced, so a
+//! crash leaves either the old snapshot or the new one, never a torn one.
+
+use std::io;
+use std::io::Cursor;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::RwLockReadGuard;
+
+use futures::Stream;
+use futures::TryStreamExt;
+use haven_core::kv::CommandResult;
+use haven_core::kv::KvState;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::io_error;
+use crate::LogId;
+use crate::Snapshot;
+use crate::SnapshotData;
+use crate::SnapshotMeta;
+use crate::StoredMembership;
+use crate::TypeConfig;
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// The replicated state at one log position.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Applied {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub kv: KvState,
+}
+
+/// A snapshot as stored on disk: its metadata and the encoded `Applied`.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+struct Shared {
+    state: RwLock<Applied>,
+    /// The cluster revision after each applied batch; watchers wait on it.
+    revision: watch::Sender<u64>,
+    snapshot_dir: PathBuf,
+    history_revisions: u64,
+}
+
+/// openraft's state machine. Cheap to clone; clones share the state.
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+impl StateMachine {
+    /// Loads the last snapshot in `data_dir`, if any.
+    pub fn open(data_dir: &Path, history_revisions: u64) -> io::Result<StateMachine> {
+        let snapshot_dir = data_dir.to_path_buf();
+        let mut state = match read_snapshot_file(&snapshot_dir)? {
+            Some(file) => decode_applied(&file.data)?,
+            None => Applied::default(),
+        };
+        state.kv.set_history_revisions(history_revisions);
+        let (revision, _) = watch::channel(state.kv.revision());
+        Ok(StateMachine {
+            shared: Arc::new(Shared { state: RwLock::new(state), revision, snapshot_dir, history_revisions }),
+        })
+    }
+
+    /// Read access to the current state. Hold it briefly: applies wait for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        self.shared.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver that changes whenever the cluster revision advances.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.revision.subscribe()
+    }
+
+    fn publish_revision(&self, revision: u64) {
+        self.shared.revision.send_if_modified(|current| {
+            let changed = *current != revision;
+            *current = revision;
+            changed
+        });
+    }
+}
+
+fn decode_applied(bytes: &[u8]) -> io::Result<Applied> {
+    postcard::from_bytes(bytes).map_err(|e| io_error("decode snapshot", e))
+}
+
+fn read_snapshot_file(dir: &Path) -> io::Result<Option<SnapshotFile>> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let file = postcard::from_bytes(&bytes).map_err(|e| io_error(&format!("decode {}", path.display()), e))?;
+    Ok(Some(file))
+}
+
+/// Write, fsync, rename, fsync the directory: the snapshot is either wholly there or not.
+fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> io::Result<()> {
+    let bytes = postcard::to_stdvec(file).map_err(|e| io_error("encode snapshot", e))?;
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    {
+        let mut out = std::fs::File::create(&tmp)?;
+        out.write_all(&bytes)?;
+        out.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let (meta, data) = {
+            let state = self.read();
+            let data = postcard::to_stdvec(&*state).map_err(|e| io_error("encode snapshot", e))?;
+            (SnapshotMeta { last_log_id: state.last_applied.clone(), last_membership: state.membership.clone() }, data)
+        };
+        let dir = self.shared.snapshot_dir.clone();
+        let file = SnapshotFile { meta: meta.clone(), data };
+        let file = tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &file).map(|_| file))
+            .await
+            .map_err(|e| io_error("snapshot task", e))??;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = file.data.len(), "snapshot written");
+        Ok(Snapshot { meta, snapshot: Cursor::new(file.data) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let state = self.read();
+        Ok((state.last_applied.clone(), state.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut revision = None;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let result = {
+                let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+                state.last_applied = Some(entry.log_id.clone());
+                let result = match &entry.payload {
+                    EntryPayload::Blank => CommandResult::Ok { revision: state.kv.revision() },
+                    EntryPayload::Normal(request) => state.kv.apply(request),
+                    EntryPayload::Membership(membership) => {
+                        state.membership = StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                        CommandResult::Ok { revision: state.kv.revision() }
+                    }
+                };
+                revision = Some(state.kv.revision());
+                result
+            };
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
+        }
+        if let Some(revision) = revision {
+            self.publish_revision(revision);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let mut applied = decode_applied(&data)?;
+        applied.kv.set_history_revisions(self.shared.history_revisions);
+        let dir = self.shared.snapshot_dir.clone();
+        let file = SnapshotFile { meta: meta.clone(), data };
+        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &file))
+            .await
+            .map_err(|e| io_error("snapshot task", e))??;
+        let revision = applied.kv.revision();
+        {
+            let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            applied.last_applied = meta.last_log_id.clone();
+            applied.membership = meta.last_membership.clone();
+            *state = applied;
+        }
+        tracing::info!(last_log_id = ?meta.last_log_id, revision, "snapshot installed");
+        self.publish_revision(revision);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let dir = self.shared.snapshot_dir.clone();
+        let file = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+            .await
+            .map_err(|e| io_error("snapshot task", e))??;
+        Ok(file.map(|file| Snapshot { meta: file.meta, snapshot: Cursor::new(file.data) }))
+    }
+}

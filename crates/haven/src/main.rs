@@ -1,0 +1,66 @@
+//! `haven`: one binary for serving a node, running a local cluster and talking to a cluster.
+//!
+//! Thin on purpose: argument parsing here, the work in `haven-server` and `haven-client`.
+
+mod client_cmds;
+mod dev;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::Subcommand;
+
+#[derive(Parser, Debug)]
+#[command(name = "haven", version, about = "Haven: a highly available management database")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node.
+    Serve(serve::ServeArgs),
+    /// Run a local cluster of 1, 3 or 5 nodes on 127.0.0.1 as child processes.
+    Dev(dev::DevArgs),
+    /// Show the cluster's status as this node sees it; exits non-zero without a leader.
+    Status(client_cmds::StatusArgs),
+    /// Read and write keys.
+    #[command(subcommand)]
+    Kv(client_cmds::KvCommand),
+    /// List or remove cluster members.
+    #[command(subcommand)]
+    Members(client_cmds::MembersCommand),
+    /// Remove the node whose data dir is given from its cluster.
+    Leave(client_cmds::LeaveArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Status(args) => client_cmds::status(args).await,
+            Command::Kv(command) => client_cmds::kv(command).await,
+            Command::Members(command) => client_cmds::members(command).await,
+            Command::Leave(args) => client_cmds::leave(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            // One clear line: the chain of causes, outermost first.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
