@@ -1,1 +1,24 @@
-//! haven-server
+//! A Haven node: storage, consensus, transport and the HTTP API wired together.
+//!
+//! ```text
+//!   HTTP client port ──▶ api (axum) ──┐
+//!                                     ├──▶ Node: writes (propose or forward), reads
+//!   peer port ─────────▶ peer handler ┘        (ReadIndex), membership, status
+//!                                                 │
+//!                         openraft ◀──────────────┘──▶ haven-store (redb log, snapshots)
+//! ```
+//!
+//! `run` is the whole server: the caller binds the listeners (tests bind port 0) and
+//! decides when to stop.
+
+pub mod api;
+pub mod error;
+pub mod files;
+pub mod node;
+pub mod peer;
+pub mod run;
+pub mod status;
+
+pub use node::Node;
+pub use run::run;
+pub use run::RunOptions;

@@ -1,0 +1,99 @@
+//! Length-prefixed frames: a 4-byte big-endian length, then a postcard-encoded message.
+//!
+//! The length is checked against `PEER_FRAME_BYTES_MAX` before anything is allocated, so a
+//! peer (or anyone who reaches the port) cannot make a node allocate more than that.
+
+use haven_core::limits::PEER_FRAME_BYTES_MAX;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::AsyncRead;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWrite;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("frame of {0} bytes exceeds the limit of {PEER_FRAME_BYTES_MAX} bytes")]
+    TooLarge(usize),
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes a message into a frame (length prefix included).
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    // Room for the length prefix first, filled in once the body's length is known.
+    let mut out = postcard::to_extend(message, vec![0u8; 4]).map_err(|e| FrameError::Decode(e.to_string()))?;
+    let body = out.len() - 4;
+    if body > PEER_FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge(body));
+    }
+    out[..4].copy_from_slice(&(body as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes a frame body (without the length prefix). Never panics on any input.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    postcard::from_bytes(body).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+/// Writes one message as a frame.
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(writer: &mut W, message: &T) -> Result<(), FrameError> {
+    let bytes = encode(message)?;
+    writer.write_all(&bytes).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame body. `Closed` on a clean end of stream before a frame starts.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>, FrameError> {
+    let mut length = [0u8; 4];
+    match reader.read_exact(&mut length).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(error) => return Err(error.into()),
+    }
+    let length = u32::from_be_bytes(length) as usize;
+    if length > PEER_FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge(length));
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PeerEnvelope;
+    use crate::PeerRequest;
+
+    #[tokio::test]
+    async fn round_trip_and_limits() {
+        let envelope = PeerEnvelope {
+            from: 1,
+            from_incarnation: "a".into(),
+            to: 2,
+            to_incarnation: Some("b".into()),
+            cluster_id: None,
+            body: PeerRequest::Ping,
+        };
+        let bytes = encode(&envelope).unwrap();
+        let mut reader = &bytes[..];
+        let body = read_frame(&mut reader).await.unwrap();
+        let back: PeerEnvelope = decode(&body).unwrap();
+        assert_eq!(back.to_incarnation.as_deref(), Some("b"));
+
+        let mut huge = ((PEER_FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec();
+        huge.extend_from_slice(&[0; 16]);
+        let mut reader = &huge[..];
+        assert!(matches!(read_frame(&mut reader).await, Err(FrameError::TooLarge(_))));
+
+        let mut empty: &[u8] = &[];
+        assert!(matches!(read_frame(&mut empty).await, Err(FrameError::Closed)));
+        assert!(decode::<PeerEnvelope>(&[0xff, 0xff, 0xff]).is_err());
+    }
+}

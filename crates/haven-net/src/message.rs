@@ -1,0 +1,152 @@
+//! The messages nodes exchange.
+
+use haven_core::kv::CommandResult;
+use haven_core::kv::Request;
+use haven_store::NodeId;
+use haven_store::SnapshotMeta;
+use haven_store::TypeConfig;
+use haven_store::Vote;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::TransferLeaderResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use serde::Deserialize;
+use serde::Serialize;
+
+/// One request from one node to another, with who sent it and whom it was meant for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerEnvelope {
+    pub from: NodeId,
+    pub from_incarnation: String,
+    /// The receiver the sender means. 0 when the sender does not know the id yet.
+    pub to: NodeId,
+    /// The receiver's incarnation as the sender's membership records it; a receiver whose
+    /// data dir has another incarnation refuses (it has lost the log that record vouches for).
+    pub to_incarnation: Option<String>,
+    /// The sender's cluster id, when it has one.
+    pub cluster_id: Option<String>,
+    pub body: PeerRequest,
+}
+
+/// What a node asks of another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// One piece of a snapshot; the last one installs it.
+    SnapshotChunk(SnapshotChunk),
+    /// A client write received by a follower, for the leader to propose.
+    Forward(Request),
+    /// A follower asks the leader for a read index (ReadIndex, Raft thesis §6.4).
+    ReadIndex,
+    /// A join request received by a follower, for the leader to carry out.
+    Join(JoinRequest),
+    /// A member removal received by a follower, for the leader to carry out.
+    RemoveMember { node_id: NodeId, force: bool },
+    /// Liveness and progress probe.
+    Ping,
+}
+
+/// A piece of a snapshot. Snapshots are sent in chunks of at most `SNAPSHOT_CHUNK_BYTES`
+/// so the frame limit does not limit the size of the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    pub total_bytes: u64,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub node_id: NodeId,
+    pub client_url: String,
+    pub peer_addr: String,
+    pub incarnation: String,
+    /// Stay a learner (a read replica) instead of becoming a voter.
+    pub learner: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub cluster_id: String,
+    pub voter: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveResponse {
+    pub removed: NodeId,
+    pub warning: Option<String>,
+}
+
+/// What a probed node reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingInfo {
+    pub node_id: NodeId,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+}
+
+/// An application-level failure at the remote node, classified so the caller knows what
+/// to do with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// The receiver is not the leader; `leader` is whom it believes leads. Nothing was
+    /// proposed, so the request may be sent again.
+    #[error("node is not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// The request was proposed but leadership was lost before it committed: it may or may
+    /// not take effect.
+    #[error("the leader changed while the request was in flight; its outcome is unknown")]
+    OutcomeUnknown,
+    /// The request is wrong and repeating it will not help.
+    #[error("{code}: {message}")]
+    Rejected { status: u16, code: String, message: String },
+    /// The receiver cannot serve now (shutting down, not initialised).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The answer to a `PeerRequest`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerResponse {
+    AppendEntries(Result<AppendEntriesResponse<TypeConfig>, String>),
+    Vote(Result<VoteResponse<TypeConfig>, String>),
+    TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
+    /// `None` while chunks are still arriving; the response of the install after the last.
+    Snapshot(Result<Option<SnapshotResponse<TypeConfig>>, String>),
+    Forward(Result<CommandResult, RemoteError>),
+    /// The leader's read index: apply through this log index, then read.
+    ReadIndex(Result<u64, RemoteError>),
+    Join(Result<JoinResponse, RemoteError>),
+    RemoveMember(Result<RemoveResponse, RemoteError>),
+    Ping(PingInfo),
+    /// The envelope was refused (wrong incarnation, wrong cluster); the reason says why.
+    Refused(String),
+}
+
+impl PeerRequest {
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerRequest::AppendEntries(_) => "append-entries",
+            PeerRequest::Vote(_) => "vote",
+            PeerRequest::PreVote(_) => "pre-vote",
+            PeerRequest::TransferLeader(_) => "transfer-leader",
+            PeerRequest::SnapshotChunk(_) => "snapshot-chunk",
+            PeerRequest::Forward(_) => "forward",
+            PeerRequest::ReadIndex => "read-index",
+            PeerRequest::Join(_) => "join",
+            PeerRequest::RemoveMember { .. } => "remove-member",
+            PeerRequest::Ping => "ping",
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! openraft's network over a `Transport`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use haven_core::limits::SNAPSHOT_CHUNK_BYTES;
+use haven_store::HavenNode;
+use haven_store::NodeId;
+use haven_store::Snapshot;
+use haven_store::SnapshotData;
+use haven_store::TypeConfig;
+use haven_store::Vote;
+use openraft::errors::NetworkError;
+use openraft::errors::RPCError;
+use openraft::errors::ReplicationClosed;
+use openraft::errors::StreamingError;
+use openraft::errors::Unreachable;
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::RPCOption;
+use openraft::network::RaftNetworkFactory;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::TransferLeaderResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use openraft::OptionalSend;
+
+use crate::PeerEnvelope;
+use crate::PeerRequest;
+use crate::PeerResponse;
+use crate::SnapshotChunk;
+use crate::Transport;
+use crate::TransportError;
+
+/// Time allowed for one snapshot chunk to be sent and acknowledged (the last one includes
+/// installing the snapshot). openraft's default of 200 ms is far too short for real
+/// snapshots; 30 s covers a 4 MiB chunk over a slow WAN link and a large install.
+pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who this node is, as stamped on every envelope it sends.
+pub struct LocalPeer {
+    pub node_id: NodeId,
+    pub incarnation: String,
+    pub cluster_id: RwLock<Option<String>>,
+}
+
+impl LocalPeer {
+    pub fn new(node_id: NodeId, incarnation: String, cluster_id: Option<String>) -> Arc<LocalPeer> {
+        Arc::new(LocalPeer { node_id, incarnation, cluster_id: RwLock::new(cluster_id) })
+    }
+
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster_id.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_cluster_id(&self, cluster_id: &str) {
+        *self.cluster_id.write().unwrap_or_else(|e| e.into_inner()) = Some(cluster_id.to_string());
+    }
+
+    /// An envelope to the member `to` as `node` records it.
+    pub fn envelope(&self, to: NodeId, node: Option<&HavenNode>, body: PeerRequest) -> PeerEnvelope {
+        PeerEnvelope {
+            from: self.node_id,
+            from_incarnation: self.incarnation.clone(),
+            to,
+            to_incarnation: node.map(|node| node.incarnation.clone()).filter(|incarnation| !incarnation.is_empty()),
+            cluster_id: self.cluster_id(),
+            body,
+        }
+    }
+}
+
+/// Creates one `PeerNetwork` per target for openraft.
+pub struct PeerNetworkFactory {
+    transport: Arc<dyn Transport>,
+    local: Arc<LocalPeer>,
+}
+
+impl PeerNetworkFactory {
+    pub fn new(transport: Arc<dyn Transport>, local: Arc<LocalPeer>) -> PeerNetworkFactory {
+        PeerNetworkFactory { transport, local }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &HavenNode) -> PeerNetwork {
+        PeerNetwork { target, node: node.clone(), transport: self.transport.clone(), local: self.local.clone() }
+    }
+}
+
+/// openraft's view of one peer.
+pub struct PeerNetwork {
+    target: NodeId,
+    node: HavenNode,
+    transport: Arc<dyn Transport>,
+    local: Arc<LocalPeer>,
+}
+
+fn rpc_error(error: TransportError) -> RPCError<TypeConfig> {
+    if error.not_delivered() {
+        RPCError::Unreachable(Unreachable::new(&error))
+    } else {
+        RPCError::Network(NetworkError::new(&error))
+    }
+}
+
+fn remote_failed(what: &str, reason: String) -> RPCError<TypeConfig> {
+    // The peer answered but could not act (shutting down, refused our envelope): treat it
+    // as unreachable so openraft backs off instead of hammering it.
+    RPCError::Unreachable(Unreachable::from_string(format!("{what} refused by peer: {reason}")))
+}
+
+fn unexpected(what: &str) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(format!("peer sent an unexpected answer to {what}")))
+}
+
+impl PeerNetwork {
+    async fn call(&self, body: PeerRequest, timeout: Duration) -> Result<PeerResponse, RPCError<TypeConfig>> {
+        let envelope = self.local.envelope(self.target, Some(&self.node), body);
+        let response = self.transport.call(&self.node.peer_addr, envelope, timeout).await.map_err(rpc_error)?;
+        match response {
+            PeerResponse::Refused(reason) => Err(remote_failed("request", reason)),
+            response => Ok(response),
+        }
+    }
+
+    async fn send_snapshot(&self, vote: Vote, snapshot: Snapshot) -> Result<SnapshotResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let data = snapshot.snapshot.into_inner();
+        let total_bytes = data.len() as u64;
+        let mut offset = 0usize;
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+            let chunk = SnapshotChunk {
+                vote: vote.clone(),
+                meta: snapshot.meta.clone(),
+                offset: offset as u64,
+                total_bytes,
+                data: data[offset..end].to_vec(),
+            };
+            let response = self.call(PeerRequest::SnapshotChunk(chunk), SNAPSHOT_CHUNK_TIMEOUT).await?;
+            let PeerResponse::Snapshot(result) = response else {
+                return Err(unexpected("snapshot-chunk"));
+            };
+            match result.map_err(|reason| remote_failed("snapshot", reason))? {
+                Some(done) => return Ok(done),
+                None if end == data.len() => return Err(unexpected("the last snapshot chunk")),
+                None => offset = end,
+            }
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(PeerRequest::AppendEntries(rpc), option.soft_ttl()).await? {
+            PeerResponse::AppendEntries(result) => result.map_err(|reason| remote_failed("append-entries", reason)),
+            _ => Err(unexpected("append-entries")),
+        }
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(PeerRequest::Vote(rpc), option.soft_ttl()).await? {
+            PeerResponse::Vote(result) => result.map_err(|reason| remote_failed("vote", reason)),
+            _ => Err(unexpected("vote")),
+        }
+    }
+
+    /// A real pre-vote round trip: the default implementation grants every pre-vote, which
+    /// would let a partitioned node that comes back disrupt a healthy leader.
+    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(PeerRequest::PreVote(rpc), option.soft_ttl()).await? {
+            PeerResponse::Vote(result) => result.map_err(|reason| remote_failed("pre-vote", reason)),
+            _ => Err(unexpected("pre-vote")),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = self.send_snapshot(vote, snapshot) => result.map_err(|error| match error {
+                RPCError::Unreachable(e) => StreamingError::Unreachable(e),
+                RPCError::Network(e) => StreamingError::Network(e),
+                RPCError::Timeout(e) => StreamingError::Timeout(e),
+                RPCError::RemoteError(e) => StreamingError::Network(NetworkError::from_string(e.to_string())),
+            }),
+        }
+    }
+
+    /// A real leadership hand-over: the default implementation reports the target as
+    /// unreachable, so a switchover would never happen.
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(PeerRequest::TransferLeader(req), option.soft_ttl()).await? {
+            PeerResponse::TransferLeader(result) => result.map_err(|reason| remote_failed("transfer-leader", reason)),
+            _ => Err(unexpected("transfer-leader")),
+        }
+    }
+}

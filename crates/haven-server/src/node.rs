@@ -1,0 +1,637 @@
+//! The node: one Raft member and everything it does for clients and peers.
+//!
+//! Writes: the leader proposes; a follower forwards once to the leader over the peer
+//! link. Every write carries a request id (the client's, or one made here), so after a
+//! leader change the node can retry it safely: the state machine applies an id at most
+//! once. Only when the deadline passes with the outcome still open does the client get
+//! "outcome unknown".
+//!
+//! Reads: linearizable by default. The leader confirms its leadership with a quorum
+//! (ReadIndex); a follower asks the leader for that index and waits until it has applied
+//! that far. Never a lease.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use haven_core::config::NodeConfig;
+use haven_core::kv::Command;
+use haven_core::kv::CommandResult;
+use haven_core::kv::Request;
+use haven_core::limits::APPEND_ENTRIES_MAX;
+use haven_core::limits::NODE_ID_MAX;
+use haven_core::limits::VOTERS_MAX;
+use haven_core::limits::WATCHERS_PER_NODE_MAX;
+use haven_net::raft_network::SNAPSHOT_CHUNK_TIMEOUT;
+use haven_net::snapshot::SnapshotAssembler;
+use haven_net::JoinRequest;
+use haven_net::JoinResponse;
+use haven_net::LocalPeer;
+use haven_net::PeerNetworkFactory;
+use haven_net::PeerRequest;
+use haven_net::PeerResponse;
+use haven_net::PingInfo;
+use haven_net::RemoteError;
+use haven_net::RemoveResponse;
+use haven_net::Transport;
+use haven_store::identity::new_random_id;
+use haven_store::log_store::SyncMode;
+use haven_store::HavenNode;
+use haven_store::LogStore;
+use haven_store::NodeId;
+use haven_store::NodeIdentity;
+use haven_store::Raft;
+use haven_store::StateMachine;
+use haven_store::StoredMembership;
+use openraft::errors::ClientWriteError;
+use openraft::errors::LinearizableReadError;
+use openraft::errors::RaftError;
+use openraft::ChangeMembers;
+use openraft::async_runtime::WatchReceiver as _;
+use openraft::Instant as _;
+use openraft::ReadPolicy;
+use openraft::ServerState;
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+
+/// How long the node keeps trying to get a write committed (following leader changes,
+/// retrying with the same request id) before it answers "outcome unknown". A failover
+/// takes well under a second; 5 s rides out several.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long a linearizable read may wait for a leader to confirm its leadership.
+pub const READ_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Pause between attempts while there is no leader: short, because elections are fast.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// How long a join may take: adding a learner waits until it has caught up, which for a
+/// large database includes sending a snapshot.
+pub const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Peers are probed this often so every node's view of the cluster is its own.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Time allowed for one probe answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// A peer not heard from within this long is shown as unreachable.
+pub const REACHABLE_WITHIN: Duration = Duration::from_secs(2);
+
+/// How long a stopping leader waits for a successor to take over before stopping anyway.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the node knows about a peer from probing it.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    pub last_ok: Option<Instant>,
+    pub info: Option<PingInfo>,
+    pub last_error: Option<String>,
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub node_id: NodeId,
+    pub incarnation: String,
+    /// The URL clients use to reach this node, and the address peers use.
+    pub client_url: String,
+    pub peer_addr: String,
+    pub raft: Raft,
+    pub state: StateMachine,
+    pub local: Arc<LocalPeer>,
+    pub transport: Arc<dyn Transport>,
+    pub watchers: Arc<Semaphore>,
+    db: Arc<redb::Database>,
+    probes: Mutex<BTreeMap<NodeId, Probe>>,
+    pub(crate) assembler: tokio::sync::Mutex<SnapshotAssembler>,
+    /// Set while a join is under way or when it failed, for status.
+    pub join_status: Mutex<Option<String>>,
+}
+
+impl Node {
+    /// Opens the data dir and starts the Raft member (not yet initialised on a new dir).
+    pub async fn open(
+        config: NodeConfig,
+        client_url: String,
+        peer_addr: String,
+        transport: Arc<dyn Transport>,
+        sync: SyncMode,
+    ) -> anyhow::Result<Arc<Node>> {
+        let db = haven_store::open_database(&config.data_dir)?;
+        let identity = NodeIdentity::load_or_create(&db, config.node_id)?;
+        let log = LogStore::open(db.clone(), sync)?;
+        let state = StateMachine::open(&config.data_dir, config.history_revisions)?;
+        let cluster_id = identity.cluster_id.clone().or_else(|| state.read().kv.cluster_id().map(str::to_string));
+        let local = LocalPeer::new(config.node_id, identity.incarnation.clone(), cluster_id);
+        let network = PeerNetworkFactory::new(transport.clone(), local.clone());
+        let raft_config = raft_config(&config)?;
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log, state.clone())
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot start Raft: {error}"))?;
+        Ok(Arc::new(Node {
+            node_id: config.node_id,
+            incarnation: identity.incarnation,
+            client_url,
+            peer_addr,
+            raft,
+            state,
+            local,
+            transport,
+            watchers: Arc::new(Semaphore::new(WATCHERS_PER_NODE_MAX)),
+            db,
+            probes: Mutex::new(BTreeMap::new()),
+            assembler: tokio::sync::Mutex::new(SnapshotAssembler::default()),
+            join_status: Mutex::new(None),
+            config,
+        }))
+    }
+
+    /// A copy of openraft's current metrics (cheap: the membership is shared).
+    pub fn metrics(&self) -> openraft::RaftMetrics<haven_store::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn this_node(&self) -> HavenNode {
+        HavenNode {
+            client_url: self.client_url.clone(),
+            peer_addr: self.peer_addr.clone(),
+            incarnation: self.incarnation.clone(),
+        }
+    }
+
+    pub fn membership(&self) -> Arc<StoredMembership> {
+        self.metrics().membership_config.clone()
+    }
+
+    /// The leader this node believes in, with how to reach it.
+    pub fn leader(&self) -> Option<(NodeId, HavenNode)> {
+        // On every request: borrow instead of cloning the whole metrics.
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow_watched();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.get_node(&leader).cloned()?;
+        Some((leader, node))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    pub fn cluster_id(&self) -> Option<String> {
+        self.state.read().kv.cluster_id().map(str::to_string).or_else(|| self.local.cluster_id())
+    }
+
+    // ---- writes -------------------------------------------------------------------
+
+    /// Commits `request` through the leader, following leader changes until
+    /// `WRITE_DEADLINE`.
+    pub async fn write(&self, mut request: Request) -> Result<CommandResult, ApiError> {
+        if request.request_id.is_none() {
+            request.request_id = Some(format!("srv-{}", new_random_id()));
+        }
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        // Whether some attempt may have reached a leader's log; if so the final answer
+        // is "outcome unknown", never "not applied".
+        let mut maybe_applied = false;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = match self.leader() {
+                Some((leader, _)) if leader == self.node_id => {
+                    match tokio::time::timeout(remaining, self.propose_as_leader(request.clone())).await {
+                        Ok(result) => result,
+                        Err(_) => Err(RemoteError::OutcomeUnknown),
+                    }
+                }
+                Some((leader, node)) => self.forward(leader, &node, PeerRequest::Forward(request.clone()), remaining).await.and_then(
+                    |response| match response {
+                        PeerResponse::Forward(result) => result,
+                        _ => Err(RemoteError::OutcomeUnknown),
+                    },
+                ),
+                None => Err(RemoteError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(result) => return Ok(result),
+                Err(RemoteError::Rejected { status, code, message }) => {
+                    return Err(RemoteError::Rejected { status, code, message }.into())
+                }
+                Err(RemoteError::OutcomeUnknown) => maybe_applied = true,
+                Err(RemoteError::NotLeader { .. }) | Err(RemoteError::Unavailable(_)) => {}
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(if maybe_applied {
+                    ApiError::outcome_unknown("no leader committed it within the write deadline")
+                } else {
+                    ApiError::no_leader()
+                });
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Proposes `request` on this node, which must be the leader. Called for local writes
+    /// and for writes forwarded by followers (which are never forwarded again).
+    pub async fn propose_as_leader(&self, request: Request) -> Result<CommandResult, RemoteError> {
+        match self.raft.client_write(request).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                Err(RemoteError::NotLeader { leader: to.leader_id })
+            }
+            // Appended here but replaced by another leader's log: it may still commit
+            // elsewhere. The request id makes a retry safe.
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(RemoteError::OutcomeUnknown),
+            Err(RaftError::APIError(other)) => Err(RemoteError::Unavailable(other.to_string())),
+            Err(RaftError::Fatal(fatal)) => Err(RemoteError::Unavailable(format!("raft stopped: {fatal}"))),
+        }
+    }
+
+    /// Sends a request to the leader over the peer link. A request that certainly did not
+    /// arrive reports `NotLeader` (safe to retry anywhere); one that may have arrived,
+    /// `OutcomeUnknown`.
+    async fn forward(
+        &self,
+        leader: NodeId,
+        node: &HavenNode,
+        body: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, RemoteError> {
+        let envelope = self.local.envelope(leader, Some(node), body);
+        match self.transport.call(&node.peer_addr, envelope, timeout).await {
+            Ok(PeerResponse::Refused(reason)) => Err(RemoteError::Unavailable(reason)),
+            Ok(response) => Ok(response),
+            Err(error) if error.not_delivered() => Err(RemoteError::NotLeader { leader: None }),
+            Err(_) => Err(RemoteError::OutcomeUnknown),
+        }
+    }
+
+    // ---- reads --------------------------------------------------------------------
+
+    /// Returns once this node's state machine reflects every write acknowledged before
+    /// the call (linearizable read barrier).
+    pub async fn read_barrier(&self) -> Result<(), ApiError> {
+        let deadline = Instant::now() + READ_DEADLINE;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let done = match self.leader() {
+                Some((leader, _)) if leader == self.node_id => {
+                    matches!(
+                        tokio::time::timeout(remaining, self.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await,
+                        Ok(Ok(_))
+                    )
+                }
+                Some((leader, node)) => match self.forward(leader, &node, PeerRequest::ReadIndex, remaining).await {
+                    Ok(PeerResponse::ReadIndex(Ok(index))) => {
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "read index").await.is_ok()
+                    }
+                    _ => false,
+                },
+                None => false,
+            };
+            if done {
+                return Ok(());
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(ApiError::no_leader());
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index a reader
+    /// must have applied.
+    pub async fn read_index_as_leader(&self) -> Result<u64, RemoteError> {
+        match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+            Ok(linearizer) => Ok(linearizer.read_log_id().index()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(to))) => {
+                Err(RemoteError::NotLeader { leader: to.leader_id })
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(error))) => {
+                Err(RemoteError::Unavailable(error.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(RemoteError::Unavailable(format!("raft stopped: {fatal}"))),
+        }
+    }
+
+    // ---- membership ---------------------------------------------------------------
+
+    /// Admits a node (carried out by the leader).
+    pub async fn join(&self, request: JoinRequest) -> Result<JoinResponse, ApiError> {
+        validate_join(&request)?;
+        let deadline = Instant::now() + JOIN_DEADLINE;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = match self.leader() {
+                Some((leader, _)) if leader == self.node_id => self.join_as_leader(request.clone()).await,
+                Some((leader, node)) => {
+                    match self.forward(leader, &node, PeerRequest::Join(request.clone()), remaining).await {
+                        Ok(PeerResponse::Join(result)) => result,
+                        Ok(_) => Err(RemoteError::Unavailable("unexpected answer to join".into())),
+                        Err(error) => Err(error),
+                    }
+                }
+                None => Err(RemoteError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(response) => return Ok(response),
+                Err(RemoteError::Rejected { status, code, message }) => {
+                    return Err(RemoteError::Rejected { status, code, message }.into())
+                }
+                Err(_) if Instant::now() + RETRY_PAUSE < deadline => tokio::time::sleep(RETRY_PAUSE * 5).await,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    pub async fn join_as_leader(&self, request: JoinRequest) -> Result<JoinResponse, RemoteError> {
+        let Some(cluster_id) = self.cluster_id() else {
+            return Err(RemoteError::Unavailable("the cluster id is not committed yet; retry".into()));
+        };
+        let membership = self.membership();
+        match membership.get_node(&request.node_id) {
+            Some(existing) if existing.incarnation != request.incarnation => {
+                return Err(RemoteError::Rejected {
+                    status: 409,
+                    code: "incarnation_mismatch".into(),
+                    message: format!(
+                        "node {} is already a member with another data dir (the cluster knows incarnation {}, this \
+                         one is {}): its disk was wiped or replaced. Remove it first with `haven members remove {}`, \
+                         then start it again to join as a new member",
+                        request.node_id, existing.incarnation, request.incarnation, request.node_id
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let node = HavenNode {
+                    client_url: request.client_url.clone(),
+                    peer_addr: request.peer_addr.clone(),
+                    incarnation: request.incarnation.clone(),
+                };
+                tracing::info!(node_id = request.node_id, %node, "adding learner");
+                // Blocking: returns once the learner has caught up (by log or snapshot).
+                self.raft.add_learner(request.node_id, node, true).await.map_err(membership_error)?;
+            }
+        }
+        let voters: BTreeSet<NodeId> = self.membership().voter_ids().collect();
+        let mut voter = voters.contains(&request.node_id);
+        if !voter && !request.learner && voters.len() < VOTERS_MAX {
+            tracing::info!(node_id = request.node_id, "promoting learner to voter");
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id])), true)
+                .await
+                .map_err(membership_error)?;
+            voter = true;
+        }
+        if !voter && !request.learner {
+            tracing::info!(node_id = request.node_id, voters = voters.len(), "cluster has {VOTERS_MAX} voters; node stays a learner");
+        }
+        Ok(JoinResponse { cluster_id, voter })
+    }
+
+    /// Removes a member (carried out by the leader).
+    pub async fn remove_member(&self, node_id: NodeId, force: bool) -> Result<RemoveResponse, ApiError> {
+        match self.leader() {
+            Some((leader, _)) if leader == self.node_id => Ok(self.remove_as_leader(node_id, force).await?),
+            Some((leader, node)) => {
+                let body = PeerRequest::RemoveMember { node_id, force };
+                match self.forward(leader, &node, body, WRITE_DEADLINE).await? {
+                    PeerResponse::RemoveMember(result) => Ok(result?),
+                    _ => Err(ApiError::internal("unexpected answer to remove-member")),
+                }
+            }
+            None => Err(ApiError::no_leader()),
+        }
+    }
+
+    pub async fn remove_as_leader(&self, node_id: NodeId, force: bool) -> Result<RemoveResponse, RemoteError> {
+        let membership = self.membership();
+        if membership.get_node(&node_id).is_none() {
+            return Err(RemoteError::Rejected {
+                status: 404,
+                code: "not_found".into(),
+                message: format!("node {node_id} is not a member; `haven members list` shows the members"),
+            });
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut warning = None;
+        let change = if voters.contains(&node_id) {
+            let remaining: Vec<NodeId> = voters.iter().copied().filter(|id| *id != node_id).collect();
+            if remaining.is_empty() {
+                return Err(RemoteError::Rejected {
+                    status: 409,
+                    code: "conflict".into(),
+                    message: format!("node {node_id} is the last voter; a cluster cannot remove its last voter"),
+                });
+            }
+            let reachable: Vec<NodeId> = remaining.iter().copied().filter(|id| self.is_reachable(*id)).collect();
+            let majority = remaining.len() / 2 + 1;
+            if reachable.len() < majority {
+                let risk = format!(
+                    "after removing node {node_id} the voters would be {remaining:?}, of which only {reachable:?} \
+                     are reachable; {majority} are needed to commit anything"
+                );
+                if !force {
+                    return Err(RemoteError::Rejected {
+                        status: 409,
+                        code: "quorum_at_risk".into(),
+                        message: format!("{risk}. Bring the unreachable nodes back, or repeat with --force"),
+                    });
+                }
+                tracing::warn!("forced removal: {risk}");
+                warning = Some(format!("forced: {risk}"));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([node_id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
+        };
+        tracing::info!(node_id, force, "removing member");
+        self.raft.change_membership(change, false).await.map_err(membership_error)?;
+        Ok(RemoveResponse { removed: node_id, warning })
+    }
+
+    // ---- health and probes --------------------------------------------------------
+
+    pub fn ping_info(&self) -> PingInfo {
+        let metrics = self.metrics();
+        PingInfo {
+            node_id: self.node_id,
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.as_ref().map_or(0, |log_id| log_id.index()),
+        }
+    }
+
+    /// Has this node heard from `node_id` recently (a probe answer, or as leader a
+    /// heartbeat acknowledgement)?
+    pub fn is_reachable(&self, node_id: NodeId) -> bool {
+        if node_id == self.node_id {
+            return true;
+        }
+        let acked = {
+            let metrics = self.metrics();
+            metrics
+                .heartbeat
+                .as_ref()
+                .and_then(|heartbeats| heartbeats.get(&node_id).cloned().flatten())
+                .is_some_and(|at| at.elapsed() < REACHABLE_WITHIN)
+        };
+        acked || self.probe(node_id).last_ok.is_some_and(|at| at.elapsed() < REACHABLE_WITHIN)
+    }
+
+    pub fn probe(&self, node_id: NodeId) -> Probe {
+        self.probes.lock().unwrap_or_else(|e| e.into_inner()).get(&node_id).cloned().unwrap_or_default()
+    }
+
+    /// Probes every other member once.
+    pub async fn probe_peers(&self) {
+        let membership = self.membership();
+        let peers: Vec<(NodeId, HavenNode)> =
+            membership.nodes().filter(|(id, _)| **id != self.node_id).map(|(id, node)| (*id, node.clone())).collect();
+        let probes = peers.into_iter().map(|(id, node)| async move {
+            let envelope = self.local.envelope(id, Some(&node), PeerRequest::Ping);
+            (id, self.transport.call(&node.peer_addr, envelope, PROBE_TIMEOUT).await)
+        });
+        let results = futures::future::join_all(probes).await;
+        let mut table = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+        let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        table.retain(|id, _| members.contains(id));
+        for (id, result) in results {
+            let probe = table.entry(id).or_default();
+            match result {
+                Ok(PeerResponse::Ping(info)) => {
+                    probe.last_ok = Some(Instant::now());
+                    probe.info = Some(info);
+                    probe.last_error = None;
+                }
+                Ok(PeerResponse::Refused(reason)) => probe.last_error = Some(format!("refused: {reason}")),
+                Ok(_) => probe.last_error = Some("unexpected answer".into()),
+                Err(error) => probe.last_error = Some(error.to_string()),
+            }
+        }
+    }
+
+    /// Keeps derived state in step: proposes the cluster id when this node leads a
+    /// cluster that has none yet, and records the cluster id durably once known.
+    pub async fn housekeeping(&self, recorded_cluster_id: &mut Option<String>) {
+        let committed_id = self.state.read().kv.cluster_id().map(str::to_string);
+        match committed_id {
+            None if self.is_leader() => {
+                let cluster_id = self.local.cluster_id().unwrap_or_else(new_random_id);
+                let request = Request { request_id: None, command: Command::InitCluster { cluster_id } };
+                if let Err(error) = self.propose_as_leader(request).await {
+                    tracing::debug!(%error, "could not record the cluster id yet");
+                }
+            }
+            Some(cluster_id) if recorded_cluster_id.as_deref() != Some(cluster_id.as_str()) => {
+                self.local.set_cluster_id(&cluster_id);
+                let identity = NodeIdentity {
+                    node_id: self.node_id,
+                    incarnation: self.incarnation.clone(),
+                    cluster_id: Some(cluster_id.clone()),
+                };
+                match identity.save(&self.db) {
+                    Ok(()) => {
+                        tracing::info!(%cluster_id, "member of cluster");
+                        *recorded_cluster_id = Some(cluster_id);
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot record the cluster id"),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Before stopping: if this node leads, hand leadership to a caught-up voter so the
+    /// cluster does not wait an election timeout.
+    pub async fn hand_over_leadership(&self) {
+        if !self.is_leader() {
+            return;
+        }
+        let target = {
+            let metrics = self.metrics();
+            let matched = metrics.replication.clone().unwrap_or_default();
+            let matched_index = |id: &NodeId| matched.get(id).cloned().flatten().map(|log_id| log_id.index());
+            // The most caught-up reachable voter: it can win the election at once.
+            metrics
+                .membership_config
+                .voter_ids()
+                .filter(|id| *id != self.node_id && self.is_reachable(*id))
+                .max_by_key(|id| matched_index(id))
+        };
+        let Some(target) = target else {
+            tracing::info!("stopping leader: no reachable voter to hand over to");
+            return;
+        };
+        tracing::info!(target, "stopping leader: handing leadership over");
+        if let Err(error) = self.raft.trigger().transfer_leader(target).await {
+            tracing::warn!(%error, "leadership hand-over failed");
+            return;
+        }
+        let handed = self
+            .raft
+            .wait(Some(HANDOVER_TIMEOUT))
+            .metrics(|metrics| metrics.current_leader != Some(self.node_id), "leadership handed over")
+            .await;
+        match handed {
+            Ok(metrics) => tracing::info!(leader = ?metrics.current_leader, "leadership handed over"),
+            Err(error) => tracing::warn!(%error, "no successor took over in time; stopping anyway"),
+        }
+    }
+}
+
+fn membership_error(error: RaftError<haven_store::TypeConfig, ClientWriteError<haven_store::TypeConfig>>) -> RemoteError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => RemoteError::NotLeader { leader: to.leader_id },
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => RemoteError::OutcomeUnknown,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
+            RemoteError::Rejected { status: 409, code: "conflict".into(), message: error.to_string() }
+        }
+        RaftError::APIError(other) => RemoteError::Unavailable(other.to_string()),
+        RaftError::Fatal(fatal) => RemoteError::Unavailable(format!("raft stopped: {fatal}")),
+    }
+}
+
+fn validate_join(request: &JoinRequest) -> Result<(), ApiError> {
+    if request.node_id == 0 || request.node_id > NODE_ID_MAX {
+        return Err(ApiError::bad_request(format!("node_id must be 1..={NODE_ID_MAX}")));
+    }
+    if request.incarnation.is_empty() || request.incarnation.len() > 64 {
+        return Err(ApiError::bad_request("incarnation must be 1-64 characters"));
+    }
+    if request.client_url.is_empty() || request.peer_addr.is_empty() {
+        return Err(ApiError::bad_request("client_url and peer_addr are required"));
+    }
+    if request.client_url.len() > 256 || request.peer_addr.len() > 256 {
+        return Err(ApiError::bad_request("client_url and peer_addr must be at most 256 characters"));
+    }
+    Ok(())
+}
+
+/// openraft's configuration from the node's: timing in the operator's terms, pre-vote on,
+/// snapshot sizes and timeouts that fit real snapshots.
+pub fn raft_config(config: &NodeConfig) -> anyhow::Result<openraft::Config> {
+    let (election_min, election_max) = config.timing.election_timeout_ms();
+    let raft_config = openraft::Config {
+        cluster_name: "haven".into(),
+        heartbeat_interval: config.timing.heartbeat_interval_ms(),
+        election_timeout_min: election_min,
+        election_timeout_max: election_max,
+        install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT.as_millis() as u64,
+        max_payload_entries: APPEND_ENTRIES_MAX,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
+        // Keep a tenth of a snapshot interval of log after each snapshot, so a follower that
+        // is briefly behind catches up from the log instead of needing a whole snapshot.
+        max_in_snapshot_log_to_keep: config.snapshot_threshold / 10,
+        // A node that was partitioned away must not disrupt a healthy leader when it
+        // returns: it first asks whether it could win (Raft thesis §9.6).
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    raft_config.validate().map_err(|error| anyhow::anyhow!("invalid raft timing: {error}"))
+}

@@ -1,0 +1,123 @@
+//! The cluster as this node sees it: `GET /v1/status`.
+
+use std::collections::BTreeSet;
+
+use haven_store::NodeId;
+use openraft::Instant as _;
+use openraft::ServerState;
+use serde::Serialize;
+
+use crate::node::REACHABLE_WITHIN;
+use crate::Node;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub client_url: String,
+    pub peer_addr: String,
+    pub voter: bool,
+    pub leader: bool,
+    pub reachable: bool,
+    /// Highest log index known to be on that member (from the leader's replication state
+    /// or the member's own answer to a probe).
+    pub matched_index: Option<u64>,
+    /// Entries it is behind this node's commit index.
+    pub lag: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub cluster_id: Option<String>,
+    pub node_id: NodeId,
+    /// Whose view this is: always this node; status is never relayed.
+    pub view_of: NodeId,
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub leader_url: Option<String>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub revision: u64,
+    pub voters: usize,
+    /// The leader has heard from a quorum within the election timeout.
+    pub leader_has_quorum: bool,
+    pub member: bool,
+    pub joining: Option<String>,
+    pub warnings: Vec<String>,
+    pub members: Vec<MemberStatus>,
+}
+
+pub fn status(node: &Node) -> Status {
+    let metrics = node.metrics();
+    let membership = metrics.membership_config.clone();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let commit_index = metrics.local_committed.as_ref().map_or(0, |log_id| log_id.index());
+    let replication = metrics.replication.clone().unwrap_or_default();
+    let (election_timeout_min, _) = node.config.timing.election_timeout_ms();
+    let leader_has_quorum = metrics.state == ServerState::Leader
+        && metrics
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_millis(election_timeout_min));
+    let mut members = Vec::new();
+    for (id, member) in membership.nodes() {
+        let probe = node.probe(*id);
+        let matched_index = if *id == node.node_id {
+            metrics.last_log_index
+        } else if let Some(matched) = replication.get(id) {
+            matched.as_ref().map(|log_id| log_id.index())
+        } else {
+            probe.info.as_ref().map(|info| info.last_log_index)
+        };
+        let reachable = node.is_reachable(*id);
+        members.push(MemberStatus {
+            id: *id,
+            client_url: member.client_url.clone(),
+            peer_addr: member.peer_addr.clone(),
+            voter: voters.contains(id),
+            leader: metrics.current_leader == Some(*id),
+            reachable,
+            matched_index,
+            lag: matched_index.map(|matched| commit_index.saturating_sub(matched)),
+            last_error: if reachable { None } else { probe.last_error },
+        });
+    }
+    let mut warnings = Vec::new();
+    if voters.len() % 2 == 0 && !voters.is_empty() {
+        warnings.push(format!(
+            "the cluster has {} voters; an even number tolerates no more failures than one voter fewer. Add or \
+             remove a voter (or use a witness)",
+            voters.len()
+        ));
+    }
+    for member in &members {
+        if !member.reachable {
+            warnings.push(format!("node {} is unreachable from node {}", member.id, node.node_id));
+        }
+    }
+    let leader_url = metrics.current_leader.and_then(|id| membership.get_node(&id)).map(|node| node.client_url.clone());
+    Status {
+        cluster_id: node.cluster_id(),
+        node_id: node.node_id,
+        view_of: node.node_id,
+        state: format!("{:?}", metrics.state).to_lowercase(),
+        leader: metrics.current_leader,
+        leader_url,
+        term: metrics.current_term,
+        commit_index,
+        applied_index: metrics.last_applied.as_ref().map_or(0, |log_id| log_id.index()),
+        last_log_index: metrics.last_log_index.unwrap_or(0),
+        revision: node.state.read().kv.revision(),
+        voters: voters.len(),
+        leader_has_quorum,
+        member: membership.get_node(&node.node_id).is_some(),
+        joining: node.join_status.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        warnings,
+        members,
+    }
+}
+
+/// `REACHABLE_WITHIN` is re-exported for the API docs.
+pub const REACHABILITY_WINDOW_MS: u128 = REACHABLE_WITHIN.as_millis();

@@ -1,0 +1,135 @@
+//! `haven serve`: run one node from a config file and/or flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use haven_core::config::NodeConfigFile;
+use haven_server::RunOptions;
+use haven_store::log_store::SyncMode;
+
+/// Every key of the config file is also a flag; flags win.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The node's TOML config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This node's id (1..=1000000), unique in the cluster.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Where the node keeps its log, snapshots, pid and address files.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// IP:PORT for the HTTP API.
+    #[arg(long)]
+    client_addr: Option<String>,
+    /// IP:PORT for node-to-node traffic.
+    #[arg(long)]
+    peer_addr: Option<String>,
+    /// Start a new cluster with this node as its only voter (ignored on an initialised data dir).
+    #[arg(long)]
+    bootstrap: bool,
+    /// Client URL of any member of the cluster to join (ignored on an initialised data dir).
+    #[arg(long)]
+    join: Option<String>,
+    /// Join as a learner (read replica) and stay one.
+    #[arg(long)]
+    learner: bool,
+    /// Ping (heartbeat) interval in milliseconds.
+    #[arg(long)]
+    ping_interval_ms: Option<u64>,
+    /// Missed pings before followers elect a new leader (2-20).
+    #[arg(long)]
+    failed_pings: Option<u64>,
+    /// Log entries between snapshots.
+    #[arg(long)]
+    snapshot_threshold: Option<u64>,
+    /// Revisions of change history kept for watchers.
+    #[arg(long)]
+    history_revisions: Option<u64>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> NodeConfigFile {
+        NodeConfigFile {
+            node_id: self.node_id,
+            data_dir: self.data_dir.clone(),
+            client_addr: self.client_addr.clone(),
+            peer_addr: self.peer_addr.clone(),
+            bootstrap: self.bootstrap.then_some(true),
+            join: self.join.clone(),
+            learner: self.learner.then_some(true),
+            ping_interval_ms: self.ping_interval_ms,
+            failed_pings: self.failed_pings,
+            snapshot_threshold: self.snapshot_threshold,
+            history_revisions: self.history_revisions,
+        }
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            NodeConfigFile::parse(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => NodeConfigFile::default(),
+    };
+    let mut config = file.merge(args.overrides()).validate()?;
+    if config.data_dir.is_relative() {
+        config.data_dir = std::env::current_dir()?.join(&config.data_dir);
+    }
+    init_logging();
+    let client_listener = tokio::net::TcpListener::bind(config.client_addr)
+        .await
+        .with_context(|| format!("cannot listen on client_addr {}", config.client_addr))?;
+    let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
+        .await
+        .with_context(|| format!("cannot listen on peer_addr {}", config.peer_addr))?;
+    let timing = config.timing;
+    let (election_min, election_max) = timing.election_timeout_ms();
+    tracing::info!(
+        ping_interval_ms = timing.ping_interval_ms,
+        failed_pings = timing.failed_pings,
+        election_timeout_ms = format!("{election_min}-{election_max}"),
+        expected_detection_ms = timing.expected_detection_ms(),
+        "failure detection"
+    );
+    let options = RunOptions {
+        config,
+        client_listener,
+        peer_listener,
+        transport: Arc::new(haven_net::tcp::TcpTransport::new()),
+        sync: SyncMode::Fsync,
+    };
+    haven_server::run(options, stop_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::signal;
+    use tokio::signal::unix::SignalKind;
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the node can only be killed; keep serving.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}
+
+/// Logs to stderr; `HAVEN_LOG` takes a tracing filter (default `info`, openraft quieter).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAVEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
