@@ -46,6 +46,7 @@ use haven_store::NodeIdentity;
 use haven_store::Raft;
 use haven_store::StateMachine;
 use haven_store::StoredMembership;
+use openraft::errors::ChangeMembershipError;
 use openraft::errors::ClientWriteError;
 use openraft::errors::LinearizableReadError;
 use openraft::errors::RaftError;
@@ -110,6 +111,9 @@ pub struct Node {
     pub(crate) assembler: tokio::sync::Mutex<SnapshotAssembler>,
     /// Set while a join is under way or when it failed, for status.
     pub join_status: Mutex<Option<String>>,
+    /// Membership changes run one at a time on the leader: Raft allows one change in
+    /// flight, and joins arriving together would otherwise refuse each other.
+    membership_changes: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -146,6 +150,7 @@ impl Node {
             probes: Mutex::new(BTreeMap::new()),
             assembler: tokio::sync::Mutex::new(SnapshotAssembler::default()),
             join_status: Mutex::new(None),
+            membership_changes: tokio::sync::Mutex::new(()),
             config,
         }))
     }
@@ -348,6 +353,7 @@ impl Node {
     }
 
     pub async fn join_as_leader(&self, request: JoinRequest) -> Result<JoinResponse, RemoteError> {
+        let _one_change_at_a_time = self.membership_changes.lock().await;
         let Some(cluster_id) = self.cluster_id() else {
             return Err(RemoteError::Unavailable("the cluster id is not committed yet; retry".into()));
         };
@@ -409,6 +415,7 @@ impl Node {
     }
 
     pub async fn remove_as_leader(&self, node_id: NodeId, force: bool) -> Result<RemoveResponse, RemoteError> {
+        let _one_change_at_a_time = self.membership_changes.lock().await;
         let membership = self.membership();
         if membership.get_node(&node_id).is_none() {
             return Err(RemoteError::Rejected {
@@ -589,6 +596,10 @@ fn membership_error(error: RaftError<haven_store::TypeConfig, ClientWriteError<h
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => RemoteError::NotLeader { leader: to.leader_id },
         RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => RemoteError::OutcomeUnknown,
+        // Another change still in progress: transient, the caller retries.
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(error))) => {
+            RemoteError::Unavailable(error.to_string())
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
             RemoteError::Rejected { status: 409, code: "conflict".into(), message: error.to_string() }
         }

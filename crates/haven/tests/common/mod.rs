@@ -1,0 +1,316 @@
+//! Real `haven` processes on 127.0.0.1 for multi-process tests.
+//!
+//! Each node binds port 0 the first time and reports its ports in `addr.json`; restarts
+//! reuse them (the cluster's membership records the addresses). Children are killed when
+//! the cluster is dropped, and cluster tests in one binary run one at a time (`serial`).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+use std::time::Duration;
+use std::time::Instant;
+
+use serde_json::Value;
+
+/// A new leader must appear within this long (generous: these machines are shared).
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest any single test waits for a condition.
+pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(30);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs cluster tests of one test binary one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn haven_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_haven"))
+}
+
+pub struct TestNode {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub client_url: String,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|child| child.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<TestNode>,
+    pub common_args: Vec<String>,
+}
+
+impl TestCluster {
+    /// Starts `count` nodes: node 1 bootstraps, the others join through it and become
+    /// voters. `common_args` are given to every node (e.g. a small snapshot threshold).
+    pub fn start(count: u64, common_args: &[&str]) -> TestCluster {
+        let mut cluster = TestCluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            nodes: Vec::new(),
+            common_args: common_args.iter().map(|s| s.to_string()).collect(),
+        };
+        cluster.add_node(1, &["--bootstrap"]);
+        cluster.wait_for(CONDITION_TIMEOUT, "node 1 to lead", |c| c.leader_of(0) == Some(1));
+        for id in 2..=count {
+            let join = format!("--join={}", cluster.nodes[0].client_url);
+            cluster.add_node(id, &[join.as_str()]);
+        }
+        cluster.wait_for(CONDITION_TIMEOUT, "all nodes to be voters", |c| c.voter_count(0) == count as usize);
+        cluster
+    }
+
+    /// Starts a new node process with a fresh data dir and waits for its addr.json.
+    pub fn add_node(&mut self, id: u64, args: &[&str]) -> usize {
+        let data_dir = self.dir.path().join(format!("n{id}"));
+        let mut node = TestNode {
+            id,
+            data_dir,
+            client_url: String::new(),
+            client_addr: "127.0.0.1:0".into(),
+            peer_addr: "127.0.0.1:0".into(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        spawn(&mut node, &self.common_args);
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    pub fn index_of(&self, id: u64) -> usize {
+        self.nodes.iter().position(|node| node.id == id).expect("node id")
+    }
+
+    /// `kill -9` of the node at `index`.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn stop(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        let mut child = self.nodes[index].child.take()?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + CONDITION_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub fn signal(&self, index: usize, signal: i32) {
+        if let Some(pid) = self.nodes[index].pid() {
+            unsafe { libc::kill(pid as i32, signal) };
+        }
+    }
+
+    /// Starts the node at `index` again on its data dir and addresses.
+    pub fn restart(&mut self, index: usize) {
+        self.kill(index);
+        let common = self.common_args.clone();
+        spawn(&mut self.nodes[index], &common);
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.nodes.iter().map(|node| node.client_url.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn status(&self, index: usize) -> Option<Value> {
+        get_json(&format!("{}/v1/status", self.nodes[index].client_url))
+    }
+
+    /// The leader as node `index` sees it.
+    pub fn leader_of(&self, index: usize) -> Option<u64> {
+        self.status(index)?.get("leader")?.as_u64()
+    }
+
+    pub fn voter_count(&self, index: usize) -> usize {
+        self.status(index)
+            .and_then(|status| status["members"].as_array().map(|m| m.iter().filter(|m| m["voter"] == true).count()))
+            .unwrap_or(0)
+    }
+
+    /// The leader agreed on by every running node that answers, once there is one.
+    pub fn wait_leader(&mut self, timeout: Duration) -> u64 {
+        let mut leader = None;
+        self.wait_for(timeout, "a leader all running nodes agree on", |cluster| {
+            let views: Vec<Option<u64>> = (0..cluster.nodes.len())
+                .filter(|i| cluster.nodes[*i].child.is_some())
+                .map(|i| cluster.leader_of(i))
+                .collect();
+            let first = views.first().cloned().flatten();
+            let agreed = first.is_some() && views.iter().all(|view| *view == first);
+            // The leader must be one of the running nodes.
+            let running = first.is_some_and(|id| cluster.nodes.iter().any(|n| n.id == id && n.child.is_some()));
+            if agreed && running {
+                leader = first;
+            }
+            agreed && running
+        });
+        leader.expect("leader")
+    }
+
+    /// Polls `condition` every 50 ms until it holds; panics with the nodes' logs after
+    /// `timeout`.
+    pub fn wait_for(&mut self, timeout: Duration, what: &str, mut condition: impl FnMut(&mut TestCluster) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if condition(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.dump_logs();
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+
+    pub fn dump_logs(&self) {
+        for node in &self.nodes {
+            let log = node.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("---- node {} log (last 40 lines) ----", node.id);
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    pub fn client(&self) -> haven_client::Client {
+        haven_client::Client::from_endpoints(&self.endpoints()).expect("client")
+    }
+
+    /// A client that talks only to the node at `index`.
+    pub fn client_of(&self, index: usize) -> haven_client::Client {
+        haven_client::Client::from_endpoints(&self.nodes[index].client_url).expect("client")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            // SIGCONT first: a stopped process cannot be reaped until it runs.
+            self.signal(index, libc::SIGCONT);
+            self.kill(index);
+        }
+    }
+}
+
+fn spawn(node: &mut TestNode, common_args: &[String]) {
+    let _ = std::fs::remove_file(node.data_dir.join("addr.json"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(node.log_path()).expect("log file");
+    let mut command = Command::new(haven_binary());
+    command
+        .arg("serve")
+        .arg(format!("--node-id={}", node.id))
+        .arg(format!("--data-dir={}", node.data_dir.display()))
+        .arg(format!("--client-addr={}", node.client_addr))
+        .arg(format!("--peer-addr={}", node.peer_addr))
+        .args(common_args)
+        .args(&node.extra_args)
+        .env("HAVEN_LOG", "info,openraft=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    let child = command.spawn().expect("spawn haven");
+    let pid = child.id();
+    node.child = Some(child);
+    // Wait for this process's addr.json, then pin the addresses for restarts.
+    let deadline = Instant::now() + CONDITION_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(node.data_dir.join("addr.json")) {
+            if let Ok(addr) = serde_json::from_str::<Value>(&text) {
+                if addr["pid"].as_u64() == Some(pid as u64) {
+                    node.client_url = addr["client_url"].as_str().unwrap_or_default().to_string();
+                    node.client_addr = node.client_url.trim_start_matches("http://").to_string();
+                    node.peer_addr = addr["peer_addr"].as_str().unwrap_or_default().to_string();
+                    return;
+                }
+            }
+        }
+        if !node.is_running() {
+            panic!("node {} exited at start:\n{}", node.id, node.log());
+        }
+        assert!(Instant::now() < deadline, "node {} wrote no addr.json:\n{}", node.id, node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// GET a JSON document with a short timeout; `None` on any failure.
+pub fn get_json(url: &str) -> Option<Value> {
+    let agent = ureq_like_get(url)?;
+    serde_json::from_str(&agent).ok()
+}
+
+/// A minimal blocking HTTP/1.1 GET (status checks must not depend on the client under test).
+fn ureq_like_get(url: &str) -> Option<String> {
+    use std::io::Read;
+    use std::io::Write;
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let addr: std::net::SocketAddr = host.parse().ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Some(dechunk(body));
+    }
+    Some(body.to_string())
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Runs a future to completion on a fresh runtime (tests are plain `#[test]`s so the
+/// cluster's blocking helpers never block an async worker).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime").block_on(future)
+}
