@@ -54,7 +54,9 @@ impl NodeConfigFile {
     /// Parses the text of a `haven.toml`. The error is one line naming the problem.
     pub fn parse(text: &str) -> Result<NodeConfigFile, ConfigError> {
         toml::from_str(text).map_err(|error| {
-            let line = error.span().map(|span| text.as_bytes()[..span.start.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1);
+            let line = error
+                .span()
+                .map(|span| text.as_bytes()[..span.start.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1);
             // toml's own message spans several lines with a source excerpt; keep the first.
             let message = error.message().lines().next().unwrap_or("invalid TOML").to_string();
             ConfigError::Syntax { line, message }
@@ -109,9 +111,10 @@ impl NodeConfigFile {
         };
         if bootstrap && join.is_some() {
             return Err(ConfigError::Contradiction {
-                message: "bootstrap and join are both set; bootstrap starts a new cluster, join enters an existing one: \
+                message:
+                    "bootstrap and join are both set; bootstrap starts a new cluster, join enters an existing one: \
                           give one"
-                    .into(),
+                        .into(),
             });
         }
         if bootstrap && learner {
@@ -125,8 +128,12 @@ impl NodeConfigFile {
             PING_INTERVAL_MS_MIN,
             PING_INTERVAL_MS_MAX,
         )?;
-        let failed_pings =
-            ranged("failed_pings", self.failed_pings.unwrap_or(FAILED_PINGS_DEFAULT), FAILED_PINGS_MIN, FAILED_PINGS_MAX)?;
+        let failed_pings = ranged(
+            "failed_pings",
+            self.failed_pings.unwrap_or(FAILED_PINGS_DEFAULT),
+            FAILED_PINGS_MIN,
+            FAILED_PINGS_MAX,
+        )?;
         let snapshot_threshold = ranged(
             "snapshot_threshold",
             self.snapshot_threshold.unwrap_or(SNAPSHOT_THRESHOLD_DEFAULT),
@@ -233,8 +240,11 @@ fn parse_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError>
 /// Accepts `host:port` or `http(s)://host:port[/]` and returns a URL without a trailing `/`.
 pub fn normalize_url(key: &'static str, value: &str) -> Result<String, ConfigError> {
     let value = value.trim().trim_end_matches('/');
-    let with_scheme =
-        if value.starts_with("http://") || value.starts_with("https://") { value.to_string() } else { format!("http://{value}") };
+    let with_scheme = if value.starts_with("http://") || value.starts_with("https://") {
+        value.to_string()
+    } else {
+        format!("http://{value}")
+    };
     let rest = with_scheme.split_once("://").map(|(_, rest)| rest).unwrap_or("");
     let valid = !rest.is_empty()
         && !rest.contains('/')

@@ -264,7 +264,9 @@ impl KvState {
                         mod_revision: revision,
                         version: old.version + 1,
                     },
-                    None => Entry { value: value.clone(), create_revision: revision, mod_revision: revision, version: 1 },
+                    None => {
+                        Entry { value: value.clone(), create_revision: revision, mod_revision: revision, version: 1 }
+                    }
                 };
                 let kind = EventKind::Put {
                     value: value.clone(),

@@ -54,8 +54,7 @@ pub const APPEND_ENTRIES_MAX: u64 = 64;
 pub const ENTRY_OVERHEAD_BYTES_MAX: usize = 1024;
 
 /// Largest single log entry on the wire.
-pub const ENTRY_BYTES_MAX: usize =
-    KEY_BYTES_MAX + VALUE_BYTES_MAX + REQUEST_ID_BYTES_MAX + ENTRY_OVERHEAD_BYTES_MAX;
+pub const ENTRY_BYTES_MAX: usize = KEY_BYTES_MAX + VALUE_BYTES_MAX + REQUEST_ID_BYTES_MAX + ENTRY_OVERHEAD_BYTES_MAX;
 
 /// Largest snapshot chunk sent in one peer frame. Snapshots are streamed in chunks so the
 /// frame limit does not bound the size of the database.

@@ -47,7 +47,10 @@ pub enum PeerRequest {
     /// A join request received by a follower, for the leader to carry out.
     Join(JoinRequest),
     /// A member removal received by a follower, for the leader to carry out.
-    RemoveMember { node_id: NodeId, force: bool },
+    RemoveMember {
+        node_id: NodeId,
+        force: bool,
+    },
     /// Liveness and progress probe.
     Ping,
 }

@@ -130,14 +130,18 @@ impl PeerNetwork {
         }
     }
 
-    async fn send_snapshot(&self, vote: Vote, snapshot: Snapshot) -> Result<SnapshotResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: Snapshot,
+    ) -> Result<SnapshotResponse<TypeConfig>, RPCError<TypeConfig>> {
         let data = snapshot.snapshot.into_inner();
         let total_bytes = data.len() as u64;
         let mut offset = 0usize;
         loop {
             let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
             let chunk = SnapshotChunk {
-                vote: vote.clone(),
+                vote,
                 meta: snapshot.meta.clone(),
                 offset: offset as u64,
                 total_bytes,
@@ -170,7 +174,11 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.call(PeerRequest::Vote(rpc), option.soft_ttl()).await? {
             PeerResponse::Vote(result) => result.map_err(|reason| remote_failed("vote", reason)),
             _ => Err(unexpected("vote")),
@@ -179,7 +187,11 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
 
     /// A real pre-vote round trip: the default implementation grants every pre-vote, which
     /// would let a partitioned node that comes back disrupt a healthy leader.
-    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.call(PeerRequest::PreVote(rpc), option.soft_ttl()).await? {
             PeerResponse::Vote(result) => result.map_err(|reason| remote_failed("pre-vote", reason)),
             _ => Err(unexpected("pre-vote")),

@@ -77,8 +77,8 @@ impl TcpTransport {
     }
 
     async fn call_inner(&self, addr: &str, request: PeerEnvelope) -> Result<PeerResponse, TransportError> {
-        let bytes =
-            frame::encode(&request).map_err(|e| TransportError::BadAnswer { addr: addr.into(), reason: e.to_string() })?;
+        let bytes = frame::encode(&request)
+            .map_err(|e| TransportError::BadAnswer { addr: addr.into(), reason: e.to_string() })?;
         // A pooled connection may have been closed by the peer since; if the exchange
         // fails on one before any answer, retry once on a fresh connection. Requests are
         // safe to repeat: Raft RPCs are idempotent and writes carry request ids.
@@ -110,7 +110,9 @@ impl Transport for TcpTransport {
         async move {
             match tokio::time::timeout(timeout, self.call_inner(addr, request)).await {
                 Ok(result) => result,
-                Err(_) => Err(TransportError::NoAnswer { addr: addr.into(), reason: format!("timed out after {timeout:?}") }),
+                Err(_) => {
+                    Err(TransportError::NoAnswer { addr: addr.into(), reason: format!("timed out after {timeout:?}") })
+                }
             }
         }
         .boxed()
@@ -118,7 +120,11 @@ impl Transport for TcpTransport {
 }
 
 /// Serves peer requests on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, handler: Arc<dyn PeerHandler>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn PeerHandler>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
     tokio::pin!(shutdown);
     loop {

@@ -94,7 +94,10 @@ pub fn router(node: Arc<Node>) -> Router {
     for (path, methods) in table {
         // A route outside the inventory is a programming error: it would escape the
         // OpenAPI check and the authorization inventory.
-        assert!(ROUTES.iter().any(|(known, _)| *known == path.replace("{*key}", "{key}")), "route {path} is not in ROUTES");
+        assert!(
+            ROUTES.iter().any(|(known, _)| *known == path.replace("{*key}", "{key}")),
+            "route {path} is not in ROUTES"
+        );
         router = router.route(path, methods);
     }
     router
@@ -137,9 +140,13 @@ struct QueryParams(HashMap<String, String>);
 
 impl QueryParams {
     fn parse(params: Params, allowed: &[&str]) -> Result<QueryParams, ApiError> {
-        let Query(map) = params.map_err(|rejection| ApiError::bad_request(format!("invalid query string: {rejection}")))?;
+        let Query(map) =
+            params.map_err(|rejection| ApiError::bad_request(format!("invalid query string: {rejection}")))?;
         if let Some(unknown) = map.keys().find(|name| !allowed.contains(&name.as_str())) {
-            return Err(ApiError::bad_request(format!("unknown query parameter `{unknown}`; allowed: {}", allowed.join(", "))));
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{unknown}`; allowed: {}",
+                allowed.join(", ")
+            )));
         }
         Ok(QueryParams(map))
     }
@@ -150,7 +157,10 @@ impl QueryParams {
 
     fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.string(name)
-            .map(|text| text.parse::<u64>().map_err(|_| ApiError::bad_request(format!("`{name}` must be a non-negative integer"))))
+            .map(|text| {
+                text.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("`{name}` must be a non-negative integer")))
+            })
             .transpose()
     }
 
@@ -173,9 +183,9 @@ impl QueryParams {
     fn request_id(&self) -> Result<Option<String>, ApiError> {
         match self.string("request_id") {
             None => Ok(None),
-            Some(id) if id.is_empty() || id.len() > REQUEST_ID_BYTES_MAX => Err(ApiError::bad_request(format!(
-                "`request_id` must be 1-{REQUEST_ID_BYTES_MAX} bytes"
-            ))),
+            Some(id) if id.is_empty() || id.len() > REQUEST_ID_BYTES_MAX => {
+                Err(ApiError::bad_request(format!("`request_id` must be 1-{REQUEST_ID_BYTES_MAX} bytes")))
+            }
             Some(id) => Ok(Some(id.to_string())),
         }
     }
@@ -207,7 +217,9 @@ fn put_value(object: &mut Value, value: &[u8]) {
     let Some(map) = object.as_object_mut() else { return };
     match std::str::from_utf8(value) {
         Ok(text) => map.insert("value".into(), Value::String(text.into())),
-        Err(_) => map.insert("value_base64".into(), Value::String(base64::engine::general_purpose::STANDARD.encode(value))),
+        Err(_) => {
+            map.insert("value_base64".into(), Value::String(base64::engine::general_purpose::STANDARD.encode(value)))
+        }
     };
 }
 
@@ -246,7 +258,12 @@ async fn read_body(request: Request) -> Result<Bytes, ApiError> {
     })
 }
 
-async fn kv_put(State(node): State<Shared>, Path(key): Path<String>, params: Params, request: Request) -> Result<Json<Value>, ApiError> {
+async fn kv_put(
+    State(node): State<Shared>,
+    Path(key): Path<String>,
+    params: Params,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
     let params = QueryParams::parse(params, &["prev_revision", "request_id"])?;
     check_key(&key)?;
     let value = read_body(request).await?;
@@ -257,7 +274,8 @@ async fn kv_put(State(node): State<Shared>, Path(key): Path<String>, params: Par
             format!("the value is {} bytes; the limit is {VALUE_BYTES_MAX} bytes", value.len()),
         ));
     }
-    let command = Command::Put { key: key.clone(), value: value.to_vec(), prev_revision: params.number("prev_revision")? };
+    let command =
+        Command::Put { key: key.clone(), value: value.to_vec(), prev_revision: params.number("prev_revision")? };
     let result = node.write(kv::Request { request_id: params.request_id()?, command }).await?;
     match result {
         CommandResult::Put { revision, prev_mod_revision } => {
@@ -267,13 +285,19 @@ async fn kv_put(State(node): State<Shared>, Path(key): Path<String>, params: Par
     }
 }
 
-async fn kv_delete(State(node): State<Shared>, Path(key): Path<String>, params: Params) -> Result<Json<Value>, ApiError> {
+async fn kv_delete(
+    State(node): State<Shared>,
+    Path(key): Path<String>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
     let params = QueryParams::parse(params, &["prev_revision", "request_id"])?;
     check_key(&key)?;
     let command = Command::Delete { key: key.clone(), prev_revision: params.number("prev_revision")? };
     let result = node.write(kv::Request { request_id: params.request_id()?, command }).await?;
     match result {
-        CommandResult::Delete { revision, deleted } => Ok(Json(json!({ "key": key, "revision": revision, "deleted": deleted }))),
+        CommandResult::Delete { revision, deleted } => {
+            Ok(Json(json!({ "key": key, "revision": revision, "deleted": deleted })))
+        }
         other => Err(command_failure(&key, other)),
     }
 }
@@ -389,7 +413,9 @@ async fn stream_events(
             Ok(batch) => batch,
             Err(HistoryError::Compacted { compact_revision }) => {
                 let _ = sender
-                    .send(Ok(line(&json!({ "type": "error", "error": "compacted", "compact_revision": compact_revision }))))
+                    .send(Ok(line(
+                        &json!({ "type": "error", "error": "compacted", "compact_revision": compact_revision }),
+                    )))
                     .await;
                 return;
             }
@@ -440,7 +466,8 @@ async fn health(State(node): State<Shared>) -> Response {
     } else {
         "no leader"
     };
-    (code, Json(json!({ "ok": serving, "node_id": status.node_id, "leader": status.leader, "reason": reason }))).into_response()
+    (code, Json(json!({ "ok": serving, "node_id": status.node_id, "leader": status.leader, "reason": reason })))
+        .into_response()
 }
 
 async fn health_primary(State(node): State<Shared>) -> Response {
@@ -457,13 +484,17 @@ async fn members_list(State(node): State<Shared>, params: Params) -> Result<Json
 
 async fn members_join(State(node): State<Shared>, request: Request) -> Result<Json<Value>, ApiError> {
     let body = read_body(request).await?;
-    let join: JoinRequest =
-        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid join request: {error}")))?;
+    let join: JoinRequest = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request(format!("invalid join request: {error}")))?;
     let response = node.join(join).await?;
     Ok(Json(json!({ "cluster_id": response.cluster_id, "voter": response.voter })))
 }
 
-async fn members_remove(State(node): State<Shared>, Path(id): Path<String>, params: Params) -> Result<Json<Value>, ApiError> {
+async fn members_remove(
+    State(node): State<Shared>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
     let params = QueryParams::parse(params, &["force"])?;
     let id: u64 = id.parse().map_err(|_| ApiError::bad_request("the member id must be a positive integer"))?;
     let response = node.remove_member(id, params.flag("force")?).await?;

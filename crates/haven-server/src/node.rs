@@ -46,12 +46,12 @@ use haven_store::NodeIdentity;
 use haven_store::Raft;
 use haven_store::StateMachine;
 use haven_store::StoredMembership;
+use openraft::async_runtime::WatchReceiver as _;
 use openraft::errors::ChangeMembershipError;
 use openraft::errors::ClientWriteError;
 use openraft::errors::LinearizableReadError;
 use openraft::errors::RaftError;
 use openraft::ChangeMembers;
-use openraft::async_runtime::WatchReceiver as _;
 use openraft::Instant as _;
 use openraft::ReadPolicy;
 use openraft::ServerState;
@@ -211,12 +211,13 @@ impl Node {
                         Err(_) => Err(RemoteError::OutcomeUnknown),
                     }
                 }
-                Some((leader, node)) => self.forward(leader, &node, PeerRequest::Forward(request.clone()), remaining).await.and_then(
-                    |response| match response {
+                Some((leader, node)) => self
+                    .forward(leader, &node, PeerRequest::Forward(request.clone()), remaining)
+                    .await
+                    .and_then(|response| match response {
                         PeerResponse::Forward(result) => result,
                         _ => Err(RemoteError::OutcomeUnknown),
-                    },
-                ),
+                    }),
                 None => Err(RemoteError::NotLeader { leader: None }),
             };
             match attempt {
@@ -394,7 +395,11 @@ impl Node {
             voter = true;
         }
         if !voter && !request.learner {
-            tracing::info!(node_id = request.node_id, voters = voters.len(), "cluster has {VOTERS_MAX} voters; node stays a learner");
+            tracing::info!(
+                node_id = request.node_id,
+                voters = voters.len(),
+                "cluster has {VOTERS_MAX} voters; node stays a learner"
+            );
         }
         Ok(JoinResponse { cluster_id, voter })
     }
@@ -592,7 +597,9 @@ impl Node {
     }
 }
 
-fn membership_error(error: RaftError<haven_store::TypeConfig, ClientWriteError<haven_store::TypeConfig>>) -> RemoteError {
+fn membership_error(
+    error: RaftError<haven_store::TypeConfig, ClientWriteError<haven_store::TypeConfig>>,
+) -> RemoteError {
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => RemoteError::NotLeader { leader: to.leader_id },
         RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => RemoteError::OutcomeUnknown,

@@ -54,7 +54,10 @@ pub fn refusal(node: &Node, envelope: &PeerEnvelope) -> Option<String> {
     }
     if let (Some(theirs), Some(ours)) = (&envelope.cluster_id, node.cluster_id()) {
         if *theirs != ours {
-            return Some(format!("cluster mismatch: node {} belongs to cluster {theirs}, this node to cluster {ours}", envelope.from));
+            return Some(format!(
+                "cluster mismatch: node {} belongs to cluster {theirs}, this node to cluster {ours}",
+                envelope.from
+            ));
         }
     }
     let membership = node.membership();
@@ -76,7 +79,9 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope) -> PeerResponse {
     }
     let raft = &node.raft;
     match envelope.body {
-        PeerRequest::AppendEntries(rpc) => PeerResponse::AppendEntries(raft.append_entries(rpc).await.map_err(|e| e.to_string())),
+        PeerRequest::AppendEntries(rpc) => {
+            PeerResponse::AppendEntries(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+        }
         PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await.map_err(|e| e.to_string())),
         PeerRequest::PreVote(rpc) => PeerResponse::Vote(raft.pre_vote(rpc).await.map_err(|e| e.to_string())),
         PeerRequest::TransferLeader(rpc) => {

@@ -41,7 +41,8 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     let peer_addr = options.peer_listener.local_addr()?;
     let client_url = format!("http://{client_addr}");
     let data_dir = options.config.data_dir.clone();
-    let node = Node::open(options.config, client_url.clone(), peer_addr.to_string(), options.transport, options.sync).await?;
+    let node =
+        Node::open(options.config, client_url.clone(), peer_addr.to_string(), options.transport, options.sync).await?;
     tracing::info!(node_id = node.node_id, %client_url, %peer_addr, incarnation = %node.incarnation, "node started");
 
     let (stop, stopped) = watch::channel(false);
@@ -56,10 +57,17 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     let app = crate::api::router(node.clone());
     let http_shutdown = wait_stop(stopped.clone());
     let http_server =
-        tokio::spawn(async move { axum::serve(options.client_listener, app).with_graceful_shutdown(http_shutdown).await });
+        tokio::spawn(
+            async move { axum::serve(options.client_listener, app).with_graceful_shutdown(http_shutdown).await },
+        );
     files::write_pid_and_addr(
         &data_dir,
-        &files::AddrFile { node_id: node.node_id, client_url, peer_addr: peer_addr.to_string(), pid: std::process::id() },
+        &files::AddrFile {
+            node_id: node.node_id,
+            client_url,
+            peer_addr: peer_addr.to_string(),
+            pid: std::process::id(),
+        },
     )?;
 
     let background = tokio::spawn(background_loop(node.clone(), stopped.clone()));
@@ -102,8 +110,11 @@ async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
         node.housekeeping(&mut recorded_cluster_id).await;
         let voters = node.membership().voter_ids().count();
         if voters != last_voters {
-            if voters % 2 == 0 && voters > 0 {
-                tracing::warn!(voters, "the cluster has an even number of voters; it tolerates no more failures than one fewer");
+            if voters.is_multiple_of(2) && voters > 0 {
+                tracing::warn!(
+                    voters,
+                    "the cluster has an even number of voters; it tolerates no more failures than one fewer"
+                );
             }
             last_voters = voters;
         }

@@ -85,7 +85,7 @@ pub fn status(node: &Node) -> Status {
         });
     }
     let mut warnings = Vec::new();
-    if voters.len() % 2 == 0 && !voters.is_empty() {
+    if voters.len().is_multiple_of(2) && !voters.is_empty() {
         warnings.push(format!(
             "the cluster has {} voters; an even number tolerates no more failures than one voter fewer. Add or \
              remove a voter (or use a witness)",

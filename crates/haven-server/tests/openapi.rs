@@ -34,7 +34,8 @@ fn openapi_routes(text: &str) -> BTreeSet<(String, String)> {
 
 #[test]
 fn openapi_matches_the_router() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../api/openapi.yaml")).expect("api/openapi.yaml");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../api/openapi.yaml"))
+        .expect("api/openapi.yaml");
     let documented = openapi_routes(&text);
     let served: BTreeSet<(String, String)> = haven_server::api::ROUTES
         .iter()
@@ -53,6 +54,9 @@ fn the_reader_sees_a_mismatch() {
     let routes = openapi_routes(text);
     assert_eq!(
         routes,
-        BTreeSet::from([("/v1/kv/{key}".to_string(), "get".to_string()), ("/v1/kv/{key}".to_string(), "put".to_string())])
+        BTreeSet::from([
+            ("/v1/kv/{key}".to_string(), "get".to_string()),
+            ("/v1/kv/{key}".to_string(), "put".to_string())
+        ])
     );
 }

@@ -255,7 +255,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged = self.last_purged.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last_purged = *self.last_purged.lock().unwrap_or_else(|e| e.into_inner());
         let last_pending = {
             let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.values().next_back().map(|entry| entry.log_id())
@@ -264,7 +264,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(last) => Some(last),
             None => self.last_in_db()?,
         };
-        Ok(LogState { last_purged_log_id: last_purged.clone(), last_log_id: last.or(last_purged) })
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.or(last_purged) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -296,7 +296,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             for entry in entries {
                 let log_id = entry.log_id();
-                encoded.push((log_id.index(), log_id.clone(), encode(&entry)?));
+                encoded.push((log_id.index(), log_id, encode(&entry)?));
                 pending.insert(log_id.index(), entry);
             }
         }

@@ -136,7 +136,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (meta, data) = {
             let state = self.read();
             let data = postcard::to_stdvec(&*state).map_err(|e| io_error("encode snapshot", e))?;
-            (SnapshotMeta { last_log_id: state.last_applied.clone(), last_membership: state.membership.clone() }, data)
+            (SnapshotMeta { last_log_id: state.last_applied, last_membership: state.membership.clone() }, data)
         };
         let dir = self.shared.snapshot_dir.clone();
         let file = SnapshotFile { meta: meta.clone(), data };
@@ -154,7 +154,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let state = self.read();
-        Ok((state.last_applied.clone(), state.membership.clone()))
+        Ok((state.last_applied, state.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -165,12 +165,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let result = {
                 let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-                state.last_applied = Some(entry.log_id.clone());
+                state.last_applied = Some(entry.log_id);
                 let result = match &entry.payload {
                     EntryPayload::Blank => CommandResult::Ok { revision: state.kv.revision() },
                     EntryPayload::Normal(request) => state.kv.apply(request),
                     EntryPayload::Membership(membership) => {
-                        state.membership = StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                        state.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
                         CommandResult::Ok { revision: state.kv.revision() }
                     }
                 };
@@ -203,7 +203,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let revision = applied.kv.revision();
         {
             let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-            applied.last_applied = meta.last_log_id.clone();
+            applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
             *state = applied;
         }

@@ -111,7 +111,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn stop_signal() {
     use tokio::signal::unix::signal;
     use tokio::signal::unix::SignalKind;
-    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         // Without signal handlers the node can only be killed; keep serving.
         std::future::pending::<()>().await;
         return;

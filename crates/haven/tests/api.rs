@@ -30,7 +30,13 @@ fn bad_input_gets_a_clear_4xx_and_the_node_keeps_serving() {
             (Method::POST, format!("{base}/v1/members/join"), br#"{"node_id": 0}"#.to_vec(), 400, "bad_request"),
             (Method::PUT, format!("{base}/v1/kv/big"), vec![b'x'; VALUE_BYTES_MAX + 1], 413, "value_too_large"),
             (Method::PUT, format!("{base}/v1/kv/huge"), vec![b'x'; REQUEST_BODY_BYTES_MAX + 1], 413, "body_too_large"),
-            (Method::PUT, format!("{base}/v1/kv/{}", "k".repeat(KEY_BYTES_MAX + 1)), b"v".to_vec(), 413, "key_too_large"),
+            (
+                Method::PUT,
+                format!("{base}/v1/kv/{}", "k".repeat(KEY_BYTES_MAX + 1)),
+                b"v".to_vec(),
+                413,
+                "key_too_large",
+            ),
             (Method::PUT, format!("{base}/v1/kv/a%0Ab"), b"v".to_vec(), 400, "invalid_key"),
             (Method::GET, format!("{base}/v1/kv/a%00b"), vec![], 400, "invalid_key"),
             (Method::GET, format!("{base}/v1/nothing/here"), vec![], 404, "no_route"),
@@ -75,7 +81,8 @@ fn every_inventoried_route_is_served() {
             for method in *methods {
                 let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let url = format!("{base}{concrete}");
-                let request = reqwest::Client::new().request(method.clone(), &url).timeout(std::time::Duration::from_secs(3));
+                let request =
+                    reqwest::Client::new().request(method.clone(), &url).timeout(std::time::Duration::from_secs(3));
                 // Watches stream forever: the headers are enough.
                 let response = request.body("{}").send().await.expect("request");
                 let status = response.status().as_u16();

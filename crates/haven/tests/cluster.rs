@@ -89,7 +89,9 @@ fn kill_leader_under_load_loses_no_acknowledged_write() {
     assert_ne!(new_leader, old_leader);
     // Writes are accepted again after the failover.
     let count_at_failover = acknowledged.lock().unwrap().len();
-    cluster.wait_for(LEADER_TIMEOUT, "writes after the failover", |_| acknowledged.lock().unwrap().len() > count_at_failover + 10);
+    cluster.wait_for(LEADER_TIMEOUT, "writes after the failover", |_| {
+        acknowledged.lock().unwrap().len() > count_at_failover + 10
+    });
     eprintln!("new leader {new_leader} accepting writes {:?} after the kill", killed_at.elapsed());
     cluster.restart(killed);
     std::thread::sleep(Duration::from_millis(1000));
@@ -111,7 +113,12 @@ fn kill_leader_under_load_loses_no_acknowledged_write() {
         c.status(killed).and_then(|s| s["applied_index"].as_u64()).is_some_and(|applied| applied >= target)
     });
     let local = block_on(cluster.client_of(killed).list_all("load/")).expect("list on restarted node");
-    assert!(local.items.len() >= acknowledged.len(), "restarted node has {} of {}", local.items.len(), acknowledged.len());
+    assert!(
+        local.items.len() >= acknowledged.len(),
+        "restarted node has {} of {}",
+        local.items.len(),
+        acknowledged.len()
+    );
 }
 
 /// A node joins a running cluster and catches up from a snapshot (forced by a small
@@ -128,11 +135,16 @@ fn joining_node_catches_up_from_a_snapshot() {
     let join = format!("--join={}", cluster.nodes[0].client_url);
     let new = cluster.add_node(4, &[join.as_str()]);
     cluster.wait_for(CONDITION_TIMEOUT, "node 4 to become a voter", |c| c.voter_count(0) == 4);
-    let listed = block_on(cluster.client_of(new).list("snap/", None, Some(1000), Consistency::Stale)).expect("list");
+    // Linearizable on node 4: it gets a read index from the leader and waits to apply it.
+    let listed =
+        block_on(cluster.client_of(new).list("snap/", None, Some(1000), Consistency::Linearizable)).expect("list");
     assert_eq!(listed.items.len(), 200, "node 4 holds every key");
     assert!(cluster.nodes[new].log().contains("snapshot installed"), "node 4 caught up through a snapshot");
     let status = cluster.status(new).unwrap();
-    assert!(status["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("even number")), "{status}");
+    assert!(
+        status["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("even number")),
+        "{status}"
+    );
 }
 
 /// Compare-and-swap and watch work across a leader change: a watcher that reconnects with
@@ -145,10 +157,14 @@ fn cas_and_watch_resume_across_a_leader_change() {
     let leader = cluster.wait_leader(LEADER_TIMEOUT);
     let client = cluster.client();
     // CAS: create-only, then swap against the right and a wrong revision.
-    let created = block_on(client.put("cas/k", b"1", WriteOptions { prev_revision: Some(0), ..Default::default() })).unwrap();
+    let created =
+        block_on(client.put("cas/k", b"1", WriteOptions { prev_revision: Some(0), ..Default::default() })).unwrap();
     let again = block_on(client.put("cas/k", b"x", WriteOptions { prev_revision: Some(0), ..Default::default() }));
-    assert!(matches!(again, Err(haven_client::Error::CompareFailed { current_revision }) if current_revision == created.revision));
-    block_on(client.put("cas/k", b"2", WriteOptions { prev_revision: Some(created.revision), ..Default::default() })).unwrap();
+    assert!(
+        matches!(again, Err(haven_client::Error::CompareFailed { current_revision }) if current_revision == created.revision)
+    );
+    block_on(client.put("cas/k", b"2", WriteOptions { prev_revision: Some(created.revision), ..Default::default() }))
+        .unwrap();
 
     let watched = (0..3).find(|i| cluster.nodes[*i].id != leader).unwrap();
     let start = cluster.status(watched).unwrap()["revision"].as_u64().unwrap();
@@ -168,8 +184,14 @@ fn cas_and_watch_resume_across_a_leader_change() {
             cluster.wait_leader(LEADER_TIMEOUT);
             // CAS against the pre-failover revision still compares correctly.
             let current = block_on(client.get("cas/k", Consistency::Linearizable)).unwrap().unwrap();
-            let stale = block_on(client.put("cas/k", b"3", WriteOptions { prev_revision: Some(created.revision), ..Default::default() }));
-            assert!(matches!(stale, Err(haven_client::Error::CompareFailed { current_revision }) if current_revision == current.mod_revision));
+            let stale = block_on(client.put(
+                "cas/k",
+                b"3",
+                WriteOptions { prev_revision: Some(created.revision), ..Default::default() },
+            ));
+            assert!(
+                matches!(stale, Err(haven_client::Error::CompareFailed { current_revision }) if current_revision == current.mod_revision)
+            );
         }
     }
     let mut seen = first.join().expect("first watcher");
@@ -234,7 +256,8 @@ fn a_wiped_node_is_refused() {
     let log = cluster.nodes[victim].log();
     assert!(log.contains("another data dir") && log.contains("haven members remove 3"), "{log}");
     let after = cluster.status(0).unwrap()["members"].clone();
-    let ids = |members: &serde_json::Value| members.as_array().unwrap().iter().map(|m| m["id"].as_u64()).collect::<Vec<_>>();
+    let ids =
+        |members: &serde_json::Value| members.as_array().unwrap().iter().map(|m| m["id"].as_u64()).collect::<Vec<_>>();
     assert_eq!(ids(&before), ids(&after));
     // Started without join, it is refused by its peers on every message.
     let index = cluster.index_of(3);

@@ -312,5 +312,10 @@ fn dechunk(mut body: &str) -> String {
 /// Runs a future to completion on a fresh runtime (tests are plain `#[test]`s so the
 /// cluster's blocking helpers never block an async worker).
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime").block_on(future)
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }
