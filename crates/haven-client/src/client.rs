@@ -44,6 +44,7 @@ use crate::transport::Answer;
 use crate::transport::Request;
 use crate::transport::HEADER_LEADER;
 use crate::types::Consistency;
+use crate::types::CreatedToken;
 use crate::types::DeleteResult;
 use crate::types::KvEntry;
 use crate::types::ListPage;
@@ -51,7 +52,10 @@ use crate::types::Member;
 use crate::types::Members;
 use crate::types::PutResult;
 use crate::types::RemoveMemberResult;
+use crate::types::RevokedToken;
 use crate::types::Status;
+use crate::types::TokenInfo;
+use crate::types::TokenList;
 use crate::watch::WatchStream;
 
 /// Options of a write (`put` and `delete`).
@@ -98,6 +102,8 @@ pub struct Client {
 struct Inner {
     config: ClientConfig,
     http: reqwest::Client,
+    /// Server keys trusted now (fingerprint mode); grows with members learned from status.
+    pins: Option<haven_tls::PinSet>,
     /// Index of the endpoint that answered last: calls start there.
     preferred: AtomicUsize,
     /// Index of the endpoint a server named as leader, or [`NO_INDEX`].
@@ -110,7 +116,7 @@ impl Client {
     /// A client for the cluster `config` describes; the configuration is validated.
     pub fn new(config: ClientConfig) -> Result<Client, Error> {
         let config = config.validate()?;
-        let http = build_http_client(&config)?;
+        let (http, pins) = build_http_client(&config)?;
         let jitter = match config.jitter_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
@@ -119,6 +125,7 @@ impl Client {
             inner: Arc::new(Inner {
                 config,
                 http,
+                pins,
                 preferred: AtomicUsize::new(0),
                 leader: AtomicUsize::new(NO_INDEX),
                 jitter: Mutex::new(jitter),
@@ -270,7 +277,21 @@ impl Client {
 
     /// The cluster as the first node that answers sees it.
     pub async fn status(&self) -> Result<Status, Error> {
-        decode(&self.execute(&simple_get("/v1/status"), &Kind::Read).await?)
+        let status: Status = decode(&self.execute(&simple_get("/v1/status"), &Kind::Read).await?)?;
+        self.learn_member_keys(&status);
+        Ok(status)
+    }
+
+    /// Trusts the keys of the members a trusted node reports, so a failover to a node
+    /// whose key was not configured still verifies.
+    fn learn_member_keys(&self, status: &Status) {
+        if let Some(pins) = &self.inner.pins {
+            for member in &status.members {
+                if let Some(fingerprint) = member.fingerprint.as_deref().and_then(haven_core::config::parse_fingerprint) {
+                    pins.insert(fingerprint);
+                }
+            }
+        }
     }
 
     /// The cluster as `endpoint` sees it: one request, no retries, no other endpoint.
@@ -301,6 +322,66 @@ impl Client {
                 status: 404,
                 code: crate::error::CODE_NOT_FOUND.to_string(),
                 message: format!("node {id} is not a member of the cluster"),
+            }),
+            Err(error) => Err(error),
+        }
+    }
+
+    // ---- Tokens (admin) --------------------------------------------------------------
+
+    /// Creates a token with `role` (`admin`, `operator`, `reader`, `join`), named `name`
+    /// (the role's name when `None`), expiring after `ttl_seconds` (never when `None`).
+    /// The answer holds the secret, which the server never shows again.
+    ///
+    /// Never resent once it may have been delivered: a retry would mint a second token.
+    /// A lost answer gives [`Error::OutcomeUnknown`]; list the tokens and revoke an orphan.
+    pub async fn create_token(
+        &self,
+        role: &str,
+        name: Option<&str>,
+        ttl_seconds: Option<u64>,
+    ) -> Result<CreatedToken, Error> {
+        let mut body = serde_json::json!({ "role": role });
+        if let Some(name) = name {
+            body["name"] = name.into();
+        }
+        if let Some(ttl_seconds) = ttl_seconds {
+            body["ttl_seconds"] = ttl_seconds.into();
+        }
+        let request = Request {
+            method: Method::POST,
+            path: "/v1/tokens".into(),
+            query: Vec::new(),
+            body: Some(Bytes::from(body.to_string())),
+            streaming: false,
+        };
+        decode(&self.execute(&request, &Kind::Write { request_id: None }).await?)
+    }
+
+    /// Every token (ids, names, roles, times; never secrets), oldest first.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, Error> {
+        let list: TokenList = decode(&self.execute(&simple_get("/v1/tokens"), &Kind::Read).await?)?;
+        Ok(list.tokens)
+    }
+
+    /// Revokes token `id` (16 hex digits). Retried safely: the request id makes a repeat
+    /// answer like the first.
+    pub async fn revoke_token(&self, id: &str) -> Result<RevokedToken, Error> {
+        if !haven_core::auth::is_token_id(id) {
+            // Not quoted: a whole token pasted by mistake must not end up in a message.
+            return Err(Error::InvalidRequest(
+                "a token id is 16 lowercase hex digits (the part after `hvn_`; see `haven tokens list`)".into(),
+            ));
+        }
+        let request =
+            Request { method: Method::DELETE, path: format!("/v1/tokens/{id}"), query: Vec::new(), body: None, streaming: false };
+        match self.execute(&request, &Kind::Write { request_id: Some(new_request_id()) }).await {
+            Ok(answer) => decode(&answer),
+            // `NotFound` speaks of keys; here the token is what is missing.
+            Err(Error::NotFound { .. }) => Err(Error::Api {
+                status: 404,
+                code: crate::error::CODE_NOT_FOUND.to_string(),
+                message: format!("no token has id {id}; `haven tokens list` shows the tokens"),
             }),
             Err(error) => Err(error),
         }

@@ -53,6 +53,12 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Sent as `Authorization: Bearer <token>` on every request.
     pub token: Option<String>,
+    /// `sha256:` fingerprints of server keys to trust for `https://` endpoints (any match
+    /// is accepted). The client also learns the other members' keys from `/v1/status` of a
+    /// node it already trusts, so a failover to a node not listed here still verifies.
+    pub server_fingerprints: Vec<String>,
+    /// Instead of fingerprints: a CA certificate (PEM) that signed the servers' certificates.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Seed of the back-off jitter, for tests and the simulator; `None` seeds from the OS.
     /// Request ids never come from this seed: two clients with the same seed must still
     /// send different ids, or the server would deduplicate one's write into the other's.
@@ -68,6 +74,8 @@ impl fmt::Debug for ClientConfig {
             .field("deadline", &self.deadline)
             .field("backoff", &self.backoff)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("server_fingerprints", &self.server_fingerprints)
+            .field("ca_file", &self.ca_file)
             .field("jitter_seed", &self.jitter_seed)
             .finish()
     }
@@ -83,6 +91,8 @@ impl ClientConfig {
             deadline: DEADLINE_DEFAULT,
             backoff: Backoff::default(),
             token: None,
+            server_fingerprints: Vec::new(),
+            ca_file: None,
             jitter_seed: None,
         }
     }
@@ -124,6 +134,22 @@ impl ClientConfig {
                 self.backoff.base, self.backoff.cap
             )));
         }
+        for fingerprint in &mut self.server_fingerprints {
+            *fingerprint = haven_core::config::parse_fingerprint(fingerprint).ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "server fingerprint {fingerprint:?} is malformed: expected sha256: followed by 64 hex digits, as \
+                     `haven fingerprint` prints"
+                ))
+            })?;
+        }
+        let tls = self.endpoints.iter().any(|endpoint| endpoint.starts_with("https://"));
+        if tls && self.server_fingerprints.is_empty() && self.ca_file.is_none() {
+            return Err(Error::InvalidConfig(
+                "https endpoints need the servers' key fingerprints (HAVEN_SERVER_FINGERPRINTS or \
+                 --server-fingerprint; `haven fingerprint --dir DATA_DIR` on a node prints its own) or a CA file"
+                    .into(),
+            ));
+        }
         if let Some(token) = &self.token {
             // A header value cannot hold these; refuse now instead of failing every request.
             if token.is_empty() || token.bytes().any(|b| b.is_ascii_control() || b == b' ') {
@@ -158,18 +184,16 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>, Error> {
     Ok(endpoints)
 }
 
-/// Turns `host:port` or `http://host:port/` into `http://host:port`.
-///
-/// Only `http` is accepted for now: this build has no TLS, and an `https` URL would fail
-/// on every request with a less helpful message than this one.
+/// Turns `host:port` or `https://host:port/` into `https://host:port`. Without a scheme,
+/// `https` is meant: nodes serve TLS unless started with `--insecure-dev`.
 pub fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
     let endpoint = endpoint.trim();
-    let with_scheme = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    let with_scheme = if endpoint.contains("://") { endpoint.to_string() } else { format!("https://{endpoint}") };
     let url = Url::parse(&with_scheme)
         .map_err(|error| Error::InvalidConfig(format!("endpoint {endpoint:?} is not a URL: {error}")))?;
-    if url.scheme() != "http" {
+    if url.scheme() != "http" && url.scheme() != "https" {
         return Err(Error::InvalidConfig(format!(
-            "endpoint {endpoint:?} uses {}://; this client speaks http:// only",
+            "endpoint {endpoint:?} uses {}://; give https:// (or http:// for --insecure-dev nodes)",
             url.scheme()
         )));
     }
@@ -214,7 +238,7 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_be_an_endpoint() {
-        for bad in ["", " , ", "https://a:1", "ftp://a", "http://", "http://u:p@a:1", "a:1?x=1", "a:99999"] {
+        for bad in ["", " , ", "ftp://a", "http://", "http://u:p@a:1", "a:1?x=1", "a:99999"] {
             assert!(
                 matches!(parse_endpoints(bad), Err(Error::InvalidConfig(_))),
                 "{bad:?} was accepted: {:?}",

@@ -19,6 +19,7 @@ use reqwest::StatusCode;
 use reqwest::Url;
 
 use crate::config::ClientConfig;
+use haven_tls::PinSet;
 use crate::config::CONNECT_TIMEOUT_MAX;
 use crate::error::innermost_message;
 use crate::error::Error;
@@ -38,9 +39,32 @@ pub const HEADER_LEADER: &str = "haven-leader";
 /// Response header naming the leader's node id.
 pub const HEADER_LEADER_ID: &str = "haven-leader-id";
 
-/// Builds the HTTP client every request goes through.
-pub(crate) fn build_http_client(config: &ClientConfig) -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
+/// Builds the HTTP client every request goes through, and the set of trusted server keys
+/// when the servers are trusted by fingerprint (the client adds members' keys it learns).
+pub(crate) fn build_http_client(config: &ClientConfig) -> Result<(reqwest::Client, Option<PinSet>), Error> {
+    let invalid = |what: &str, error: &dyn std::fmt::Display| Error::InvalidConfig(format!("{what}: {error}"));
+    let (tls, pins) = match &config.ca_file {
+        Some(ca_file) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let der = haven_tls::identity::read_pem_certificates(ca_file).map_err(|e| invalid("CA file", &e))?;
+            for cert in der {
+                roots.add(rustls::pki_types::CertificateDer::from(cert)).map_err(|e| invalid("CA file", &e))?;
+            }
+            let tls = rustls::ClientConfig::builder_with_provider(haven_tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| invalid("TLS", &e))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            (tls, None)
+        }
+        None => {
+            let pins = PinSet::new(config.server_fingerprints.iter().cloned());
+            let tls = haven_tls::client_config(pins.clone(), None).map_err(|e| invalid("TLS", &e))?;
+            (tls, Some(pins))
+        }
+    };
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .connect_timeout(config.request_timeout.min(CONNECT_TIMEOUT_MAX))
         // The API never redirects (nodes forward writes themselves); following one would
         // resend a write and the token to wherever a response points.
@@ -50,7 +74,8 @@ pub(crate) fn build_http_client(config: &ClientConfig) -> Result<reqwest::Client
         .no_proxy()
         .user_agent(concat!("haven-client/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|error| Error::InvalidConfig(format!("cannot build the HTTP client: {}", innermost_message(&error))))
+        .map_err(|error| Error::InvalidConfig(format!("cannot build the HTTP client: {}", innermost_message(&error))))?;
+    Ok((http, pins))
 }
 
 /// What to send.

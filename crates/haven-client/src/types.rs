@@ -240,6 +240,9 @@ pub struct Member {
     pub id: u64,
     pub client_url: String,
     pub peer_addr: String,
+    /// The member's TLS key fingerprint (absent on `--insecure-dev` clusters).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
     /// False for a learner (a non-voting replica).
     pub voter: bool,
     /// Whether the answering node hears from it; `None` when it cannot tell.
@@ -296,6 +299,68 @@ pub struct RemoveMemberResult {
     /// Set when the removal went ahead despite a risk (e.g. with `force`).
     #[serde(default)]
     pub warning: Option<String>,
+}
+
+/// One token as `GET /v1/tokens` lists it: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// 16 hex digits: what `revoke_token` takes.
+    pub id: String,
+    pub name: String,
+    /// `admin`, `operator`, `reader` or `join`.
+    pub role: String,
+    /// Creation time, ms since the Unix epoch (the leader's clock).
+    pub created_ms: u64,
+    /// `None`: the token does not expire.
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+    /// Expired by the answering node's clock.
+    #[serde(default)]
+    pub expired: bool,
+    /// A join token that has admitted its node.
+    #[serde(default)]
+    pub used: bool,
+    #[serde(default)]
+    pub used_by_node: Option<u64>,
+}
+
+/// Answer to `GET /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// Answer to `POST /v1/tokens`: the only time the secret is shown. `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// `hvn_<id>_<secret>`: hand it over now, it cannot be read again.
+    pub token: String,
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub created_ms: u64,
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("token", &"<redacted>")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("created_ms", &self.created_ms)
+            .field("expires_ms", &self.expires_ms)
+            .finish()
+    }
+}
+
+/// Answer to `DELETE /v1/tokens/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedToken {
+    pub id: String,
+    pub revoked: bool,
 }
 
 /// The doc leaves the cluster id's JSON type open; accept a string, a number or null.

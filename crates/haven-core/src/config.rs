@@ -48,6 +48,18 @@ pub struct NodeConfigFile {
     pub failed_pings: Option<u64>,
     pub snapshot_threshold: Option<u64>,
     pub history_revisions: Option<u64>,
+    /// Fingerprint of the member named by `join`, checked before anything is sent to it.
+    pub join_fingerprint: Option<String>,
+    /// Admin or one-time join token presented when joining (or a file holding it).
+    pub join_token: Option<String>,
+    pub join_token_file: Option<PathBuf>,
+    /// Accept whatever key the `join` member presents (trust on first use). Insecure.
+    pub join_trust_first_use: Option<bool>,
+    /// Plaintext on loopback, for development only.
+    pub insecure_dev: Option<bool>,
+    /// A certificate and key (PEM) for the client port instead of the node's own.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl NodeConfigFile {
@@ -77,6 +89,13 @@ impl NodeConfigFile {
             failed_pings: overrides.failed_pings.or(self.failed_pings),
             snapshot_threshold: overrides.snapshot_threshold.or(self.snapshot_threshold),
             history_revisions: overrides.history_revisions.or(self.history_revisions),
+            join_fingerprint: overrides.join_fingerprint.or(self.join_fingerprint),
+            join_token: overrides.join_token.or(self.join_token),
+            join_token_file: overrides.join_token_file.or(self.join_token_file),
+            join_trust_first_use: overrides.join_trust_first_use.or(self.join_trust_first_use),
+            insecure_dev: overrides.insecure_dev.or(self.insecure_dev),
+            tls_cert: overrides.tls_cert.or(self.tls_cert),
+            tls_key: overrides.tls_key.or(self.tls_key),
         }
     }
 
@@ -146,6 +165,37 @@ impl NodeConfigFile {
             HISTORY_REVISIONS_MIN,
             HISTORY_REVISIONS_MAX,
         )?;
+        let insecure_dev = self.insecure_dev.unwrap_or(false);
+        if insecure_dev && !(client_addr.ip().is_loopback() && peer_addr.ip().is_loopback()) {
+            return Err(ConfigError::Contradiction {
+                message: "insecure_dev serves plaintext and is allowed only on loopback addresses; bind client_addr \
+                          and peer_addr to 127.0.0.1, or drop insecure_dev"
+                    .into(),
+            });
+        }
+        let join_fingerprint = match self.join_fingerprint {
+            Some(text) => Some(parse_fingerprint(&text).ok_or(ConfigError::Invalid {
+                key: "join_fingerprint",
+                value: text.chars().take(80).collect(),
+                reason: "expected sha256: followed by 64 hex digits, as `haven fingerprint` prints".into(),
+            })?),
+            None => None,
+        };
+        let join_trust_first_use = self.join_trust_first_use.unwrap_or(false);
+        if join.is_some() && !insecure_dev && join_fingerprint.is_none() && !join_trust_first_use {
+            return Err(ConfigError::Contradiction {
+                message: "join needs join_fingerprint (the member's key fingerprint, from `haven fingerprint` on it) \
+                          so this node knows it talks to the real cluster; join_trust_first_use skips the check \
+                          insecurely"
+                    .into(),
+            });
+        }
+        if self.join_token.is_some() && self.join_token_file.is_some() {
+            return Err(ConfigError::Contradiction { message: "join_token and join_token_file are both set; give one".into() });
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Contradiction { message: "tls_cert and tls_key go together; give both or neither".into() });
+        }
         Ok(NodeConfig {
             node_id,
             data_dir,
@@ -157,12 +207,26 @@ impl NodeConfigFile {
             timing: Timing { ping_interval_ms, failed_pings },
             snapshot_threshold,
             history_revisions,
+            join_fingerprint,
+            join_token: self.join_token,
+            join_token_file: self.join_token_file,
+            join_trust_first_use,
+            insecure_dev,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
         })
     }
 }
 
-/// A validated node configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Checks a key fingerprint's form (`sha256:` + 64 hex digits) and returns it lowercased.
+pub fn parse_fingerprint(text: &str) -> Option<String> {
+    let text = text.trim().to_ascii_lowercase();
+    let valid = text.strip_prefix("sha256:").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    valid.then_some(text)
+}
+
+/// A validated node configuration. Its `Debug` hides the join token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NodeConfig {
     pub node_id: u64,
     pub data_dir: PathBuf,
@@ -175,6 +239,29 @@ pub struct NodeConfig {
     pub timing: Timing,
     pub snapshot_threshold: u64,
     pub history_revisions: u64,
+    pub join_fingerprint: Option<String>,
+    pub join_token: Option<String>,
+    pub join_token_file: Option<PathBuf>,
+    pub join_trust_first_use: bool,
+    pub insecure_dev: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("node_id", &self.node_id)
+            .field("data_dir", &self.data_dir)
+            .field("client_addr", &self.client_addr)
+            .field("peer_addr", &self.peer_addr)
+            .field("bootstrap", &self.bootstrap)
+            .field("join", &self.join)
+            .field("learner", &self.learner)
+            .field("join_token", &self.join_token.as_ref().map(|_| "<hidden>"))
+            .field("insecure_dev", &self.insecure_dev)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Failure detection in the operator's terms (seed 002: a ping interval and a number of
@@ -276,6 +363,7 @@ mod tests {
             client_addr = "127.0.0.1:7002"
             peer_addr = "127.0.0.1:7102"
             join = "127.0.0.1:7001"
+            join_fingerprint = "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
             ping_interval_ms = 100
             failed_pings = 5
         "#;
@@ -335,6 +423,18 @@ mod tests {
         };
         assert!(matches!(same.validate(), Err(ConfigError::Contradiction { .. })));
         assert_eq!(NodeConfigFile { node_id: None, ..base() }.validate(), Err(ConfigError::Missing { key: "node_id" }));
+    }
+
+    #[test]
+    fn join_needs_a_fingerprint_unless_told_otherwise() {
+        let join = NodeConfigFile { join: Some("127.0.0.1:7001".into()), ..base() };
+        assert!(matches!(join.clone().validate(), Err(ConfigError::Contradiction { .. })));
+        let tofu = NodeConfigFile { join_trust_first_use: Some(true), ..join.clone() };
+        assert!(tofu.validate().is_ok());
+        let bad = NodeConfigFile { join_fingerprint: Some("sha256:xyz".into()), ..join.clone() };
+        assert!(bad.validate().unwrap_err().to_string().contains("join_fingerprint"));
+        let insecure_public = NodeConfigFile { insecure_dev: Some(true), client_addr: Some("0.0.0.0:7001".into()), ..base() };
+        assert!(insecure_public.validate().unwrap_err().to_string().contains("loopback"));
     }
 
     #[test]

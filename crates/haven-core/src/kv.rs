@@ -10,6 +10,14 @@
 //!
 //! History: the last `history_revisions` change events are kept so a watcher can resume
 //! from any revision at or after `compact_revision` with none skipped or repeated.
+//!
+//! Tokens: the bearer tokens (hashes only, see `crate::auth`) live here too, so creating
+//! and revoking one is a Raft write like any other and every node authenticates against
+//! the same table. A request made with a token carries the token's id and the access its
+//! route needed; `apply` checks the token again at that point in the log, against the time
+//! the leader stamped on the request, so a token revoked or expired while a write was in
+//! flight cannot make that write land. Token changes are bookkeeping: they do not advance
+//! the KV revision and are not in the watch history.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -18,6 +26,18 @@ use std::collections::VecDeque;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::auth::permits;
+use crate::auth::validate_token_name;
+use crate::auth::Access;
+use crate::auth::Auth;
+use crate::auth::JoinClaim;
+use crate::auth::PresentedToken;
+use crate::auth::Role;
+use crate::auth::TokenRecord;
+use crate::auth::SHA256_HEX_CHARS;
+use crate::auth::TOKENS_MAX;
+use crate::auth::TOKEN_TTL_SECONDS_MAX;
+use crate::auth::TOKEN_TTL_SECONDS_MIN;
 use crate::key::key_has_prefix;
 use crate::limits::HISTORY_REVISIONS_DEFAULT;
 use crate::limits::REQUEST_IDS_REMEMBERED;
@@ -32,14 +52,59 @@ pub enum Command {
     Delete { key: String, prev_revision: Option<u64> },
     /// Records the cluster id; proposed once by the bootstrapping node. Later ones are ignored.
     InitCluster { cluster_id: String },
+    /// Adds a token. The server drew `id` and the secret; only the secret's hash travels.
+    /// The token expires `ttl_ms` after the request's `now_ms` stamp (never when `None`).
+    CreateToken { id: String, name: String, role: Role, sha256_hex: String, ttl_ms: Option<u64> },
+    /// Removes a token; requests made with it are refused from this point in the log on.
+    RevokeToken { id: String },
+    /// Spends join token `id` on the node `node_id` with data dir `incarnation`. Only the
+    /// first claim wins; the same node may repeat it (a retried or resumed join).
+    ConsumeJoinToken { id: String, node_id: u64, incarnation: String },
+    /// Changes nothing: commits the check of the request's token at this point in the log
+    /// (before a membership change, which is not a state machine command).
+    Authorize,
 }
 
-/// A command with its idempotency key, as stored in the log.
+impl Command {
+    /// What the command itself needs, whatever route it came through: `apply` checks the
+    /// token against both this and the route's access, so a mislabelled request cannot
+    /// borrow a weaker route's classification.
+    pub fn required_access(&self) -> Access {
+        match self {
+            Command::Put { .. } | Command::Delete { .. } => Access::Write,
+            Command::ConsumeJoinToken { .. } => Access::Join,
+            Command::Authorize => Access::Public,
+            Command::InitCluster { .. } | Command::CreateToken { .. } | Command::RevokeToken { .. } => Access::Admin,
+        }
+    }
+}
+
+/// A command with its idempotency key, its caller and its time, as stored in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Client- or server-chosen id: a retried request with the same id applies at most once.
     pub request_id: Option<String>,
     pub command: Command,
+    /// The token the request was made with; `None` for the server's own requests (cluster
+    /// id, the bootstrap admin token), which no client can send.
+    pub auth: Option<Auth>,
+    /// The proposing leader's wall clock (ms since the Unix epoch), stamped just before the
+    /// proposal. Token expiry and creation times are decided from it, never from a replica's
+    /// own clock, so every replica decides the same.
+    pub now_ms: u64,
+}
+
+impl Request {
+    /// A request with no token and no time stamp yet (the leader stamps it).
+    pub fn new(request_id: Option<String>, command: Command) -> Request {
+        Request { request_id, command, auth: None, now_ms: 0 }
+    }
+
+    /// The same request, made with `token_id` through a route that needs `access`.
+    pub fn with_auth(mut self, token_id: &str, access: Access) -> Request {
+        self.auth = Some(Auth { token_id: token_id.to_string(), access });
+        self
+    }
 }
 
 impl std::fmt::Display for Request {
@@ -51,6 +116,17 @@ impl std::fmt::Display for Request {
             }
             Command::Delete { key, prev_revision } => write!(f, "delete {key:?} (prev_revision {prev_revision:?})"),
             Command::InitCluster { cluster_id } => write!(f, "init cluster {cluster_id}"),
+            // Hashes are not printed either: they are no secret, but nobody needs them.
+            Command::CreateToken { id, name, role, ttl_ms, .. } => {
+                write!(f, "create token {id} ({name:?}, role {role}, ttl_ms {ttl_ms:?})")
+            }
+            Command::RevokeToken { id } => write!(f, "revoke token {id}"),
+            Command::ConsumeJoinToken { id, node_id, .. } => write!(f, "consume join token {id} for node {node_id}"),
+            Command::Authorize => write!(f, "authorize"),
+        }?;
+        match &self.auth {
+            Some(auth) => write!(f, " by token {} ({} access)", auth.token_id, auth.access),
+            None => Ok(()),
         }
     }
 }
@@ -68,6 +144,17 @@ pub enum CommandResult {
     CompareFailed { current_revision: u64 },
     /// Cluster bookkeeping; no user-visible change.
     Ok { revision: u64 },
+    /// The request's token does not (or no longer) allow it: unknown or revoked, expired at
+    /// the request's time stamp, or a role too weak. Nothing changed. `reason` names the
+    /// token by id only.
+    Unauthorized { reason: String },
+    /// The command cannot apply (the token table is full, an id is taken, a field breaks a
+    /// rule the API should have caught). Nothing changed.
+    Refused { reason: String },
+    /// The token was added.
+    TokenCreated { created_ms: u64, expires_ms: Option<u64> },
+    /// The revocation ran; `revoked` is false when no such token existed.
+    TokenRevoked { revoked: bool },
 }
 
 impl Default for CommandResult {
@@ -124,6 +211,8 @@ pub struct KvState {
     /// the oldest first so the memory is bounded.
     request_results: HashMap<String, CommandResult>,
     request_order: VecDeque<String>,
+    /// Bearer tokens by id (hashes only), at most `TOKENS_MAX`.
+    tokens: BTreeMap<String, TokenRecord>,
 }
 
 impl Default for KvState {
@@ -143,6 +232,7 @@ impl KvState {
             history_revisions: history_revisions.max(1),
             request_results: HashMap::new(),
             request_order: VecDeque::new(),
+            tokens: BTreeMap::new(),
         }
     }
 
@@ -174,6 +264,38 @@ impl KvState {
 
     pub fn get(&self, key: &str) -> Option<&Entry> {
         self.entries.get(key)
+    }
+
+    /// Every token, by id.
+    pub fn tokens(&self) -> impl Iterator<Item = &TokenRecord> {
+        self.tokens.values()
+    }
+
+    pub fn token(&self, id: &str) -> Option<&TokenRecord> {
+        self.tokens.get(id)
+    }
+
+    /// The record of a presented token when it is known, its secret matches (compared in
+    /// constant time) and it has not expired at `now_ms`. Which of these failed is not
+    /// told apart on purpose: the caller answers one "unauthorized" for all of them.
+    pub fn authenticate(&self, presented: &PresentedToken<'_>, now_ms: u64) -> Option<&TokenRecord> {
+        let record = self.tokens.get(presented.id)?;
+        (record.matches(presented) && !record.expired_at(now_ms)).then_some(record)
+    }
+
+    /// Is token `token_id` still good for `access` at `now_ms`? The apply-time check, also
+    /// used by long-running reads (watches) to notice a revocation.
+    pub fn check_token(&self, token_id: &str, access: Access, now_ms: u64) -> Result<Role, String> {
+        let Some(record) = self.tokens.get(token_id) else {
+            return Err(format!("token {token_id} is unknown or was revoked"));
+        };
+        if record.expired_at(now_ms) {
+            return Err(format!("token {token_id} has expired"));
+        }
+        if !permits(record.role, access) {
+            return Err(format!("token {token_id} has role {}, which does not allow {access} access", record.role));
+        }
+        Ok(record.role)
     }
 
     /// Up to `limit` entries whose keys start with `prefix`, strictly after `after` when
@@ -233,20 +355,31 @@ impl KvState {
 
     /// Applies one request. Deterministic: the same requests in the same order give the
     /// same state on every node.
+    ///
+    /// A request made with a token is checked first, against both the route's access and
+    /// the command's own: a refused request changes nothing and is not remembered under
+    /// its request id (a retry with a valid token may still apply).
     pub fn apply(&mut self, request: &Request) -> CommandResult {
+        if let Some(auth) = &request.auth {
+            for access in [auth.access, request.command.required_access()] {
+                if let Err(reason) = self.check_token(&auth.token_id, access, request.now_ms) {
+                    return CommandResult::Unauthorized { reason };
+                }
+            }
+        }
         if let Some(id) = &request.request_id {
             if let Some(result) = self.request_results.get(id) {
                 return result.clone();
             }
         }
-        let result = self.apply_command(&request.command);
+        let result = self.apply_command(&request.command, request.now_ms, request.auth.as_ref());
         if let Some(id) = &request.request_id {
             self.remember(id.clone(), result.clone());
         }
         result
     }
 
-    fn apply_command(&mut self, command: &Command) -> CommandResult {
+    fn apply_command(&mut self, command: &Command, now_ms: u64, auth: Option<&Auth>) -> CommandResult {
         match command {
             Command::Put { key, value, prev_revision } => {
                 let current = self.entries.get(key).map_or(0, |entry| entry.mod_revision);
@@ -298,7 +431,89 @@ impl KvState {
                 }
                 CommandResult::Ok { revision: self.revision }
             }
+            Command::CreateToken { id, name, role, sha256_hex, ttl_ms } => {
+                self.create_token(id, name, *role, sha256_hex, *ttl_ms, now_ms)
+            }
+            Command::RevokeToken { id } => CommandResult::TokenRevoked { revoked: self.tokens.remove(id).is_some() },
+            Command::ConsumeJoinToken { id, node_id, incarnation } => {
+                // A caller spends its own token, never someone else's.
+                if auth.is_some_and(|auth| auth.token_id != *id) {
+                    return CommandResult::Unauthorized { reason: format!("token {id} is not the caller's token") };
+                }
+                let Some(record) = self.tokens.get_mut(id) else {
+                    return CommandResult::Unauthorized { reason: format!("token {id} is unknown or was revoked") };
+                };
+                if record.role != Role::Join {
+                    return CommandResult::Unauthorized { reason: format!("token {id} is not a join token") };
+                }
+                if record.expired_at(now_ms) {
+                    return CommandResult::Unauthorized { reason: format!("token {id} has expired") };
+                }
+                let claim = JoinClaim { node_id: *node_id, incarnation: incarnation.clone() };
+                match &record.used_by {
+                    Some(used_by) if *used_by != claim => CommandResult::Unauthorized {
+                        reason: format!(
+                            "join token {id} was already used by node {}; a join token admits one node",
+                            used_by.node_id
+                        ),
+                    },
+                    _ => {
+                        record.used_by = Some(claim);
+                        CommandResult::Ok { revision: self.revision }
+                    }
+                }
+            }
+            Command::Authorize => CommandResult::Ok { revision: self.revision },
         }
+    }
+
+    /// Adds a token after checking every rule again: the API checks them first, but the
+    /// state machine must never hold a record that breaks them, whoever proposed it.
+    fn create_token(
+        &mut self,
+        id: &str,
+        name: &str,
+        role: Role,
+        sha256_hex: &str,
+        ttl_ms: Option<u64>,
+        now_ms: u64,
+    ) -> CommandResult {
+        let refuse = |reason: String| CommandResult::Refused { reason };
+        if !crate::auth::is_token_id(id) {
+            return refuse("a token id must be 16 lowercase hex digits".into());
+        }
+        if let Err(reason) = validate_token_name(name) {
+            return refuse(reason);
+        }
+        if sha256_hex.len() != SHA256_HEX_CHARS || !sha256_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return refuse("a token hash must be 64 hex digits".into());
+        }
+        let ttl_range_ms = TOKEN_TTL_SECONDS_MIN * 1000..=TOKEN_TTL_SECONDS_MAX * 1000;
+        if ttl_ms.is_some_and(|ttl_ms| !ttl_range_ms.contains(&ttl_ms)) {
+            return refuse(format!("a token TTL must be {TOKEN_TTL_SECONDS_MIN}-{TOKEN_TTL_SECONDS_MAX} seconds"));
+        }
+        if self.tokens.contains_key(id) {
+            return refuse(format!("token id {id} is taken; create the token again"));
+        }
+        if self.tokens.len() >= TOKENS_MAX {
+            // Expired tokens are dead weight: they make room before a creation is refused.
+            self.tokens.retain(|_, record| !record.expired_at(now_ms));
+            if self.tokens.len() >= TOKENS_MAX {
+                return refuse(format!("the cluster holds {TOKENS_MAX} tokens already; revoke unused ones first"));
+            }
+        }
+        let expires_ms = ttl_ms.map(|ttl_ms| now_ms.saturating_add(ttl_ms));
+        let record = TokenRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            role,
+            sha256_hex: sha256_hex.to_ascii_lowercase(),
+            created_ms: now_ms,
+            expires_ms,
+            used_by: None,
+        };
+        self.tokens.insert(id.to_string(), record);
+        CommandResult::TokenCreated { created_ms: now_ms, expires_ms }
     }
 
     fn record(&mut self, event: Event) {
@@ -356,21 +571,15 @@ mod tests {
     use super::*;
 
     fn put(key: &str, value: &str) -> Request {
-        Request {
-            request_id: None,
-            command: Command::Put { key: key.into(), value: value.as_bytes().to_vec(), prev_revision: None },
-        }
+        Request::new(None, Command::Put { key: key.into(), value: value.as_bytes().to_vec(), prev_revision: None })
     }
 
     fn cas(key: &str, value: &str, prev: u64) -> Request {
-        Request {
-            request_id: None,
-            command: Command::Put { key: key.into(), value: value.as_bytes().to_vec(), prev_revision: Some(prev) },
-        }
+        Request::new(None, Command::Put { key: key.into(), value: value.as_bytes().to_vec(), prev_revision: Some(prev) })
     }
 
     fn del(key: &str) -> Request {
-        Request { request_id: None, command: Command::Delete { key: key.into(), prev_revision: None } }
+        Request::new(None, Command::Delete { key: key.into(), prev_revision: None })
     }
 
     #[test]
@@ -400,8 +609,7 @@ mod tests {
         assert_eq!(state.apply(&cas("k", "2", 7)), CommandResult::CompareFailed { current_revision: 1 });
         assert_eq!(state.revision(), 1, "a failed compare changes nothing");
         assert_eq!(state.apply(&cas("k", "2", 1)), CommandResult::Put { revision: 2, prev_mod_revision: 1 });
-        let guarded_delete =
-            Request { request_id: None, command: Command::Delete { key: "k".into(), prev_revision: Some(1) } };
+        let guarded_delete = Request::new(None, Command::Delete { key: "k".into(), prev_revision: Some(1) });
         assert_eq!(state.apply(&guarded_delete), CommandResult::CompareFailed { current_revision: 2 });
         assert_eq!(state.get("k").unwrap().value, b"2");
     }
@@ -474,11 +682,238 @@ mod tests {
     #[test]
     fn cluster_id_is_set_once() {
         let mut state = KvState::default();
-        let init = |id: &str| Request { request_id: None, command: Command::InitCluster { cluster_id: id.into() } };
+        let init = |id: &str| Request::new(None, Command::InitCluster { cluster_id: id.into() });
         state.apply(&init("first"));
         state.apply(&init("second"));
         assert_eq!(state.cluster_id(), Some("first"));
         assert_eq!(state.revision(), 0, "bookkeeping is not a user-visible change");
+    }
+
+    // ---- tokens ---------------------------------------------------------------------
+
+    const T0: u64 = 1_700_000_000_000;
+
+    /// Creates a token through `apply` as the server would (no caller: the bootstrap path)
+    /// and returns its text.
+    fn create(state: &mut KvState, seed: u8, role: Role, ttl_ms: Option<u64>) -> crate::auth::NewToken {
+        let made = crate::auth::new_token([seed; 8], [seed; 32]);
+        let mut request = Request::new(
+            None,
+            Command::CreateToken {
+                id: made.id.clone(),
+                name: format!("t{seed}"),
+                role,
+                sha256_hex: made.sha256_hex.clone(),
+                ttl_ms,
+            },
+        );
+        request.now_ms = T0;
+        assert_eq!(state.apply(&request), CommandResult::TokenCreated { created_ms: T0, expires_ms: ttl_ms.map(|t| T0 + t) });
+        made
+    }
+
+    fn stamped(request: Request, token_id: &str, access: Access, now_ms: u64) -> Request {
+        let mut request = request.with_auth(token_id, access);
+        request.now_ms = now_ms;
+        request
+    }
+
+    fn unauthorized(result: CommandResult) -> String {
+        match result {
+            CommandResult::Unauthorized { reason } => reason,
+            other => panic!("expected Unauthorized, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tokens_authenticate_by_hash_and_are_not_kv_changes() {
+        let mut state = KvState::default();
+        let admin = create(&mut state, 1, Role::Admin, None);
+        assert_eq!(state.revision(), 0, "token changes are bookkeeping, not revisions");
+        assert!(state.events_after(0, "", 10).unwrap().0.is_empty(), "nor watch events");
+        let presented = crate::auth::parse_token(&admin.token).unwrap();
+        assert_eq!(state.authenticate(&presented, T0).map(|r| r.role), Some(Role::Admin));
+        let record = state.token(&admin.id).unwrap();
+        assert_ne!(record.sha256_hex, admin.token, "only the hash is kept");
+        assert!(!format!("{state:?}").contains(&admin.token), "the secret is nowhere in the state");
+        let forged = crate::auth::new_token([1; 8], [9; 32]);
+        assert!(state.authenticate(&crate::auth::parse_token(&forged.token).unwrap(), T0).is_none());
+    }
+
+    /// The in-flight case: a write is accepted at the HTTP layer with a valid token,
+    /// the token is revoked, then the write reaches the state machine. It must change nothing.
+    #[test]
+    fn a_write_is_checked_again_when_applied() {
+        let mut state = KvState::default();
+        let operator = create(&mut state, 2, Role::Operator, None);
+        let write = |key: &str| stamped(put(key, "v"), &operator.id, Access::Write, T0 + 5);
+        assert!(matches!(state.apply(&write("before")), CommandResult::Put { revision: 1, .. }));
+        let revoke = Request::new(None, Command::RevokeToken { id: operator.id.clone() });
+        assert_eq!(state.apply(&revoke), CommandResult::TokenRevoked { revoked: true });
+        assert_eq!(state.apply(&revoke), CommandResult::TokenRevoked { revoked: false });
+        let digest = state.digest();
+        let reason = unauthorized(state.apply(&write("in-flight")));
+        assert!(reason.contains("revoked") && reason.contains(&operator.id), "{reason}");
+        assert_eq!((state.revision(), state.digest()), (1, digest), "nothing changed");
+        assert!(state.get("in-flight").is_none());
+    }
+
+    #[test]
+    fn expiry_is_decided_by_the_leaders_stamp() {
+        let mut state = KvState::default();
+        let operator = create(&mut state, 3, Role::Operator, Some(60_000));
+        let at = |now_ms| stamped(put("k", "v"), &operator.id, Access::Write, now_ms);
+        assert!(matches!(state.apply(&at(T0 + 59_999)), CommandResult::Put { .. }));
+        let reason = unauthorized(state.apply(&at(T0 + 60_000)));
+        assert!(reason.contains("expired"), "{reason}");
+        assert_eq!(state.revision(), 1);
+    }
+
+    #[test]
+    fn a_weak_role_cannot_write_whatever_the_route_said() {
+        let mut state = KvState::default();
+        let reader = create(&mut state, 4, Role::Reader, None);
+        // Labelled as a read, but a put needs write access: the command's own need counts.
+        let mislabelled = stamped(put("k", "v"), &reader.id, Access::Read, T0);
+        let reason = unauthorized(state.apply(&mislabelled));
+        assert!(reason.contains("role reader"), "{reason}");
+        let operator = create(&mut state, 5, Role::Operator, None);
+        let revoke_as_operator = stamped(
+            Request::new(None, Command::RevokeToken { id: reader.id.clone() }),
+            &operator.id,
+            Access::Admin,
+            T0,
+        );
+        unauthorized(state.apply(&revoke_as_operator));
+        assert!(state.token(&reader.id).is_some(), "an operator cannot revoke tokens");
+        assert_eq!(state.revision(), 0);
+    }
+
+    #[test]
+    fn a_refused_request_is_not_remembered_under_its_id() {
+        let mut state = KvState::default();
+        let reader = create(&mut state, 6, Role::Reader, None);
+        let operator = create(&mut state, 7, Role::Operator, None);
+        let mut request = stamped(put("k", "v"), &reader.id, Access::Write, T0);
+        request.request_id = Some("r1".into());
+        unauthorized(state.apply(&request));
+        let mut retry = stamped(put("k", "v"), &operator.id, Access::Write, T0);
+        retry.request_id = Some("r1".into());
+        assert!(matches!(state.apply(&retry), CommandResult::Put { revision: 1, .. }));
+    }
+
+    #[test]
+    fn a_join_token_admits_one_node() {
+        let mut state = KvState::default();
+        let join = create(&mut state, 8, Role::Join, Some(600_000));
+        let consume = |node_id: u64, incarnation: &str| {
+            stamped(
+                Request::new(
+                    None,
+                    Command::ConsumeJoinToken { id: join.id.clone(), node_id, incarnation: incarnation.into() },
+                ),
+                &join.id,
+                Access::Join,
+                T0 + 1,
+            )
+        };
+        assert_eq!(state.apply(&consume(4, "inc-a")), CommandResult::Ok { revision: 0 });
+        assert!(state.token(&join.id).unwrap().used());
+        // The same node repeating its join (lost answer, restart before promotion): fine.
+        assert_eq!(state.apply(&consume(4, "inc-a")), CommandResult::Ok { revision: 0 });
+        // Another node, or the same id with a wiped disk: refused.
+        let reason = unauthorized(state.apply(&consume(5, "inc-b")));
+        assert!(reason.contains("already used by node 4"), "{reason}");
+        unauthorized(state.apply(&consume(4, "inc-c")));
+        assert_eq!(state.token(&join.id).unwrap().used_by.as_ref().map(|c| c.node_id), Some(4));
+        // Expired: refused even for a first use.
+        let late = create(&mut state, 9, Role::Join, Some(1000));
+        let mut request = Request::new(
+            None,
+            Command::ConsumeJoinToken { id: late.id.clone(), node_id: 6, incarnation: "x".into() },
+        )
+        .with_auth(&late.id, Access::Join);
+        request.now_ms = T0 + 1000;
+        unauthorized(state.apply(&request));
+        // A token that is not a join token cannot be consumed, and nobody spends another's.
+        let operator = create(&mut state, 10, Role::Operator, None);
+        let other = Request::new(
+            None,
+            Command::ConsumeJoinToken { id: operator.id.clone(), node_id: 6, incarnation: "x".into() },
+        );
+        unauthorized(state.apply(&other));
+        let fresh = create(&mut state, 11, Role::Join, None);
+        let theft = stamped(
+            Request::new(None, Command::ConsumeJoinToken { id: fresh.id.clone(), node_id: 6, incarnation: "x".into() }),
+            &join.id,
+            Access::Join,
+            T0,
+        );
+        unauthorized(state.apply(&theft));
+        assert!(!state.token(&fresh.id).unwrap().used());
+    }
+
+    #[test]
+    fn token_creation_checks_its_rules_and_bounds_the_table() {
+        let mut state = KvState::default();
+        let made = crate::auth::new_token([1; 8], [1; 32]);
+        let create_with = |id: &str, name: &str, hash: &str, ttl_ms: Option<u64>| {
+            Request::new(
+                None,
+                Command::CreateToken {
+                    id: id.into(),
+                    name: name.into(),
+                    role: Role::Reader,
+                    sha256_hex: hash.into(),
+                    ttl_ms,
+                },
+            )
+        };
+        for bad in [
+            create_with("xyz", "n", &made.sha256_hex, None),
+            create_with(&made.id, "bad name", &made.sha256_hex, None),
+            create_with(&made.id, "n", "0123", None),
+            create_with(&made.id, "n", &made.sha256_hex, Some(0)),
+            create_with(&made.id, "n", &made.sha256_hex, Some(u64::MAX)),
+        ] {
+            assert!(matches!(state.apply(&bad), CommandResult::Refused { .. }), "{bad}");
+        }
+        assert_eq!(state.tokens().count(), 0);
+        assert!(matches!(state.apply(&create_with(&made.id, "n", &made.sha256_hex, None)), CommandResult::TokenCreated { .. }));
+        assert!(matches!(state.apply(&create_with(&made.id, "n", &made.sha256_hex, None)), CommandResult::Refused { .. }));
+
+        // Fill the table with short-lived tokens; once they have expired they make room.
+        let mut full = KvState::default();
+        for i in 0..TOKENS_MAX as u64 {
+            let mut request = create_with(&format!("{i:016x}"), "n", &made.sha256_hex, Some(1000));
+            request.now_ms = T0;
+            assert!(matches!(full.apply(&request), CommandResult::TokenCreated { .. }));
+        }
+        let mut one_more = create_with("ffffffffffffffff", "n", &made.sha256_hex, None);
+        one_more.now_ms = T0 + 999;
+        assert!(matches!(full.apply(&one_more), CommandResult::Refused { .. }), "full while none has expired");
+        one_more.now_ms = T0 + 1000;
+        assert!(matches!(full.apply(&one_more), CommandResult::TokenCreated { .. }));
+        assert_eq!(full.tokens().count(), 1, "the expired ones were dropped");
+    }
+
+    #[test]
+    fn requests_print_without_secrets_or_hashes() {
+        let made = crate::auth::new_token([1; 8], [1; 32]);
+        let request = Request::new(
+            None,
+            Command::CreateToken {
+                id: made.id.clone(),
+                name: "ci".into(),
+                role: Role::Operator,
+                sha256_hex: made.sha256_hex.clone(),
+                ttl_ms: None,
+            },
+        )
+        .with_auth("00000000000000aa", Access::Admin);
+        let printed = request.to_string();
+        assert!(printed.contains(&made.id) && printed.contains("by token 00000000000000aa"), "{printed}");
+        assert!(!printed.contains(&made.sha256_hex), "{printed}");
     }
 
     #[test]

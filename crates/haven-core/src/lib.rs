@@ -5,13 +5,15 @@
 //!                        │ calls
 //!                        ▼
 //!                  haven-core  ◀── you are here: limits, key rules, the KV state
-//!                                  machine, node configuration validation
+//!                                  machine, tokens and roles, node configuration
+//!                                  validation
 //! ```
 //!
 //! Nothing here touches a socket, a file, a clock or an async runtime: every function
 //! takes its inputs (including time, where it matters) as arguments and returns a decision,
 //! so the decisions are tested directly and the simulator can drive them.
 
+pub mod auth;
 pub mod config;
 pub mod key;
 pub mod kv;

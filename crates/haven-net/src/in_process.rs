@@ -63,7 +63,7 @@ impl Transport for InProcessNetwork {
             let bad = |e: frame::FrameError| TransportError::BadAnswer { addr: addr.into(), reason: e.to_string() };
             let bytes = frame::encode(&request).map_err(bad)?;
             let request: PeerEnvelope = frame::decode(&bytes[4..]).map_err(bad)?;
-            let response = tokio::time::timeout(timeout, handler.handle(request))
+            let response = tokio::time::timeout(timeout, handler.handle(request, None))
                 .await
                 .map_err(|_| TransportError::NoAnswer { addr: addr.into(), reason: "timed out".into() })?;
             let bytes = frame::encode(&response).map_err(bad)?;

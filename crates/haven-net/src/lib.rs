@@ -14,6 +14,7 @@
 //! reaches Raft. The transport is a trait so the security layer can put mutual TLS under
 //! the TCP implementation without touching the rest, and tests can use the in-process one.
 
+pub mod accept;
 pub mod frame;
 pub mod in_process;
 pub mod message;

@@ -72,14 +72,32 @@ pub struct JoinRequest {
     pub client_url: String,
     pub peer_addr: String,
     pub incarnation: String,
+    /// The joiner's TLS key fingerprint, recorded in the membership so peers accept it.
+    pub fingerprint: String,
     /// Stay a learner (a read replica) instead of becoming a voter.
     pub learner: bool,
+    /// Only check and describe the cluster (id, members' keys); change nothing. The joiner
+    /// does this first, so it trusts the members' keys before they start replicating to it.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
+/// The answer to a join: the cluster and its members' keys, which the joiner pins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinResponse {
     pub cluster_id: String,
+    /// The joiner is a voter already (otherwise a learner, promoted once caught up unless it
+    /// asked to stay one).
     pub voter: bool,
+    pub members: Vec<JoinMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinMember {
+    pub id: NodeId,
+    pub client_url: String,
+    pub peer_addr: String,
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,8 +13,11 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 
+use crate::accept::accept_loop;
+use crate::accept::Accepted;
+use crate::accept::BoxedStream;
+use crate::accept::PEER_LIMITS;
 use crate::frame;
 use crate::frame::FrameError;
 use crate::PeerEnvelope;
@@ -31,26 +34,33 @@ pub const IDLE_CONNECTIONS_PER_PEER: usize = 16;
 /// a longer wait only delays trying the next thing.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Inbound peer connections served at once. Members need a handful each; the bound keeps a
-/// flood of connections from exhausting memory or file descriptors.
-pub const PEER_CONNECTIONS_MAX: usize = 256;
+/// How often an idle peer connection re-checks that its peer is still a member, so the
+/// connections of a removed member close promptly.
+pub const MEMBERSHIP_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Connects to peers over TCP.
-#[derive(Default)]
+/// Connects to peers over TCP, with mutual TLS unless built with `plaintext` (tests and
+/// `--insecure-dev` on loopback only).
 pub struct TcpTransport {
-    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    idle: Mutex<HashMap<String, Vec<BoxedStream>>>,
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl TcpTransport {
-    pub fn new() -> TcpTransport {
-        TcpTransport::default()
+    /// Mutual TLS: present this node's certificate, accept only pinned peers.
+    pub fn tls(config: rustls::ClientConfig) -> TcpTransport {
+        TcpTransport { idle: Mutex::default(), tls: Some(tokio_rustls::TlsConnector::from(Arc::new(config))) }
     }
 
-    fn take_idle(&self, addr: &str) -> Option<TcpStream> {
+    /// Plaintext: only for in-process tests and `--insecure-dev` on loopback.
+    pub fn plaintext() -> TcpTransport {
+        TcpTransport { idle: Mutex::default(), tls: None }
+    }
+
+    fn take_idle(&self, addr: &str) -> Option<BoxedStream> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).get_mut(addr).and_then(Vec::pop)
     }
 
-    fn put_idle(&self, addr: &str, stream: TcpStream) {
+    fn put_idle(&self, addr: &str, stream: BoxedStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let streams = idle.entry(addr.to_string()).or_default();
         if streams.len() < IDLE_CONNECTIONS_PER_PEER {
@@ -58,7 +68,7 @@ impl TcpTransport {
         }
     }
 
-    async fn connect(addr: &str) -> Result<TcpStream, TransportError> {
+    async fn connect(&self, addr: &str) -> Result<BoxedStream, TransportError> {
         let unreachable = |reason: String| TransportError::Unreachable { addr: addr.to_string(), reason };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
@@ -66,10 +76,19 @@ impl TcpTransport {
             .map_err(|error| unreachable(error.to_string()))?;
         // Small request/response messages: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        let Some(connector) = &self.tls else {
+            return Ok(Box::new(stream));
+        };
+        // The name is not used for trust (the pinned key is); any valid name will do.
+        let name = rustls::pki_types::ServerName::try_from("haven-peer").map_err(|e| unreachable(e.to_string()))?;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
+            .await
+            .map_err(|_| unreachable(format!("TLS handshake timed out after {CONNECT_TIMEOUT:?}")))?
+            .map_err(|error| unreachable(format!("TLS handshake failed: {error}")))?;
+        Ok(Box::new(stream))
     }
 
-    async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<PeerResponse, FrameError> {
+    async fn exchange(stream: &mut BoxedStream, request: &[u8]) -> Result<PeerResponse, FrameError> {
         use tokio::io::AsyncWriteExt;
         stream.write_all(request).await?;
         let body = frame::read_frame(stream).await?;
@@ -88,7 +107,10 @@ impl TcpTransport {
                 return Ok(response);
             }
         }
-        let mut stream = Self::connect(addr).await?;
+        // Under TLS 1.3 a server that rejects our certificate says so only after the
+        // client's handshake completed: the first exchange on a new connection is what
+        // proves the link, which is why a link counts as up only once a request answered.
+        let mut stream = self.connect(addr).await?;
         match Self::exchange(&mut stream, &bytes).await {
             Ok(response) => {
                 self.put_idle(addr, stream);
@@ -119,44 +141,48 @@ impl Transport for TcpTransport {
     }
 }
 
-/// Serves peer requests on `listener` until `shutdown` resolves.
+/// Serves peer requests on `listener` until `shutdown` resolves. With `tls`, peers must
+/// present a pinned certificate (mutual TLS), and a connection closes once its peer's key
+/// is no longer pinned (the member was removed).
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<dyn PeerHandler>,
+    tls: Option<(tokio_rustls::TlsAcceptor, haven_tls::PinSet)>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, remote) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: pause instead of spinning.
-                tracing::warn!(%error, "peer accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, limit = PEER_CONNECTIONS_MAX, "peer connection refused: too many connections");
-            continue;
-        };
+    let (acceptor, pins) = match tls {
+        Some((acceptor, pins)) => (Some(acceptor), Some(pins)),
+        None => (None, None),
+    };
+    accept_loop(listener, acceptor, PEER_LIMITS, shutdown, move |stream, accepted, permit| {
         let handler = handler.clone();
-        tokio::spawn(async move {
+        let pins = pins.clone();
+        async move {
             let _permit = permit;
-            let _ = stream.set_nodelay(true);
-            serve_connection(stream, handler).await;
-        });
-    }
+            serve_connection(stream, accepted, handler, pins).await;
+        }
+    })
+    .await;
 }
 
-async fn serve_connection(mut stream: TcpStream, handler: Arc<dyn PeerHandler>) {
+async fn serve_connection(mut stream: BoxedStream, accepted: Accepted, handler: Arc<dyn PeerHandler>, pins: Option<haven_tls::PinSet>) {
+    let still_member = |pins: &Option<haven_tls::PinSet>| match (pins, &accepted.peer_fingerprint) {
+        (Some(pins), Some(fingerprint)) => pins.contains(fingerprint),
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
     loop {
-        let body = match frame::read_frame(&mut stream).await {
+        let body = tokio::select! {
+            body = frame::read_frame(&mut stream) => body,
+            _ = tokio::time::sleep(MEMBERSHIP_RECHECK_INTERVAL) => {
+                if still_member(&pins) {
+                    continue;
+                }
+                tracing::info!(remote = %accepted.remote, fingerprint = ?accepted.peer_fingerprint, "closing the connection of a removed member");
+                return;
+            }
+        };
+        let body = match body {
             Ok(body) => body,
             Err(FrameError::Closed) => return,
             Err(error) => {
@@ -164,8 +190,12 @@ async fn serve_connection(mut stream: TcpStream, handler: Arc<dyn PeerHandler>) 
                 return;
             }
         };
+        if !still_member(&pins) {
+            tracing::info!(remote = %accepted.remote, fingerprint = ?accepted.peer_fingerprint, "closing the connection of a removed member");
+            return;
+        }
         let response = match frame::decode::<PeerEnvelope>(&body) {
-            Ok(request) => handler.handle(request).await,
+            Ok(request) => handler.handle(request, accepted.peer_fingerprint.clone()).await,
             Err(error) => PeerResponse::Refused(format!("undecodable request: {error}")),
         };
         if let Err(error) = frame::write_frame(&mut stream, &response).await {

@@ -40,7 +40,8 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<PeerResponse, TransportError>>;
 }
 
-/// Receives envelopes: implemented by the server.
+/// Receives envelopes: implemented by the server. `peer_fingerprint` is the key the
+/// sender proved it holds (mutual TLS), `None` on plaintext links.
 pub trait PeerHandler: Send + Sync + 'static {
-    fn handle(&self, request: PeerEnvelope) -> BoxFuture<'static, PeerResponse>;
+    fn handle(&self, request: PeerEnvelope, peer_fingerprint: Option<String>) -> BoxFuture<'static, PeerResponse>;
 }

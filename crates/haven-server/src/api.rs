@@ -3,7 +3,13 @@
 //! Handlers are thin: parse and check the request, call the node, shape the answer.
 //! Every rejection is JSON `{"error", "message"}`, including the ones axum would answer
 //! in plain text (bad query strings, unknown routes, wrong methods, oversized bodies).
+//!
+//! Default deny: every route and method is classified in [`ROUTES`] with the [`Access`] it
+//! needs, the router wraps each handler in the token check for exactly that access
+//! (`crate::auth::require`), and building the router panics when a handler has no
+//! classification or a classification no handler.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,6 +18,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::Extension;
 use axum::extract::Path;
 use axum::extract::Query;
 use axum::extract::Request;
@@ -24,10 +31,16 @@ use axum::response::Response;
 use axum::routing::delete;
 use axum::routing::get;
 use axum::routing::post;
+use axum::routing::put;
 use axum::routing::MethodRouter;
 use axum::Json;
 use axum::Router;
 use base64::Engine;
+use haven_core::auth::is_token_id;
+use haven_core::auth::validate_token_name;
+use haven_core::auth::validate_ttl_seconds;
+use haven_core::auth::Access;
+use haven_core::auth::Role;
 use haven_core::key::validate_key;
 use haven_core::key::KeyError;
 use haven_core::kv;
@@ -45,6 +58,8 @@ use haven_net::JoinRequest;
 use serde_json::json;
 use serde_json::Value;
 
+use crate::auth::Caller;
+use crate::auth::Guard;
 use crate::error::ApiError;
 use crate::status::status;
 use crate::Node;
@@ -60,45 +75,86 @@ pub const WATCH_BUFFER_LINES: usize = 64;
 /// stream is alive and how far it has been brought.
 pub const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Every route with its methods: the router is built from it and the OpenAPI test and the
-/// (coming) authorization inventory check against it.
-pub const ROUTES: &[(&str, &[&str])] = &[
-    ("/v1/kv/{key}", &["get", "put", "delete"]),
-    ("/v1/kv", &["get"]),
-    ("/v1/watch", &["get"]),
-    ("/v1/status", &["get"]),
-    ("/v1/health", &["get"]),
-    ("/v1/health/primary", &["get"]),
-    ("/v1/members", &["get"]),
-    ("/v1/members/join", &["post"]),
-    ("/v1/members/{id}", &["delete"]),
+/// Every route, each method with the access it needs: the router is built from it, the
+/// OpenAPI test compares it with `api/openapi.yaml`, and the authorization tests drive
+/// every entry with missing, revoked and too-weak tokens.
+///
+/// | access        | roles allowed                    |
+/// |---------------|----------------------------------|
+/// | `Public`      | anyone, no token                 |
+/// | `Read`        | admin, operator, reader          |
+/// | `ReadMembers` | admin, operator, reader, join    |
+/// | `Write`       | admin, operator                  |
+/// | `Join`        | admin, join (one-time)           |
+/// | `Admin`       | admin                            |
+pub const ROUTES: &[(&str, &[(&str, Access)])] = &[
+    ("/v1/kv/{key}", &[("get", Access::Read), ("put", Access::Write), ("delete", Access::Write)]),
+    ("/v1/kv", &[("get", Access::Read)]),
+    ("/v1/watch", &[("get", Access::Read)]),
+    ("/v1/status", &[("get", Access::Read)]),
+    ("/v1/health", &[("get", Access::Public)]),
+    ("/v1/health/primary", &[("get", Access::Public)]),
+    ("/v1/members", &[("get", Access::ReadMembers)]),
+    ("/v1/members/join", &[("post", Access::Join)]),
+    ("/v1/members/{id}", &[("delete", Access::Admin)]),
+    ("/v1/tokens", &[("get", Access::Admin), ("post", Access::Admin)]),
+    ("/v1/tokens/{id}", &[("delete", Access::Admin)]),
 ];
+
+/// The access `method` (lower case) on `path` (as written in [`ROUTES`]) needs, if the
+/// route is classified.
+pub fn access_of(path: &str, method: &str) -> Option<Access> {
+    let (_, methods) = ROUTES.iter().find(|(known, _)| *known == path)?;
+    methods.iter().find(|(known, _)| *known == method).map(|(_, access)| *access)
+}
 
 type Shared = Arc<Node>;
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 pub fn router(node: Arc<Node>) -> Router {
-    // Axum spells the key wildcard `{*key}`; the inventory and the OpenAPI file say `{key}`.
-    let table: Vec<(&str, MethodRouter<Shared>)> = vec![
-        ("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete)),
-        ("/v1/kv", get(kv_list)),
-        ("/v1/watch", get(watch)),
-        ("/v1/status", get(get_status)),
-        ("/v1/health", get(health)),
-        ("/v1/health/primary", get(health_primary)),
-        ("/v1/members", get(members_list)),
-        ("/v1/members/join", post(members_join)),
-        ("/v1/members/{id}", delete(members_remove)),
+    // One row per route and method, in the inventory's spelling (`{key}`).
+    let table: Vec<(&str, &str, MethodRouter<Shared>)> = vec![
+        ("/v1/kv/{key}", "get", get(kv_get)),
+        ("/v1/kv/{key}", "put", put(kv_put)),
+        ("/v1/kv/{key}", "delete", delete(kv_delete)),
+        ("/v1/kv", "get", get(kv_list)),
+        ("/v1/watch", "get", get(watch)),
+        ("/v1/status", "get", get(get_status)),
+        ("/v1/health", "get", get(health)),
+        ("/v1/health/primary", "get", get(health_primary)),
+        ("/v1/members", "get", get(members_list)),
+        ("/v1/members/join", "post", post(members_join)),
+        ("/v1/members/{id}", "delete", delete(members_remove)),
+        ("/v1/tokens", "get", get(tokens_list)),
+        ("/v1/tokens", "post", post(tokens_create)),
+        ("/v1/tokens/{id}", "delete", delete(tokens_revoke)),
     ];
+    // Default deny, checked both ways when the router is built: a handler without a
+    // classification, or a classification without a handler, is a programming error.
+    for (path, methods) in ROUTES {
+        for (method, _) in *methods {
+            assert!(
+                table.iter().any(|(p, m, _)| p == path && m == method),
+                "ROUTES lists {method} {path} but the router has no handler for it"
+            );
+        }
+    }
+    let mut paths: BTreeMap<&str, MethodRouter<Shared>> = BTreeMap::new();
+    for (path, method, handler) in table {
+        let access = access_of(path, method)
+            .unwrap_or_else(|| panic!("{method} {path} is not classified in ROUTES: every route needs an Access"));
+        let guard = Guard { node: node.clone(), access };
+        let guarded = handler.route_layer(axum::middleware::from_fn_with_state(guard, crate::auth::require));
+        let merged = match paths.remove(path) {
+            Some(existing) => existing.merge(guarded),
+            None => guarded,
+        };
+        paths.insert(path, merged);
+    }
     let mut router = Router::new();
-    for (path, methods) in table {
-        // A route outside the inventory is a programming error: it would escape the
-        // OpenAPI check and the authorization inventory.
-        assert!(
-            ROUTES.iter().any(|(known, _)| *known == path.replace("{*key}", "{key}")),
-            "route {path} is not in ROUTES"
-        );
-        router = router.route(path, methods);
+    for (path, methods) in paths {
+        // Axum spells the key wildcard `{*key}`; the inventory and the OpenAPI file say `{key}`.
+        router = router.route(&path.replace("{key}", "{*key}"), methods);
     }
     router
         .fallback(no_route)
@@ -223,7 +279,12 @@ fn put_value(object: &mut Value, value: &[u8]) {
     };
 }
 
-async fn kv_get(State(node): State<Shared>, Path(key): Path<String>, params: Params) -> Result<Response, ApiError> {
+async fn kv_get(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let params = QueryParams::parse(params, &["consistency", "raw"])?;
     check_key(&key)?;
     let raw = params.flag("raw")?;
@@ -231,6 +292,7 @@ async fn kv_get(State(node): State<Shared>, Path(key): Path<String>, params: Par
         node.read_barrier().await?;
     }
     let state = node.state.read();
+    caller.recheck(&state.kv)?;
     let revision = state.kv.revision();
     let Some(entry) = state.kv.get(&key) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("key {key:?} does not exist"))
@@ -260,6 +322,7 @@ async fn read_body(request: Request) -> Result<Bytes, ApiError> {
 
 async fn kv_put(
     State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     params: Params,
     request: Request,
@@ -276,7 +339,7 @@ async fn kv_put(
     }
     let command =
         Command::Put { key: key.clone(), value: value.to_vec(), prev_revision: params.number("prev_revision")? };
-    let result = node.write(kv::Request { request_id: params.request_id()?, command }).await?;
+    let result = node.write(caller.stamp(kv::Request::new(params.request_id()?, command))).await?;
     match result {
         CommandResult::Put { revision, prev_mod_revision } => {
             Ok(Json(json!({ "key": key, "revision": revision, "prev_mod_revision": prev_mod_revision })))
@@ -287,13 +350,14 @@ async fn kv_put(
 
 async fn kv_delete(
     State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let params = QueryParams::parse(params, &["prev_revision", "request_id"])?;
     check_key(&key)?;
     let command = Command::Delete { key: key.clone(), prev_revision: params.number("prev_revision")? };
-    let result = node.write(kv::Request { request_id: params.request_id()?, command }).await?;
+    let result = node.write(caller.stamp(kv::Request::new(params.request_id()?, command))).await?;
     match result {
         CommandResult::Delete { revision, deleted } => {
             Ok(Json(json!({ "key": key, "revision": revision, "deleted": deleted })))
@@ -304,6 +368,7 @@ async fn kv_delete(
 
 fn command_failure(key: &str, result: CommandResult) -> ApiError {
     match result {
+        CommandResult::Unauthorized { reason } => crate::auth::revoked_in_flight(reason),
         CommandResult::CompareFailed { current_revision } => ApiError::new(
             StatusCode::CONFLICT,
             "compare_failed",
@@ -315,7 +380,11 @@ fn command_failure(key: &str, result: CommandResult) -> ApiError {
     }
 }
 
-async fn kv_list(State(node): State<Shared>, params: Params) -> Result<Json<Value>, ApiError> {
+async fn kv_list(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
     let params = QueryParams::parse(params, &["prefix", "limit", "after", "consistency"])?;
     let prefix = params.string("prefix").unwrap_or("").to_string();
     let limit = params.number("limit")?.map_or(LIST_PAGE_DEFAULT, |limit| limit as usize);
@@ -326,6 +395,7 @@ async fn kv_list(State(node): State<Shared>, params: Params) -> Result<Json<Valu
         node.read_barrier().await?;
     }
     let state = node.state.read();
+    caller.recheck(&state.kv)?;
     let revision = state.kv.revision();
     let (items, more) = state.kv.list(&prefix, params.string("after"), limit);
     let items: Vec<Value> = items.into_iter().map(|(key, entry)| entry_json(key, entry, revision)).collect();
@@ -357,7 +427,11 @@ fn line(value: &Value) -> Bytes {
     Bytes::from(bytes)
 }
 
-async fn watch(State(node): State<Shared>, params: Params) -> Result<Response, ApiError> {
+async fn watch(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let params = QueryParams::parse(params, &["prefix", "after_revision"])?;
     let prefix = params.string("prefix").unwrap_or("").to_string();
     let Ok(permit) = node.watchers.clone().try_acquire_owned() else {
@@ -383,7 +457,7 @@ async fn watch(State(node): State<Shared>, params: Params) -> Result<Response, A
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(WATCH_BUFFER_LINES);
     tokio::spawn(async move {
         let _permit = permit;
-        stream_events(node, prefix, start, sender).await;
+        stream_events(node, caller, prefix, start, sender).await;
     });
     let body = Body::from_stream(tokio_stream_from(receiver));
     let mut response = Response::new(body);
@@ -398,9 +472,12 @@ fn tokio_stream_from(
 }
 
 /// Sends every event after `next` under `prefix`, in revision order, until the client goes
-/// away. Progress lines report how far the stream has looked when nothing matched.
+/// away. Progress lines report how far the stream has looked when nothing matched. The
+/// caller's token is checked again before every batch: a revoked or expired token ends the
+/// stream with an `unauthorized` error line instead of streaming on.
 async fn stream_events(
     node: Arc<Node>,
+    caller: Caller,
     prefix: String,
     mut next: u64,
     sender: tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>,
@@ -408,7 +485,18 @@ async fn stream_events(
     let mut changes = node.state.subscribe();
     let mut last_sent = tokio::time::Instant::now();
     loop {
-        let batch = node.state.read().kv.events_after(next, &prefix, WATCH_BATCH_EVENTS);
+        let batch = {
+            let state = node.state.read();
+            caller.recheck(&state.kv).map(|()| state.kv.events_after(next, &prefix, WATCH_BATCH_EVENTS))
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                let line = line(&json!({ "type": "error", "error": error.code, "message": error.message }));
+                let _ = sender.send(Ok(line)).await;
+                return;
+            }
+        };
         let (events, scanned) = match batch {
             Ok(batch) => batch,
             Err(HistoryError::Compacted { compact_revision }) => {
@@ -482,21 +570,217 @@ async fn members_list(State(node): State<Shared>, params: Params) -> Result<Json
     Ok(Json(json!({ "members": status(&node).members })))
 }
 
-async fn members_join(State(node): State<Shared>, request: Request) -> Result<Json<Value>, ApiError> {
+/// Admits a node. With a join token, the token is spent on this node through Raft first
+/// (so of two joins racing with one token exactly one gets in; the same node may repeat
+/// its join); with an admin token, the token is checked once more at a committed point.
+async fn members_join(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
     let body = read_body(request).await?;
     let join: JoinRequest = serde_json::from_slice(&body)
         .map_err(|error| ApiError::bad_request(format!("invalid join request: {error}")))?;
+    // A malformed request must not spend the token.
+    crate::node::validate_join(&join)?;
+    if join.dry_run {
+        // The joiner's preview changes nothing, so it spends nothing; it is refused,
+        // though, when the join itself would be.
+        check_join_token_unspent(&node, &caller, &join)?;
+    } else {
+        let command = match caller.role {
+            Role::Join => Command::ConsumeJoinToken {
+                id: caller.token_id.clone(),
+                node_id: join.node_id,
+                incarnation: join.incarnation.clone(),
+            },
+            _ => Command::Authorize,
+        };
+        authorize_through_log(&node, &caller, command).await?;
+    }
     let response = node.join(join).await?;
-    Ok(Json(json!({ "cluster_id": response.cluster_id, "voter": response.voter })))
+    Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?))
+}
+
+/// Refuses a join token already spent on another node (or the same node id with another
+/// data dir), as seen by this node's replica.
+fn check_join_token_unspent(node: &Node, caller: &Caller, join: &JoinRequest) -> Result<(), ApiError> {
+    if caller.role != Role::Join {
+        return Ok(());
+    }
+    let state = node.state.read();
+    let spent_on = state.kv.token(&caller.token_id).and_then(|record| record.used_by.clone());
+    match spent_on {
+        Some(claim) if claim.node_id != join.node_id || claim.incarnation != join.incarnation => {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!(
+                    "join token {} was already used by node {}; a join token admits one node",
+                    caller.token_id, claim.node_id
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Commits `command` (an authorization check that changes nothing, or the spending of a
+/// join token) stamped with the caller's token, for actions that are not state machine
+/// commands themselves (membership changes): the token is checked at a point in the log
+/// after every revocation the leader had committed.
+async fn authorize_through_log(node: &Node, caller: &Caller, command: Command) -> Result<(), ApiError> {
+    match node.write(caller.stamp(kv::Request::new(None, command))).await? {
+        CommandResult::Unauthorized { reason } => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason)),
+        CommandResult::Ok { .. } => Ok(()),
+        other => Err(ApiError::internal(format!("unexpected answer to an authorization: {other:?}"))),
+    }
 }
 
 async fn members_remove(
     State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let params = QueryParams::parse(params, &["force"])?;
     let id: u64 = id.parse().map_err(|_| ApiError::bad_request("the member id must be a positive integer"))?;
+    authorize_through_log(&node, &caller, Command::Authorize).await?;
     let response = node.remove_member(id, params.flag("force")?).await?;
     Ok(Json(json!({ "removed": response.removed, "warning": response.warning })))
+}
+
+// ---- tokens ---------------------------------------------------------------------------
+
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTokenBody {
+    /// Defaults to the role's name.
+    #[serde(default)]
+    name: Option<String>,
+    role: String,
+    /// Lifetime; absent: the token does not expire.
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+/// One token as listed: never its secret, never its hash.
+fn token_json(record: &haven_core::auth::TokenRecord, now_ms: u64) -> Value {
+    json!({
+        "id": record.id,
+        "name": record.name,
+        "role": record.role,
+        "created_ms": record.created_ms,
+        "expires_ms": record.expires_ms,
+        "expired": record.expired_at(now_ms),
+        "used": record.used(),
+        "used_by_node": record.used_by.as_ref().map(|claim| claim.node_id),
+    })
+}
+
+async fn tokens_list(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    QueryParams::parse(params, &[])?;
+    node.read_barrier().await?;
+    let state = node.state.read();
+    caller.recheck(&state.kv)?;
+    let now_ms = crate::auth::now_ms();
+    let mut records: Vec<_> = state.kv.tokens().collect();
+    records.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    let tokens: Vec<Value> = records.into_iter().map(|record| token_json(record, now_ms)).collect();
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+/// Mints a token and commits its hash. The answer is the only place the secret ever
+/// appears; it is not logged, and a lost answer means minting another (no request id: a
+/// retry would mint a new secret, so the client never resends this once it may have
+/// arrived).
+async fn tokens_create(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    QueryParams::parse(params, &[])?;
+    let body = read_body(request).await?;
+    let body: CreateTokenBody = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request(format!("invalid token request: {error}")))?;
+    let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
+    let name = body.name.unwrap_or_else(|| role.as_str().to_string());
+    validate_token_name(&name).map_err(ApiError::bad_request)?;
+    if let Some(ttl_seconds) = body.ttl_seconds {
+        validate_ttl_seconds(ttl_seconds).map_err(ApiError::bad_request)?;
+    }
+    let made = crate::auth::mint_token()?;
+    let command = Command::CreateToken {
+        id: made.id.clone(),
+        name: name.clone(),
+        role,
+        sha256_hex: made.sha256_hex.clone(),
+        ttl_ms: body.ttl_seconds.map(|seconds| seconds * 1000),
+    };
+    match node.write(caller.stamp(kv::Request::new(None, command))).await? {
+        CommandResult::TokenCreated { created_ms, expires_ms } => Ok(Json(json!({
+            "token": made.token,
+            "id": made.id,
+            "name": name,
+            "role": role,
+            "created_ms": created_ms,
+            "expires_ms": expires_ms,
+        }))),
+        CommandResult::Unauthorized { reason } => Err(crate::auth::revoked_in_flight(reason)),
+        CommandResult::Refused { reason } => Err(ApiError::new(StatusCode::CONFLICT, "conflict", reason)),
+        other => Err(ApiError::internal(format!("unexpected answer to a token creation: {other:?}"))),
+    }
+}
+
+async fn tokens_revoke(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let params = QueryParams::parse(params, &["request_id"])?;
+    if !is_token_id(&id) {
+        // Not quoted: a whole token pasted here by mistake must not come back in the answer.
+        return Err(ApiError::bad_request(
+            "a token id is 16 lowercase hex digits (the part after `hvn_`; see `haven tokens list`)",
+        ));
+    }
+    let command = Command::RevokeToken { id: id.clone() };
+    match node.write(caller.stamp(kv::Request::new(params.request_id()?, command))).await? {
+        CommandResult::TokenRevoked { revoked: true } => Ok(Json(json!({ "id": id, "revoked": true }))),
+        CommandResult::TokenRevoked { revoked: false } => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no token has id {id}; `haven tokens list` shows the tokens"),
+        )),
+        CommandResult::Unauthorized { reason } => Err(crate::auth::revoked_in_flight(reason)),
+        other => Err(ApiError::internal(format!("unexpected answer to a token revocation: {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every classified route is a real route of the router and the reverse (the router
+    /// asserts both when built; this keeps the inventory free of duplicates too).
+    #[test]
+    fn the_inventory_has_no_duplicates_and_health_alone_is_public() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (path, methods) in ROUTES {
+            for (method, access) in *methods {
+                assert!(seen.insert((*path, *method)), "{method} {path} is listed twice");
+                let public = path.starts_with("/v1/health");
+                assert_eq!(*access == Access::Public, public, "{method} {path}: only /v1/health* is public");
+            }
+        }
+        assert_eq!(access_of("/v1/tokens", "post"), Some(Access::Admin));
+        assert_eq!(access_of("/v1/tokens", "put"), None);
+    }
 }

@@ -12,6 +12,7 @@
 //! decides when to stop.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod files;
 pub mod node;

@@ -27,6 +27,7 @@ use haven_core::limits::VOTERS_MAX;
 use haven_core::limits::WATCHERS_PER_NODE_MAX;
 use haven_net::raft_network::SNAPSHOT_CHUNK_TIMEOUT;
 use haven_net::snapshot::SnapshotAssembler;
+use haven_net::JoinMember;
 use haven_net::JoinRequest;
 use haven_net::JoinResponse;
 use haven_net::LocalPeer;
@@ -46,6 +47,7 @@ use haven_store::NodeIdentity;
 use haven_store::Raft;
 use haven_store::StateMachine;
 use haven_store::StoredMembership;
+use haven_tls::PinSet;
 use openraft::async_runtime::WatchReceiver as _;
 use openraft::errors::ChangeMembershipError;
 use openraft::errors::ClientWriteError;
@@ -58,6 +60,7 @@ use openraft::ServerState;
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
+use crate::run::TestHooks;
 
 /// How long the node keeps trying to get a write committed (following leader changes,
 /// retrying with the same request id) before it answers "outcome unknown". A failover
@@ -73,6 +76,10 @@ pub const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// How long a join may take: adding a learner waits until it has caught up, which for a
 /// large database includes sending a snapshot.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A learner within this many entries of the leader's log counts as caught up: it will
+/// hold the rest after one more replication round.
+pub const PROMOTION_LAG_ENTRIES_MAX: u64 = APPEND_ENTRIES_MAX;
 
 /// Peers are probed this often so every node's view of the cluster is its own.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -101,6 +108,11 @@ pub struct Node {
     /// The URL clients use to reach this node, and the address peers use.
     pub client_url: String,
     pub peer_addr: String,
+    /// This node's TLS key fingerprint (empty on `--insecure-dev`).
+    pub fingerprint: String,
+    /// The peer keys trusted now: every node of the latest membership (appended, not
+    /// necessarily committed) plus those learned when joining.
+    pub pins: PinSet,
     pub raft: Raft,
     pub state: StateMachine,
     pub local: Arc<LocalPeer>,
@@ -111,9 +123,13 @@ pub struct Node {
     pub(crate) assembler: tokio::sync::Mutex<SnapshotAssembler>,
     /// Set while a join is under way or when it failed, for status.
     pub join_status: Mutex<Option<String>>,
+    /// Member keys learned while joining, trusted until our own membership lists them.
+    pub join_pins: Mutex<Vec<String>>,
     /// Membership changes run one at a time on the leader: Raft allows one change in
     /// flight, and joins arriving together would otherwise refuse each other.
     membership_changes: tokio::sync::Mutex<()>,
+    /// Test-only deviations (default: none).
+    test_hooks: TestHooks,
 }
 
 impl Node {
@@ -122,10 +138,13 @@ impl Node {
         config: NodeConfig,
         client_url: String,
         peer_addr: String,
+        tls: (String, PinSet),
         transport: Arc<dyn Transport>,
         sync: SyncMode,
+        test_hooks: TestHooks,
     ) -> anyhow::Result<Arc<Node>> {
-        let db = haven_store::open_database(&config.data_dir)?;
+        let (fingerprint, pins) = tls;
+        let db = haven_store::open_database_with_backend(&config.data_dir, test_hooks.backend)?;
         let identity = NodeIdentity::load_or_create(&db, config.node_id)?;
         let log = LogStore::open(db.clone(), sync)?;
         let state = StateMachine::open(&config.data_dir, config.history_revisions)?;
@@ -141,6 +160,8 @@ impl Node {
             incarnation: identity.incarnation,
             client_url,
             peer_addr,
+            fingerprint,
+            pins,
             raft,
             state,
             local,
@@ -150,7 +171,9 @@ impl Node {
             probes: Mutex::new(BTreeMap::new()),
             assembler: tokio::sync::Mutex::new(SnapshotAssembler::default()),
             join_status: Mutex::new(None),
+            join_pins: Mutex::new(Vec::new()),
             membership_changes: tokio::sync::Mutex::new(()),
+            test_hooks,
             config,
         }))
     }
@@ -165,7 +188,25 @@ impl Node {
             client_url: self.client_url.clone(),
             peer_addr: self.peer_addr.clone(),
             incarnation: self.incarnation.clone(),
+            fingerprint: self.fingerprint.clone(),
+            learner: self.config.learner,
         }
+    }
+
+    /// Trusts exactly the keys of the latest membership, plus `extra` (learned while
+    /// joining, before this node holds a membership of its own).
+    pub fn sync_pins(&self, extra: &[String]) {
+        let membership = self.membership();
+        let mut pins: Vec<String> = membership
+            .nodes()
+            .map(|(_, node)| node.fingerprint.clone())
+            .filter(|fingerprint| !fingerprint.is_empty())
+            .collect();
+        pins.extend(extra.iter().cloned());
+        if !self.fingerprint.is_empty() {
+            pins.push(self.fingerprint.clone());
+        }
+        self.pins.replace(pins);
     }
 
     pub fn membership(&self) -> Arc<StoredMembership> {
@@ -241,7 +282,12 @@ impl Node {
 
     /// Proposes `request` on this node, which must be the leader. Called for local writes
     /// and for writes forwarded by followers (which are never forwarded again).
-    pub async fn propose_as_leader(&self, request: Request) -> Result<CommandResult, RemoteError> {
+    ///
+    /// The request is stamped with this leader's wall clock here, at the last moment before
+    /// it enters the log: the state machine decides token expiry from the stamp, never
+    /// from a replica's own clock, so every replica decides alike.
+    pub async fn propose_as_leader(&self, mut request: Request) -> Result<CommandResult, RemoteError> {
+        request.now_ms = crate::auth::now_ms();
         match self.raft.client_write(request).await {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
@@ -279,6 +325,10 @@ impl Node {
     /// Returns once this node's state machine reflects every write acknowledged before
     /// the call (linearizable read barrier).
     pub async fn read_barrier(&self) -> Result<(), ApiError> {
+        if self.test_hooks.skip_read_index {
+            // Mutant (`--unsafe-test-mode stale-reads`): serve whatever this node has applied.
+            return Ok(());
+        }
         let deadline = Instant::now() + READ_DEADLINE;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -354,10 +404,10 @@ impl Node {
     }
 
     pub async fn join_as_leader(&self, request: JoinRequest) -> Result<JoinResponse, RemoteError> {
-        let _one_change_at_a_time = self.membership_changes.lock().await;
         let Some(cluster_id) = self.cluster_id() else {
             return Err(RemoteError::Unavailable("the cluster id is not committed yet; retry".into()));
         };
+        let _one_change_at_a_time = self.membership_changes.lock().await;
         let membership = self.membership();
         match membership.get_node(&request.node_id) {
             Some(existing) if existing.incarnation != request.incarnation => {
@@ -373,35 +423,64 @@ impl Node {
                 });
             }
             Some(_) => {}
+            None if request.dry_run => {}
             None => {
                 let node = HavenNode {
                     client_url: request.client_url.clone(),
                     peer_addr: request.peer_addr.clone(),
                     incarnation: request.incarnation.clone(),
+                    fingerprint: request.fingerprint.clone(),
+                    learner: request.learner,
                 };
-                tracing::info!(node_id = request.node_id, %node, "adding learner");
-                // Blocking: returns once the learner has caught up (by log or snapshot).
-                self.raft.add_learner(request.node_id, node, true).await.map_err(membership_error)?;
+                tracing::info!(node_id = request.node_id, %node, fingerprint = %node.fingerprint, "adding learner");
+                // Not blocking: the joiner pins our keys from this answer, then catches up;
+                // the leader promotes it once it has (see `promote_caught_up_learners`).
+                self.raft.add_learner(request.node_id, node, false).await.map_err(membership_error)?;
             }
         }
-        let voters: BTreeSet<NodeId> = self.membership().voter_ids().collect();
-        let mut voter = voters.contains(&request.node_id);
-        if !voter && !request.learner && voters.len() < VOTERS_MAX {
-            tracing::info!(node_id = request.node_id, "promoting learner to voter");
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id])), true)
-                .await
-                .map_err(membership_error)?;
-            voter = true;
+        let membership = self.membership();
+        let voter = membership.voter_ids().any(|id| id == request.node_id);
+        let members = membership
+            .nodes()
+            .map(|(id, node)| JoinMember {
+                id: *id,
+                client_url: node.client_url.clone(),
+                peer_addr: node.peer_addr.clone(),
+                fingerprint: node.fingerprint.clone(),
+            })
+            .collect();
+        Ok(JoinResponse { cluster_id, voter, members })
+    }
+
+    /// On the leader: promotes learners that have caught up and did not ask to stay
+    /// learners, while there are fewer than `VOTERS_MAX` voters. Driven by the membership
+    /// itself, so a promotion interrupted by a leader change is finished by the next leader.
+    pub async fn promote_caught_up_learners(&self) {
+        if !self.is_leader() {
+            return;
         }
-        if !voter && !request.learner {
-            tracing::info!(
-                node_id = request.node_id,
-                voters = voters.len(),
-                "cluster has {VOTERS_MAX} voters; node stays a learner"
-            );
+        let metrics = self.metrics();
+        let voters = metrics.membership_config.voter_ids().count();
+        if voters >= VOTERS_MAX {
+            return;
         }
-        Ok(JoinResponse { cluster_id, voter })
+        let last_log_index = metrics.last_log_index.unwrap_or(0);
+        let matched = metrics.replication.clone().unwrap_or_default();
+        let candidate = metrics.membership_config.membership().learner_ids().find(|id| {
+            let wants_vote = metrics.membership_config.get_node(id).is_some_and(|node| !node.learner);
+            let caught_up = matched
+                .get(id)
+                .cloned()
+                .flatten()
+                .is_some_and(|log_id| log_id.index() + PROMOTION_LAG_ENTRIES_MAX >= last_log_index);
+            wants_vote && caught_up
+        });
+        let Some(node_id) = candidate else { return };
+        let _one_change_at_a_time = self.membership_changes.lock().await;
+        tracing::info!(node_id, "promoting caught-up learner to voter");
+        if let Err(error) = self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), true).await {
+            tracing::warn!(node_id, %error, "promotion failed; will retry");
+        }
     }
 
     /// Removes a member (carried out by the leader).
@@ -535,7 +614,7 @@ impl Node {
         match committed_id {
             None if self.is_leader() => {
                 let cluster_id = self.local.cluster_id().unwrap_or_else(new_random_id);
-                let request = Request { request_id: None, command: Command::InitCluster { cluster_id } };
+                let request = Request::new(None, Command::InitCluster { cluster_id });
                 if let Err(error) = self.propose_as_leader(request).await {
                     tracing::debug!(%error, "could not record the cluster id yet");
                 }
@@ -615,7 +694,7 @@ fn membership_error(
     }
 }
 
-fn validate_join(request: &JoinRequest) -> Result<(), ApiError> {
+pub(crate) fn validate_join(request: &JoinRequest) -> Result<(), ApiError> {
     if request.node_id == 0 || request.node_id > NODE_ID_MAX {
         return Err(ApiError::bad_request(format!("node_id must be 1..={NODE_ID_MAX}")));
     }
@@ -624,6 +703,9 @@ fn validate_join(request: &JoinRequest) -> Result<(), ApiError> {
     }
     if request.client_url.is_empty() || request.peer_addr.is_empty() {
         return Err(ApiError::bad_request("client_url and peer_addr are required"));
+    }
+    if !request.fingerprint.is_empty() && haven_core::config::parse_fingerprint(&request.fingerprint).is_none() {
+        return Err(ApiError::bad_request("fingerprint must be sha256: followed by 64 hex digits"));
     }
     if request.client_url.len() > 256 || request.peer_addr.len() > 256 {
         return Err(ApiError::bad_request("client_url and peer_addr must be at most 256 characters"));

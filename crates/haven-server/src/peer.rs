@@ -26,11 +26,11 @@ impl NodePeerHandler {
 }
 
 impl PeerHandler for NodePeerHandler {
-    fn handle(&self, request: PeerEnvelope) -> BoxFuture<'static, PeerResponse> {
+    fn handle(&self, request: PeerEnvelope, peer_fingerprint: Option<String>) -> BoxFuture<'static, PeerResponse> {
         let node = self.node.upgrade();
         async move {
             match node {
-                Some(node) => handle(&node, request).await,
+                Some(node) => handle(&node, request, peer_fingerprint).await,
                 None => PeerResponse::Refused("node is stopping".into()),
             }
         }
@@ -39,7 +39,7 @@ impl PeerHandler for NodePeerHandler {
 }
 
 /// Why an envelope must not reach Raft, if it must not.
-pub fn refusal(node: &Node, envelope: &PeerEnvelope) -> Option<String> {
+pub fn refusal(node: &Node, envelope: &PeerEnvelope, peer_fingerprint: Option<&str>) -> Option<String> {
     if envelope.to != 0 && envelope.to != node.node_id {
         return Some(format!("this is node {}, not node {}", node.node_id, envelope.to));
     }
@@ -62,6 +62,16 @@ pub fn refusal(node: &Node, envelope: &PeerEnvelope) -> Option<String> {
     }
     let membership = node.membership();
     if let Some(sender) = membership.get_node(&envelope.from) {
+        // The key the sender proved it holds must be the one recorded for the member it
+        // claims to be: one member cannot speak for another.
+        if let Some(presented) = peer_fingerprint {
+            if !sender.fingerprint.is_empty() && sender.fingerprint != presented {
+                return Some(format!(
+                    "node {} must present key {}, but this connection's key is {presented}",
+                    envelope.from, sender.fingerprint
+                ));
+            }
+        }
         if sender.incarnation != envelope.from_incarnation {
             return Some(format!(
                 "node {} has incarnation {}, but the membership records {}; it must be removed and join again",
@@ -72,9 +82,15 @@ pub fn refusal(node: &Node, envelope: &PeerEnvelope) -> Option<String> {
     None
 }
 
-async fn handle(node: &Arc<Node>, envelope: PeerEnvelope) -> PeerResponse {
-    if let Some(reason) = refusal(node, &envelope) {
-        tracing::warn!(from = envelope.from, request = envelope.body.name(), %reason, "peer request refused");
+async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Option<String>) -> PeerResponse {
+    if let Some(reason) = refusal(node, &envelope, peer_fingerprint.as_deref()) {
+        tracing::warn!(
+            from = envelope.from,
+            request = envelope.body.name(),
+            fingerprint = peer_fingerprint.as_deref().unwrap_or("none"),
+            %reason,
+            "peer request refused"
+        );
         return PeerResponse::Refused(reason);
     }
     let raft = &node.raft;

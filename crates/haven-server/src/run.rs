@@ -8,7 +8,12 @@ use std::time::Duration;
 use haven_core::config::NodeConfig;
 use haven_net::JoinRequest;
 use haven_net::JoinResponse;
+use haven_net::accept::accept_loop;
+use haven_net::accept::CLIENT_LIMITS;
+use haven_net::tcp::TcpTransport;
 use haven_net::Transport;
+use haven_tls::NodeIdentityKey;
+use haven_tls::PinSet;
 use haven_store::log_store::SyncMode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,8 +35,76 @@ pub struct RunOptions {
     /// Bound by the caller, so tests can bind port 0 and read the port back.
     pub client_listener: TcpListener,
     pub peer_listener: TcpListener,
-    pub transport: Arc<dyn Transport>,
     pub sync: SyncMode,
+    /// Test-only deviations; the default changes nothing.
+    pub test_hooks: TestHooks,
+}
+
+// ---- test-only modes (fault tests; see docs/nemesis.md) ---------------------------------
+
+/// Environment variable that must be `1` for `--unsafe-test-mode` to be accepted, so the
+/// flag can never be switched on by a stray config line alone.
+pub const UNSAFE_TEST_MODE_ENV: &str = "HAVEN_UNSAFE_TEST_MODE";
+
+/// Test-only deviations a node can run with. The default is a real node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TestHooks {
+    /// Where redb keeps its bytes: `CrashSim` keeps unsynced writes in process memory, so
+    /// `kill -9` loses them as a power cut would.
+    pub backend: haven_store::DatabaseBackend,
+    /// Mutant: linearizable reads skip the ReadIndex and serve local state.
+    pub skip_read_index: bool,
+}
+
+/// The names `haven serve --unsafe-test-mode` accepts, with what each one does.
+pub const UNSAFE_TEST_MODES: &[(&str, &str)] = &[
+    ("crash-sim", "crash-simulation storage, otherwise a correct node"),
+    ("crash-sim-ack-before-fsync", "MUTANT: crash-simulation storage and log writes acknowledged without fsync"),
+    ("stale-reads", "MUTANT: crash-simulation storage and reads served without a ReadIndex"),
+];
+
+/// The sync mode and hooks for `--unsafe-test-mode NAME`; `None` is a real node. Refused
+/// unless `HAVEN_UNSAFE_TEST_MODE=1` (`env_confirmed`).
+pub fn unsafe_test_mode(name: Option<&str>, env_confirmed: bool) -> anyhow::Result<(SyncMode, TestHooks)> {
+    let Some(name) = name else {
+        return Ok((SyncMode::Fsync, TestHooks::default()));
+    };
+    if !env_confirmed {
+        anyhow::bail!(
+            "--unsafe-test-mode is for fault-injection tests and can lose acknowledged data; set \
+             {UNSAFE_TEST_MODE_ENV}=1 to confirm"
+        );
+    }
+    let crash_sim = TestHooks { backend: haven_store::DatabaseBackend::CrashSim, skip_read_index: false };
+    match name {
+        "crash-sim" => Ok((SyncMode::Fsync, crash_sim)),
+        "crash-sim-ack-before-fsync" => Ok((SyncMode::NoSync, crash_sim)),
+        "stale-reads" => Ok((SyncMode::Fsync, TestHooks { skip_read_index: true, ..crash_sim })),
+        other => {
+            let names: Vec<&str> = UNSAFE_TEST_MODES.iter().map(|(name, _)| *name).collect();
+            anyhow::bail!("unknown --unsafe-test-mode {other:?}; known: {}", names.join(", "))
+        }
+    }
+}
+
+/// Longest request head (request line and headers) a client may send; an API request
+/// needs a few hundred bytes, so 16 KiB is ample and bounds what a stranger can make us hold.
+pub const REQUEST_HEAD_BYTES_MAX: usize = 16 * 1024;
+
+/// A client must send its request head within this long (slow-loris defence).
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The node's TLS identity, or none on `--insecure-dev`.
+fn load_identity(config: &NodeConfig, addresses: &[std::net::IpAddr]) -> anyhow::Result<Option<NodeIdentityKey>> {
+    if config.insecure_dev {
+        tracing::warn!("INSECURE DEV MODE: plaintext on loopback, no peer authentication; never use it for real data");
+        return Ok(None);
+    }
+    let (identity, generated) = NodeIdentityKey::load_or_generate(&config.data_dir, addresses)?;
+    if generated {
+        tracing::info!(fingerprint = identity.fingerprint(), "generated this node's TLS key");
+    }
+    Ok(Some(identity))
 }
 
 /// Runs a node until `shutdown` resolves (then stops gracefully) or it cannot go on
@@ -39,11 +112,50 @@ pub struct RunOptions {
 pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let client_addr = options.client_listener.local_addr()?;
     let peer_addr = options.peer_listener.local_addr()?;
-    let client_url = format!("http://{client_addr}");
     let data_dir = options.config.data_dir.clone();
-    let node =
-        Node::open(options.config, client_url.clone(), peer_addr.to_string(), options.transport, options.sync).await?;
-    tracing::info!(node_id = node.node_id, %client_url, %peer_addr, incarnation = %node.incarnation, "node started");
+    if options.test_hooks != TestHooks::default() || options.sync != SyncMode::Fsync {
+        tracing::warn!(
+            sync = ?options.sync,
+            hooks = ?options.test_hooks,
+            "UNSAFE TEST MODE: this node simulates crashes and may be a deliberately broken mutant; never use it \
+             for real data"
+        );
+    }
+    let identity = load_identity(&options.config, &[client_addr.ip(), peer_addr.ip()])?;
+    let pins = PinSet::default();
+    let (transport, scheme): (Arc<dyn Transport>, &str) = match &identity {
+        Some(identity) => (Arc::new(TcpTransport::tls(haven_tls::client_config(pins.clone(), Some(identity))?)), "https"),
+        None => (Arc::new(TcpTransport::plaintext()), "http"),
+    };
+    let client_url = format!("{scheme}://{client_addr}");
+    let fingerprint = identity.as_ref().map(|identity| identity.fingerprint().to_string()).unwrap_or_default();
+    let client_tls = client_port_tls(&options.config, identity.as_ref())?;
+    let peer_tls = match &identity {
+        Some(identity) => {
+            let config = haven_tls::server_config(identity, Some(pins.clone()))?;
+            Some((tokio_rustls::TlsAcceptor::from(Arc::new(config)), pins.clone()))
+        }
+        None => None,
+    };
+    let node = Node::open(
+        options.config,
+        client_url.clone(),
+        peer_addr.to_string(),
+        (fingerprint, pins),
+        transport,
+        options.sync,
+        options.test_hooks,
+    )
+    .await?;
+    node.sync_pins(&[]);
+    tracing::info!(
+        node_id = node.node_id,
+        %client_url,
+        %peer_addr,
+        incarnation = %node.incarnation,
+        fingerprint = %node.fingerprint,
+        "node started"
+    );
 
     let (stop, stopped) = watch::channel(false);
     let wait_stop = |mut stopped: watch::Receiver<bool>| async move {
@@ -52,14 +164,11 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     let peer_server = tokio::spawn(haven_net::tcp::serve(
         options.peer_listener,
         NodePeerHandler::new(&node),
+        peer_tls,
         wait_stop(stopped.clone()),
     ));
     let app = crate::api::router(node.clone());
-    let http_shutdown = wait_stop(stopped.clone());
-    let http_server =
-        tokio::spawn(
-            async move { axum::serve(options.client_listener, app).with_graceful_shutdown(http_shutdown).await },
-        );
+    let http_server = tokio::spawn(serve_http(options.client_listener, client_tls, app, wait_stop(stopped.clone())));
     files::write_pid_and_addr(
         &data_dir,
         &files::AddrFile {
@@ -71,7 +180,10 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     )?;
 
     let background = tokio::spawn(background_loop(node.clone(), stopped.clone()));
+    let pin_sync = tokio::spawn(follow_membership_pins(node.clone()));
     let membership = tokio::spawn(enter_cluster(node.clone()));
+    // A new cluster's first admin token (DATA_DIR/admin.token), once bootstrapped and leading.
+    tokio::spawn(crate::auth::ensure_bootstrap_admin_token(node.clone(), stopped.clone()));
 
     tokio::pin!(shutdown);
     let outcome = tokio::select! {
@@ -93,12 +205,68 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, http_server).await;
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, peer_server).await;
     background.abort();
+    pin_sync.abort();
     if let Err(error) = node.raft.shutdown().await {
         tracing::warn!(%error, "raft did not stop cleanly");
     }
     files::remove_pid(&data_dir);
     tracing::info!("stopped");
     outcome
+}
+
+/// The client port's TLS: the operator's certificate when configured, else the node's own.
+fn client_port_tls(config: &NodeConfig, identity: Option<&NodeIdentityKey>) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let identity = match (&config.tls_cert, &config.tls_key, identity) {
+        (Some(cert), Some(key), _) => NodeIdentityKey::from_pem_files(cert, key)?,
+        (_, _, Some(identity)) => identity.clone(),
+        (_, _, None) => return Ok(None),
+    };
+    let config = haven_tls::server_config(&identity, None)?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+/// Serves the HTTP API on `listener` (TLS when `tls` is given) under the client-port
+/// connection bounds, until `shutdown` resolves.
+pub async fn serve_http(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    accept_loop(listener, tls, CLIENT_LIMITS, shutdown, move |stream, _accepted, permit| {
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+                .max_buf_size(REQUEST_HEAD_BYTES_MAX);
+            if let Err(error) = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await {
+                tracing::debug!(%error, "client connection ended with an error");
+            }
+        }
+    })
+    .await;
+}
+
+/// Keeps the trusted peer keys equal to the latest membership's, as soon as it changes
+/// (a member being added must be reachable at once; a removed one must lose access).
+async fn follow_membership_pins(node: Arc<Node>) {
+    use openraft::async_runtime::WatchReceiver;
+    let mut metrics = node.raft.metrics();
+    let mut last = None;
+    loop {
+        let membership = node.membership();
+        if last.as_ref() != Some(&membership) {
+            let extra = node.join_pins.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            node.sync_pins(&extra);
+            last = Some(membership);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Probes peers and keeps derived state in step, until stopped.
@@ -108,6 +276,7 @@ async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
     loop {
         node.probe_peers().await;
         node.housekeeping(&mut recorded_cluster_id).await;
+        node.promote_caught_up_learners().await;
         let voters = node.membership().voter_ids().count();
         if voters != last_voters {
             if voters.is_multiple_of(2) && voters > 0 {
@@ -125,8 +294,8 @@ async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
     }
 }
 
-/// Bootstraps or joins as configured. On an initialised data dir this does nothing, except
-/// finishing a promotion to voter that a restart interrupted.
+/// Bootstraps or joins as configured. On an initialised data dir this does nothing (a
+/// learner that was admitted is promoted by the leader once caught up).
 async fn enter_cluster(node: Arc<Node>) -> anyhow::Result<()> {
     let initialized = node.raft.is_initialized().await.map_err(|e| anyhow::anyhow!("raft stopped: {e}"))?;
     if node.config.bootstrap && !initialized {
@@ -141,38 +310,104 @@ async fn enter_cluster(node: Arc<Node>) -> anyhow::Result<()> {
         return Ok(());
     };
     if initialized {
-        let membership = node.membership();
-        let learner_awaiting_promotion = membership.get_node(&node.node_id).is_some()
-            && !membership.voter_ids().any(|id| id == node.node_id)
-            && !node.config.learner;
-        if !learner_awaiting_promotion {
-            return Ok(());
-        }
+        return Ok(());
     }
     let response = join_through(&node, &join_url).await?;
-    node.local.set_cluster_id(&response.cluster_id);
     *node.join_status.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    tracing::info!(cluster_id = %response.cluster_id, voter = response.voter, "joined the cluster");
+    tracing::info!(cluster_id = %response.cluster_id, voter = response.voter, "admitted to the cluster");
     Ok(())
 }
 
+/// The HTTP client for joining: TLS pinned to the member's fingerprint (or, when the
+/// operator asked for it, trust on first use), plaintext only on `--insecure-dev`.
+fn join_client(config: &NodeConfig) -> anyhow::Result<(reqwest::Client, Option<PinSet>)> {
+    haven_tls::provider();
+    let builder = reqwest::Client::builder().timeout(JOIN_DEADLINE + Duration::from_secs(10));
+    if config.insecure_dev {
+        return Ok((builder.build()?, None));
+    }
+    let pins = match &config.join_fingerprint {
+        Some(fingerprint) => PinSet::new([fingerprint.clone()]),
+        None => {
+            tracing::warn!("join_trust_first_use: accepting whatever key the member presents (insecure)");
+            PinSet::trust_first_use()
+        }
+    };
+    let tls = haven_tls::client_config(pins.clone(), None)?;
+    Ok((builder.use_preconfigured_tls(tls).build()?, Some(pins)))
+}
+
+fn join_token(config: &NodeConfig) -> anyhow::Result<Option<String>> {
+    if let Some(token) = &config.join_token {
+        return Ok(Some(token.trim().to_string()));
+    }
+    match &config.join_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read join_token_file {}: {e}", path.display()))?;
+            Ok(Some(token.trim().to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Joins through the member at `join_url`: first a dry run that shows the cluster and its
+/// members' keys, which this node pins, then the join itself. A refusal (wrong key, no or
+/// used token, a wiped node's old id, another cluster) stops the node with the reason.
 async fn join_through(node: &Node, join_url: &str) -> anyhow::Result<JoinResponse> {
-    let request = JoinRequest {
+    let (client, pins) = join_client(&node.config)?;
+    let token = join_token(&node.config)?;
+    let mut request = JoinRequest {
         node_id: node.node_id,
         client_url: node.client_url.clone(),
         peer_addr: node.peer_addr.clone(),
         incarnation: node.incarnation.clone(),
+        fingerprint: node.fingerprint.clone(),
         learner: node.config.learner,
+        dry_run: true,
     };
-    let client = reqwest::Client::builder()
-        .timeout(JOIN_DEADLINE + Duration::from_secs(10))
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot build HTTP client: {e}"))?;
+    let preview = post_join(node, &client, join_url, token.as_deref(), &request).await?;
+    if let Some(pins) = &pins {
+        if let Some(presented) = pins.last_presented() {
+            if node.config.join_fingerprint.is_none() {
+                tracing::warn!(fingerprint = %presented, "trusting the member's key on first use");
+            }
+        }
+    }
+    if let Some(mine) = node.local.cluster_id() {
+        if mine != preview.cluster_id {
+            anyhow::bail!(
+                "this node belongs to cluster {mine}; it cannot join cluster {}. Wipe its data dir to join as a new \
+                 member",
+                preview.cluster_id
+            );
+        }
+    }
+    // Trust the members' keys before they start replicating to us.
+    let member_keys: Vec<String> = preview.members.iter().map(|m| m.fingerprint.clone()).filter(|f| !f.is_empty()).collect();
+    *node.join_pins.lock().unwrap_or_else(|e| e.into_inner()) = member_keys.clone();
+    node.sync_pins(&member_keys);
+    node.local.set_cluster_id(&preview.cluster_id);
+    request.dry_run = false;
+    post_join(node, &client, join_url, token.as_deref(), &request).await
+}
+
+async fn post_join(
+    node: &Node,
+    client: &reqwest::Client,
+    join_url: &str,
+    token: Option<&str>,
+    request: &JoinRequest,
+) -> anyhow::Result<JoinResponse> {
     let url = format!("{join_url}/v1/members/join");
     let mut pause = Duration::from_millis(100);
     loop {
         *node.join_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("joining through {join_url}"));
-        match client.post(&url).json(&request).send().await {
+        let mut post = client.post(&url).json(request);
+        if let Some(token) = token {
+            post = post.bearer_auth(token);
+        }
+        match post.send().await {
             Ok(response) if response.status().is_success() => {
                 return response.json().await.map_err(|e| anyhow::anyhow!("invalid answer from {url}: {e}"));
             }
@@ -183,9 +418,33 @@ async fn join_through(node: &Node, join_url: &str) -> anyhow::Result<JoinRespons
                 anyhow::bail!("the cluster refused to admit node {} ({status}): {message}", node.node_id);
             }
             Ok(response) => tracing::warn!(status = %response.status(), %url, "join not possible yet; retrying"),
-            Err(error) => tracing::warn!(%error, %url, "cannot reach the member to join through; retrying"),
+            Err(error) if is_certificate_error(&error) => {
+                anyhow::bail!(
+                    "the member at {join_url} did not present the key given as join_fingerprint ({}); check the \
+                     fingerprint with `haven fingerprint --dir DATA_DIR` on that member",
+                    node.config.join_fingerprint.as_deref().unwrap_or("none")
+                );
+            }
+            Err(error) => tracing::warn!(error = %error_chain(&error), %url, "cannot reach the member to join through; retrying"),
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(JOIN_RETRY_PAUSE_MAX);
     }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Did the TLS handshake fail because the server's certificate was refused?
+fn is_certificate_error(error: &reqwest::Error) -> bool {
+    let chain = error_chain(error);
+    chain.contains("invalid peer certificate") || chain.contains("InvalidCertificate")
 }

@@ -15,6 +15,8 @@ pub struct MemberStatus {
     pub id: NodeId,
     pub client_url: String,
     pub peer_addr: String,
+    /// The member's TLS key fingerprint: clients that trust this node learn the others'.
+    pub fingerprint: String,
     pub voter: bool,
     pub leader: bool,
     pub reachable: bool,
@@ -76,6 +78,7 @@ pub fn status(node: &Node) -> Status {
             id: *id,
             client_url: member.client_url.clone(),
             peer_addr: member.peer_addr.clone(),
+            fingerprint: member.fingerprint.clone(),
             voter: voters.contains(id),
             leader: metrics.current_leader == Some(*id),
             reachable,

@@ -20,6 +20,13 @@ pub struct HavenNode {
     pub peer_addr: String,
     /// Random id of the member's data dir; a different one means the disk was wiped.
     pub incarnation: String,
+    /// `sha256:` fingerprint of the member's TLS key: peers accept exactly the keys of the
+    /// current membership (empty only on `--insecure-dev` clusters).
+    pub fingerprint: String,
+    /// Asked to stay a learner (a read replica); otherwise it is promoted to voter once it
+    /// has caught up, while there are fewer than 7 voters.
+    #[serde(default)]
+    pub learner: bool,
 }
 
 impl std::fmt::Display for HavenNode {

@@ -8,14 +8,18 @@
 //! ```
 //!
 //! Every command takes the same client options ([`ClientOpts`]): `--endpoints` (or
-//! `HAVEN_ENDPOINTS`), `--json` and `--timeout-ms`. Output is for people by default and the
-//! server's JSON with `--json`. Every failure becomes one line that says what went wrong
-//! and what to do, and a non-zero exit code.
+//! `HAVEN_ENDPOINTS`), `--json` and `--timeout-ms`, and the bearer token from `--token`,
+//! `--token-file`, `HAVEN_TOKEN` or `HAVEN_TOKEN_FILE` (first found wins, in that order: a
+//! flag beats the environment). Output is for people by default and the server's JSON with
+//! `--json`. Every failure becomes one line that says what went wrong and what to do, and a
+//! non-zero exit code.
 
 mod cluster;
 mod kv;
-mod output;
+pub(crate) mod output;
 
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,8 +38,19 @@ pub const TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Largest `--timeout-ms`: an hour; anything longer is a typo, not a wish.
 pub const TIMEOUT_MS_MAX: u64 = 3_600_000;
 
-/// Options every client command takes.
-#[derive(clap::Args, Debug, Clone)]
+/// The bearer token, when no `--token` or `--token-file` is given.
+pub const TOKEN_ENV: &str = "HAVEN_TOKEN";
+
+/// A file holding the bearer token, when neither flag nor `HAVEN_TOKEN` gives one.
+pub const TOKEN_FILE_ENV: &str = "HAVEN_TOKEN_FILE";
+
+/// Largest token file read: a token is 64 characters; a file much bigger than that is the
+/// wrong file, and reading it whole would be pointless.
+pub const TOKEN_FILE_BYTES_MAX: u64 = 4096;
+
+/// Options every client command takes. `Debug` is derived, so the token would show in a
+/// debug dump; nothing prints one.
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct ClientOpts {
     /// Client URLs of the cluster's nodes, comma-separated (`host:port` works too).
     #[arg(long, env = "HAVEN_ENDPOINTS", value_name = "URL,URL")]
@@ -49,6 +64,26 @@ pub struct ClientOpts {
     #[arg(long, value_name = "MS", default_value_t = TIMEOUT_MS_DEFAULT,
           value_parser = clap::value_parser!(u64).range(1..=TIMEOUT_MS_MAX))]
     pub timeout_ms: u64,
+
+    /// Trusted server key fingerprints, comma-separated (`haven fingerprint` prints a node's).
+    /// Other members' keys are learned from a trusted node's status.
+    #[arg(long = "server-fingerprint", env = "HAVEN_SERVER_FINGERPRINTS", value_name = "sha256:HEX,...")]
+    pub server_fingerprints: Option<String>,
+
+    /// Trust servers whose certificates this CA (PEM) signed, instead of fingerprints.
+    #[arg(long, env = "HAVEN_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+
+    /// Bearer token (`hvn_...`). Visible to other users in `ps`: prefer --token-file.
+    /// Falls back to HAVEN_TOKEN, then HAVEN_TOKEN_FILE.
+    // No clap `env` here: clap would print the variable's value (the token) in --help, and
+    // a flag must beat both variables, which clap's per-argument env cannot express.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
+    pub token: Option<String>,
+
+    /// File holding the bearer token, e.g. DATA_DIR/admin.token of the bootstrapping node.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `haven status`.
@@ -103,7 +138,7 @@ const ENDPOINTS_HINT: &str = "check --endpoints or HAVEN_ENDPOINTS (`haven dev -
 impl ClientOpts {
     /// A client for these options; `first` endpoints (e.g. from a node's `addr.json`) are
     /// tried before the configured ones.
-    fn client(&self, first: &[String]) -> anyhow::Result<haven_client::Client> {
+    pub(crate) fn client(&self, first: &[String]) -> anyhow::Result<haven_client::Client> {
         let mut endpoints: Vec<String> = first.to_vec();
         if let Some(list) = self.endpoints.as_deref().filter(|list| !list.trim().is_empty()) {
             endpoints.extend(haven_client::parse_endpoints(list).context("bad --endpoints / HAVEN_ENDPOINTS")?);
@@ -115,12 +150,76 @@ impl ClientOpts {
         let mut config = ClientConfig::new(endpoints);
         config.deadline = timeout;
         config.request_timeout = timeout.min(haven_client::REQUEST_TIMEOUT_DEFAULT);
+        config.server_fingerprints = self
+            .server_fingerprints
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_string)
+            .collect();
+        config.ca_file = self.ca_file.clone();
+        config.token = resolve_token(
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+            std::env::var(TOKEN_ENV).ok(),
+            std::env::var_os(TOKEN_FILE_ENV).map(PathBuf::from),
+        )?;
         Ok(haven_client::Client::new(config)?)
     }
 }
 
+/// The token to send: `--token`, else `--token-file`, else `HAVEN_TOKEN`, else
+/// `HAVEN_TOKEN_FILE`, else none. Empty variables count as unset. Errors name the source
+/// and never quote what it held.
+fn resolve_token(
+    flag: Option<&str>,
+    flag_file: Option<&Path>,
+    env: Option<String>,
+    env_file: Option<PathBuf>,
+) -> anyhow::Result<Option<String>> {
+    let (token, source) = if let Some(token) = flag {
+        (token.trim().to_string(), "--token".to_string())
+    } else if let Some(path) = flag_file {
+        (read_token_file(path)?, format!("--token-file {}", path.display()))
+    } else if let Some(token) = env.filter(|token| !token.trim().is_empty()) {
+        (token.trim().to_string(), TOKEN_ENV.to_string())
+    } else if let Some(path) = env_file.filter(|path| !path.as_os_str().is_empty()) {
+        (read_token_file(&path)?, format!("{TOKEN_FILE_ENV} {}", path.display()))
+    } else {
+        return Ok(None);
+    };
+    if let Err(error) = haven_core::auth::parse_token(&token) {
+        anyhow::bail!("the token from {source} is {error}");
+    }
+    Ok(Some(token))
+}
+
+/// Reads a token file: one token, surrounding whitespace ignored.
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let fail = |what: &str| anyhow::anyhow!("cannot read the token file {}: {what}", path.display());
+    let file = std::fs::File::open(path).map_err(|error| fail(&error.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(TOKEN_FILE_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(|error| fail(&error.to_string()))?;
+    if bytes.len() as u64 > TOKEN_FILE_BYTES_MAX {
+        return Err(fail(&format!("it is larger than {TOKEN_FILE_BYTES_MAX} bytes; a token file holds one token")));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| fail("it does not hold text"))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(fail("it is empty"));
+    }
+    Ok(token.to_string())
+}
+
+/// Where tokens come from, for the hint on a 401.
+const TOKEN_HINT: &str = "give a valid token with --token-file FILE or HAVEN_TOKEN_FILE (or --token, HAVEN_TOKEN); a \
+                          new cluster's first admin token is in DATA_DIR/admin.token on the node that bootstrapped it";
+
 /// Turns a client error into one line: what failed, why, and what to do.
-fn explain(action: &str, error: haven_client::Error) -> anyhow::Error {
+pub(crate) fn explain(action: &str, error: haven_client::Error) -> anyhow::Error {
     anyhow::anyhow!("{action}: {error}{}", hint(&error))
 }
 
@@ -141,12 +240,16 @@ fn hint(error: &haven_client::Error) -> String {
                                        `haven status` (reads with --stale need no leader)"
             .into(),
         (_, Error::InvalidResponse { .. }) => "; is that endpoint a haven node of this version?".into(),
+        (Some("unauthorized"), _) => format!("; {TOKEN_HINT}"),
+        (Some("forbidden"), _) => "; use a token with a stronger role (an admin creates one with `haven tokens create \
+                                   --role ROLE`)"
+            .into(),
         _ => String::new(),
     }
 }
 
 /// Ends a command: a closed stdout (`haven kv list | head`) is a normal end, not a failure.
-fn finish(result: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
+pub(crate) fn finish(result: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
     match result {
         Err(error) if error.is::<output::StdoutClosed>() => Ok(ExitCode::SUCCESS),
         other => other,
@@ -228,13 +331,13 @@ mod tests {
 
     #[test]
     fn no_endpoints_is_one_clear_line() {
-        let opts = ClientOpts { endpoints: None, json: false, timeout_ms: 10 };
+        let opts = ClientOpts { endpoints: None, timeout_ms: 10, ..ClientOpts::default() };
         let error = opts.client(&[]).unwrap_err().to_string();
         assert!(error.starts_with("no endpoints given; check --endpoints or HAVEN_ENDPOINTS"), "{error}");
-        let opts = ClientOpts { endpoints: Some("https://x:1".into()), json: false, timeout_ms: 10 };
+        let opts = ClientOpts { endpoints: Some("https://x:1".into()), timeout_ms: 10, ..ClientOpts::default() };
         let error = format!("{:#}", opts.client(&[]).unwrap_err());
         assert!(error.contains("bad --endpoints") && error.contains("http:// only"), "{error}");
-        let opts = ClientOpts { endpoints: Some("a:1,b:2".into()), json: false, timeout_ms: 100 };
+        let opts = ClientOpts { endpoints: Some("a:1,b:2".into()), timeout_ms: 100, ..ClientOpts::default() };
         let client = opts.client(&["http://c:3".into()]).unwrap();
         assert_eq!(client.config().endpoints, ["http://c:3", "http://a:1", "http://b:2"]);
         assert_eq!(client.config().deadline, Duration::from_millis(100));
@@ -267,5 +370,52 @@ mod tests {
             explain("cannot write", compare).to_string(),
             "cannot write: compare failed: the key's current revision is 4; read it again and retry with that revision"
         );
+        let unauthorized = haven_client::classify_response(401, br#"{"error":"unauthorized","message":"m"}"#);
+        assert!(explain("x", unauthorized).to_string().contains("--token-file FILE or HAVEN_TOKEN_FILE"));
+        let forbidden = haven_client::classify_response(403, br#"{"error":"forbidden","message":"m"}"#);
+        assert!(explain("x", forbidden).to_string().contains("stronger role"));
+    }
+
+    #[test]
+    fn token_options_parse() {
+        let Command::Status(status) = parse(&["status", "--token-file", "/t"]).unwrap() else { panic!() };
+        assert_eq!(status.client.token_file.as_deref(), Some(Path::new("/t")));
+        assert!(parse(&["status", "--token", "a", "--token-file", "/t"]).is_err(), "one or the other");
+    }
+
+    /// Flag beats environment, a token beats a file at the same level, files are trimmed,
+    /// and no error quotes what it read.
+    #[test]
+    fn tokens_come_from_flags_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = |seed: u8| haven_core::auth::new_token([seed; 8], [seed; 32]).token;
+        let (a, b, c, d) = (token(1), token(2), token(3), token(4));
+        let file_b = dir.path().join("b");
+        std::fs::write(&file_b, format!("\n  {b}\n")).unwrap();
+        let file_d = dir.path().join("d");
+        std::fs::write(&file_d, &d).unwrap();
+        let resolve = |flag: Option<&str>, flag_file: Option<&Path>, env: Option<&str>, env_file: Option<&Path>| {
+            resolve_token(flag, flag_file, env.map(str::to_string), env_file.map(Path::to_path_buf)).unwrap()
+        };
+        assert_eq!(resolve(Some(&a), None, Some(&c), Some(&file_d)), Some(a.clone()));
+        assert_eq!(resolve(None, Some(&file_b), Some(&c), Some(&file_d)), Some(b.clone()));
+        assert_eq!(resolve(None, None, Some(&c), Some(&file_d)), Some(c.clone()));
+        assert_eq!(resolve(None, None, Some(""), Some(&file_d)), Some(d.clone()));
+        assert_eq!(resolve(None, None, None, None), None);
+
+        let missing = dir.path().join("missing");
+        let error = resolve_token(None, Some(&missing), None, None).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("cannot read the token file {}", missing.display())), "{error}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        assert!(resolve_token(None, Some(&empty), None, None).unwrap_err().to_string().contains("it is empty"));
+        let big = dir.path().join("big");
+        std::fs::write(&big, format!("{a}{}", " ".repeat(TOKEN_FILE_BYTES_MAX as usize))).unwrap();
+        let error = resolve_token(None, Some(&big), None, None).unwrap_err().to_string();
+        assert!(error.contains("larger than") && !error.contains(&a), "{error}");
+        // A near-token (one character short) is refused without being echoed.
+        let near = &a[..a.len() - 1];
+        let error = resolve_token(Some(near), None, None, None).unwrap_err().to_string();
+        assert!(error.starts_with("the token from --token is not a Haven token") && !error.contains(near), "{error}");
     }
 }

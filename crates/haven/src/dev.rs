@@ -4,8 +4,13 @@
 //!
 //! ```text
 //! DIR/dev.lock           flock held while `haven dev` runs; holds its pid
-//! DIR/env                `source` it: HAVEN_ENDPOINTS, PATH with the haven binary (mode 0600)
+//! DIR/env                `source` it: HAVEN_ENDPOINTS, HAVEN_SERVER_FINGERPRINTS,
+//!                        HAVEN_TOKEN_FILE, PATH with the haven binary (mode 0600)
 //! DIR/nN/haven.toml      complete node config; `haven serve --config DIR/nN/haven.toml`
+//! DIR/nN/node.key        the node's TLS key (mode 0600) and certificate (node.crt),
+//!                        made by `haven dev` before the first start
+//! DIR/n1/admin.token     the cluster's first admin token (mode 0600), written by n1 once
+//!                        it leads the new cluster
 //! DIR/nN/haven.log       the node's stdout and stderr (appended)
 //! DIR/nN/haven.pid       written by the node once it serves, removed on clean exit
 //! DIR/nN/addr.json       written by the node once it has bound its ports
@@ -15,15 +20,20 @@
 //! Ports are chosen once, on the first run, and kept in the `haven.toml` files; a later run
 //! on the same `DIR` reads them back and restarts the same cluster with its data.
 //!
-//! Startup: n1 starts first. If it becomes healthy on its own it is a new (or one-node)
-//! cluster: the others are started one at a time, each joining through n1 and waiting until
+//! Every node's TLS key is made before any node starts, so all fingerprints are known up
+//! front: the joining nodes' configs pin n1's (`join_fingerprint`), and `haven dev` and the
+//! CLI pin all of them. Nothing is ever sent without verifying the server's key.
+//!
+//! Startup: n1 starts first; `haven dev` waits for its `addr.json` and its `admin.token`
+//! (the joining nodes present that token, and every check but `/v1/health` needs it). If n1
+//! then becomes healthy on its own it is a new (or one-node) cluster: the others are started one at a time, each joining through n1 and waiting until
 //! it is a voter. If instead n1 reports other members, it is an existing cluster that needs a
 //! majority to elect a leader, so all the others are started at once. Either way `haven dev`
 //! then waits until every node is a healthy voter.
 //!
 //! The plain parts (argument checks, port and config planning, config parsing, the env
-//! file, HTTP response parsing) are pure functions, tested below; the rest is process and
-//! socket plumbing.
+//! file, reading status answers) are pure functions, tested below; the rest is process and
+//! network plumbing.
 
 use std::fmt::Display;
 use std::fs;
@@ -52,16 +62,12 @@ use anyhow::bail;
 use anyhow::Context;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use tokio::io::AsyncReadExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::process::Child;
 use tokio::process::Command;
 use tokio::signal::unix::signal;
 use tokio::signal::unix::Signal;
 use tokio::signal::unix::SignalKind;
 use tokio::time::sleep;
-use tokio::time::timeout;
 use tokio::time::timeout_at;
 use tokio::time::Instant;
 
@@ -75,10 +81,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between readiness checks.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// Bound on one HTTP check (connect, send, read to EOF).
-const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest HTTP response read; status and health answers are far smaller.
-const HTTP_MAX_RESPONSE: u64 = 4 << 20;
+/// Bound on one status or health check (connect, TLS handshake, request, answer).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the leader is checked while the cluster runs, to report changes.
 const LEADER_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long n1 may stay unhealthy on its own before the others are started anyway, when
@@ -114,31 +118,36 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the path of the running haven binary")?;
     let existing = read_existing(&dir)?;
     let nodes = resolve_node_count(&dir, args.nodes, existing.as_ref().map(Vec::len))?;
-    let plans = match existing {
-        Some(plans) => plans,
+    let (plans, fingerprints) = match existing {
+        Some(plans) => {
+            let fingerprints = load_or_generate_keys(&plans)?;
+            (plans, fingerprints)
+        }
         None => {
             let ports = pick_free_ports(2 * nodes)?;
             let plans = plan_new(&dir, nodes, &ports)?;
-            write_configs(&plans)?;
-            plans
+            // Keys first: the joining nodes' configs pin n1's fingerprint.
+            let fingerprints = load_or_generate_keys(&plans)?;
+            write_configs(&plans, &fingerprints[0])?;
+            (plans, fingerprints)
         }
     };
     check_ports_free(&dir, &plans)?;
-    write_env_file(&dir, &plans, &exe)?;
+    write_env_file(&dir, &plans, &fingerprints, &exe)?;
 
     // Installed before any child exists: from here on Ctrl-C and SIGTERM are ours to handle.
     let mut signals = StopSignals::new()?;
     let mut running: Vec<RunningNode> = Vec::with_capacity(plans.len());
     say(format_args!("starting {} node(s) in {}", plans.len(), dir.display()));
     let started = tokio::select! {
-        result = start_cluster(&exe, &plans, &mut running) => result.map(Some),
+        result = start_cluster(&exe, &plans, &fingerprints, &mut running) => result.map(Some),
         name = signals.recv() => {
             say(format_args!("{name} during startup: stopping"));
             Ok(None)
         }
     };
-    let leader = match started {
-        Ok(Some(leader)) => leader,
+    let (checker, leader) = match started {
+        Ok(Some(started)) => started,
         Ok(None) => {
             stop_all(&mut running, &mut signals).await;
             say("stopped");
@@ -151,7 +160,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     };
     say(usage(&dir, &running, leader));
 
-    let name = supervise(&mut running, &mut signals, leader).await;
+    let name = supervise(&checker, &mut running, &mut signals, leader).await;
     say(format_args!("{name}: stopping the nodes"));
     stop_all(&mut running, &mut signals).await;
     report_nodes_run_by_hand(&plans, &running);
@@ -223,8 +232,13 @@ impl NodePlan {
         self.data_dir.join("addr.json")
     }
 
+    /// Where the bootstrapping node (n1) writes the cluster's first admin token.
+    fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join(haven_server::auth::ADMIN_TOKEN_FILE)
+    }
+
     fn client_url(&self) -> String {
-        format!("http://{}", self.client_addr)
+        format!("https://{}", self.client_addr)
     }
 }
 
@@ -246,12 +260,15 @@ fn plan_new(dir: &Path, nodes: usize, ports: &[u16]) -> anyhow::Result<Vec<NodeP
 }
 
 /// The complete `haven.toml` of `node`; `first` is n1, which bootstraps and which the
-/// others join through.
-fn render_config(node: &NodePlan, first: &NodePlan) -> anyhow::Result<String> {
-    let data_dir = node
-        .data_dir
-        .to_str()
-        .ok_or_else(|| anyhow!("{} is not valid UTF-8; choose another --dir", node.data_dir.display()))?;
+/// others join through, verifying its key against `first_fingerprint` and presenting the
+/// admin token it writes.
+fn render_config(node: &NodePlan, first: &NodePlan, first_fingerprint: &str) -> anyhow::Result<String> {
+    let utf8 = |path: &Path| -> anyhow::Result<String> {
+        path.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{} is not valid UTF-8; choose another --dir", path.display()))
+    };
+    let data_dir = utf8(&node.data_dir)?;
     let mut text = format!(
         "# Node {name} of a `haven dev` cluster. Run it by hand with:\n\
          #   haven serve --config {config}\n\
@@ -262,7 +279,7 @@ fn render_config(node: &NodePlan, first: &NodePlan) -> anyhow::Result<String> {
         name = node.name(),
         config = node.config_path().display(),
         id = node.id,
-        data_dir = toml_string(data_dir),
+        data_dir = toml_string(&data_dir),
         client = node.client_addr,
         peer = node.peer_addr,
     );
@@ -273,9 +290,16 @@ fn render_config(node: &NodePlan, first: &NodePlan) -> anyhow::Result<String> {
         );
     } else {
         text.push_str(&format!(
-            "# Asks this member to add the node; does nothing on a node that already has data.\n\
-             join = \"{}\"\n",
-            first.client_url()
+            "# Asks n1 to add this node (as a learner, promoted to voter once caught up);\n\
+             # does nothing on a node that already has data.\n\
+             join = {join}\n\
+             # n1's TLS key: the join is refused if n1 presents another.\n\
+             join_fingerprint = {fingerprint}\n\
+             # The admin token n1 writes once the new cluster has a leader.\n\
+             join_token_file = {token_file}\n",
+            join = toml_string(&first.client_url()),
+            fingerprint = toml_string(first_fingerprint),
+            token_file = toml_string(&utf8(&first.admin_token_path())?),
         ));
     }
     Ok(text)
@@ -390,10 +414,16 @@ fn read_existing(dir: &Path) -> anyhow::Result<Option<Vec<NodePlan>>> {
 }
 
 /// The `(name, value)` pairs `DIR/env` exports besides PATH: everything the CLI needs to
-/// reach the dev cluster. Add new variables here.
-fn env_vars(nodes: &[NodePlan]) -> Vec<(&'static str, String)> {
+/// reach the dev cluster (`fingerprints` are the nodes' keys, in node order). Add new
+/// variables here.
+fn env_vars(nodes: &[NodePlan], fingerprints: &[String]) -> Vec<(&'static str, String)> {
     let endpoints: Vec<String> = nodes.iter().map(NodePlan::client_url).collect();
-    vec![("HAVEN_ENDPOINTS", endpoints.join(","))]
+    let mut vars =
+        vec![("HAVEN_ENDPOINTS", endpoints.join(",")), ("HAVEN_SERVER_FINGERPRINTS", fingerprints.join(","))];
+    if let Some(first) = nodes.first() {
+        vars.push(("HAVEN_TOKEN_FILE", first.admin_token_path().to_string_lossy().into_owned()));
+    }
+    vars
 }
 
 /// The text of `DIR/env`: `vars` exported, and `bin_dir` (where the haven binary is) put
@@ -482,23 +512,45 @@ fn pick_free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
         .context("cannot find free ports on 127.0.0.1")
 }
 
-/// Writes every node's data dir and `haven.toml`.
-fn write_configs(plans: &[NodePlan]) -> anyhow::Result<()> {
+/// Makes every node's data dir and TLS key (`node.key`, `node.crt`), or loads the key it
+/// already has (the node loads the same one); returns the fingerprints in node order.
+fn load_or_generate_keys(plans: &[NodePlan]) -> anyhow::Result<Vec<String>> {
+    let localhost = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    plans
+        .iter()
+        .map(|plan| {
+            fs::create_dir_all(&plan.data_dir).with_context(|| format!("cannot create {}", plan.data_dir.display()))?;
+            let (key, _generated) =
+                haven_tls::NodeIdentityKey::load_or_generate(&plan.data_dir, &localhost).map_err(|error| {
+                    anyhow!(
+                        "cannot make or read the TLS key of node {} in {} ({error}); remove {} to start over",
+                        plan.name(),
+                        plan.data_dir.display(),
+                        plan.data_dir.parent().unwrap_or(&plan.data_dir).display()
+                    )
+                })?;
+            Ok(key.fingerprint().to_string())
+        })
+        .collect()
+}
+
+/// Writes every node's data dir and `haven.toml`; `first_fingerprint` is n1's key.
+fn write_configs(plans: &[NodePlan], first_fingerprint: &str) -> anyhow::Result<()> {
     let Some(first) = plans.first() else {
         bail!("internal: no nodes planned");
     };
     for plan in plans {
         fs::create_dir_all(&plan.data_dir).with_context(|| format!("cannot create {}", plan.data_dir.display()))?;
-        write_file_atomically(&plan.config_path(), &render_config(plan, first)?, 0o644)?;
+        write_file_atomically(&plan.config_path(), &render_config(plan, first, first_fingerprint)?, 0o644)?;
     }
     Ok(())
 }
 
 /// Writes `DIR/env` (mode 0600).
-fn write_env_file(dir: &Path, plans: &[NodePlan], exe: &Path) -> anyhow::Result<()> {
+fn write_env_file(dir: &Path, plans: &[NodePlan], fingerprints: &[String], exe: &Path) -> anyhow::Result<()> {
     let bin_dir =
         exe.parent().ok_or_else(|| anyhow!("cannot tell which directory the haven binary {} is in", exe.display()))?;
-    write_file_atomically(&dir.join("env"), &render_env(&env_vars(plans), bin_dir), 0o600)
+    write_file_atomically(&dir.join("env"), &render_env(&env_vars(plans, fingerprints), bin_dir), 0o600)
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, with permissions `mode`.
@@ -628,6 +680,16 @@ impl RunningNode {
         }
     }
 
+    /// Removes the node's `haven.pid` if it still names this (exited and reaped) process: a
+    /// node removes it on a clean exit, not when it is killed. A node restarted by hand has
+    /// written its own pid there, which stays.
+    fn remove_stale_pid_file(&self) {
+        let path = self.plan.pid_path();
+        if self.child.is_none() && read_pid(&path) == Some(self.pid) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
     /// Fails if the node has exited.
     fn check_alive(&mut self) -> anyhow::Result<()> {
         let Some(child) = self.child.as_mut() else {
@@ -637,6 +699,7 @@ impl RunningNode {
             Ok(None) => Ok(()),
             Ok(Some(status)) => {
                 self.child = None;
+                self.remove_stale_pid_file();
                 Err(self.exited_early(status))
             }
             Err(error) => Err(anyhow!("cannot check on node {} (pid {}): {error}", self.plan.name(), self.pid)),
@@ -730,8 +793,14 @@ impl StopSignals {
     }
 }
 
-/// Starts the cluster and waits until every node is a healthy voter; returns the leader.
-async fn start_cluster(exe: &Path, plans: &[NodePlan], running: &mut Vec<RunningNode>) -> anyhow::Result<Option<u64>> {
+/// Starts the cluster and waits until every node is a healthy voter; returns the checker
+/// for the running cluster and the leader.
+async fn start_cluster(
+    exe: &Path,
+    plans: &[NodePlan],
+    fingerprints: &[String],
+    running: &mut Vec<RunningNode>,
+) -> anyhow::Result<(Checker, Option<u64>)> {
     let Some(first) = plans.first() else {
         bail!("internal: no nodes planned");
     };
@@ -742,15 +811,17 @@ async fn start_cluster(exe: &Path, plans: &[NodePlan], running: &mut Vec<Running
     let started = Instant::now();
     let deadline = started + START_TIMEOUT;
     wait_bound(&mut running[0], deadline).await?;
+    let token = wait_admin_token(&mut running[0], deadline, others_ran_before).await?;
+    let checker = Checker::new(plans, fingerprints, token)?;
 
     // Healthy on its own: a new (or one-node) cluster. Reports other members: an existing
     // cluster, which needs a majority of its nodes up before n1 can be healthy.
     let existing = loop {
         running[0].check_alive()?;
-        if health_ok(first.client_addr).await {
+        if checker.healthy(first).await {
             break false;
         }
-        if let Some(view) = cluster_view(first.client_addr).await {
+        if let Some(view) = checker.view(first).await? {
             if view.members.len() > 1 {
                 break true;
             }
@@ -781,7 +852,7 @@ async fn start_cluster(exe: &Path, plans: &[NodePlan], running: &mut Vec<Running
             wait_bound(&mut running[index], deadline).await?;
             loop {
                 running[index].check_alive()?;
-                let view = cluster_view(first.client_addr).await;
+                let view = checker.view(first).await?;
                 if view.is_some_and(|view| view.is_voter(plan.id)) {
                     break;
                 }
@@ -792,7 +863,8 @@ async fn start_cluster(exe: &Path, plans: &[NodePlan], running: &mut Vec<Running
             }
         }
     }
-    wait_formed(running).await
+    let leader = wait_formed(&checker, running).await?;
+    Ok((checker, leader))
 }
 
 /// Waits until the node has bound its ports (its `addr.json` names its pid).
@@ -813,16 +885,44 @@ async fn wait_bound(node: &mut RunningNode, deadline: Instant) -> anyhow::Result
     }
 }
 
+/// Waits until n1 has written the cluster's first admin token (once it leads a new
+/// cluster; at once when the file is there from an earlier run) and returns it.
+/// `ran_before`: the cluster has run before, so n1 will not write the file again.
+async fn wait_admin_token(node: &mut RunningNode, deadline: Instant, ran_before: bool) -> anyhow::Result<String> {
+    let path = node.plan.admin_token_path();
+    loop {
+        node.check_alive()?;
+        match fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => bail!("cannot read {} ({error})", path.display()),
+        }
+        if Instant::now() >= deadline {
+            let error = node.too_slow(&format!("did not write {}", path.display()));
+            if !ran_before {
+                return Err(error);
+            }
+            bail!(
+                "{error}; n1 writes it only when it starts a new cluster: if it was removed, put a \
+                 valid admin token back into it, or remove {} to start over",
+                node.plan.data_dir.parent().unwrap_or(&node.plan.data_dir).display()
+            );
+        }
+        sleep(POLL_INTERVAL).await;
+    }
+}
+
 /// Waits until there is a leader, every node is a voter and every node is healthy.
-async fn wait_formed(running: &mut [RunningNode]) -> anyhow::Result<Option<u64>> {
+async fn wait_formed(checker: &Checker, running: &mut [RunningNode]) -> anyhow::Result<Option<u64>> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         for node in running.iter_mut() {
             node.check_alive()?;
         }
-        let problem = formation_problem(running).await;
+        let problem = formation_problem(checker, running).await?;
         let Some((index, problem)) = problem else {
-            let view = cluster_view(running[0].plan.client_addr).await;
+            let view = checker.view(&running[0].plan).await?;
             return Ok(view.and_then(|view| view.leader));
         };
         if Instant::now() >= deadline {
@@ -833,25 +933,30 @@ async fn wait_formed(running: &mut [RunningNode]) -> anyhow::Result<Option<u64>>
 }
 
 /// What still keeps the cluster from being formed, and the node it concerns.
-async fn formation_problem(running: &[RunningNode]) -> Option<(usize, String)> {
-    let view = cluster_view(running[0].plan.client_addr).await;
+async fn formation_problem(checker: &Checker, running: &[RunningNode]) -> anyhow::Result<Option<(usize, String)>> {
+    let view = checker.view(&running[0].plan).await?;
     let Some(view) = view.filter(|view| view.leader.is_some()) else {
-        return Some((0, "saw no leader elected".to_string()));
+        return Ok(Some((0, "saw no leader elected".to_string())));
     };
     for (index, node) in running.iter().enumerate() {
         if !view.is_voter(node.plan.id) {
-            return Some((index, "did not become a voter".to_string()));
+            return Ok(Some((index, "did not become a voter".to_string())));
         }
-        if !health_ok(node.plan.client_addr).await {
-            return Some((index, "did not become healthy".to_string()));
+        if !checker.healthy(&node.plan).await {
+            return Ok(Some((index, "did not become healthy".to_string())));
         }
     }
-    None
+    Ok(None)
 }
 
 /// Runs until a stop signal, reporting nodes that exit and leader changes; returns the
 /// signal's name.
-async fn supervise(running: &mut [RunningNode], signals: &mut StopSignals, leader: Option<u64>) -> &'static str {
+async fn supervise(
+    checker: &Checker,
+    running: &mut [RunningNode],
+    signals: &mut StopSignals,
+    leader: Option<u64>,
+) -> &'static str {
     enum Event {
         Stop(&'static str),
         Exited(usize, io::Result<ExitStatus>),
@@ -881,6 +986,7 @@ async fn supervise(running: &mut [RunningNode], signals: &mut StopSignals, leade
             Event::Exited(index, status) => {
                 let node = &mut running[index];
                 node.child = None;
+                node.remove_stale_pid_file();
                 let status = match status {
                     Ok(status) => status.to_string(),
                     Err(error) => format!("an unknown status ({error})"),
@@ -894,9 +1000,8 @@ async fn supervise(running: &mut [RunningNode], signals: &mut StopSignals, leade
                 ));
             }
             Event::Tick => {
-                let addrs: Vec<SocketAddr> =
-                    running.iter().filter(|node| node.child.is_some()).map(|node| node.plan.client_addr).collect();
-                let Some(view) = any_view(&addrs).await else {
+                let live = running.iter().filter(|node| node.child.is_some()).map(|node| &node.plan);
+                let Some(view) = checker.any_view(live).await else {
                     continue;
                 };
                 if view.leader != last_leader {
@@ -910,16 +1015,6 @@ async fn supervise(running: &mut [RunningNode], signals: &mut StopSignals, leade
             }
         }
     }
-}
-
-/// The cluster as the first of `addrs` that answers sees it.
-async fn any_view(addrs: &[SocketAddr]) -> Option<ClusterView> {
-    for addr in addrs {
-        if let Some(view) = cluster_view(*addr).await {
-            return Some(view);
-        }
-    }
-    None
 }
 
 /// Sends SIGTERM to every running node, waits up to STOP_TIMEOUT for them, then kills the
@@ -953,12 +1048,12 @@ async fn stop_all(running: &mut [RunningNode], signals: &mut StopSignals) {
         let Some(mut child) = node.child.take() else {
             continue;
         };
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            continue;
+        if !matches!(child.try_wait(), Ok(Some(_))) {
+            say(format_args!("node {} (pid {}) did not stop in time; killing it", node.plan.name(), node.pid));
+            let _ = child.start_kill();
+            let _ = child.wait().await;
         }
-        say(format_args!("node {} (pid {}) did not stop in time; killing it", node.plan.name(), node.pid));
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+        node.remove_stale_pid_file();
     }
 }
 
@@ -1000,15 +1095,18 @@ fn usage(dir: &Path, running: &[RunningNode], leader: Option<u64>) -> String {
     };
     text.push_str(&format!(
         "\nIn another shell:\n\
-         \x20 source {env}\n\
+         \x20 source {env}   # HAVEN_ENDPOINTS, HAVEN_SERVER_FINGERPRINTS, HAVEN_TOKEN_FILE, PATH\n\
          \x20 haven status\n\
          \x20 haven kv put greeting hello\n\
          \x20 haven kv get greeting\n\
          \x20 kill -9 $(cat {pid})   # {failover}\n\
          Restart a stopped node by hand, e.g.:\n\
          \x20 haven serve --config {config}\n\
+         The env file pins the nodes' TLS keys and names the admin token {token} (keep it \
+         private).\n\
          Ctrl-C here stops the cluster; `haven dev --dir {dir}` restarts it with its data.\n",
         env = shell_word(&dir.join("env").to_string_lossy()),
+        token = shell_word(&dir.join("n1").join(haven_server::auth::ADMIN_TOKEN_FILE).to_string_lossy()),
         pid = shell_word(&dir.join(format!("n{leader_id}/haven.pid")).to_string_lossy()),
         config = shell_word(&restart.plan.config_path().to_string_lossy()),
         dir = shell_word(&dir.to_string_lossy()),
@@ -1025,7 +1123,7 @@ fn complain(message: impl Display) {
 }
 
 // ---------------------------------------------------------------------------------------
-// HTTP checks
+// Status and health checks
 // ---------------------------------------------------------------------------------------
 
 /// The parts of `GET /v1/status` that `haven dev` uses.
@@ -1042,114 +1140,71 @@ impl ClusterView {
     }
 }
 
-fn parse_status(body: &str) -> Option<ClusterView> {
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    let leader = value.get("leader").and_then(serde_json::Value::as_u64);
-    let members = value
-        .get("members")?
-        .as_array()?
-        .iter()
-        .filter_map(|member| {
-            let id = member.get("id")?.as_u64()?;
-            let voter = member.get("voter").and_then(serde_json::Value::as_bool).unwrap_or(false);
-            Some((id, voter))
-        })
-        .collect();
-    Some(ClusterView { leader, members })
-}
-
-async fn health_ok(addr: SocketAddr) -> bool {
-    matches!(http_get(addr, "/v1/health").await, Ok((200, _)))
-}
-
-async fn cluster_view(addr: SocketAddr) -> Option<ClusterView> {
-    match http_get(addr, "/v1/status").await {
-        Ok((200, body)) => parse_status(&body),
-        _ => None,
+impl From<&haven_client::Status> for ClusterView {
+    fn from(status: &haven_client::Status) -> Self {
+        ClusterView {
+            leader: status.leader,
+            members: status.members.iter().map(|member| (member.id, member.voter)).collect(),
+        }
     }
 }
 
-/// `GET path` from the HTTP/1.1 server at `addr`; returns the status code and body.
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let addr =
-        if addr.ip().is_unspecified() { SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()) } else { addr };
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\
-             Connection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.take(HTTP_MAX_RESPONSE).read_to_end(&mut response).await?;
-        anyhow::Ok(response)
-    };
-    let response = timeout(HTTP_TIMEOUT, exchange)
-        .await
-        .map_err(|_| anyhow!("no answer from {addr} within {} s", HTTP_TIMEOUT.as_secs()))??;
-    parse_http_response(&response)
+/// Asks single nodes of the dev cluster about their state, over TLS with every node's key
+/// pinned, presenting the admin token.
+struct Checker {
+    client: haven_client::Client,
+    /// Where the token came from, for the error when a node refuses it.
+    token_path: PathBuf,
 }
 
-/// Status code and body of a complete HTTP/1.1 response (read until the server closed).
-fn parse_http_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
-    let head_end =
-        raw.windows(4).position(|window| window == b"\r\n\r\n").ok_or_else(|| anyhow!("incomplete HTTP response"))?;
-    let head = std::str::from_utf8(&raw[..head_end]).map_err(|_| anyhow!("HTTP response head is not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.split_whitespace();
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        bail!("not an HTTP/1 response: {status_line:?}");
-    }
-    let code: u16 = parts
-        .next()
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP status line: {status_line:?}"))?;
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
+impl Checker {
+    /// `fingerprints` are the nodes' keys; `token` is n1's admin token (never printed).
+    fn new(plans: &[NodePlan], fingerprints: &[String], token: String) -> anyhow::Result<Checker> {
+        let Some(first) = plans.first() else {
+            bail!("internal: no nodes planned");
         };
-        let value = value.trim();
-        if name.trim().eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
-        } else if name.trim().eq_ignore_ascii_case("content-length") {
-            length = value.parse::<usize>().ok();
+        let token_path = first.admin_token_path();
+        let mut config = haven_client::ClientConfig::new(plans.iter().map(NodePlan::client_url).collect());
+        config.server_fingerprints = fingerprints.to_vec();
+        config.token = Some(token);
+        config.request_timeout = CHECK_TIMEOUT;
+        config.deadline = CHECK_TIMEOUT;
+        config.max_attempts = 1;
+        let client = haven_client::Client::new(config).map_err(|error| {
+            anyhow!("cannot set up the checks of the dev cluster ({error}); is {} intact?", token_path.display())
+        })?;
+        Ok(Checker { client, token_path })
+    }
+
+    /// Whether `node` answers `GET /v1/health` with 200.
+    async fn healthy(&self, node: &NodePlan) -> bool {
+        matches!(self.client.health(&node.client_url()).await, Ok(true))
+    }
+
+    /// The cluster as `node` sees it; `None` while it does not answer. Fails when the node
+    /// refuses the admin token: waiting would not help.
+    async fn view(&self, node: &NodePlan) -> anyhow::Result<Option<ClusterView>> {
+        match self.client.status_of(&node.client_url()).await {
+            Ok(status) => Ok(Some(ClusterView::from(&status))),
+            Err(haven_client::Error::Api { status: status @ (401 | 403), .. }) => bail!(
+                "node {} refused the admin token in {} ({status}); was it revoked or replaced? Put a \
+                 valid admin token into that file, or remove {} to start over",
+                node.name(),
+                self.token_path.display(),
+                node.data_dir.parent().unwrap_or(&node.data_dir).display()
+            ),
+            Err(_) => Ok(None),
         }
     }
-    let body = &raw[head_end + 4..];
-    let body = if chunked {
-        decode_chunked(body)?
-    } else if let Some(length) = length {
-        if body.len() < length {
-            bail!("HTTP response body cut short");
-        }
-        body[..length].to_vec()
-    } else {
-        body.to_vec()
-    };
-    Ok((code, String::from_utf8_lossy(&body).into_owned()))
-}
 
-fn decode_chunked(mut rest: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end =
-            rest.windows(2).position(|window| window == b"\r\n").ok_or_else(|| anyhow!("HTTP chunk cut short"))?;
-        let size_line = std::str::from_utf8(&rest[..line_end]).map_err(|_| anyhow!("bad HTTP chunk size"))?;
-        let size_text = size_line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| anyhow!("bad HTTP chunk size {size_text:?}"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
+    /// The cluster as the first of `nodes` that answers sees it.
+    async fn any_view(&self, nodes: impl IntoIterator<Item = &NodePlan>) -> Option<ClusterView> {
+        for node in nodes {
+            if let Ok(Some(view)) = self.view(node).await {
+                return Some(view);
+            }
         }
-        if rest.len() < size + 2 {
-            bail!("HTTP chunk cut short");
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
+        None
     }
 }
 
@@ -1159,6 +1214,15 @@ mod tests {
 
     fn three_nodes() -> Vec<NodePlan> {
         plan_new(Path::new("/tmp/hd"), 3, &[7001, 7101, 7002, 7102, 7003, 7103]).unwrap()
+    }
+
+    /// A well-formed fingerprint per node.
+    fn fingerprint(id: u64) -> String {
+        format!("sha256:{}", format!("{id:x}").repeat(64))
+    }
+
+    fn fingerprints(count: u64) -> Vec<String> {
+        (1..=count).map(fingerprint).collect()
     }
 
     #[test]
@@ -1192,7 +1256,8 @@ mod tests {
         assert_eq!(plans[1].data_dir, Path::new("/tmp/hd/n2"));
         assert_eq!(plans[1].client_addr, "127.0.0.1:7002".parse().unwrap());
         assert_eq!(plans[1].peer_addr, "127.0.0.1:7102".parse().unwrap());
-        assert_eq!(plans[1].client_url(), "http://127.0.0.1:7002");
+        assert_eq!(plans[1].client_url(), "https://127.0.0.1:7002");
+        assert_eq!(plans[0].admin_token_path(), Path::new("/tmp/hd/n1/admin.token"));
         assert_eq!(plans[1].config_path(), Path::new("/tmp/hd/n2/haven.toml"));
         assert!(plan_new(Path::new("/tmp/hd"), 3, &[1, 2]).is_err());
     }
@@ -1200,7 +1265,7 @@ mod tests {
     #[test]
     fn first_node_bootstraps_and_others_join_it() {
         let plans = three_nodes();
-        let n1 = render_config(&plans[0], &plans[0]).unwrap();
+        let n1 = render_config(&plans[0], &plans[0], &fingerprint(1)).unwrap();
         let table: toml::Table = toml::from_str(&n1).unwrap();
         assert_eq!(table["node_id"].as_integer(), Some(1));
         assert_eq!(table["data_dir"].as_str(), Some("/tmp/hd/n1"));
@@ -1210,24 +1275,49 @@ mod tests {
         assert!(!table.contains_key("join"));
         assert_eq!(table.len(), 5);
 
-        let n2 = render_config(&plans[1], &plans[0]).unwrap();
+        let n2 = render_config(&plans[1], &plans[0], &fingerprint(1)).unwrap();
         let table: toml::Table = toml::from_str(&n2).unwrap();
         assert_eq!(table["node_id"].as_integer(), Some(2));
-        assert_eq!(table["join"].as_str(), Some("http://127.0.0.1:7001"));
+        assert_eq!(table["join"].as_str(), Some("https://127.0.0.1:7001"));
+        assert_eq!(table["join_fingerprint"].as_str(), Some(fingerprint(1).as_str()));
+        assert_eq!(table["join_token_file"].as_str(), Some("/tmp/hd/n1/admin.token"));
         assert!(!table.contains_key("bootstrap"));
-        assert_eq!(table.len(), 5);
+        assert_eq!(table.len(), 7);
+    }
+
+    #[test]
+    fn the_server_accepts_the_configs() {
+        let plans = three_nodes();
+        for plan in &plans {
+            let text = render_config(plan, &plans[0], &fingerprint(1)).unwrap();
+            let config = haven_core::config::NodeConfigFile::parse(&text).unwrap().validate().unwrap();
+            assert_eq!(config.bootstrap, plan.id == 1);
+            assert!(!config.insecure_dev);
+            if plan.id == 1 {
+                assert_eq!(config.join, None);
+            } else {
+                assert_eq!(config.join.as_deref(), Some("https://127.0.0.1:7001"));
+                assert_eq!(config.join_fingerprint, Some(fingerprint(1)));
+                assert_eq!(config.join_token_file.as_deref(), Some(Path::new("/tmp/hd/n1/admin.token")));
+            }
+        }
     }
 
     #[test]
     fn configs_read_back_as_written() {
         let plans = three_nodes();
         for plan in &plans {
-            let text = render_config(plan, &plans[0]).unwrap();
+            let text = render_config(plan, &plans[0], &fingerprint(1)).unwrap();
             assert_eq!(parse_config(&text, plan.id, &plan.data_dir).unwrap(), *plan);
         }
         let odd = NodePlan { data_dir: PathBuf::from("/tmp/a \"quoted\" \\ dir/n1"), ..plans[0].clone() };
-        let text = render_config(&odd, &odd).unwrap();
+        let text = render_config(&odd, &odd, &fingerprint(1)).unwrap();
         assert_eq!(parse_config(&text, 1, &odd.data_dir).unwrap(), odd);
+        let odd_second = NodePlan { id: 2, data_dir: PathBuf::from("/tmp/a \"quoted\" \\ dir/n2"), ..plans[1].clone() };
+        let text = render_config(&odd_second, &odd, &fingerprint(1)).unwrap();
+        assert_eq!(parse_config(&text, 2, &odd_second.data_dir).unwrap(), odd_second);
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(table["join_token_file"].as_str(), Some("/tmp/a \"quoted\" \\ dir/n1/admin.token"));
     }
 
     #[test]
@@ -1272,21 +1362,25 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), 6);
         let plans = plan_new(dir, 3, &ports).unwrap();
-        write_configs(&plans).unwrap();
+        write_configs(&plans, &fingerprint(1)).unwrap();
         assert_eq!(read_existing(dir).unwrap(), Some(plans));
         fs::remove_file(dir.join("n3/haven.toml")).unwrap();
         assert!(read_existing(dir).is_err());
     }
 
     #[test]
-    fn env_file_exports_endpoints_and_path() {
+    fn env_file_exports_endpoints_keys_token_file_and_path() {
         let plans = three_nodes();
-        let text = render_env(&env_vars(&plans), Path::new("/opt/it's/bin"));
+        let text = render_env(&env_vars(&plans, &fingerprints(3)), Path::new("/opt/it's/bin"));
         let lines: Vec<&str> = text.lines().filter(|line| !line.starts_with('#')).collect();
+        let expected_fingerprints =
+            format!("export HAVEN_SERVER_FINGERPRINTS='{},{},{}'", fingerprint(1), fingerprint(2), fingerprint(3));
         assert_eq!(
             lines,
             [
-                "export HAVEN_ENDPOINTS='http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003'",
+                "export HAVEN_ENDPOINTS='https://127.0.0.1:7001,https://127.0.0.1:7002,https://127.0.0.1:7003'",
+                expected_fingerprints.as_str(),
+                "export HAVEN_TOKEN_FILE='/tmp/hd/n1/admin.token'",
                 r#"export PATH='/opt/it'\''s/bin'":$PATH""#,
             ]
         );
@@ -1296,11 +1390,30 @@ mod tests {
     fn env_file_is_private() {
         let temp = tempfile::tempdir().unwrap();
         let plans = plan_new(temp.path(), 1, &[7001, 7101]).unwrap();
-        write_env_file(temp.path(), &plans, Path::new("/usr/bin/haven")).unwrap();
+        write_env_file(temp.path(), &plans, &fingerprints(1), Path::new("/usr/bin/haven")).unwrap();
         let metadata = fs::metadata(temp.path().join("env")).unwrap();
         assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
         let text = fs::read_to_string(temp.path().join("env")).unwrap();
-        assert!(text.contains("export HAVEN_ENDPOINTS='http://127.0.0.1:7001'\n"), "{text}");
+        assert!(text.contains("export HAVEN_ENDPOINTS='https://127.0.0.1:7001'\n"), "{text}");
+    }
+
+    #[test]
+    fn keys_are_made_once_and_kept() {
+        let temp = tempfile::tempdir().unwrap();
+        let plans = plan_new(temp.path(), 3, &[7001, 7101, 7002, 7102, 7003, 7103]).unwrap();
+        let first = load_or_generate_keys(&plans).unwrap();
+        assert_eq!(first.len(), 3);
+        for (plan, fingerprint) in plans.iter().zip(&first) {
+            assert_eq!(haven_core::config::parse_fingerprint(fingerprint).as_ref(), Some(fingerprint));
+            let mode = fs::metadata(plan.data_dir.join("node.key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            assert!(plan.data_dir.join("node.crt").is_file());
+        }
+        let mut distinct = first.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3);
+        assert_eq!(load_or_generate_keys(&plans).unwrap(), first);
     }
 
     #[test]
@@ -1315,33 +1428,24 @@ mod tests {
     }
 
     #[test]
-    fn status_is_parsed() {
-        let body = r#"{"leader": 2, "members": [
-            {"id": 1, "client_url": "http://127.0.0.1:7001", "voter": true, "reachable": true},
-            {"id": 2, "voter": true}, {"id": 3, "voter": false}]}"#;
-        let view = parse_status(body).unwrap();
+    fn status_becomes_a_view() {
+        let body = r#"{"cluster_id": "c1", "node_id": 1, "view_of": 1, "leader": 2, "term": 3,
+            "commit_index": 9, "applied_index": 9, "revision": 4, "voters": 2, "members": [
+            {"id": 1, "client_url": "https://127.0.0.1:7001", "peer_addr": "127.0.0.1:7101",
+             "voter": true, "reachable": true},
+            {"id": 2, "client_url": "https://127.0.0.1:7002", "peer_addr": "127.0.0.1:7102", "voter": true},
+            {"id": 3, "client_url": "https://127.0.0.1:7003", "peer_addr": "127.0.0.1:7103", "voter": false}]}"#;
+        let status: haven_client::Status = serde_json::from_str(body).unwrap();
+        let view = ClusterView::from(&status);
         assert_eq!(view.leader, Some(2));
         assert_eq!(view.members, [(1, true), (2, true), (3, false)]);
         assert!(view.is_voter(2));
         assert!(!view.is_voter(3));
         assert!(!view.is_voter(4));
-        let view = parse_status(r#"{"leader": null, "members": []}"#).unwrap();
+        let status = haven_client::Status { leader: None, members: Vec::new(), ..status };
+        let view = ClusterView::from(&status);
         assert_eq!(view.leader, None);
-        assert!(parse_status("not json").is_none());
-    }
-
-    #[test]
-    fn http_responses_are_parsed() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
-        assert_eq!(parse_http_response(plain).unwrap(), (200, "{\"ok\":true}".to_string()));
-        let chunked = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n\
-                        4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n";
-        assert_eq!(parse_http_response(chunked).unwrap(), (503, "{\"a\":1}".to_string()));
-        let until_close = b"HTTP/1.0 404 Not Found\r\n\r\nnope";
-        assert_eq!(parse_http_response(until_close).unwrap(), (404, "nope".to_string()));
-        assert!(parse_http_response(b"HTTP/1.1 200 OK\r\n").is_err());
-        assert!(parse_http_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        assert!(parse_http_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort").is_err());
+        assert!(!view.is_voter(1));
     }
 
     #[test]

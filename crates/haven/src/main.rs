@@ -4,7 +4,9 @@
 
 mod client_cmds;
 mod dev;
+mod keys;
 mod serve;
+mod tokens_cmd;
 
 use std::process::ExitCode;
 
@@ -32,8 +34,15 @@ enum Command {
     /// List or remove cluster members.
     #[command(subcommand)]
     Members(client_cmds::MembersCommand),
+    /// Create a node's TLS key and certificate; prints its fingerprint.
+    Keygen(keys::KeygenArgs),
+    /// Print the fingerprint of a node's TLS key.
+    Fingerprint(keys::FingerprintArgs),
     /// Remove the node whose data dir is given from its cluster.
     Leave(client_cmds::LeaveArgs),
+    /// Create, list or revoke bearer tokens (admin).
+    #[command(subcommand)]
+    Tokens(tokens_cmd::TokensCommand),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +62,9 @@ fn main() -> ExitCode {
             Command::Kv(command) => client_cmds::kv(command).await,
             Command::Members(command) => client_cmds::members(command).await,
             Command::Leave(args) => client_cmds::leave(args).await,
+            Command::Tokens(command) => tokens_cmd::tokens(command).await,
+            Command::Keygen(args) => keys::keygen(args),
+            Command::Fingerprint(args) => keys::fingerprint(args),
         }
     });
     match result {

@@ -2,12 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use haven_core::config::NodeConfigFile;
 use haven_server::RunOptions;
-use haven_store::log_store::SyncMode;
 
 /// Every key of the config file is also a flag; flags win.
 #[derive(clap::Args, Debug)]
@@ -48,6 +46,31 @@ pub struct ServeArgs {
     /// Revisions of change history kept for watchers.
     #[arg(long)]
     history_revisions: Option<u64>,
+    /// Fault tests only (docs/nemesis.md): crash-sim | crash-sim-ack-before-fsync | stale-reads.
+    /// Refused unless HAVEN_UNSAFE_TEST_MODE=1.
+    #[arg(long, hide = true)]
+    unsafe_test_mode: Option<String>,
+    /// Fingerprint of the member named by --join (`haven fingerprint --dir` on it).
+    #[arg(long)]
+    join_fingerprint: Option<String>,
+    /// Admin or one-time join token for --join (prefer --join-token-file: flags are visible in `ps`).
+    #[arg(long)]
+    join_token: Option<String>,
+    /// File holding the join token.
+    #[arg(long)]
+    join_token_file: Option<PathBuf>,
+    /// INSECURE: accept whatever key the --join member presents instead of checking --join-fingerprint.
+    #[arg(long)]
+    join_trust_first_use: bool,
+    /// INSECURE: plaintext client and peer ports, loopback only, for development.
+    #[arg(long)]
+    insecure_dev: bool,
+    /// Certificate (PEM) for the client port instead of the node's own.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PKCS#8 private key (PEM) for --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -64,6 +87,13 @@ impl ServeArgs {
             failed_pings: self.failed_pings,
             snapshot_threshold: self.snapshot_threshold,
             history_revisions: self.history_revisions,
+            join_fingerprint: self.join_fingerprint.clone(),
+            join_token: self.join_token.clone(),
+            join_token_file: self.join_token_file.clone(),
+            join_trust_first_use: self.join_trust_first_use.then_some(true),
+            insecure_dev: self.insecure_dev.then_some(true),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 }
@@ -77,6 +107,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => NodeConfigFile::default(),
     };
     let mut config = file.merge(args.overrides()).validate()?;
+    let unsafe_confirmed = std::env::var(haven_server::run::UNSAFE_TEST_MODE_ENV).is_ok_and(|value| value == "1");
+    let (sync, test_hooks) = haven_server::run::unsafe_test_mode(args.unsafe_test_mode.as_deref(), unsafe_confirmed)?;
     if config.data_dir.is_relative() {
         config.data_dir = std::env::current_dir()?.join(&config.data_dir);
     }
@@ -100,8 +132,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config,
         client_listener,
         peer_listener,
-        transport: Arc::new(haven_net::tcp::TcpTransport::new()),
-        sync: SyncMode::Fsync,
+        sync,
+        test_hooks,
     };
     haven_server::run(options, stop_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -9,9 +9,9 @@ use haven_core::limits::REQUEST_BODY_BYTES_MAX;
 use haven_core::limits::VALUE_BYTES_MAX;
 use serde_json::Value;
 
-async fn send(method: reqwest::Method, url: String, body: Vec<u8>) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let response = client.request(method, url).body(body).send().await.expect("request");
+async fn send(cluster: &TestCluster, method: reqwest::Method, url: String, body: Vec<u8>) -> (u16, Value) {
+    let response =
+        cluster.http().request(method, url).bearer_auth(&cluster.admin_token).body(body).send().await.expect("request");
     let status = response.status().as_u16();
     let json = response.json::<Value>().await.unwrap_or(Value::Null);
     (status, json)
@@ -55,16 +55,16 @@ fn bad_input_gets_a_clear_4xx_and_the_node_keeps_serving() {
         ];
         for (method, url, body, status, code) in cases {
             let shown = format!("{method} {}", &url[..url.len().min(120)]);
-            let (got_status, json) = send(method, url, body).await;
+            let (got_status, json) = send(&cluster, method, url, body).await;
             assert_eq!(got_status, status, "{shown}: {json}");
             assert_eq!(json["error"], code, "{shown}: {json}");
             assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{shown} has a message: {json}");
         }
         // Nothing was written by any of the above, and the node still serves.
-        let (status, json) = send(Method::PUT, format!("{base}/v1/kv/still/ok"), b"yes".to_vec()).await;
+        let (status, json) = send(&cluster, Method::PUT, format!("{base}/v1/kv/still/ok"), b"yes".to_vec()).await;
         assert_eq!(status, 200, "{json}");
         assert_eq!(json["revision"], 1, "the rejected requests changed nothing");
-        let (status, json) = send(Method::GET, format!("{base}/v1/kv/still/ok"), vec![]).await;
+        let (status, json) = send(&cluster, Method::GET, format!("{base}/v1/kv/still/ok"), vec![]).await;
         assert_eq!((status, json["value"].as_str()), (200, Some("yes")));
     });
 }
@@ -78,11 +78,14 @@ fn every_inventoried_route_is_served() {
     block_on(async {
         for (path, methods) in haven_server::api::ROUTES {
             let concrete = path.replace("{key}", "inventory/key").replace("{id}", "42");
-            for method in *methods {
+            for (method, _access) in *methods {
                 let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let url = format!("{base}{concrete}");
-                let request =
-                    reqwest::Client::new().request(method.clone(), &url).timeout(std::time::Duration::from_secs(3));
+                let request = cluster
+                    .http()
+                    .request(method.clone(), &url)
+                    .bearer_auth(&cluster.admin_token)
+                    .timeout(std::time::Duration::from_secs(3));
                 // Watches stream forever: the headers are enough.
                 let response = request.body("{}").send().await.expect("request");
                 let status = response.status().as_u16();

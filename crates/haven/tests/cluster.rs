@@ -132,8 +132,9 @@ fn joining_node_catches_up_from_a_snapshot() {
     for i in 0..200 {
         put(&client, &format!("snap/{i:03}"), &format!("value {i}"));
     }
-    let join = format!("--join={}", cluster.nodes[0].client_url);
-    let new = cluster.add_node(4, &[join.as_str()]);
+    let join = cluster.join_args();
+    let join: Vec<&str> = join.iter().map(String::as_str).collect();
+    let new = cluster.add_node(4, &join);
     cluster.wait_for(CONDITION_TIMEOUT, "node 4 to become a voter", |c| c.voter_count(0) == 4);
     // Linearizable on node 4: it gets a read index from the leader and waits to apply it.
     let listed =
@@ -171,9 +172,10 @@ fn cas_and_watch_resume_across_a_leader_change() {
     // A watcher takes the first 300 events and disconnects; 1,300 writes happen, with the
     // leader killed in the middle; the watcher then resumes from its last revision.
     let url = cluster.nodes[watched].client_url.clone();
+    let (pins, token) = (cluster.pins.clone(), cluster.admin_token.clone());
     let first = std::thread::spawn(move || {
         let mut seen = Vec::new();
-        read_watch(&url, start, 300, &mut seen);
+        read_watch(&url, &pins, &token, start, 300, &mut seen);
         seen
     });
     for i in 0..1300 {
@@ -196,22 +198,29 @@ fn cas_and_watch_resume_across_a_leader_change() {
     }
     let mut seen = first.join().expect("first watcher");
     let last = *seen.last().expect("events");
-    read_watch(&cluster.nodes[watched].client_url, last, 1000, &mut seen);
+    read_watch(&cluster.nodes[watched].client_url, &cluster.pins, &cluster.admin_token, last, 1000, &mut seen);
     let expected: Vec<u64> = (start + 1..=start + 1300).collect();
     assert_eq!(seen, expected, "every revision once, in order");
 }
 
 /// Reads `count` put events for prefix `w/` after `after_revision` from one node's watch
 /// stream, appending their revisions; fails on a 410 or an error line.
-fn read_watch(url: &str, after_revision: u64, count: usize, seen: &mut Vec<u64>) {
+fn read_watch(url: &str, pins: &haven_tls::PinSet, token: &str, after_revision: u64, count: usize, seen: &mut Vec<u64>) {
     use std::io::BufRead;
     use std::io::Write;
-    let addr = url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let addr = url.trim_start_matches("https://");
+    let socket = std::net::TcpStream::connect(addr).expect("connect");
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let config = Arc::new(haven_tls::client_config(pins.clone(), None).unwrap());
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), socket);
     // HTTP/1.0: the body is delimited by the connection closing, not chunked, so each
     // line read is one NDJSON line.
-    write!(stream, "GET /v1/watch?prefix=w/&after_revision={after_revision} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET /v1/watch?prefix=w/&after_revision={after_revision} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
     let mut reader = std::io::BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line).unwrap();
@@ -245,7 +254,15 @@ fn a_wiped_node_is_refused() {
     let victim = 2;
     let before = cluster.status(0).unwrap()["members"].clone();
     cluster.kill(victim);
-    std::fs::remove_dir_all(&cluster.nodes[victim].data_dir).unwrap();
+    // Wipe the data dir but keep the node's key (restored from a backup, say): the TLS
+    // layer then lets it in, and the incarnation check is what must refuse it.
+    let data_dir = cluster.nodes[victim].data_dir.clone();
+    let key = std::fs::read(data_dir.join("node.key")).unwrap();
+    let cert = std::fs::read(data_dir.join("node.crt")).unwrap();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(data_dir.join("node.key"), key).unwrap();
+    std::fs::write(data_dir.join("node.crt"), cert).unwrap();
     // Restarted with the same id and addresses and its join setting: refused, exits.
     cluster.restart(victim);
     let deadline = Instant::now() + CONDITION_TIMEOUT;
@@ -259,13 +276,13 @@ fn a_wiped_node_is_refused() {
     let ids =
         |members: &serde_json::Value| members.as_array().unwrap().iter().map(|m| m["id"].as_u64()).collect::<Vec<_>>();
     assert_eq!(ids(&before), ids(&after));
-    // Started without join, it is refused by its peers on every message.
+    // Started without join, it cannot take part: it trusts no member's key (its data dir
+    // holds no membership) and the members expect its old incarnation.
     let index = cluster.index_of(3);
     cluster.nodes[index].extra_args.clear();
     cluster.restart(index);
-    cluster.wait_for(CONDITION_TIMEOUT, "the leader to log the refusal", |c| {
-        c.nodes.iter().any(|n| n.id != 3 && n.log().contains("incarnation mismatch"))
-            || c.nodes[index].log().contains("incarnation mismatch")
+    cluster.wait_for(CONDITION_TIMEOUT, "the wiped node's traffic to be refused", |c| {
+        c.nodes.iter().any(|n| n.log().contains("incarnation mismatch")) || c.nodes[index].log().contains("not pinned")
     });
     // The cluster still commits with the two healthy nodes.
     put(&cluster.client_of(0), "after/wipe", "ok");

@@ -276,6 +276,7 @@ mod tests {
             id,
             client_url: format!("http://127.0.0.1:700{id}"),
             peer_addr: format!("127.0.0.1:710{id}"),
+            fingerprint: None,
             voter,
             reachable,
             matched_index: None,

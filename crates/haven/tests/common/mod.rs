@@ -69,6 +69,11 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<TestNode>,
     pub common_args: Vec<String>,
+    /// Every node's key fingerprint (keys are generated before the nodes start), trusted by
+    /// the harness's clients.
+    pub pins: haven_tls::PinSet,
+    /// The bootstrap admin token (node 1's `admin.token`).
+    pub admin_token: String,
 }
 
 impl TestCluster {
@@ -79,20 +84,42 @@ impl TestCluster {
             dir: tempfile::tempdir().expect("temp dir"),
             nodes: Vec::new(),
             common_args: common_args.iter().map(|s| s.to_string()).collect(),
+            pins: haven_tls::PinSet::default(),
+            admin_token: String::new(),
         };
         cluster.add_node(1, &["--bootstrap"]);
+        let token_path = cluster.nodes[0].data_dir.join("admin.token");
+        cluster.wait_for(CONDITION_TIMEOUT, "node 1 to write admin.token", |_| token_path.exists());
+        cluster.admin_token = std::fs::read_to_string(&token_path).expect("admin.token").trim().to_string();
         cluster.wait_for(CONDITION_TIMEOUT, "node 1 to lead", |c| c.leader_of(0) == Some(1));
         for id in 2..=count {
-            let join = format!("--join={}", cluster.nodes[0].client_url);
-            cluster.add_node(id, &[join.as_str()]);
+            let join = cluster.join_args();
+            let join: Vec<&str> = join.iter().map(String::as_str).collect();
+            cluster.add_node(id, &join);
         }
         cluster.wait_for(CONDITION_TIMEOUT, "all nodes to be voters", |c| c.voter_count(0) == count as usize);
         cluster
     }
 
-    /// Starts a new node process with a fresh data dir and waits for its addr.json.
+    /// The flags a new node needs to join through node 1: its URL, its key fingerprint and
+    /// the admin token (as a file).
+    pub fn join_args(&self) -> Vec<String> {
+        let first = &self.nodes[0];
+        let fingerprint = haven_tls::NodeIdentityKey::load(&first.data_dir).expect("key").expect("node 1 key");
+        vec![
+            format!("--join={}", first.client_url),
+            format!("--join-fingerprint={}", fingerprint.fingerprint()),
+            format!("--join-token-file={}", first.data_dir.join("admin.token").display()),
+        ]
+    }
+
+    /// Starts a new node process with a fresh data dir and waits for its addr.json. Its key
+    /// is generated first, so the harness trusts it from the start.
     pub fn add_node(&mut self, id: u64, args: &[&str]) -> usize {
         let data_dir = self.dir.path().join(format!("n{id}"));
+        let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
+        let (key, _) = haven_tls::NodeIdentityKey::load_or_generate(&data_dir, &loopback).expect("node key");
+        self.pins.insert(key.fingerprint().to_string());
         let mut node = TestNode {
             id,
             data_dir,
@@ -152,7 +179,12 @@ impl TestCluster {
     }
 
     pub fn status(&self, index: usize) -> Option<Value> {
-        get_json(&format!("{}/v1/status", self.nodes[index].client_url))
+        self.get_json(&format!("{}/v1/status", self.nodes[index].client_url))
+    }
+
+    /// GET a JSON document over pinned TLS with the admin token; `None` on any failure.
+    pub fn get_json(&self, url: &str) -> Option<Value> {
+        serde_json::from_str(&https_get(url, &self.pins, Some(&self.admin_token))?).ok()
     }
 
     /// The leader as node `index` sees it.
@@ -211,13 +243,29 @@ impl TestCluster {
         }
     }
 
+    /// A client for all nodes, trusting their keys, with the admin token.
     pub fn client(&self) -> haven_client::Client {
-        haven_client::Client::from_endpoints(&self.endpoints()).expect("client")
+        self.client_for(&self.endpoints(), Some(&self.admin_token))
     }
 
     /// A client that talks only to the node at `index`.
     pub fn client_of(&self, index: usize) -> haven_client::Client {
-        haven_client::Client::from_endpoints(&self.nodes[index].client_url).expect("client")
+        self.client_for(&self.nodes[index].client_url, Some(&self.admin_token))
+    }
+
+    /// A client for `endpoints` with `token` (or none).
+    pub fn client_for(&self, endpoints: &str, token: Option<&str>) -> haven_client::Client {
+        let mut config = haven_client::ClientConfig::from_endpoints_str(endpoints).expect("endpoints");
+        config.server_fingerprints = self.pins.pins().into_iter().collect();
+        config.token = token.map(str::to_string);
+        haven_client::Client::new(config).expect("client")
+    }
+
+    /// A raw HTTP client (reqwest) that trusts the cluster's keys, for tests that send
+    /// exactly the bytes they mean.
+    pub fn http(&self) -> reqwest::Client {
+        let tls = haven_tls::client_config(self.pins.clone(), None).expect("tls");
+        reqwest::Client::builder().use_preconfigured_tls(tls).build().expect("http client")
     }
 }
 
@@ -257,7 +305,7 @@ fn spawn(node: &mut TestNode, common_args: &[String]) {
             if let Ok(addr) = serde_json::from_str::<Value>(&text) {
                 if addr["pid"].as_u64() == Some(pid as u64) {
                     node.client_url = addr["client_url"].as_str().unwrap_or_default().to_string();
-                    node.client_addr = node.client_url.trim_start_matches("http://").to_string();
+                    node.client_addr = node.client_url.trim_start_matches("https://").trim_start_matches("http://").to_string();
                     node.peer_addr = addr["peer_addr"].as_str().unwrap_or_default().to_string();
                     return;
                 }
@@ -271,24 +319,26 @@ fn spawn(node: &mut TestNode, common_args: &[String]) {
     }
 }
 
-/// GET a JSON document with a short timeout; `None` on any failure.
-pub fn get_json(url: &str) -> Option<Value> {
-    let agent = ureq_like_get(url)?;
-    serde_json::from_str(&agent).ok()
-}
-
-/// A minimal blocking HTTP/1.1 GET (status checks must not depend on the client under test).
-fn ureq_like_get(url: &str) -> Option<String> {
+/// A minimal blocking HTTPS GET over pinned TLS (status checks must not depend on the
+/// client under test); `None` on any failure.
+pub fn https_get(url: &str, pins: &haven_tls::PinSet, token: Option<&str>) -> Option<String> {
     use std::io::Read;
     use std::io::Write;
-    let rest = url.strip_prefix("http://")?;
+    let rest = url.strip_prefix("https://")?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let addr: std::net::SocketAddr = host.parse().ok()?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
+    let mut socket = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    socket.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let config = std::sync::Arc::new(haven_tls::client_config(pins.clone(), None).ok()?);
+    let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+    let mut connection = rustls::ClientConnection::new(config, name).ok()?;
+    let mut tls = rustls::Stream::new(&mut connection, &mut socket);
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    // The server may close without close_notify; what arrived is complete (Connection: close).
+    let _ = tls.read_to_end(&mut response);
+    let response = String::from_utf8(response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         return Some(dechunk(body));

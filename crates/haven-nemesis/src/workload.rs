@@ -1,0 +1,643 @@
+//! The workload: concurrent clients that record every operation, and one watcher per node.
+//!
+//! Each client issues one operation at a time, over plain HTTP (not the retrying client
+//! library: the checkers need each request's exact fate), and records it in the shared
+//! [`HistoryRecorder`] before sending and after the answer:
+//!
+//! | answer                                   | recorded as                         |
+//! |------------------------------------------|-------------------------------------|
+//! | 200                                      | ok (reads: the value seen)          |
+//! | 404 `not_found` to a read                | ok, key absent                      |
+//! | 409 `compare_failed` to a CAS            | compare failed (an observation)     |
+//! | other 4xx, 503 `no_leader`, refused connect | failed: certainly not applied     |
+//! | timeout, reset, 503 `outcome_unknown`, 5xx | unknown: may apply at any time    |
+//!
+//! Register operations use at most [`KEYS_MAX`](crate::config::KEYS_MAX) keys `k/NN` with
+//! values unique in the run. A CAS reads the key first and then writes with
+//! `prev_revision` = the mod_revision it saw; since every value is written once, "the key is
+//! still at that revision" is exactly "the key still holds the value read", so it is
+//! recorded as the checker's value-based CAS. Set adds write fresh keys `set/<unique>`, for
+//! the lost-write checker. Some clients are pinned to each node (so a paused or isolated
+//! leader still has readers), the rest pick a node per operation.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use futures::StreamExt;
+use haven_check::HistoryRecorder;
+use haven_check::OkResult;
+use haven_check::OpKind;
+use haven_check::WatchEvent;
+use haven_check::WatcherLog;
+use rand::Rng;
+use rand::SeedableRng;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::api::http_client;
+use crate::api::Access;
+use crate::config::CLIENT_REQUEST_TIMEOUT;
+use crate::config::WATCH_IDLE_TIMEOUT;
+use crate::config::WATCH_RECONNECT_PAUSE;
+use crate::config::WEIGHT_CAS;
+use crate::config::WEIGHT_DELETE;
+use crate::config::WEIGHT_READ;
+use crate::config::WEIGHT_SET_ADD;
+use crate::config::WEIGHT_TOTAL;
+use crate::config::WEIGHT_WRITE;
+
+/// Prefix of the lost-write checker's set elements.
+pub const SET_PREFIX: &str = "set/";
+
+/// Prefix of the register keys.
+pub const KEY_PREFIX: &str = "k/";
+
+/// The rate limiter refills this often.
+const RATE_TICK: Duration = Duration::from_millis(10);
+
+/// Client id of the harness's own final reads (after every workload client).
+pub const FINAL_READER: u64 = 1_000_000;
+
+/// The run's clock: nanoseconds since the run began, shared by every client.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock { start: Instant::now() }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// What a client saw, beyond the history itself.
+#[derive(Debug, Clone, Default)]
+pub struct ClientStats {
+    /// Answers outside the API contract (e.g. 500), recorded as unknown.
+    pub unexpected: u64,
+    /// Recorder misuse (never expected; reported so it cannot hide).
+    pub record_errors: u64,
+}
+
+/// Hands out at most `rate` permits a second, with a burst of a tenth of a second.
+struct RateLimiter {
+    permits: Arc<Semaphore>,
+    refill: JoinHandle<()>,
+}
+
+impl RateLimiter {
+    fn start(rate_per_second: u32) -> RateLimiter {
+        let permits = Arc::new(Semaphore::new(0));
+        let burst = (rate_per_second as usize / 10).max(1);
+        let per_tick = f64::from(rate_per_second) * RATE_TICK.as_secs_f64();
+        let refill = {
+            let permits = permits.clone();
+            tokio::spawn(async move {
+                let mut carry = 0.0f64;
+                let mut tick = tokio::time::interval(RATE_TICK);
+                loop {
+                    tick.tick().await;
+                    carry += per_tick;
+                    let whole = carry.floor();
+                    carry -= whole;
+                    let room = burst.saturating_sub(permits.available_permits());
+                    permits.add_permits((whole as usize).min(room));
+                }
+            })
+        };
+        RateLimiter { permits, refill }
+    }
+}
+
+impl Drop for RateLimiter {
+    fn drop(&mut self) {
+        self.refill.abort();
+        self.permits.close();
+    }
+}
+
+/// Everything a client needs.
+#[derive(Clone)]
+struct ClientContext {
+    client: u64,
+    /// `Some(node)`: always that node; `None`: a random node per operation.
+    pinned: Option<usize>,
+    urls: Arc<Vec<String>>,
+    keys: usize,
+    recorder: Arc<HistoryRecorder>,
+    clock: Clock,
+    permits: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+    seed: u64,
+}
+
+/// The running workload.
+pub struct Workload {
+    stop: watch::Sender<bool>,
+    clients: Vec<JoinHandle<ClientStats>>,
+    watchers: Vec<(Arc<AtomicU64>, JoinHandle<WatcherLog>)>,
+    _limiter: RateLimiter,
+}
+
+/// The workload's shape.
+pub struct WorkloadShape {
+    pub pinned_clients_per_node: usize,
+    pub floating_clients: usize,
+    pub keys: usize,
+    pub rate_ops_per_second: u32,
+    pub seed: u64,
+}
+
+impl Workload {
+    /// Starts one watcher per node (from revision 0) and the clients.
+    pub fn start(
+        urls: &[String],
+        shape: &WorkloadShape,
+        recorder: Arc<HistoryRecorder>,
+        clock: Clock,
+        access: &Access,
+    ) -> anyhow::Result<Workload> {
+        let (stop, stopped) = watch::channel(false);
+        let limiter = RateLimiter::start(shape.rate_ops_per_second);
+        let urls = Arc::new(urls.to_vec());
+        let watchers = urls
+            .iter()
+            .enumerate()
+            .map(|(node, url)| {
+                let covered = Arc::new(AtomicU64::new(0));
+                let http = http_client(access, None)?;
+                let task = tokio::spawn(watch_node(http, node, url.clone(), covered.clone(), stopped.clone()));
+                Ok((covered, task))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut clients = Vec::new();
+        let mut client = 0u64;
+        let placements = (0..urls.len())
+            .flat_map(|node| std::iter::repeat_n(Some(node), shape.pinned_clients_per_node))
+            .chain(std::iter::repeat_n(None, shape.floating_clients));
+        for pinned in placements {
+            client += 1;
+            let context = ClientContext {
+                client,
+                pinned,
+                urls: urls.clone(),
+                keys: shape.keys,
+                recorder: recorder.clone(),
+                clock,
+                permits: limiter.permits.clone(),
+                stop: stopped.clone(),
+                seed: shape.seed,
+            };
+            clients.push(tokio::spawn(run_client(context, http_client(access, Some(CLIENT_REQUEST_TIMEOUT))?)));
+        }
+        Ok(Workload { stop, clients, watchers, _limiter: limiter })
+    }
+
+    /// Stops the clients and waits for their last operations (each bounded by the request
+    /// timeout). Watchers keep running.
+    pub async fn stop_clients(&mut self) -> ClientStats {
+        self.stop.send_replace(true);
+        let mut total = ClientStats::default();
+        for client in self.clients.drain(..) {
+            if let Ok(stats) = client.await {
+                total.unexpected += stats.unexpected;
+                total.record_errors += stats.record_errors;
+            }
+        }
+        total
+    }
+
+    /// The highest revision each watcher has been brought to (events or progress).
+    pub fn watcher_coverage(&self) -> Vec<u64> {
+        self.watchers.iter().map(|(covered, _)| covered.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Stops everything and returns the watchers' logs.
+    pub async fn finish(mut self) -> (ClientStats, Vec<WatcherLog>) {
+        let stats = self.stop_clients().await;
+        let mut logs = Vec::new();
+        for (_, watcher) in self.watchers.drain(..) {
+            if let Ok(log) = watcher.await {
+                logs.push(log);
+            }
+        }
+        (stats, logs)
+    }
+}
+
+/// What an operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Read,
+    Write,
+    Cas,
+    Delete,
+    SetAdd,
+}
+
+fn pick_action(rng: &mut impl Rng) -> Action {
+    let mut roll = rng.random_range(0..WEIGHT_TOTAL);
+    for (weight, action) in [
+        (WEIGHT_READ, Action::Read),
+        (WEIGHT_WRITE, Action::Write),
+        (WEIGHT_CAS, Action::Cas),
+        (WEIGHT_DELETE, Action::Delete),
+        (WEIGHT_SET_ADD, Action::SetAdd),
+    ] {
+        if roll < weight {
+            return action;
+        }
+        roll -= weight;
+    }
+    Action::Read
+}
+
+async fn run_client(mut context: ClientContext, http: reqwest::Client) -> ClientStats {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(context.seed ^ context.client.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut stats = ClientStats::default();
+    let mut sequence = 0u64;
+    loop {
+        let permit = tokio::select! {
+            _ = context.stop.wait_for(|stop| *stop) => break,
+            permit = context.permits.acquire() => permit,
+        };
+        match permit {
+            Ok(permit) => permit.forget(),
+            Err(_) => break, // the limiter is gone: the run is over
+        }
+        let node = context.pinned.unwrap_or_else(|| rng.random_range(0..context.urls.len()));
+        let url = context.urls[node].clone();
+        let key = format!("{KEY_PREFIX}{:02}", rng.random_range(0..context.keys));
+        sequence += 1;
+        let value = format!("c{}-{sequence}", context.client);
+        let mut op = Operation {
+            client: context.client,
+            recorder: &context.recorder,
+            clock: context.clock,
+            http: &http,
+            url: &url,
+            stats: &mut stats,
+        };
+        match pick_action(&mut rng) {
+            Action::Read => {
+                op.read(&key).await;
+            }
+            Action::Write => op.write(&key, OpKind::Write { value: value.clone() }, &value, None).await,
+            Action::Cas => {
+                // A CAS needs the key's revision: read it (a recorded read), then write
+                // conditionally on it.
+                let mut op = op;
+                if let Some((seen, mod_revision)) = op.read(&key).await {
+                    let kind = OpKind::Cas { expected: seen, value: value.clone() };
+                    op.write(&key, kind, &value, Some(mod_revision)).await;
+                }
+            }
+            Action::Delete => op.delete(&key).await,
+            Action::SetAdd => {
+                let element = format!("{SET_PREFIX}c{}-{sequence}", context.client);
+                op.write(&element, OpKind::Write { value: value.clone() }, &value, None).await;
+            }
+        }
+    }
+    stats
+}
+
+/// How a write's answer is recorded.
+enum WriteFate {
+    Ok(Option<u64>),
+    CompareFailed,
+    Rejected,
+    Unknown { unexpected: bool },
+}
+
+/// Classifies a write's answer (see the module table).
+fn write_fate(status: u16, body: &Value) -> WriteFate {
+    let code = body["error"].as_str().unwrap_or_default();
+    match status {
+        200 => WriteFate::Ok(body["revision"].as_u64()),
+        409 if code == "compare_failed" => WriteFate::CompareFailed,
+        // A request-id clash: this workload never reuses ids, so it would be a server bug.
+        409 => WriteFate::Unknown { unexpected: true },
+        400..=499 => WriteFate::Rejected,
+        // Documented: no leader accepted it, so it was not applied.
+        503 if code == "no_leader" => WriteFate::Rejected,
+        503 => WriteFate::Unknown { unexpected: false },
+        _ => WriteFate::Unknown { unexpected: true },
+    }
+}
+
+/// One operation's plumbing: who issues it, where it goes, where it is recorded.
+pub struct Operation<'a> {
+    pub client: u64,
+    pub recorder: &'a HistoryRecorder,
+    pub clock: Clock,
+    pub http: &'a reqwest::Client,
+    pub url: &'a str,
+    pub stats: &'a mut ClientStats,
+}
+
+impl Operation<'_> {
+    fn note(&mut self, result: Result<(), haven_check::RecordError>) {
+        if result.is_err() {
+            self.stats.record_errors += 1;
+        }
+    }
+
+    /// A linearizable read; on success returns the value seen and its mod_revision (0 when
+    /// the key is absent).
+    pub async fn read(&mut self, key: &str) -> Option<(Option<String>, u64)> {
+        let recorder = self.recorder;
+        let id = recorder.invoke(self.client, key, OpKind::Read, self.clock.now_ns());
+        let answer = send_json(self.http.get(format!("{}/v1/kv/{key}", self.url))).await;
+        let now = self.clock.now_ns();
+        match answer {
+            Sent::Answered(200, body) => match (body["value"].as_str(), body["mod_revision"].as_u64()) {
+                (Some(value), Some(mod_revision)) => {
+                    let result = recorder.ok(id, OkResult::read(now, Some(value.to_string()), body["revision"].as_u64()));
+                    self.note(result);
+                    Some((Some(value.to_string()), mod_revision))
+                }
+                _ => {
+                    self.stats.unexpected += 1;
+                    let result = recorder.unknown(id);
+                    self.note(result);
+                    None
+                }
+            },
+            Sent::Answered(404, body) if body["error"] == "not_found" => {
+                let result = recorder.ok(id, OkResult::read(now, None, body["revision"].as_u64()));
+                self.note(result);
+                Some((None, 0))
+            }
+            Sent::Answered(status, _) => {
+                if status < 400 || status == 500 {
+                    self.stats.unexpected += 1;
+                }
+                // A read that failed observed nothing.
+                let result = recorder.fail(id, now);
+                self.note(result);
+                None
+            }
+            Sent::NotSent => {
+                let result = recorder.fail(id, now);
+                self.note(result);
+                None
+            }
+            Sent::Lost => {
+                let result = recorder.unknown(id);
+                self.note(result);
+                None
+            }
+        }
+    }
+
+    /// A put (plain or CAS with `prev_revision`).
+    async fn write(&mut self, key: &str, kind: OpKind, value: &str, prev_revision: Option<u64>) {
+        let id = self.recorder.invoke(self.client, key, kind, self.clock.now_ns());
+        let condition = prev_revision.map(|revision| format!("?prev_revision={revision}")).unwrap_or_default();
+        let request = self.http.put(format!("{}/v1/kv/{key}{condition}", self.url)).body(value.to_string());
+        let answer = send_json(request).await;
+        self.finish_write(id, answer);
+    }
+
+    async fn delete(&mut self, key: &str) {
+        let id = self.recorder.invoke(self.client, key, OpKind::Delete, self.clock.now_ns());
+        let answer = send_json(self.http.delete(format!("{}/v1/kv/{key}", self.url))).await;
+        self.finish_write(id, answer);
+    }
+
+    fn finish_write(&mut self, id: u64, answer: Sent) {
+        let recorder = self.recorder;
+        let now = self.clock.now_ns();
+        let result = match answer {
+            Sent::Answered(status, body) => match write_fate(status, &body) {
+                WriteFate::Ok(revision) => recorder.ok(id, OkResult::done(now, revision)),
+                WriteFate::CompareFailed => recorder.compare_failed(id, now),
+                WriteFate::Rejected => recorder.fail(id, now),
+                WriteFate::Unknown { unexpected } => {
+                    if unexpected {
+                        self.stats.unexpected += 1;
+                    }
+                    recorder.unknown(id)
+                }
+            },
+            Sent::NotSent => recorder.fail(id, now),
+            Sent::Lost => recorder.unknown(id),
+        };
+        self.note(result);
+    }
+}
+
+/// What became of a request.
+enum Sent {
+    /// A complete answer: status and JSON body (`Null` when the body is not JSON).
+    Answered(u16, Value),
+    /// The connection could not be made: the request never left.
+    NotSent,
+    /// Sent, but no complete answer (timeout, reset, truncated body).
+    Lost,
+}
+
+async fn send_json(request: reqwest::RequestBuilder) -> Sent {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.bytes().await {
+                Ok(bytes) => Sent::Answered(status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)),
+                Err(_) => Sent::Lost,
+            }
+        }
+        Err(error) if error.is_connect() => Sent::NotSent,
+        Err(_) => Sent::Lost,
+    }
+}
+
+/// Follows the watch stream of node `node` from revision 0, resuming after disconnects
+/// from the last revision it was brought to.
+async fn watch_node(
+    http: reqwest::Client,
+    node: usize,
+    url: String,
+    covered: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> WatcherLog {
+    let mut log = WatcherLog::new(format!("watcher on node {}", node + 1), "", 0);
+    'connect: while !*stop.borrow() {
+        let after = covered.load(Ordering::Relaxed);
+        let request = http.get(format!("{url}/v1/watch?prefix=&after_revision={after}")).send();
+        let response = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break 'connect,
+            response = tokio::time::timeout(WATCH_IDLE_TIMEOUT, request) => response,
+        };
+        if let Ok(Ok(response)) = response {
+            if response.status().as_u16() == 200 {
+                let mut stream = response.bytes_stream();
+                let mut pending: Vec<u8> = Vec::new();
+                loop {
+                    let next = tokio::select! {
+                        _ = stop.wait_for(|stop| *stop) => break 'connect,
+                        next = tokio::time::timeout(WATCH_IDLE_TIMEOUT, stream.next()) => next,
+                    };
+                    let Ok(Some(Ok(bytes))) = next else { break };
+                    pending.extend_from_slice(&bytes);
+                    while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        if !record_watch_line(&line, &mut log, &covered) {
+                            // An error line (e.g. compacted): the stream is over.
+                            continue 'connect;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break 'connect,
+            _ = tokio::time::sleep(WATCH_RECONNECT_PAUSE) => {}
+        }
+    }
+    log
+}
+
+/// The committed change log of a healthy node: its watch stream from revision 0 until it
+/// has been brought to `until_revision`.
+pub async fn committed_log(
+    http: &reqwest::Client,
+    url: &str,
+    until_revision: u64,
+    timeout: Duration,
+) -> Result<Vec<WatchEvent>, String> {
+    let mut log = WatcherLog::new("committed log", "", 0);
+    let covered = AtomicU64::new(0);
+    let read = async {
+        let response = http
+            .get(format!("{url}/v1/watch?prefix=&after_revision=0"))
+            .send()
+            .await
+            .map_err(|error| format!("{url}: watch from 0 failed: {error}"))?;
+        if response.status().as_u16() != 200 {
+            return Err(format!("{url}: watch from 0 answered {}", response.status()));
+        }
+        let mut stream = response.bytes_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        while covered.load(Ordering::Relaxed) < until_revision {
+            match stream.next().await {
+                Some(Ok(bytes)) => pending.extend_from_slice(&bytes),
+                Some(Err(error)) => return Err(format!("{url}: watch stream broke: {error}")),
+                None => return Err(format!("{url}: watch stream ended early")),
+            }
+            while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if !record_watch_line(&line, &mut log, &covered) {
+                    return Err(format!("{url}: watch stream reported {}", String::from_utf8_lossy(&line).trim()));
+                }
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| format!("{url}: the committed log did not reach revision {until_revision} within {timeout:?}"))??;
+    Ok(log
+        .received
+        .into_iter()
+        .filter_map(|item| match item {
+            haven_check::Received::Event(event) => Some(event),
+            haven_check::Received::Progress { .. } => None,
+        })
+        .collect())
+}
+
+/// Records one NDJSON line of a watch stream; false when the stream reported an error.
+fn record_watch_line(line: &[u8], log: &mut WatcherLog, covered: &AtomicU64) -> bool {
+    let Ok(item) = serde_json::from_slice::<Value>(line) else {
+        // Not JSON: the stream is corrupt; reconnect from what was covered.
+        return false;
+    };
+    let revision = item["revision"].as_u64().unwrap_or(0);
+    let key = item["key"].as_str().unwrap_or_default();
+    match item["type"].as_str() {
+        Some("put") => {
+            let value = match (item["value"].as_str(), item["value_base64"].as_str()) {
+                (Some(text), _) => text.to_string(),
+                (None, Some(base64)) => format!("base64:{base64}"),
+                (None, None) => String::new(),
+            };
+            log.event(WatchEvent::put(revision, key, value));
+            covered.fetch_max(revision, Ordering::Relaxed);
+            true
+        }
+        Some("delete") => {
+            log.event(WatchEvent::delete(revision, key));
+            covered.fetch_max(revision, Ordering::Relaxed);
+            true
+        }
+        Some("progress") => {
+            log.progress(revision);
+            covered.fetch_max(revision, Ordering::Relaxed);
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_as_the_api_documents() {
+        let body = |code: &str| serde_json::json!({ "error": code });
+        assert!(matches!(write_fate(200, &serde_json::json!({ "revision": 7 })), WriteFate::Ok(Some(7))));
+        assert!(matches!(write_fate(409, &body("compare_failed")), WriteFate::CompareFailed));
+        assert!(matches!(write_fate(409, &body("conflict")), WriteFate::Unknown { unexpected: true }));
+        assert!(matches!(write_fate(413, &body("value_too_large")), WriteFate::Rejected));
+        assert!(matches!(write_fate(503, &body("no_leader")), WriteFate::Rejected));
+        assert!(matches!(write_fate(503, &body("outcome_unknown")), WriteFate::Unknown { unexpected: false }));
+        assert!(matches!(write_fate(500, &body("internal")), WriteFate::Unknown { unexpected: true }));
+    }
+
+    #[test]
+    fn the_mix_has_every_action_and_enough_reads() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..10_000 {
+            *counts.entry(pick_action(&mut rng)).or_insert(0u32) += 1;
+        }
+        assert_eq!(counts.len(), 5);
+        let reads = counts[&Action::Read] + counts[&Action::Cas];
+        let total: u32 = counts.values().sum::<u32>() + counts[&Action::Cas];
+        assert!(reads * 100 >= 30 * total, "reads {reads} of {total}");
+    }
+
+    #[test]
+    fn watch_lines_become_events_and_progress() {
+        let mut log = WatcherLog::new("w", "", 0);
+        let covered = AtomicU64::new(0);
+        assert!(record_watch_line(br#"{"type":"put","key":"k/01","value":"v","revision":3}"#, &mut log, &covered));
+        assert!(record_watch_line(br#"{"type":"progress","revision":5}"#, &mut log, &covered));
+        assert!(record_watch_line(br#"{"type":"delete","key":"k/01","revision":6}"#, &mut log, &covered));
+        assert!(!record_watch_line(br#"{"type":"error","error":"compacted"}"#, &mut log, &covered));
+        assert!(!record_watch_line(b"garbage", &mut log, &covered));
+        assert_eq!(log.received.len(), 3);
+        assert_eq!(covered.load(Ordering::Relaxed), 6);
+    }
+}

@@ -1,0 +1,444 @@
+//! Who may call what: the bearer-token check in front of every route, token minting, and
+//! the first admin token of a new cluster.
+//!
+//! ```text
+//!   request ──▶ api router ──▶ require (per route and method; the access comes from
+//!                                │      api::ROUTES, so no route is left unclassified)
+//!                                │  Authorization: Bearer hvn_<id>_<secret>
+//!                                │  parse ─▶ look the id up in this node's replicated
+//!                                │  token table ─▶ SHA-256, constant-time compare ─▶
+//!                                │  expiry (local clock) ─▶ role permits the access?
+//!                                ▼
+//!                          handler (gets a `Caller`; writes carry its token id into the
+//!                                   Raft log, where `KvState::apply` checks it again)
+//! ```
+//!
+//! Answers: 401 `unauthorized` for a missing, malformed, unknown, revoked or expired token
+//! (one message for all, which never repeats the token), 403 `forbidden` for a role too
+//! weak, naming the roles that would do. Public routes (`/v1/health*`) need nothing.
+//!
+//! The check here reads the local replica, which on a follower may be a moment behind a
+//! revocation; that is why a write is checked again when it is applied, and why reads
+//! check again after their linearizable barrier.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+use std::time::SystemTime;
+
+use axum::extract::Request;
+use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::HeaderMap;
+use axum::http::HeaderValue;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use haven_core::auth::new_token;
+use haven_core::auth::parse_token;
+use haven_core::auth::permits;
+use haven_core::auth::Access;
+use haven_core::auth::NewToken;
+use haven_core::auth::Role;
+use haven_core::auth::TOKEN_CHARS;
+use haven_core::auth::TOKEN_ID_BYTES;
+use haven_core::auth::TOKEN_SECRET_BYTES;
+use haven_core::kv::Command;
+use haven_core::kv::CommandResult;
+use haven_core::kv::KvState;
+use haven_core::kv::Request as KvRequest;
+use rand::TryRngCore as _;
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::Node;
+
+/// The first admin token of a new cluster, written by the bootstrapping node (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// The admin token while it is being registered: written (and fsynced) before the token is
+/// proposed, renamed to `ADMIN_TOKEN_FILE` once it is committed. A crash in between leaves
+/// this file, and the next start registers the same token instead of losing it; readers of
+/// `admin.token` never see a token the cluster does not know yet.
+pub const ADMIN_TOKEN_PENDING_FILE: &str = "admin.token.pending";
+
+/// Name of the first admin token in `haven tokens list`.
+pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
+
+/// How often the bootstrap task looks whether this node leads with a committed cluster id.
+pub const BOOTSTRAP_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long the bootstrap task keeps trying: a new single-node cluster elects itself in
+/// well under a second; a node that has not led within ten minutes is not a fresh cluster's
+/// bootstrapper any more (another node leads; the admin token was made there or by hand).
+pub const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The one answer for every token that does not authenticate. It names no token and says
+/// nothing about why, so it cannot leak a secret or tell a guesser what was close.
+pub const UNAUTHORIZED_MESSAGE: &str = "this route needs a valid bearer token (`Authorization: Bearer hvn_...`); the \
+                                        token is missing, malformed, unknown, revoked or expired";
+
+/// Who made a request, as the route's check found it. Handlers get it as an extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub token_id: String,
+    pub role: Role,
+    /// What the route needed.
+    pub access: Access,
+}
+
+impl Caller {
+    /// `request`, carrying this caller into the Raft log for the apply-time check.
+    pub fn stamp(&self, request: KvRequest) -> KvRequest {
+        request.with_auth(&self.token_id, self.access)
+    }
+
+    /// Checks the token again against `kv` (after a read barrier: the state that the read
+    /// is about to serve), so a read never serves a token revoked before it.
+    pub fn recheck(&self, kv: &KvState) -> Result<(), ApiError> {
+        kv.check_token(&self.token_id, self.access, now_ms()).map(|_| ()).map_err(revoked_in_flight)
+    }
+}
+
+/// 401 for a token that stopped being valid between the check at the door and the apply.
+pub fn revoked_in_flight(reason: String) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", format!("{reason}; nothing was changed"))
+}
+
+/// This node's wall clock in ms since the Unix epoch: the leader's stamp on proposals and
+/// the time local expiry checks use. A clock before 1970 reads as 0 (nothing expires).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What the per-route middleware needs: the node (for its token table) and the access the
+/// route and method were classified with.
+#[derive(Clone)]
+pub struct Guard {
+    pub node: Arc<Node>,
+    pub access: Access,
+}
+
+/// The per-route middleware: lets the request through with a [`Caller`] extension, or
+/// answers 401/403.
+pub async fn require(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
+    if guard.access == Access::Public {
+        return next.run(request).await;
+    }
+    let caller = {
+        let state = guard.node.state.read();
+        authorize(&state.kv, request.headers(), guard.access, now_ms())
+    };
+    match caller {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(error) => error_response(error),
+    }
+}
+
+/// The decision of [`require`], as a plain function of the token table, the headers, the
+/// route's access and the time.
+pub fn authorize(kv: &KvState, headers: &HeaderMap, access: Access, now_ms: u64) -> Result<Caller, ApiError> {
+    let token = bearer_token(headers).ok_or_else(unauthorized)?;
+    let presented = parse_token(token).map_err(|_| unauthorized())?;
+    let record = kv.authenticate(&presented, now_ms).ok_or_else(unauthorized)?;
+    if !permits(record.role, access) {
+        let roles: Vec<&str> = access.roles().into_iter().map(Role::as_str).collect();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this route needs a token with role {}; token {} has role {}",
+                roles.join(" or "),
+                record.id,
+                record.role
+            ),
+        )
+        .with("needed_roles", roles));
+    }
+    Ok(Caller { token_id: record.id.clone(), role: record.role, access })
+}
+
+/// The token of the one `Authorization: Bearer` header, if there is exactly one and it is
+/// no longer than a token can be.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start();
+    (scheme.eq_ignore_ascii_case("bearer") && token.len() <= TOKEN_CHARS).then_some(token)
+}
+
+pub fn unauthorized() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", UNAUTHORIZED_MESSAGE)
+}
+
+/// The error as a response; a 401 also says which scheme to use (RFC 6750).
+pub fn error_response(error: ApiError) -> Response {
+    let status = error.status;
+    let mut response = error.into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"haven\""));
+    }
+    response
+}
+
+/// A new token from the operating system's random source. The secret lives only in the
+/// returned value; the caller hands it out once and proposes only its hash.
+pub fn mint_token() -> Result<NewToken, ApiError> {
+    let mut id = [0u8; TOKEN_ID_BYTES];
+    let mut secret = [0u8; TOKEN_SECRET_BYTES];
+    let mut os = rand::rngs::OsRng;
+    os.try_fill_bytes(&mut id)
+        .and_then(|()| os.try_fill_bytes(&mut secret))
+        .map_err(|error| ApiError::internal(format!("the OS random source failed: {error}")))?;
+    Ok(new_token(id, secret))
+}
+
+// ---- the first admin token --------------------------------------------------------------
+
+/// Gives a new cluster its first admin token, once: when this node was started with
+/// `bootstrap`, leads, the cluster id is committed and the cluster holds no token yet, it
+/// creates an admin token through Raft and writes it to `DATA_DIR/admin.token` (mode 0600),
+/// logging where, never what. Restarts, and clusters that already have tokens, are left
+/// alone: deleting `admin.token` later does not mint another one while any token exists.
+///
+/// Runs in the background until done, `stopped`, or `BOOTSTRAP_DEADLINE`.
+pub async fn ensure_bootstrap_admin_token(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
+    if !node.config.bootstrap {
+        return;
+    }
+    let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
+    while Instant::now() < deadline && !*stopped.borrow() {
+        match bootstrap_step(&node).await {
+            Ok(Step::Done) => return,
+            Ok(Step::Written(path)) => {
+                tracing::info!("admin token written to {}", path.display());
+                return;
+            }
+            Ok(Step::Wait) => {}
+            Err(error) => tracing::warn!(%error, "cannot create the first admin token yet; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(BOOTSTRAP_POLL_INTERVAL) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+enum Step {
+    /// Nothing (more) to do.
+    Done,
+    /// The token is committed and in this file.
+    Written(PathBuf),
+    /// Not yet: this node does not lead, or the cluster id is not committed.
+    Wait,
+}
+
+async fn bootstrap_step(node: &Node) -> anyhow::Result<Step> {
+    let data_dir = &node.config.data_dir;
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let pending = data_dir.join(ADMIN_TOKEN_PENDING_FILE);
+    if path.exists() {
+        return Ok(Step::Done);
+    }
+    let pending_token = read_pending(&pending);
+    let (cluster_id_known, any_token, pending_known) = {
+        let state = node.state.read();
+        let pending_known = pending_token
+            .as_deref()
+            .and_then(|token| parse_token(token).ok())
+            .is_some_and(|presented| state.kv.token(presented.id).is_some());
+        let any_token = state.kv.tokens().next().is_some();
+        (state.kv.cluster_id().is_some(), any_token, pending_known)
+    };
+    if pending_known {
+        // Committed before a crash: only the rename is missing.
+        publish(&pending, &path)?;
+        return Ok(Step::Written(path));
+    }
+    if any_token {
+        // The cluster's tokens are managed by its admins now.
+        let _ = std::fs::remove_file(&pending);
+        return Ok(Step::Done);
+    }
+    if !cluster_id_known || !node.is_leader() {
+        return Ok(Step::Wait);
+    }
+    // The local state is current once the barrier returns: decide on it, not on a view
+    // from before this node's leadership.
+    node.read_barrier().await.map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    if node.state.read().kv.tokens().next().is_some() {
+        return Ok(Step::Done);
+    }
+    let token = match pending_token.filter(|token| parse_token(token).is_ok()) {
+        Some(token) => token,
+        None => {
+            let made = mint_token().map_err(|error| anyhow::anyhow!("{}", error.message))?;
+            write_secret_file(&pending, &made.token)?;
+            made.token
+        }
+    };
+    let presented = parse_token(&token).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let command = Command::CreateToken {
+        id: presented.id.to_string(),
+        name: BOOTSTRAP_TOKEN_NAME.to_string(),
+        role: Role::Admin,
+        sha256_hex: haven_core::auth::token_sha256_hex(&token),
+        ttl_ms: None,
+    };
+    let request_id = format!("{BOOTSTRAP_TOKEN_NAME}-{}", presented.id);
+    match node.write(KvRequest::new(Some(request_id), command)).await {
+        Ok(CommandResult::TokenCreated { .. }) => {
+            publish(&pending, &path)?;
+            Ok(Step::Written(path))
+        }
+        Ok(other) => anyhow::bail!("the cluster refused the admin token: {other:?}"),
+        Err(error) => anyhow::bail!("{}", error.message),
+    }
+}
+
+/// The pending token, if a previous attempt left one.
+fn read_pending(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.trim().to_string())
+}
+
+/// Writes a secret to a new file created with mode 0600 (never wider, not even for an
+/// instant: the mode is set by `open`, not by a `chmod` after it), and fsyncs it.
+fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", path.display()))?;
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))
+}
+
+/// Renames the pending file into place and fsyncs the directory, so the name survives a
+/// crash once it is visible.
+fn publish(pending: &Path, path: &Path) -> anyhow::Result<()> {
+    std::fs::rename(pending, path)
+        .map_err(|error| anyhow::anyhow!("cannot rename {} to {}: {error}", pending.display(), path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| {
+            anyhow::anyhow!("cannot sync {}: {error}", dir.display())
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use haven_core::kv::Request as KvRequest;
+
+    use super::*;
+
+    fn state_with(role: Role, ttl_ms: Option<u64>) -> (KvState, NewToken) {
+        let mut kv = KvState::default();
+        let made = mint_token().unwrap();
+        let mut request = KvRequest::new(
+            None,
+            Command::CreateToken {
+                id: made.id.clone(),
+                name: "t".into(),
+                role,
+                sha256_hex: made.sha256_hex.clone(),
+                ttl_ms,
+            },
+        );
+        request.now_ms = 1000;
+        assert!(matches!(kv.apply(&request), CommandResult::TokenCreated { .. }));
+        (kv, made)
+    }
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_door_lets_in_the_right_roles_only() {
+        let (kv, made) = state_with(Role::Reader, Some(10_000));
+        let bearer = headers(&format!("Bearer {}", made.token));
+        let caller = authorize(&kv, &bearer, Access::Read, 2000).unwrap();
+        assert_eq!((caller.role, caller.token_id.as_str()), (Role::Reader, made.id.as_str()));
+        // Case-insensitive scheme, as RFC 7235 says.
+        assert!(authorize(&kv, &headers(&format!("bearer {}", made.token)), Access::Read, 2000).is_ok());
+        let forbidden = authorize(&kv, &bearer, Access::Write, 2000).unwrap_err();
+        assert_eq!((forbidden.status, forbidden.code), (StatusCode::FORBIDDEN, "forbidden"));
+        assert!(forbidden.message.contains("needs a token with role admin or operator"), "{}", forbidden.message);
+        let expired = authorize(&kv, &bearer, Access::Read, 11_000).unwrap_err();
+        assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn every_bad_token_gets_the_same_answer_without_the_token() {
+        let (kv, made) = state_with(Role::Admin, None);
+        let forged = mint_token().unwrap();
+        let wrong_secret = format!("{}_{}", &made.token[..20], &forged.token[21..]);
+        let cases = [
+            HeaderMap::new(),
+            headers(&made.token),
+            headers(&format!("Basic {}", made.token)),
+            headers(&format!("Bearer {}", forged.token)),
+            headers(&format!("Bearer {wrong_secret}")),
+            headers(&format!("Bearer {}x", made.token)),
+            headers("Bearer "),
+            headers(&format!("Bearer {}", "a".repeat(10_000))),
+        ];
+        for case in &cases {
+            let error = authorize(&kv, case, Access::Read, 0).unwrap_err();
+            assert_eq!((error.status, error.code, error.message.as_str()), (StatusCode::UNAUTHORIZED, "unauthorized", UNAUTHORIZED_MESSAGE));
+            assert!(!error.message.contains(&made.token[21..]));
+        }
+        let mut twice = headers(&format!("Bearer {}", made.token));
+        twice.append(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", made.token)).unwrap());
+        assert!(authorize(&kv, &twice, Access::Read, 0).is_err(), "two Authorization headers are ambiguous");
+        let response = error_response(unauthorized());
+        assert_eq!(response.headers().get(WWW_AUTHENTICATE).unwrap(), "Bearer realm=\"haven\"");
+    }
+
+    #[test]
+    fn minted_tokens_differ() {
+        let a = mint_token().unwrap();
+        let b = mint_token().unwrap();
+        assert_ne!(a.token, b.token);
+        assert_ne!(a.id, b.id);
+        assert!(parse_token(&a.token).is_ok());
+    }
+
+    #[test]
+    fn secret_files_are_created_0600() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let pending = dir.path().join(ADMIN_TOKEN_PENDING_FILE);
+        write_secret_file(&pending, "hvn_x").unwrap();
+        let path = dir.path().join(ADMIN_TOKEN_FILE);
+        publish(&pending, &path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "hvn_x\n");
+        assert!(!pending.exists());
+    }
+}

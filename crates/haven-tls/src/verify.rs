@@ -1,0 +1,211 @@
+//! Certificate verifiers that trust pinned key fingerprints.
+//!
+//! Both directions check, in order: the certificate parses; its key's fingerprint is
+//! pinned; its validity dates cover now; and (in the handshake) the signature made with the
+//! private key verifies. Every refusal is logged as one line with the reason and the
+//! presented fingerprint, so an operator can tell a stranger from a misconfigured member.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::RwLock;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::danger::ServerCertVerified;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::ServerName;
+use rustls::pki_types::UnixTime;
+use rustls::server::danger::ClientCertVerified;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::CertificateError;
+use rustls::DigitallySignedStruct;
+use rustls::DistinguishedName;
+use rustls::SignatureScheme;
+
+use crate::identity::fingerprint;
+
+#[derive(Debug, Default)]
+struct PinState {
+    pins: BTreeSet<String>,
+    /// Trust on first use: accept any key and remember it. Only when an operator asks.
+    accept_any: bool,
+    last_presented: Option<String>,
+}
+
+/// The fingerprints trusted now; shared so the owner can update it (from the membership)
+/// while connections use it.
+#[derive(Debug, Clone, Default)]
+pub struct PinSet {
+    state: Arc<RwLock<PinState>>,
+}
+
+impl PinSet {
+    pub fn new(pins: impl IntoIterator<Item = String>) -> PinSet {
+        let set = PinSet::default();
+        set.replace(pins);
+        set
+    }
+
+    /// A set that accepts any key (trust on first use) and records the one presented.
+    pub fn trust_first_use() -> PinSet {
+        let set = PinSet::default();
+        set.write().accept_any = true;
+        set
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, PinState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, PinState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn replace(&self, pins: impl IntoIterator<Item = String>) {
+        self.write().pins = pins.into_iter().collect();
+    }
+
+    pub fn insert(&self, pin: String) {
+        self.write().pins.insert(pin);
+    }
+
+    pub fn contains(&self, pin: &str) -> bool {
+        let state = self.read();
+        state.accept_any || state.pins.contains(pin)
+    }
+
+    pub fn pins(&self) -> BTreeSet<String> {
+        self.read().pins.clone()
+    }
+
+    /// The fingerprint of the last certificate this set was asked about.
+    pub fn last_presented(&self) -> Option<String> {
+        self.read().last_presented.clone()
+    }
+
+    /// The checks common to both directions (not the signature, which comes later).
+    fn check(&self, role: &str, cert: &CertificateDer<'_>, now: UnixTime) -> Result<String, rustls::Error> {
+        let Ok(presented) = fingerprint(cert) else {
+            tracing::warn!(role, reason = "unparsable certificate", "TLS certificate refused");
+            return Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding));
+        };
+        self.write().last_presented = Some(presented.clone());
+        if !self.contains(&presented) {
+            tracing::warn!(role, reason = "key fingerprint not pinned (not a member)", fingerprint = %presented, "TLS certificate refused");
+            return Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
+        }
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding));
+        };
+        let now_secs = now.as_secs() as i64;
+        let validity = parsed.validity();
+        if now_secs < validity.not_before.timestamp() {
+            tracing::warn!(role, reason = "certificate not valid yet", fingerprint = %presented, "TLS certificate refused");
+            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidYet));
+        }
+        if now_secs > validity.not_after.timestamp() {
+            tracing::warn!(role, reason = "certificate expired", fingerprint = %presented, "TLS certificate refused");
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+        }
+        Ok(presented)
+    }
+}
+
+/// Verifies the handshake signature: proof that the peer holds the private key.
+fn verify_signature(role: &str, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let provider = crate::provider();
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &provider.signature_verification_algorithms).inspect_err(|_| {
+        let presented = fingerprint(cert).unwrap_or_else(|_| "unparsable".into());
+        tracing::warn!(
+            role,
+            reason = "handshake signature invalid (certificate presented without its private key?)",
+            fingerprint = %presented,
+            "TLS certificate refused"
+        );
+    })
+}
+
+fn schemes() -> Vec<SignatureScheme> {
+    crate::provider().signature_verification_algorithms.supported_schemes()
+}
+
+/// Used when dialling: the server must present a pinned key.
+#[derive(Debug)]
+pub struct PinnedServerVerifier {
+    pins: PinSet,
+}
+
+impl PinnedServerVerifier {
+    pub fn new(pins: PinSet) -> PinnedServerVerifier {
+        PinnedServerVerifier { pins }
+    }
+}
+
+impl ServerCertVerifier for PinnedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The name is not checked: the pinned key is the identity (addresses change).
+        self.pins.check("server", end_entity, now).map(|_| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_signature("server", message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        schemes()
+    }
+}
+
+/// Used when accepting: the client must present a pinned key (mutual TLS).
+#[derive(Debug)]
+pub struct PinnedClientVerifier {
+    pins: PinSet,
+}
+
+impl PinnedClientVerifier {
+    pub fn new(pins: PinSet) -> PinnedClientVerifier {
+        PinnedClientVerifier { pins }
+    }
+}
+
+impl ClientCertVerifier for PinnedClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.pins.check("peer", end_entity, now).map(|_| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_signature("peer", message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        schemes()
+    }
+}

@@ -1,0 +1,238 @@
+//! `haven tokens create|list|revoke`: bearer tokens, for admins.
+//!
+//! ```text
+//!   haven tokens create --role reader --ttl 1h ──▶ POST /v1/tokens ──▶ prints the token once
+//!   haven tokens list                          ──▶ GET /v1/tokens  (ids, names, roles; no secrets)
+//!   haven tokens revoke ID                     ──▶ DELETE /v1/tokens/{id}
+//! ```
+//!
+//! `create` prints the token alone on stdout (so `haven tokens create ... > FILE` stores
+//! it) and what it is on stderr. The server shows a secret exactly once; it cannot be
+//! listed or read again, only revoked and replaced.
+
+use std::process::ExitCode;
+
+use haven_core::auth::validate_ttl_seconds;
+
+use crate::client_cmds::explain;
+use crate::client_cmds::finish;
+use crate::client_cmds::output::print_json;
+use crate::client_cmds::output::print_line;
+use crate::client_cmds::output::table;
+use crate::client_cmds::ClientOpts;
+
+/// The roles `--role` accepts (`haven_core::auth::Role`).
+const ROLES: [&str; 4] = ["admin", "operator", "reader", "join"];
+
+/// `haven tokens ...`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum TokensCommand {
+    /// Create a token and print it; it is shown only this once.
+    Create(CreateArgs),
+    /// List the tokens: id, name, role, creation, expiry, use (never their secrets).
+    List(ListArgs),
+    /// Revoke token ID: requests made with it are refused from now on, even writes in flight.
+    Revoke(RevokeArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// admin: everything. operator: reads and KV writes. reader: reads. join: joining one
+    /// node, once (`haven serve --join URL --join-token TOKEN`).
+    #[arg(long, value_parser = ROLES)]
+    pub role: String,
+    /// A label for people (letters, digits, `.`, `_`, `-`, `@`; at most 64); default: the role.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime: a number with a unit, `30s`, `10m`, `1h`, `2d` (a bare number is seconds).
+    /// Without it the token does not expire.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub ttl: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RevokeArgs {
+    /// The token's id (16 hex digits; the ID column of `haven tokens list`).
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// Runs `haven tokens ...`.
+pub async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
+    finish(match command {
+        TokensCommand::Create(args) => create(args).await,
+        TokensCommand::List(args) => list(args).await,
+        TokensCommand::Revoke(args) => revoke(args).await,
+    })
+}
+
+async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client.client(&[])?;
+    let created = client
+        .create_token(&args.role, args.name.as_deref(), args.ttl)
+        .await
+        .map_err(|error| explain("cannot create the token", error))?;
+    if args.client.json {
+        print_json(&created)?;
+    } else {
+        print_line(&created.token)?;
+        let expires = created.expires_ms.map_or_else(|| "never".to_string(), format_utc);
+        eprintln!(
+            "created token {} ({}, role {}, expires {expires}); it is shown only this once, store it now",
+            created.id, created.name, created.role
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client.client(&[])?;
+    let tokens = client.list_tokens().await.map_err(|error| explain("cannot list the tokens", error))?;
+    if args.client.json {
+        print_json(&haven_client::TokenList { tokens })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|token| {
+            let expires = match token.expires_ms {
+                None => "never".to_string(),
+                Some(ms) if token.expired => format!("{} (expired)", format_utc(ms)),
+                Some(ms) => format_utc(ms),
+            };
+            let used = match (token.used, token.used_by_node) {
+                (true, Some(node)) => format!("by node {node}"),
+                (true, None) => "yes".to_string(),
+                (false, _) => "-".to_string(),
+            };
+            vec![token.id.clone(), token.name.clone(), token.role.clone(), format_utc(token.created_ms), expires, used]
+        })
+        .collect();
+    for line in table(&["ID", "NAME", "ROLE", "CREATED", "EXPIRES", "USED"], &rows) {
+        print_line(&line)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client.client(&[])?;
+    let revoked = client
+        .revoke_token(&args.id)
+        .await
+        .map_err(|error| explain("cannot revoke the token", error))?;
+    if args.client.json {
+        print_json(&revoked)?;
+    } else {
+        print_line(&format!("revoked token {}", revoked.id))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `30s`, `10m`, `1h`, `2d` or a bare number of seconds into seconds, within the
+/// server's TTL bounds.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_seconds: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => return Err("give a number with a unit: 30s, 10m, 1h or 2d".into()),
+    };
+    let number: u64 = number.parse().map_err(|_| "give a number with a unit: 30s, 10m, 1h or 2d".to_string())?;
+    let seconds = number.checked_mul(unit_seconds).ok_or("that is far too long")?;
+    validate_ttl_seconds(seconds)?;
+    Ok(seconds)
+}
+
+/// `YYYY-MM-DD HH:MM:SSZ` (UTC) for ms since the Unix epoch.
+fn format_utc(ms: u64) -> String {
+    let seconds = ms / 1000;
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for non-negative counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        command: TokensCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<TokensCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tokens").chain(args.iter().copied())).map(|cli| cli.command)
+    }
+
+    #[test]
+    fn the_clap_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn commands_parse() {
+        let TokensCommand::Create(create) =
+            parse(&["create", "--role", "reader", "--name", "ci", "--ttl", "10m", "--json"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((create.role.as_str(), create.name.as_deref(), create.ttl), ("reader", Some("ci"), Some(600)));
+        assert!(create.client.json);
+        assert!(parse(&["create", "--role", "root"]).is_err());
+        assert!(parse(&["create"]).is_err(), "a role is required");
+        assert!(matches!(parse(&["list"]).unwrap(), TokensCommand::List(_)));
+        let TokensCommand::Revoke(revoke) = parse(&["revoke", "0123456789abcdef"]).unwrap() else { panic!() };
+        assert_eq!(revoke.id, "0123456789abcdef");
+    }
+
+    #[test]
+    fn ttls_parse_with_units_and_bounds() {
+        assert_eq!(parse_ttl("30s"), Ok(30));
+        assert_eq!(parse_ttl("10m"), Ok(600));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("2d"), Ok(172_800));
+        assert_eq!(parse_ttl("45"), Ok(45));
+        for bad in ["", "m", "0s", "1w", "-1h", "1.5h", "99999999999999999999d", "3651d", "10 m"] {
+            assert!(parse_ttl(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn times_print_in_utc() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(format_utc(1_700_000_000_123), "2023-11-14 22:13:20Z");
+    }
+}

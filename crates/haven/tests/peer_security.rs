@@ -1,0 +1,215 @@
+//! The peer port admits only members: mutual TLS 1.3 with pinned key fingerprints, valid
+//! dates and proof of the private key; then the envelope must name this cluster. Every
+//! refusal is logged as one line with the reason and the presented fingerprint, and these
+//! tests read those lines. The client port survives a connection flood.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::SystemTime;
+
+use common::*;
+use haven_net::PeerEnvelope;
+use haven_net::PeerRequest;
+use haven_net::PeerResponse;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::PrivatePkcs8KeyDer;
+use rustls::pki_types::ServerName;
+
+/// A key pair and a certificate for it with the given validity.
+fn certificate(key: &rcgen::KeyPair, not_before: SystemTime, not_after: SystemTime) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
+    params.self_signed(key).unwrap().der().to_vec()
+}
+
+/// Presents `cert` and signs with `key` (which may not match: the "stolen certificate").
+#[derive(Debug)]
+struct FixedClientCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for FixedClientCert {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn client_config(server_pins: &haven_tls::PinSet, client: Option<(Vec<u8>, Vec<u8>)>) -> rustls::ClientConfig {
+    let builder = rustls::ClientConfig::builder_with_provider(haven_tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(haven_tls::PinnedServerVerifier::new(server_pins.clone())));
+    match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
+            let signing = haven_tls::provider().key_provider.load_private_key(key).unwrap();
+            let certified = rustls::sign::CertifiedKey::new(vec![CertificateDer::from(cert)], signing);
+            builder.with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(certified))))
+        }
+    }
+}
+
+/// Connects to a peer port with `config`, sends one ping envelope and returns the answer,
+/// or the error (TLS 1.3: a refused client certificate shows up only on the first read).
+async fn ping(peer_addr: &str, config: rustls::ClientConfig, cluster_id: Option<String>) -> Result<PeerResponse, String> {
+    let stream = tokio::net::TcpStream::connect(peer_addr).await.map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut stream =
+        connector.connect(ServerName::try_from("localhost").unwrap(), stream).await.map_err(|e| e.to_string())?;
+    let envelope = PeerEnvelope {
+        from: 99,
+        from_incarnation: "intruder".into(),
+        to: 0,
+        to_incarnation: None,
+        cluster_id,
+        body: PeerRequest::Ping,
+    };
+    haven_net::frame::write_frame(&mut stream, &envelope).await.map_err(|e| e.to_string())?;
+    let body = haven_net::frame::read_frame(&mut stream).await.map_err(|e| e.to_string())?;
+    haven_net::frame::decode(&body).map_err(|e| e.to_string())
+}
+
+/// Adds a member record with `fingerprint` (a learner at an address nobody listens on), so
+/// a test can present certificates for a pinned key.
+fn add_fake_member(cluster: &TestCluster, id: u64, fingerprint: &str) {
+    let url = format!("{}/v1/members/join", cluster.nodes[0].client_url);
+    let body = serde_json::json!({
+        "node_id": id,
+        "client_url": "https://127.0.0.1:9",
+        "peer_addr": "127.0.0.1:9",
+        "incarnation": "fake-member",
+        "fingerprint": fingerprint,
+        "learner": true,
+    });
+    let response = block_on(cluster.http().post(url).bearer_auth(&cluster.admin_token).json(&body).send()).unwrap();
+    assert!(response.status().is_success(), "fake member added: {}", response.status());
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|line| line.contains(needle)).count()
+}
+
+#[test]
+fn the_peer_port_refuses_everyone_but_members() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(1, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let peer_addr = cluster.nodes[0].peer_addr.clone();
+    let node_pin = cluster.pins.clone();
+
+    // A member's key pinned in the cluster: valid and expired certificates for it.
+    let member_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let now = SystemTime::now();
+    let day = Duration::from_secs(24 * 3600);
+    let valid = certificate(&member_key, now - day, now + 365 * day);
+    let expired = certificate(&member_key, now - 30 * day, now - day);
+    let member_fingerprint = haven_tls::fingerprint(&valid).unwrap();
+    assert_eq!(member_fingerprint, haven_tls::fingerprint(&expired).unwrap(), "same key, same fingerprint");
+    add_fake_member(&cluster, 7, &member_fingerprint);
+    let stranger = haven_tls::NodeIdentityKey::generate(&[]).unwrap();
+    let other_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+
+    block_on(async {
+        // The control: a pinned member's certificate with its key gets past TLS (and is
+        // then refused for what its envelope claims, not for its certificate).
+        let answer = ping(&peer_addr, client_config(&node_pin, Some((valid.clone(), member_key.serialize_der()))), None).await;
+        assert!(matches!(answer, Ok(PeerResponse::Ping(_))), "a member with a valid key is served: {answer:?}");
+
+        let refused = |answer: Result<PeerResponse, String>, case: &str| {
+            assert!(answer.is_err(), "{case}: must be refused, got {answer:?}");
+        };
+        refused(ping(&peer_addr, client_config(&node_pin, None), None).await, "no client certificate");
+        let stranger_cert = (stranger.cert_chain()[0].to_vec(), {
+            let PrivateKeyDer::Pkcs8(key) = stranger.private_key() else { unreachable!() };
+            key.secret_pkcs8_der().to_vec()
+        });
+        refused(ping(&peer_addr, client_config(&node_pin, Some(stranger_cert)), None).await, "key not in the member list");
+        refused(
+            ping(&peer_addr, client_config(&node_pin, Some((valid.clone(), other_key.serialize_der()))), None).await,
+            "pinned certificate without its key",
+        );
+        refused(
+            ping(&peer_addr, client_config(&node_pin, Some((expired.clone(), member_key.serialize_der()))), None).await,
+            "expired certificate",
+        );
+        // A node of another cluster: its key pinned here (a member record), but its
+        // envelope carries another cluster id.
+        let answer = ping(
+            &peer_addr,
+            client_config(&node_pin, Some((valid.clone(), member_key.serialize_der()))),
+            Some("0123456789abcdef0123456789abcdef".into()),
+        )
+        .await;
+        assert!(matches!(&answer, Ok(PeerResponse::Refused(reason)) if reason.contains("cluster mismatch")), "{answer:?}");
+    });
+
+    std::thread::sleep(Duration::from_millis(300));
+    let log = cluster.nodes[0].log();
+    let cluster_id = cluster.status(0).unwrap()["cluster_id"].as_str().unwrap().to_string();
+    // One line per refusal, with the reason and the presented fingerprint.
+    assert_eq!(count(&log, "no certificates"), 1, "no client certificate:\n{log}");
+    assert_eq!(count(&log, &format!("fingerprint={}", stranger.fingerprint())), 1, "stranger:\n{log}");
+    let member_lines: Vec<&str> = log.lines().filter(|l| l.contains(&member_fingerprint) && l.contains("refused")).collect();
+    assert_eq!(member_lines.iter().filter(|l| l.contains("handshake signature invalid")).count(), 1, "{log}");
+    assert_eq!(member_lines.iter().filter(|l| l.contains("certificate expired")).count(), 1, "{log}");
+    let mismatch: Vec<&str> = log.lines().filter(|l| l.contains("cluster mismatch")).collect();
+    assert_eq!(mismatch.len(), 1, "{log}");
+    assert!(mismatch[0].contains(&cluster_id) && mismatch[0].contains("0123456789abcdef0123456789abcdef"), "both ids named");
+}
+
+/// A flood of idle and half-open connections, twice the handshake bound, does not keep an
+/// authenticated client that opens a new connection for every write from succeeding.
+#[test]
+fn a_connection_flood_does_not_lock_out_clients() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(1, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let addr = cluster.nodes[0].client_url.trim_start_matches("https://").to_string();
+    let flood = 2 * haven_net::accept::CLIENT_LIMITS.handshakes_max;
+    block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut held = Vec::new();
+        for i in 0..flood {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("flood connection");
+            if i % 2 == 1 {
+                // Half-open: the start of a TLS record, never finished.
+                let _ = stream.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await;
+            }
+            held.push(stream);
+        }
+        for i in 0..20 {
+            // A fresh client: a new connection and handshake for every write.
+            let client = cluster.client_of(0);
+            let put = tokio::time::timeout(Duration::from_secs(10), client.put(&format!("flood/{i}"), b"v", Default::default())).await;
+            assert!(matches!(put, Ok(Ok(_))), "write {i} during the flood: {put:?}");
+        }
+        drop(held);
+    });
+}
+
+/// Private keys never appear in logs or status output.
+#[test]
+fn private_keys_stay_out_of_logs() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    block_on(cluster.client().put("k", b"v", Default::default())).unwrap();
+    let status = serde_json::to_string(&cluster.status(0).unwrap()).unwrap();
+    for node in &cluster.nodes {
+        let pem = std::fs::read_to_string(node.data_dir.join("node.key")).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        // Any 32-character piece of the key's base64 would be a leak.
+        let piece = &body[body.len() / 2..body.len() / 2 + 32];
+        for other in &cluster.nodes {
+            assert!(!other.log().contains(piece), "node {}'s key in node {}'s log", node.id, other.id);
+        }
+        assert!(!status.contains(piece));
+    }
+}
