@@ -244,7 +244,8 @@ impl Cluster {
 
     /// Starts three Haven nodes: node 1 bootstraps, nodes 2 and 3 join through it; waits
     /// until all three are voters and agree on a leader.
-    pub async fn start_haven(binary: &Path) -> anyhow::Result<Cluster> {
+    /// `extra_args` go to every node (experiments only; the report records the command).
+    pub async fn start_haven(binary: &Path, extra_args: &[String]) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("haven-bench-haven-").tempdir()?;
         let ports = free_ports(2 * MEMBERS)?;
         let client_url = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i]);
@@ -264,6 +265,7 @@ impl Cluster {
             // Both are ignored once the data dir is initialised, so restarts reuse them.
             args.push(if i == 0 { "--bootstrap".to_string() } else { format!("--join={}", client_url(0)) });
             args.extend(plaintext.iter().cloned());
+            args.extend(extra_args.iter().cloned());
             members.push(Member {
                 log_path: dir.path().join(format!("{name}.log")),
                 name,

@@ -64,9 +64,14 @@ struct Args {
     /// Where to write the report (the directory must be inside the repository or exist).
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
-    /// Run one system only (ratios are then left empty).
+    /// Run one system only (ratios are then left empty; pass `--out` elsewhere to keep the
+    /// full report).
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// An extra flag for every `haven serve` (repeatable; for experiments, e.g.
+    /// `--haven-arg=--snapshot-threshold=100000`). The default run uses none.
+    #[arg(long, allow_hyphen_values = true)]
+    haven_arg: Vec<String>,
     /// Keep the members' data dirs and logs (their paths are printed) for debugging.
     #[arg(long)]
     keep_files: bool,
@@ -137,6 +142,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         load_before: report::load_average(),
         machine: report::machine(&std::env::temp_dir()),
         haven_version: report::haven_version(&haven_bin),
+        haven_extra_args: args.haven_arg.clone(),
         command: command_line(),
         seconds: args.seconds,
         kills: args.kills as usize,
@@ -174,7 +180,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if with_haven {
         eprintln!("== Haven at its defaults");
-        let mut haven = Cluster::start_haven(&haven_bin).await?;
+        let mut haven = Cluster::start_haven(&haven_bin, &args.haven_arg).await?;
         keep(&mut haven, args.keep_files);
         let (load, failover, api) = exercise(&mut haven, &workload, measure, kills, true).await?;
         report.haven_load = load;
@@ -186,7 +192,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "== Haven stability: {} min of puts at concurrency {STABILITY_CONCURRENCY}",
                 args.stability_minutes
             );
-            let mut haven = Cluster::start_haven(&haven_bin).await?;
+            let mut haven = Cluster::start_haven(&haven_bin, &args.haven_arg).await?;
             keep(&mut haven, args.keep_files);
             let connection = Arc::new(api::haven_connection(
                 &haven.client_urls,

@@ -48,6 +48,8 @@ pub struct Report {
     pub load_after: String,
     pub etcd_version: Option<String>,
     pub haven_version: String,
+    /// Flags given to every Haven node beyond the benchmark's own (`--haven-arg`).
+    pub haven_extra_args: Vec<String>,
     pub command: String,
     pub seconds: u64,
     pub kills: usize,
@@ -334,7 +336,8 @@ impl Report {
              cargo run --release -p haven-bench -- --stability-minutes 10\n\
              ```\n\n\
              Options: `--seconds N` per load phase, `--kills N` faults of each kind, `--only haven|etcd`,\n\
-             `--haven-bin PATH`, `--out PATH`.\n\n",
+             `--haven-bin PATH`, `--out PATH`; for experiments `--haven-arg FLAG` (repeatable, passed to every\n\
+             `haven serve`) and `--keep-files` (keeps the members' data dirs and logs).\n\n",
         );
         out.push_str("## Latest run\n\n");
         let _ = writeln!(out, "- Date: {}", self.date);
@@ -342,15 +345,19 @@ impl Report {
         for (name, value) in &self.machine {
             let _ = writeln!(out, "- {name}: {value}");
         }
-        let _ = writeln!(
-            out,
-            "- Load average (1, 5, 15 min) at start: {}; at end: {}",
-            self.load_before, self.load_after
-        );
+        let _ =
+            writeln!(out, "- Load average (1, 5, 15 min) at start: {}; at end: {}", self.load_before, self.load_after);
         if let Some(version) = &self.etcd_version {
             let _ = writeln!(out, "- etcd: {version} (Debian package `etcd-server`)");
         }
         let _ = writeln!(out, "- Haven: {}", self.haven_version);
+        if !self.haven_extra_args.is_empty() {
+            let _ = writeln!(
+                out,
+                "- **Haven ran with non-default flags**: `{}` (the targets are about the defaults)",
+                self.haven_extra_args.join(" ")
+            );
+        }
         if let Some(api) = &self.etcd_api {
             let _ = writeln!(out, "- etcd driven through its {api}");
         }

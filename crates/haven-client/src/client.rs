@@ -287,7 +287,8 @@ impl Client {
     fn learn_member_keys(&self, status: &Status) {
         if let Some(pins) = &self.inner.pins {
             for member in &status.members {
-                if let Some(fingerprint) = member.fingerprint.as_deref().and_then(haven_core::config::parse_fingerprint) {
+                if let Some(fingerprint) = member.fingerprint.as_deref().and_then(haven_core::config::parse_fingerprint)
+                {
                     pins.insert(fingerprint);
                 }
             }
@@ -373,8 +374,13 @@ impl Client {
                 "a token id is 16 lowercase hex digits (the part after `hvn_`; see `haven tokens list`)".into(),
             ));
         }
-        let request =
-            Request { method: Method::DELETE, path: format!("/v1/tokens/{id}"), query: Vec::new(), body: None, streaming: false };
+        let request = Request {
+            method: Method::DELETE,
+            path: format!("/v1/tokens/{id}"),
+            query: Vec::new(),
+            body: None,
+            streaming: false,
+        };
         match self.execute(&request, &Kind::Write { request_id: Some(new_request_id()) }).await {
             Ok(answer) => decode(&answer),
             // `NotFound` speaks of keys; here the token is what is missing.
@@ -622,7 +628,7 @@ mod tests {
 
     #[tokio::test]
     async fn leader_hints_are_followed_only_to_configured_endpoints() {
-        let client = Client::from_endpoints("a:1,b:2").unwrap();
+        let client = Client::from_endpoints("http://a:1,http://b:2").unwrap();
         assert_eq!(client.preferred_write_endpoint(), "http://a:1");
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_LEADER, "http://elsewhere:9".parse().unwrap());

@@ -225,13 +225,14 @@ mod tests {
     #[test]
     fn parses_urls_and_bare_host_ports() {
         let endpoints = parse_endpoints("http://127.0.0.1:7001, 127.0.0.1:7002 ,localhost:7003/").unwrap();
-        assert_eq!(endpoints, ["http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://localhost:7003"]);
+        // Without a scheme, https is meant: nodes serve TLS unless started --insecure-dev.
+        assert_eq!(endpoints, ["http://127.0.0.1:7001", "https://127.0.0.1:7002", "https://localhost:7003"]);
     }
 
     #[test]
     fn normalises_case_trailing_slashes_and_duplicates() {
         let endpoints = parse_endpoints("HTTP://Node-1:7001/,http://node-1:7001,,[::1]:7002").unwrap();
-        assert_eq!(endpoints, ["http://node-1:7001", "http://[::1]:7002"]);
+        assert_eq!(endpoints, ["http://node-1:7001", "https://[::1]:7002"]);
         assert_eq!(normalize_endpoint("http://proxy/haven/").unwrap(), "http://proxy/haven");
         assert_eq!(normalize_endpoint("http://host").unwrap(), "http://host");
     }
@@ -251,8 +252,17 @@ mod tests {
 
     #[test]
     fn validate_checks_every_rule() {
-        let good = ClientConfig::from_endpoints_str("a:1").unwrap();
+        let good = ClientConfig::from_endpoints_str("http://a:1").unwrap();
         assert!(good.clone().validate().is_ok());
+        // https needs something to trust: fingerprints or a CA.
+        let tls = ClientConfig::from_endpoints_str("a:1").unwrap();
+        assert!(tls.clone().validate().is_err());
+        let mut pinned = tls.clone();
+        pinned.server_fingerprints = vec![format!("sha256:{}", "AB".repeat(32))];
+        assert_eq!(pinned.validate().unwrap().server_fingerprints, [format!("sha256:{}", "ab".repeat(32))]);
+        let mut malformed = tls;
+        malformed.server_fingerprints = vec!["sha256:12".into()];
+        assert!(malformed.validate().is_err());
         let mut c = good.clone();
         c.endpoints.clear();
         assert!(c.validate().is_err());
@@ -269,7 +279,7 @@ mod tests {
         c.token = Some("two words".into());
         assert!(c.validate().is_err());
         let mut c = good;
-        c.endpoints = vec!["b:2/".into(), "http://b:2".into()];
+        c.endpoints = vec!["http://b:2/".into(), "http://b:2".into()];
         assert_eq!(c.validate().unwrap().endpoints, ["http://b:2"]);
     }
 

@@ -19,10 +19,10 @@ use reqwest::StatusCode;
 use reqwest::Url;
 
 use crate::config::ClientConfig;
-use haven_tls::PinSet;
 use crate::config::CONNECT_TIMEOUT_MAX;
 use crate::error::innermost_message;
 use crate::error::Error;
+use haven_tls::PinSet;
 
 /// Largest response body read into memory. A default list page of maximal values
 /// (base64-encoded) fits; anything larger is not a Haven answer, or a page that should be
@@ -74,7 +74,9 @@ pub(crate) fn build_http_client(config: &ClientConfig) -> Result<(reqwest::Clien
         .no_proxy()
         .user_agent(concat!("haven-client/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|error| Error::InvalidConfig(format!("cannot build the HTTP client: {}", innermost_message(&error))))?;
+        .map_err(|error| {
+            Error::InvalidConfig(format!("cannot build the HTTP client: {}", innermost_message(&error)))
+        })?;
     Ok((http, pins))
 }
 

@@ -241,7 +241,7 @@ pub struct Member {
     pub client_url: String,
     pub peer_addr: String,
     /// The member's TLS key fingerprint (absent on `--insecure-dev` clusters).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     /// False for a learner (a non-voting replica).
     pub voter: bool,

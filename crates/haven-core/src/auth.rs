@@ -222,7 +222,8 @@ impl TokenRecord {
 
     /// Does `presented` carry this token's secret? Constant time in the secret.
     pub fn matches(&self, presented: &PresentedToken<'_>) -> bool {
-        presented.id == self.id && constant_time_eq(token_sha256_hex(presented.text).as_bytes(), self.sha256_hex.as_bytes())
+        presented.id == self.id
+            && constant_time_eq(token_sha256_hex(presented.text).as_bytes(), self.sha256_hex.as_bytes())
     }
 }
 

@@ -191,10 +191,14 @@ impl NodeConfigFile {
             });
         }
         if self.join_token.is_some() && self.join_token_file.is_some() {
-            return Err(ConfigError::Contradiction { message: "join_token and join_token_file are both set; give one".into() });
+            return Err(ConfigError::Contradiction {
+                message: "join_token and join_token_file are both set; give one".into(),
+            });
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(ConfigError::Contradiction { message: "tls_cert and tls_key go together; give both or neither".into() });
+            return Err(ConfigError::Contradiction {
+                message: "tls_cert and tls_key go together; give both or neither".into(),
+            });
         }
         Ok(NodeConfig {
             node_id,
@@ -221,7 +225,8 @@ impl NodeConfigFile {
 /// Checks a key fingerprint's form (`sha256:` + 64 hex digits) and returns it lowercased.
 pub fn parse_fingerprint(text: &str) -> Option<String> {
     let text = text.trim().to_ascii_lowercase();
-    let valid = text.strip_prefix("sha256:").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    let valid =
+        text.strip_prefix("sha256:").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
     valid.then_some(text)
 }
 
@@ -433,7 +438,8 @@ mod tests {
         assert!(tofu.validate().is_ok());
         let bad = NodeConfigFile { join_fingerprint: Some("sha256:xyz".into()), ..join.clone() };
         assert!(bad.validate().unwrap_err().to_string().contains("join_fingerprint"));
-        let insecure_public = NodeConfigFile { insecure_dev: Some(true), client_addr: Some("0.0.0.0:7001".into()), ..base() };
+        let insecure_public =
+            NodeConfigFile { insecure_dev: Some(true), client_addr: Some("0.0.0.0:7001".into()), ..base() };
         assert!(insecure_public.validate().unwrap_err().to_string().contains("loopback"));
     }
 

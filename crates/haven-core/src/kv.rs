@@ -575,7 +575,10 @@ mod tests {
     }
 
     fn cas(key: &str, value: &str, prev: u64) -> Request {
-        Request::new(None, Command::Put { key: key.into(), value: value.as_bytes().to_vec(), prev_revision: Some(prev) })
+        Request::new(
+            None,
+            Command::Put { key: key.into(), value: value.as_bytes().to_vec(), prev_revision: Some(prev) },
+        )
     }
 
     fn del(key: &str) -> Request {
@@ -708,7 +711,10 @@ mod tests {
             },
         );
         request.now_ms = T0;
-        assert_eq!(state.apply(&request), CommandResult::TokenCreated { created_ms: T0, expires_ms: ttl_ms.map(|t| T0 + t) });
+        assert_eq!(
+            state.apply(&request),
+            CommandResult::TokenCreated { created_ms: T0, expires_ms: ttl_ms.map(|t| T0 + t) }
+        );
         made
     }
 
@@ -828,11 +834,9 @@ mod tests {
         assert_eq!(state.token(&join.id).unwrap().used_by.as_ref().map(|c| c.node_id), Some(4));
         // Expired: refused even for a first use.
         let late = create(&mut state, 9, Role::Join, Some(1000));
-        let mut request = Request::new(
-            None,
-            Command::ConsumeJoinToken { id: late.id.clone(), node_id: 6, incarnation: "x".into() },
-        )
-        .with_auth(&late.id, Access::Join);
+        let mut request =
+            Request::new(None, Command::ConsumeJoinToken { id: late.id.clone(), node_id: 6, incarnation: "x".into() })
+                .with_auth(&late.id, Access::Join);
         request.now_ms = T0 + 1000;
         unauthorized(state.apply(&request));
         // A token that is not a join token cannot be consumed, and nobody spends another's.
@@ -879,8 +883,14 @@ mod tests {
             assert!(matches!(state.apply(&bad), CommandResult::Refused { .. }), "{bad}");
         }
         assert_eq!(state.tokens().count(), 0);
-        assert!(matches!(state.apply(&create_with(&made.id, "n", &made.sha256_hex, None)), CommandResult::TokenCreated { .. }));
-        assert!(matches!(state.apply(&create_with(&made.id, "n", &made.sha256_hex, None)), CommandResult::Refused { .. }));
+        assert!(matches!(
+            state.apply(&create_with(&made.id, "n", &made.sha256_hex, None)),
+            CommandResult::TokenCreated { .. }
+        ));
+        assert!(matches!(
+            state.apply(&create_with(&made.id, "n", &made.sha256_hex, None)),
+            CommandResult::Refused { .. }
+        ));
 
         // Fill the table with short-lived tokens; once they have expired they make room.
         let mut full = KvState::default();

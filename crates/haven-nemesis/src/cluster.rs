@@ -25,8 +25,8 @@ use serde_json::Value;
 
 use crate::api;
 use crate::api::Access;
-use crate::config::NodeMode;
 use crate::config::NetMode;
+use crate::config::NodeMode;
 use crate::config::CLUSTER_FORM_TIMEOUT;
 use crate::config::NODES;
 use crate::config::NODE_START_TIMEOUT;
@@ -115,7 +115,9 @@ impl Cluster {
                     format!("0.0.0.0:{}", peer_port(index)),
                     IpAddr::from(ns.client_ip(index)),
                 ),
-                None => (String::new(), "127.0.0.1:0".to_string(), "127.0.0.1:0".to_string(), IpAddr::from([127, 0, 0, 1])),
+                None => {
+                    (String::new(), "127.0.0.1:0".to_string(), "127.0.0.1:0".to_string(), IpAddr::from([127, 0, 0, 1]))
+                }
             };
             let data_dir = work_dir.join(format!("n{}", index + 1));
             // The key first, so the harness trusts this node from its first answer.
@@ -217,7 +219,7 @@ impl Cluster {
                     if self.namespaces.is_none() {
                         // Local mode: keep the ports chosen at first start for every restart.
                         let client_url = addr["client_url"].as_str().unwrap_or_default().to_string();
-                        node.client_addr = client_url.trim_start_matches("http://").to_string();
+                        node.client_addr = client_url.split("://").last().unwrap_or_default().to_string();
                         node.peer_addr = addr["peer_addr"].as_str().unwrap_or_default().to_string();
                         node.url = client_url;
                     }

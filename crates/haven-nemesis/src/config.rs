@@ -59,8 +59,11 @@ pub const WATCH_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the monitor asks every node for its status.
 pub const MONITOR_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Time allowed for one status answer; a paused node simply does not answer.
-pub const STATUS_TIMEOUT: Duration = Duration::from_millis(400);
+/// Time allowed for one status answer (a paused node simply does not answer). Generous,
+/// because a request that gives up during its TLS handshake leaves no pooled connection
+/// behind and the next one must start over: on a loaded machine with debug builds, a short
+/// limit would never get an answer at all.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A watch stream that delivers nothing for this long is reconnected (a live one sends a
 /// progress line every second).
@@ -194,7 +197,11 @@ impl Fault {
     pub fn needs_netns(self) -> bool {
         matches!(
             self,
-            Fault::Isolate(_) | Fault::DropOutgoing(_) | Fault::DropIncoming(_) | Fault::Delay { .. } | Fault::Loss { .. }
+            Fault::Isolate(_)
+                | Fault::DropOutgoing(_)
+                | Fault::DropIncoming(_)
+                | Fault::Delay { .. }
+                | Fault::Loss { .. }
         )
     }
 
@@ -259,9 +266,17 @@ impl Schedule {
         Schedule {
             warmup: Duration::from_secs(3),
             steps: vec![
-                Step { fault: Fault::Kill(Target::Leader), hold: Duration::from_secs(2), settle: Duration::from_secs(3) },
+                Step {
+                    fault: Fault::Kill(Target::Leader),
+                    hold: Duration::from_secs(2),
+                    settle: Duration::from_secs(3),
+                },
                 Step { fault: Fault::Pause(Target::Leader), hold: PAUSE_HOLD, settle: Duration::from_secs(3) },
-                Step { fault: Fault::Isolate(Target::Leader), hold: Duration::from_secs(3), settle: Duration::from_secs(3) },
+                Step {
+                    fault: Fault::Isolate(Target::Leader),
+                    hold: Duration::from_secs(3),
+                    settle: Duration::from_secs(3),
+                },
                 Step { fault: Fault::PowerCut, hold: Duration::from_secs(1), settle: Duration::from_secs(3) },
             ],
         }
@@ -283,9 +298,17 @@ impl Schedule {
         Schedule {
             warmup: Duration::from_secs(3),
             steps: vec![
-                Step { fault: Fault::Isolate(Target::Leader), hold: Duration::from_secs(4), settle: Duration::from_secs(3) },
+                Step {
+                    fault: Fault::Isolate(Target::Leader),
+                    hold: Duration::from_secs(4),
+                    settle: Duration::from_secs(3),
+                },
                 Step { fault: Fault::Pause(Target::Leader), hold: PAUSE_HOLD, settle: Duration::from_secs(3) },
-                Step { fault: Fault::Kill(Target::Leader), hold: Duration::from_secs(2), settle: Duration::from_secs(3) },
+                Step {
+                    fault: Fault::Kill(Target::Leader),
+                    hold: Duration::from_secs(2),
+                    settle: Duration::from_secs(3),
+                },
             ],
         }
     }

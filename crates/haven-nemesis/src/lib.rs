@@ -155,7 +155,12 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
     let access = cluster.access.clone();
     let http = api::http_client(&access, Some(FINAL_REQUEST_TIMEOUT))?;
     let urls = cluster.urls();
-    say(format!("cluster up ({}); {} faults scheduled over {:?}", urls.join(" "), schedule.steps.len(), schedule.duration()));
+    say(format!(
+        "cluster up ({}); {} faults scheduled over {:?}",
+        urls.join(" "),
+        schedule.steps.len(),
+        schedule.duration()
+    ));
 
     let clock = Clock::new();
     let recorder = Arc::new(HistoryRecorder::new());
@@ -189,7 +194,12 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
         };
         let injected_at = clock.elapsed();
         faulter.inject(&mut cluster, step.fault, target);
-        say(format!("{:>6.1?} inject: {}{}", injected_at, step.fault, target.map(|t| format!(" (node {})", t + 1)).unwrap_or_default()));
+        say(format!(
+            "{:>6.1?} inject: {}{}",
+            injected_at,
+            step.fault,
+            target.map(|t| format!(" (node {})", t + 1)).unwrap_or_default()
+        ));
         tokio::time::sleep(step.hold).await;
         if let Err(error) = faulter.heal(&mut cluster, step.fault, target).await {
             say(format!("heal failed: {error:#}"));
@@ -226,7 +236,7 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
         recovery_problems.push(problem.clone());
     }
     let (more_stats, watcher_logs) = workload.finish().await;
-    let rounds = monitor.stop();
+    let samples = monitor.stop();
     say(format!("{:>6.1?} final state read; checking", clock.elapsed()));
 
     // ---- judge --------------------------------------------------------------------------
@@ -252,16 +262,18 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
         }
         Err(problem) => (None, format!("not checked: {problem}")),
     };
-    let dual_primaries: Vec<String> = monitor::dual_primaries(&rounds).iter().map(ToString::to_string).collect();
+    let dual_primaries: Vec<String> = monitor::dual_primaries(&samples).iter().map(ToString::to_string).collect();
     let mut slow_failovers = Vec::new();
     let faults: Vec<FaultRecord> = faults
         .into_iter()
         .map(|(mut record, old)| {
             if record.expects_new_primary {
-                record.new_primary_after = monitor::new_primary_after(&rounds, record.injected_at, old);
+                record.new_primary_after = monitor::new_primary_after(&samples, record.injected_at, old);
                 match record.new_primary_after {
                     Some(after) if after <= NEW_PRIMARY_WITHIN => {}
-                    Some(after) => slow_failovers.push(format!("{}: new primary after {after:.1?}", record.description)),
+                    Some(after) => {
+                        slow_failovers.push(format!("{}: new primary after {after:.1?}", record.description))
+                    }
                     None => slow_failovers.push(format!("{}: no new primary seen", record.description)),
                 }
             }
@@ -472,14 +484,7 @@ async fn final_phase(
     for key in 0..keys {
         let key = format!("{}{key:02}", workload::KEY_PREFIX);
         for _ in 0..FINAL_ATTEMPTS {
-            let mut op = Operation {
-                client: workload::FINAL_READER,
-                recorder,
-                clock,
-                http,
-                url,
-                stats: &mut stats,
-            };
+            let mut op = Operation { client: workload::FINAL_READER, recorder, clock, http, url, stats: &mut stats };
             if op.read(&key).await.is_some() {
                 break;
             }
@@ -555,6 +560,12 @@ async fn converge(http: &reqwest::Client, urls: &[String]) -> (Result<String, St
             if same && previous.as_ref() == Some(views) {
                 break;
             }
+            // The same log position with different states, twice in a row: the replicas
+            // diverged (no later entry can bring them together again).
+            let same_index = views.windows(2).all(|pair| pair[0].0 == pair[1].0);
+            if same_index && !same && previous.as_ref() == Some(views) {
+                return (Err(format!("diverged: the same applied index with different revisions; {last_seen}")), None);
+            }
         }
         previous = views;
         if tokio::time::Instant::now() >= deadline {
@@ -580,7 +591,10 @@ async fn converge(http: &reqwest::Client, urls: &[String]) -> (Result<String, St
     for (node, listing) in listings.iter().enumerate().skip(1) {
         if *listing != listings[0] {
             let difference = first_difference(&listings[0], listing);
-            return (Err(format!("node 1 and node {} differ at applied index {index}: {difference}", node + 1)), Some(revision));
+            return (
+                Err(format!("node 1 and node {} differ at applied index {index}: {difference}", node + 1)),
+                Some(revision),
+            );
         }
     }
     let summary = format!(

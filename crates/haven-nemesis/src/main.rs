@@ -127,16 +127,17 @@ fn main() -> ExitCode {
     let mut summary = Summary::default();
     let mut seed = first_seed;
     let mut harness_errors = 0;
-    let mut run = |config: HistoryConfig, summary: &mut Summary| match runtime.block_on(haven_nemesis::run_history(config)) {
-        Ok(report) => {
-            println!("{}", report.render());
-            summary.add(&report);
-        }
-        Err(error) => {
-            eprintln!("error: the harness could not run a history: {error:#}");
-            harness_errors += 1;
-        }
-    };
+    let mut run =
+        |config: HistoryConfig, summary: &mut Summary| match runtime.block_on(haven_nemesis::run_history(config)) {
+            Ok(report) => {
+                println!("{}", report.render());
+                summary.add(&report);
+            }
+            Err(error) => {
+                eprintln!("error: the harness could not run a history: {error:#}");
+                harness_errors += 1;
+            }
+        };
     if args.ci {
         run(configure(NodeMode::CrashSim, seed), &mut summary);
     }

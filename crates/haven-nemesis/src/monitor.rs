@@ -1,15 +1,21 @@
 //! The status monitor: every node's `/v1/status`, ten times a second, for the whole run.
 //!
-//! From these rounds the harness judges two things:
+//! Each node is polled by its own task, so a paused or slow node never holds up the view
+//! of the others. Every sample keeps when its request left and when the answer came back:
+//! the state it reports held at some instant in between.
+//!
+//! From the samples the harness judges two things:
 //!
 //! - **Dual primaries.** A primary is a node in state `leader` that has heard from a quorum
-//!   within the election timeout (`leader_has_quorum`). Two different nodes claiming that in
-//!   two consecutive rounds (at least one monitor interval of overlap) is counted as one dual
-//!   primary incident. One round alone is not: the nodes are asked a few milliseconds apart,
-//!   so a hand-over can be seen from both sides without ever overlapping. (Two leaders in
-//!   one term are legal here: openraft's leader id is the pair (term, node).)
-//! - **Failover time.** After a fault that takes the primary away, the time until another
-//!   node is primary (any node, after a power cut).
+//!   within the election timeout (`leader_has_quorum`). A node's *primary span* runs from
+//!   the answer of the first sample of a run of consecutive "primary" samples to the
+//!   request of the last one: the stretch in which it certainly kept saying so. Two
+//!   different nodes whose spans overlap by at least one monitor interval are a dual
+//!   primary incident. A single sample, or a hand-over seen from both sides a few
+//!   milliseconds apart, is not. (Two leaders in one term are legal here: openraft's
+//!   leader id is the pair (term, node).)
+//! - **Failover time.** After a fault that takes the primary away, the time until an answer
+//!   arrives from another node saying it is primary (any node, after a power cut).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -21,7 +27,7 @@ use crate::api;
 use crate::config::MONITOR_INTERVAL;
 use crate::workload::Clock;
 
-/// One node's answer in one round.
+/// One node's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
     pub term: u64,
@@ -37,78 +43,96 @@ impl NodeView {
     }
 }
 
-/// Every node's answer at one moment (`None`: no answer in time).
+/// One status request to one node.
 #[derive(Debug, Clone)]
-pub struct Round {
-    pub at: Duration,
-    pub views: Vec<Option<NodeView>>,
+pub struct Sample {
+    pub node: usize,
+    pub sent: Duration,
+    pub received: Duration,
+    /// `None`: no answer in time.
+    pub view: Option<NodeView>,
 }
 
-impl Round {
-    /// Indexes of the nodes claiming to be primary.
-    pub fn primaries(&self) -> Vec<usize> {
-        self.views.iter().enumerate().filter(|(_, v)| v.as_ref().is_some_and(NodeView::is_primary)).map(|(i, _)| i).collect()
+impl Sample {
+    fn is_primary(&self) -> bool {
+        self.view.as_ref().is_some_and(NodeView::is_primary)
     }
 }
 
-/// A dual-primary incident: the rounds in which two nodes both claimed to be primary.
+/// A dual-primary incident.
 #[derive(Debug, Clone)]
 pub struct DualPrimary {
     pub from: Duration,
     pub to: Duration,
-    pub nodes: Vec<usize>,
+    pub nodes: (usize, usize),
 }
 
 impl std::fmt::Display for DualPrimary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<String> = self.nodes.iter().map(|i| (i + 1).to_string()).collect();
-        write!(f, "nodes {} all primary from {:.1?} to {:.1?}", ids.join(", "), self.from, self.to)
+        write!(
+            f,
+            "nodes {} and {} both primary from {:.1?} to {:.1?}",
+            self.nodes.0 + 1,
+            self.nodes.1 + 1,
+            self.from,
+            self.to
+        )
     }
 }
 
 /// The running monitor.
 pub struct Monitor {
-    rounds: Arc<Mutex<Vec<Round>>>,
-    task: JoinHandle<()>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Monitor {
+    /// Polls every node in `urls` with `http` (whose timeout bounds each request).
     pub fn start(urls: Vec<String>, clock: Clock, http: reqwest::Client) -> Monitor {
-        let rounds: Arc<Mutex<Vec<Round>>> = Arc::default();
-        let task = {
-            let rounds = rounds.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(MONITOR_INTERVAL);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let at = clock.elapsed();
-                    let views = futures::future::join_all(urls.iter().map(|url| view(&http, url))).await;
-                    rounds.lock().unwrap_or_else(|e| e.into_inner()).push(Round { at, views });
-                }
+        let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+        let tasks = urls
+            .into_iter()
+            .enumerate()
+            .map(|(node, url)| {
+                let samples = samples.clone();
+                let http = http.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(MONITOR_INTERVAL);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        let sent = clock.elapsed();
+                        let view = view(&http, &url).await;
+                        let received = clock.elapsed();
+                        samples.lock().unwrap_or_else(|e| e.into_inner()).push(Sample { node, sent, received, view });
+                    }
+                })
             })
-        };
-        Monitor { rounds, task }
+            .collect();
+        Monitor { samples, tasks }
     }
 
-    /// A copy of every round so far.
-    pub fn rounds(&self) -> Vec<Round> {
-        self.rounds.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// A copy of every sample so far, in arrival order.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The node most recently seen as primary (within the last second), if any.
+    /// The node that most recently said it is primary, if it said so within the last second.
     pub fn current_primary(&self, now: Duration) -> Option<usize> {
-        let rounds = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
-        rounds
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples
             .iter()
             .rev()
-            .take_while(|round| now.saturating_sub(round.at) < Duration::from_secs(1))
-            .find_map(|round| round.primaries().first().copied())
+            .take_while(|sample| now.saturating_sub(sample.received) < Duration::from_secs(1))
+            .find(|sample| sample.is_primary())
+            .map(|sample| sample.node)
     }
 
-    pub fn stop(self) -> Vec<Round> {
-        self.task.abort();
-        self.rounds()
+    pub fn stop(self) -> Vec<Sample> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.samples()
     }
 }
 
@@ -123,85 +147,104 @@ async fn view(http: &reqwest::Client, url: &str) -> Option<NodeView> {
     })
 }
 
-/// Dual-primary incidents: runs of consecutive rounds with two or more primaries, counted
-/// only when the run spans at least two rounds.
-pub fn dual_primaries(rounds: &[Round]) -> Vec<DualPrimary> {
-    let mut incidents = Vec::new();
-    let mut current: Option<(usize, DualPrimary)> = None;
-    for round in rounds {
-        let primaries = round.primaries();
-        if primaries.len() >= 2 {
-            match &mut current {
-                Some((count, incident)) => {
-                    *count += 1;
-                    incident.to = round.at;
-                    for node in primaries {
-                        if !incident.nodes.contains(&node) {
-                            incident.nodes.push(node);
-                        }
+/// Every node's primary spans (see the module docs), as `(node, from, to)`.
+fn primary_spans(samples: &[Sample]) -> Vec<(usize, Duration, Duration)> {
+    let mut spans = Vec::new();
+    let nodes = samples.iter().map(|s| s.node + 1).max().unwrap_or(0);
+    for node in 0..nodes {
+        let mut mine: Vec<&Sample> = samples.iter().filter(|s| s.node == node).collect();
+        mine.sort_by_key(|s| s.sent);
+        let mut run: Option<(Duration, Duration)> = None;
+        for sample in mine {
+            match (&mut run, sample.is_primary()) {
+                (Some((_, to)), true) => *to = sample.sent,
+                (None, true) => run = Some((sample.received, sample.sent)),
+                (Some((from, to)), false) => {
+                    if to > from {
+                        spans.push((node, *from, *to));
                     }
+                    run = None;
                 }
-                None => current = Some((1, DualPrimary { from: round.at, to: round.at, nodes: primaries })),
+                (None, false) => {}
             }
-        } else if let Some((count, incident)) = current.take() {
-            if count >= 2 {
-                incidents.push(incident);
+        }
+        if let Some((from, to)) = run {
+            if to > from {
+                spans.push((node, from, to));
             }
         }
     }
-    if let Some((count, incident)) = current {
-        if count >= 2 {
-            incidents.push(incident);
+    spans
+}
+
+/// Dual-primary incidents: primary spans of two different nodes that overlap by at least
+/// one monitor interval.
+pub fn dual_primaries(samples: &[Sample]) -> Vec<DualPrimary> {
+    let spans = primary_spans(samples);
+    let mut incidents = Vec::new();
+    for (i, a) in spans.iter().enumerate() {
+        for b in &spans[i + 1..] {
+            if a.0 == b.0 {
+                continue;
+            }
+            let (from, to) = (a.1.max(b.1), a.2.min(b.2));
+            if to >= from + MONITOR_INTERVAL {
+                incidents.push(DualPrimary { from, to, nodes: (a.0.min(b.0), a.0.max(b.0)) });
+            }
         }
     }
     incidents
 }
 
-/// Time from `since` until a primary other than `old` (any primary when `old` is `None`)
-/// was first seen, if it was.
-pub fn new_primary_after(rounds: &[Round], since: Duration, old: Option<usize>) -> Option<Duration> {
-    rounds
+/// Time from `since` until an answer from a primary other than `old` (any primary when
+/// `old` is `None`) arrived, for requests sent at or after `since`.
+pub fn new_primary_after(samples: &[Sample], since: Duration, old: Option<usize>) -> Option<Duration> {
+    samples
         .iter()
-        .filter(|round| round.at >= since)
-        .find(|round| round.primaries().iter().any(|node| Some(*node) != old))
-        .map(|round| round.at - since)
+        .filter(|sample| sample.sent >= since && sample.is_primary() && Some(sample.node) != old)
+        .map(|sample| sample.received - since)
+        .min()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn round(at_ms: u64, primaries: &[usize]) -> Round {
-        let views = (0..3)
-            .map(|node| {
-                Some(NodeView {
-                    term: 1,
-                    is_leader: primaries.contains(&node),
-                    has_quorum: primaries.contains(&node),
-                    leader: None,
-                    applied_index: 0,
-                })
-            })
-            .collect();
-        Round { at: Duration::from_millis(at_ms), views }
+    fn sample(node: usize, at_ms: u64, primary: bool) -> Sample {
+        let view = NodeView { term: 1, is_leader: primary, has_quorum: primary, leader: None, applied_index: 0 };
+        Sample {
+            node,
+            sent: Duration::from_millis(at_ms),
+            received: Duration::from_millis(at_ms + 5),
+            view: Some(view),
+        }
     }
 
     #[test]
-    fn one_round_of_overlap_is_not_a_dual_primary_but_two_are() {
-        let rounds = vec![round(0, &[0]), round(100, &[0, 1]), round(200, &[1])];
-        assert!(dual_primaries(&rounds).is_empty());
-        let rounds = vec![round(0, &[0]), round(100, &[0, 1]), round(200, &[0, 1]), round(300, &[1])];
-        let incidents = dual_primaries(&rounds);
-        assert_eq!(incidents.len(), 1);
-        assert_eq!(incidents[0].nodes, vec![0, 1]);
+    fn a_hand_over_is_not_a_dual_primary_but_a_sustained_overlap_is() {
+        // Node 0 hands over to node 1 at about 200 ms; each is seen primary once around it.
+        let handover = vec![
+            sample(0, 0, true),
+            sample(0, 100, true),
+            sample(0, 200, false),
+            sample(1, 195, true),
+            sample(1, 300, true),
+        ];
+        assert!(dual_primaries(&handover).is_empty());
+        // Both keep claiming it for 300 ms.
+        let split: Vec<Sample> =
+            (0..5).flat_map(|i| [sample(0, i * 100, true), sample(1, i * 100 + 3, true)]).collect();
+        let incidents = dual_primaries(&split);
+        assert_eq!(incidents.len(), 1, "{incidents:?}");
+        assert_eq!(incidents[0].nodes, (0, 1));
     }
 
     #[test]
     fn failover_time_is_measured_to_the_first_other_primary() {
-        let rounds = vec![round(0, &[0]), round(100, &[0]), round(200, &[]), round(300, &[0]), round(400, &[2])];
+        let samples = vec![sample(0, 0, true), sample(1, 100, false), sample(0, 300, true), sample(2, 400, true)];
         let since = Duration::from_millis(50);
-        assert_eq!(new_primary_after(&rounds, since, Some(0)), Some(Duration::from_millis(350)));
-        assert_eq!(new_primary_after(&rounds, since, None), Some(Duration::from_millis(50)));
-        assert_eq!(new_primary_after(&rounds[..3], since, Some(0)), None);
+        assert_eq!(new_primary_after(&samples, since, Some(0)), Some(Duration::from_millis(355)));
+        assert_eq!(new_primary_after(&samples, since, None), Some(Duration::from_millis(255)));
+        assert_eq!(new_primary_after(&samples[..3], since, Some(0)), None);
     }
 }

@@ -72,7 +72,11 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 }
 
 fn ip_output(args: &[&str]) -> String {
-    Command::new("ip").args(args).output().map(|out| String::from_utf8_lossy(&out.stdout).into_owned()).unwrap_or_default()
+    Command::new("ip")
+        .args(args)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -155,7 +159,9 @@ impl Namespaces {
             for b in a + 1..NODES {
                 let (name_a, name_b) = (namespaces.names[a].clone(), namespaces.names[b].clone());
                 let (link_a, link_b) = (mesh_link_name(b), mesh_link_name(a));
-                ip(&["link", "add", &link_a, "netns", &name_a, "type", "veth", "peer", "name", &link_b, "netns", &name_b])?;
+                ip(&[
+                    "link", "add", &link_a, "netns", &name_a, "type", "veth", "peer", "name", &link_b, "netns", &name_b,
+                ])?;
                 ip(&["-n", &name_a, "addr", "add", &format!("{}/30", namespaces.mesh_ip(a, b)), "dev", &link_a])?;
                 ip(&["-n", &name_b, "addr", "add", &format!("{}/30", namespaces.mesh_ip(b, a)), "dev", &link_b])?;
                 ip(&["-n", &name_a, "link", "set", &link_a, "up"])?;
@@ -185,9 +191,9 @@ impl Namespaces {
         Ipv4Addr::new(10, 77, self.subnet, (base + end) as u8)
     }
 
-    /// The HTTP URL of node `node` as the harness (root namespace) reaches it.
+    /// The HTTPS URL of node `node` as the harness (root namespace) reaches it.
     pub fn client_url(&self, node: usize) -> String {
-        format!("http://{}:{}", self.client_ip(node), client_port(node))
+        format!("https://{}:{}", self.client_ip(node), client_port(node))
     }
 
     /// Where, inside namespace `from`, the proxy towards `to` connects: `to`'s peer port on
@@ -268,7 +274,10 @@ pub struct NamespaceHandle {
 
 impl NamespaceHandle {
     /// Runs `work` on the namespace's thread.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = done.send(work());
@@ -299,7 +308,9 @@ impl NamespaceHandle {
         let socket = self
             .run(|| {
                 // SAFETY: socket(2) with constant arguments; the result is checked below.
-                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+                let fd = unsafe {
+                    libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+                };
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -175,7 +175,11 @@ impl HistoryReport {
             let _ = writeln!(out, "  recovery          FAILED: {failure}");
         }
         if self.unexpected_answers > 0 {
-            let _ = writeln!(out, "  unexpected answers {} (outside the API contract; recorded as unknown)", self.unexpected_answers);
+            let _ = writeln!(
+                out,
+                "  unexpected answers {} (outside the API contract; recorded as unknown)",
+                self.unexpected_answers
+            );
         }
         let anomalies = self.anomalies();
         if !anomalies.is_empty() {
@@ -246,7 +250,11 @@ impl Summary {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "nemesis summary");
-        let _ = writeln!(out, "  network modes              {}", self.net_modes.iter().cloned().collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            out,
+            "  network modes              {}",
+            self.net_modes.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
         let _ = writeln!(out, "  histories                  {}", self.histories);
         let o = &self.ops;
         let _ = writeln!(

@@ -60,6 +60,11 @@ pub const KEY_PREFIX: &str = "k/";
 /// The rate limiter refills this often.
 const RATE_TICK: Duration = Duration::from_millis(10);
 
+/// First pause of a client after a refused connection; doubled up to the maximum while
+/// the node stays down. A restart takes a few hundred milliseconds.
+const CLIENT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const CLIENT_BACKOFF_MAX: Duration = Duration::from_millis(800);
+
 /// Client id of the harness's own final reads (after every workload client).
 pub const FINAL_READER: u64 = 1_000_000;
 
@@ -96,6 +101,8 @@ pub struct ClientStats {
     pub unexpected: u64,
     /// Recorder misuse (never expected; reported so it cannot hide).
     pub record_errors: u64,
+    /// Requests whose connection was refused (the node is down).
+    pub refused: u64,
 }
 
 /// Hands out at most `rate` permits a second, with a burst of a tenth of a second.
@@ -275,6 +282,7 @@ async fn run_client(mut context: ClientContext, http: reqwest::Client) -> Client
     let mut rng = rand::rngs::StdRng::seed_from_u64(context.seed ^ context.client.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut stats = ClientStats::default();
     let mut sequence = 0u64;
+    let mut backoff = CLIENT_BACKOFF_MIN;
     loop {
         let permit = tokio::select! {
             _ = context.stop.wait_for(|stop| *stop) => break,
@@ -289,6 +297,7 @@ async fn run_client(mut context: ClientContext, http: reqwest::Client) -> Client
         let key = format!("{KEY_PREFIX}{:02}", rng.random_range(0..context.keys));
         sequence += 1;
         let value = format!("c{}-{sequence}", context.client);
+        let refused_before = stats.refused;
         let mut op = Operation {
             client: context.client,
             recorder: &context.recorder,
@@ -305,7 +314,6 @@ async fn run_client(mut context: ClientContext, http: reqwest::Client) -> Client
             Action::Cas => {
                 // A CAS needs the key's revision: read it (a recorded read), then write
                 // conditionally on it.
-                let mut op = op;
                 if let Some((seen, mod_revision)) = op.read(&key).await {
                     let kind = OpKind::Cas { expected: seen, value: value.clone() };
                     op.write(&key, kind, &value, Some(mod_revision)).await;
@@ -316,6 +324,17 @@ async fn run_client(mut context: ClientContext, http: reqwest::Client) -> Client
                 let element = format!("{SET_PREFIX}c{}-{sequence}", context.client);
                 op.write(&element, OpKind::Write { value: value.clone() }, &value, None).await;
             }
+        }
+        // A refused connection means the node is down: back off as a real client would,
+        // instead of spending the run's operation budget on a dead node.
+        if stats.refused > refused_before {
+            tokio::select! {
+                _ = context.stop.wait_for(|stop| *stop) => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(CLIENT_BACKOFF_MAX);
+        } else {
+            backoff = CLIENT_BACKOFF_MIN;
         }
     }
     stats
@@ -372,7 +391,8 @@ impl Operation<'_> {
         match answer {
             Sent::Answered(200, body) => match (body["value"].as_str(), body["mod_revision"].as_u64()) {
                 (Some(value), Some(mod_revision)) => {
-                    let result = recorder.ok(id, OkResult::read(now, Some(value.to_string()), body["revision"].as_u64()));
+                    let result =
+                        recorder.ok(id, OkResult::read(now, Some(value.to_string()), body["revision"].as_u64()));
                     self.note(result);
                     Some((Some(value.to_string()), mod_revision))
                 }
@@ -398,6 +418,7 @@ impl Operation<'_> {
                 None
             }
             Sent::NotSent => {
+                self.stats.refused += 1;
                 let result = recorder.fail(id, now);
                 self.note(result);
                 None
@@ -440,7 +461,10 @@ impl Operation<'_> {
                     recorder.unknown(id)
                 }
             },
-            Sent::NotSent => recorder.fail(id, now),
+            Sent::NotSent => {
+                self.stats.refused += 1;
+                recorder.fail(id, now)
+            }
             Sent::Lost => recorder.unknown(id),
         };
         self.note(result);
@@ -553,9 +577,9 @@ pub async fn committed_log(
         }
         Ok(())
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .map_err(|_| format!("{url}: the committed log did not reach revision {until_revision} within {timeout:?}"))??;
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        format!("{url}: the committed log did not reach revision {until_revision} within {timeout:?}")
+    })??;
     Ok(log
         .received
         .into_iter()

@@ -8,9 +8,9 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -42,8 +42,12 @@ pub struct AcceptLimits {
 /// Client port: a handshake costs one ECDSA signature; 128 in flight keeps a 2-core node
 /// responsive. Established connections: agents of a fleet keep one each; 4096 covers a
 /// large fleet per node, and each costs one task and small buffers.
-pub const CLIENT_LIMITS: AcceptLimits =
-    AcceptLimits { name: "client", handshakes_max: 128, established_max: 4096, handshake_timeout: Duration::from_secs(3) };
+pub const CLIENT_LIMITS: AcceptLimits = AcceptLimits {
+    name: "client",
+    handshakes_max: 128,
+    established_max: 4096,
+    handshake_timeout: Duration::from_secs(3),
+};
 
 /// Peer port: at most 7 voters plus learners, each with a few connections (replication,
 /// heartbeats, votes, forwarded writes, probes); 256 established leaves ample room while

@@ -165,7 +165,12 @@ pub async fn serve(
     .await;
 }
 
-async fn serve_connection(mut stream: BoxedStream, accepted: Accepted, handler: Arc<dyn PeerHandler>, pins: Option<haven_tls::PinSet>) {
+async fn serve_connection(
+    mut stream: BoxedStream,
+    accepted: Accepted,
+    handler: Arc<dyn PeerHandler>,
+    pins: Option<haven_tls::PinSet>,
+) {
     let still_member = |pins: &Option<haven_tls::PinSet>| match (pins, &accepted.peer_fingerprint) {
         (Some(pins), Some(fingerprint)) => pins.contains(fingerprint),
         (Some(_), None) => false,

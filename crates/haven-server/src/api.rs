@@ -611,16 +611,14 @@ fn check_join_token_unspent(node: &Node, caller: &Caller, join: &JoinRequest) ->
     let state = node.state.read();
     let spent_on = state.kv.token(&caller.token_id).and_then(|record| record.used_by.clone());
     match spent_on {
-        Some(claim) if claim.node_id != join.node_id || claim.incarnation != join.incarnation => {
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!(
-                    "join token {} was already used by node {}; a join token admits one node",
-                    caller.token_id, claim.node_id
-                ),
-            ))
-        }
+        Some(claim) if claim.node_id != join.node_id || claim.incarnation != join.incarnation => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!(
+                "join token {} was already used by node {}; a join token admits one node",
+                caller.token_id, claim.node_id
+            ),
+        )),
         _ => Ok(()),
     }
 }

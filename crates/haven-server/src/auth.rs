@@ -21,8 +21,6 @@
 //! revocation; that is why a write is checked again when it is applied, and why reads
 //! check again after their linearizable barrier.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +71,10 @@ pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 
 /// How often the bootstrap task looks whether this node leads with a committed cluster id.
 pub const BOOTSTRAP_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Longest pause between attempts after a failure (a full disk, no quorum yet): long
+/// enough that a lasting fault logs a line every few seconds, not ten a second.
+pub const BOOTSTRAP_RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// How long the bootstrap task keeps trying: a new single-node cluster elects itself in
 /// well under a second; a node that has not led within ten minutes is not a fresh cluster's
@@ -223,6 +225,7 @@ pub async fn ensure_bootstrap_admin_token(node: Arc<Node>, mut stopped: watch::R
         return;
     }
     let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
+    let mut pause = BOOTSTRAP_POLL_INTERVAL;
     while Instant::now() < deadline && !*stopped.borrow() {
         match bootstrap_step(&node).await {
             Ok(Step::Done) => return,
@@ -230,13 +233,23 @@ pub async fn ensure_bootstrap_admin_token(node: Arc<Node>, mut stopped: watch::R
                 tracing::info!("admin token written to {}", path.display());
                 return;
             }
-            Ok(Step::Wait) => {}
-            Err(error) => tracing::warn!(%error, "cannot create the first admin token yet; retrying"),
+            Ok(Step::Wait) => pause = BOOTSTRAP_POLL_INTERVAL,
+            Err(error) => {
+                tracing::warn!(%error, "cannot create the first admin token yet; retrying");
+                pause = (pause * 2).min(BOOTSTRAP_RETRY_PAUSE_MAX);
+            }
         }
         tokio::select! {
-            _ = tokio::time::sleep(BOOTSTRAP_POLL_INTERVAL) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stopped.changed() => return,
         }
+    }
+    if !*stopped.borrow() {
+        tracing::warn!(
+            "no admin token was created within {} s (this node did not lead a cluster with a committed id); restart \
+             it to try again",
+            BOOTSTRAP_DEADLINE.as_secs()
+        );
     }
 }
 
@@ -318,20 +331,9 @@ fn read_pending(path: &Path) -> Option<String> {
     Some(text.trim().to_string())
 }
 
-/// Writes a secret to a new file created with mode 0600 (never wider, not even for an
-/// instant: the mode is set by `open`, not by a `chmod` after it), and fsyncs it.
+/// Writes a secret to a new file with mode 0600 (see `haven_tls::identity::write_private`).
 fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", path.display()))?;
-    file.write_all(secret.as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))
+    Ok(haven_tls::identity::write_private(path, format!("{secret}\n").as_bytes())?)
 }
 
 /// Renames the pending file into place and fsyncs the directory, so the name survives a
@@ -340,9 +342,9 @@ fn publish(pending: &Path, path: &Path) -> anyhow::Result<()> {
     std::fs::rename(pending, path)
         .map_err(|error| anyhow::anyhow!("cannot rename {} to {}: {error}", pending.display(), path.display()))?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| {
-            anyhow::anyhow!("cannot sync {}: {error}", dir.display())
-        })?;
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|error| anyhow::anyhow!("cannot sync {}: {error}", dir.display()))?;
     }
     Ok(())
 }
@@ -409,7 +411,10 @@ mod tests {
         ];
         for case in &cases {
             let error = authorize(&kv, case, Access::Read, 0).unwrap_err();
-            assert_eq!((error.status, error.code, error.message.as_str()), (StatusCode::UNAUTHORIZED, "unauthorized", UNAUTHORIZED_MESSAGE));
+            assert_eq!(
+                (error.status, error.code, error.message.as_str()),
+                (StatusCode::UNAUTHORIZED, "unauthorized", UNAUTHORIZED_MESSAGE)
+            );
             assert!(!error.message.contains(&made.token[21..]));
         }
         let mut twice = headers(&format!("Bearer {}", made.token));

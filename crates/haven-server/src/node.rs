@@ -478,7 +478,9 @@ impl Node {
         let Some(node_id) = candidate else { return };
         let _one_change_at_a_time = self.membership_changes.lock().await;
         tracing::info!(node_id, "promoting caught-up learner to voter");
-        if let Err(error) = self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), true).await {
+        if let Err(error) =
+            self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), true).await
+        {
             tracing::warn!(node_id, %error, "promotion failed; will retry");
         }
     }

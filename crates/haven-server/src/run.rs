@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use haven_core::config::NodeConfig;
-use haven_net::JoinRequest;
-use haven_net::JoinResponse;
 use haven_net::accept::accept_loop;
 use haven_net::accept::CLIENT_LIMITS;
 use haven_net::tcp::TcpTransport;
+use haven_net::JoinRequest;
+use haven_net::JoinResponse;
 use haven_net::Transport;
+use haven_store::log_store::SyncMode;
 use haven_tls::NodeIdentityKey;
 use haven_tls::PinSet;
-use haven_store::log_store::SyncMode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -124,7 +124,9 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     let identity = load_identity(&options.config, &[client_addr.ip(), peer_addr.ip()])?;
     let pins = PinSet::default();
     let (transport, scheme): (Arc<dyn Transport>, &str) = match &identity {
-        Some(identity) => (Arc::new(TcpTransport::tls(haven_tls::client_config(pins.clone(), Some(identity))?)), "https"),
+        Some(identity) => {
+            (Arc::new(TcpTransport::tls(haven_tls::client_config(pins.clone(), Some(identity))?)), "https")
+        }
         None => (Arc::new(TcpTransport::plaintext()), "http"),
     };
     let client_url = format!("{scheme}://{client_addr}");
@@ -215,7 +217,10 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
 }
 
 /// The client port's TLS: the operator's certificate when configured, else the node's own.
-fn client_port_tls(config: &NodeConfig, identity: Option<&NodeIdentityKey>) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+fn client_port_tls(
+    config: &NodeConfig,
+    identity: Option<&NodeIdentityKey>,
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
     let identity = match (&config.tls_cert, &config.tls_key, identity) {
         (Some(cert), Some(key), _) => NodeIdentityKey::from_pem_files(cert, key)?,
         (_, _, Some(identity)) => identity.clone(),
@@ -384,7 +389,8 @@ async fn join_through(node: &Node, join_url: &str) -> anyhow::Result<JoinRespons
         }
     }
     // Trust the members' keys before they start replicating to us.
-    let member_keys: Vec<String> = preview.members.iter().map(|m| m.fingerprint.clone()).filter(|f| !f.is_empty()).collect();
+    let member_keys: Vec<String> =
+        preview.members.iter().map(|m| m.fingerprint.clone()).filter(|f| !f.is_empty()).collect();
     *node.join_pins.lock().unwrap_or_else(|e| e.into_inner()) = member_keys.clone();
     node.sync_pins(&member_keys);
     node.local.set_cluster_id(&preview.cluster_id);
@@ -425,7 +431,9 @@ async fn post_join(
                     node.config.join_fingerprint.as_deref().unwrap_or("none")
                 );
             }
-            Err(error) => tracing::warn!(error = %error_chain(&error), %url, "cannot reach the member to join through; retrying"),
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), %url, "cannot reach the member to join through; retrying")
+            }
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(JOIN_RETRY_PAUSE_MAX);

@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use std::path::PathBuf;
 use std::time::Duration;
 use std::time::SystemTime;
 
@@ -39,7 +38,11 @@ impl std::fmt::Debug for NodeIdentityKey {
 impl NodeIdentityKey {
     /// Generates an ECDSA P-256 key and a self-signed certificate naming `localhost`,
     /// 127.0.0.1 and `addresses`, valid from `not_before` for `validity`.
-    pub fn generate_with_validity(addresses: &[IpAddr], not_before: SystemTime, validity: Duration) -> Result<Self, TlsError> {
+    pub fn generate_with_validity(
+        addresses: &[IpAddr],
+        not_before: SystemTime,
+        validity: Duration,
+    ) -> Result<Self, TlsError> {
         let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate)?;
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(generate)?;
@@ -153,7 +156,9 @@ fn file_error(path: &Path, error: impl std::fmt::Display) -> TlsError {
     TlsError::File { path: path.display().to_string(), reason: error.to_string() }
 }
 
-fn write_private(path: &PathBuf, contents: &[u8]) -> Result<(), TlsError> {
+/// Writes a secret to a new file created with mode 0600 (never wider, not even for an
+/// instant: the mode is set by `open`, not by a `chmod` after it), and fsyncs it.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);
     let mut file = std::fs::OpenOptions::new()
@@ -226,7 +231,10 @@ mod tests {
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert!(parse_fingerprint("sha256:abc").is_err());
         assert!(parse_fingerprint("md5:0000").is_err());
-        assert_eq!(parse_fingerprint(&a.fingerprint().to_uppercase().replace("SHA256", "sha256")).unwrap(), a.fingerprint());
+        assert_eq!(
+            parse_fingerprint(&a.fingerprint().to_uppercase().replace("SHA256", "sha256")).unwrap(),
+            a.fingerprint()
+        );
         assert!(fingerprint(b"not a certificate").is_err());
     }
 }

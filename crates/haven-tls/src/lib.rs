@@ -44,14 +44,19 @@ pub fn client_config(pins: PinSet, identity: Option<&NodeIdentityKey>) -> Result
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(pins)));
     match identity {
-        Some(identity) => builder.with_client_auth_cert(identity.cert_chain(), identity.private_key()).map_err(TlsError::Rustls),
+        Some(identity) => {
+            builder.with_client_auth_cert(identity.cert_chain(), identity.private_key()).map_err(TlsError::Rustls)
+        }
         None => Ok(builder.with_no_client_auth()),
     }
 }
 
 /// A server configuration presenting `identity`; with `client_pins`, clients must present a
 /// certificate whose fingerprint is pinned (mutual TLS). TLS 1.3 only.
-pub fn server_config(identity: &NodeIdentityKey, client_pins: Option<PinSet>) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(
+    identity: &NodeIdentityKey,
+    client_pins: Option<PinSet>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Rustls)?;

@@ -112,17 +112,24 @@ impl PinSet {
 }
 
 /// Verifies the handshake signature: proof that the peer holds the private key.
-fn verify_signature(role: &str, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+fn verify_signature(
+    role: &str,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
     let provider = crate::provider();
-    rustls::crypto::verify_tls13_signature(message, cert, dss, &provider.signature_verification_algorithms).inspect_err(|_| {
-        let presented = fingerprint(cert).unwrap_or_else(|_| "unparsable".into());
-        tracing::warn!(
-            role,
-            reason = "handshake signature invalid (certificate presented without its private key?)",
-            fingerprint = %presented,
-            "TLS certificate refused"
-        );
-    })
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &provider.signature_verification_algorithms).inspect_err(
+        |_| {
+            let presented = fingerprint(cert).unwrap_or_else(|_| "unparsable".into());
+            tracing::warn!(
+                role,
+                reason = "handshake signature invalid (certificate presented without its private key?)",
+                fingerprint = %presented,
+                "TLS certificate refused"
+            );
+        },
+    )
 }
 
 fn schemes() -> Vec<SignatureScheme> {
@@ -154,11 +161,21 @@ impl ServerCertVerifier for PinnedServerVerifier {
         self.pins.check("server", end_entity, now).map(|_| ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_signature("server", message, cert, dss)
     }
 
@@ -197,11 +214,21 @@ impl ClientCertVerifier for PinnedClientVerifier {
         self.pins.check("peer", end_entity, now).map(|_| ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_signature("peer", message, cert, dss)
     }
 

@@ -334,10 +334,15 @@ mod tests {
         let opts = ClientOpts { endpoints: None, timeout_ms: 10, ..ClientOpts::default() };
         let error = opts.client(&[]).unwrap_err().to_string();
         assert!(error.starts_with("no endpoints given; check --endpoints or HAVEN_ENDPOINTS"), "{error}");
-        let opts = ClientOpts { endpoints: Some("https://x:1".into()), timeout_ms: 10, ..ClientOpts::default() };
+        let opts = ClientOpts { endpoints: Some("ftp://x:1".into()), timeout_ms: 10, ..ClientOpts::default() };
         let error = format!("{:#}", opts.client(&[]).unwrap_err());
-        assert!(error.contains("bad --endpoints") && error.contains("http:// only"), "{error}");
-        let opts = ClientOpts { endpoints: Some("a:1,b:2".into()), timeout_ms: 100, ..ClientOpts::default() };
+        assert!(error.contains("bad --endpoints") && error.contains("give https://"), "{error}");
+        // https endpoints need a fingerprint to trust (or a CA file).
+        let opts = ClientOpts { endpoints: Some("a:1".into()), timeout_ms: 10, ..ClientOpts::default() };
+        let error = format!("{:#}", opts.client(&[]).unwrap_err());
+        assert!(error.contains("HAVEN_SERVER_FINGERPRINTS"), "{error}");
+        let opts =
+            ClientOpts { endpoints: Some("http://a:1,http://b:2".into()), timeout_ms: 100, ..ClientOpts::default() };
         let client = opts.client(&["http://c:3".into()]).unwrap();
         assert_eq!(client.config().endpoints, ["http://c:3", "http://a:1", "http://b:2"]);
         assert_eq!(client.config().deadline, Duration::from_millis(100));

@@ -26,9 +26,10 @@
 //!
 //! Startup: n1 starts first; `haven dev` waits for its `addr.json` and its `admin.token`
 //! (the joining nodes present that token, and every check but `/v1/health` needs it). If n1
-//! then becomes healthy on its own it is a new (or one-node) cluster: the others are started one at a time, each joining through n1 and waiting until
-//! it is a voter. If instead n1 reports other members, it is an existing cluster that needs a
-//! majority to elect a leader, so all the others are started at once. Either way `haven dev`
+//! then becomes healthy on its own it is a new (or one-node) cluster: the others are started
+//! one at a time, each joining through n1 and waiting until it is a voter. If instead n1
+//! reports other members, it is an existing cluster that needs a majority to elect a leader,
+//! so all the others are started at once. Either way `haven dev`
 //! then waits until every node is a healthy voter.
 //!
 //! The plain parts (argument checks, port and config planning, config parsing, the env

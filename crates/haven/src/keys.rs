@@ -44,7 +44,11 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
 
 pub fn fingerprint(args: FingerprintArgs) -> anyhow::Result<ExitCode> {
     let identity = NodeIdentityKey::load(&args.dir)?.ok_or_else(|| {
-        anyhow::anyhow!("{} holds no node key; create one with `haven keygen --dir {}`", args.dir.display(), args.dir.display())
+        anyhow::anyhow!(
+            "{} holds no node key; create one with `haven keygen --dir {}`",
+            args.dir.display(),
+            args.dir.display()
+        )
     })?;
     if args.curl {
         println!("{}", identity.curl_pin()?);

@@ -128,13 +128,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         expected_detection_ms = timing.expected_detection_ms(),
         "failure detection"
     );
-    let options = RunOptions {
-        config,
-        client_listener,
-        peer_listener,
-        sync,
-        test_hooks,
-    };
+    let options = RunOptions { config, client_listener, peer_listener, sync, test_hooks };
     haven_server::run(options, stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

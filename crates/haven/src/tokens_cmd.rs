@@ -38,7 +38,7 @@ pub enum TokensCommand {
 #[derive(clap::Args, Debug, Clone)]
 pub struct CreateArgs {
     /// admin: everything. operator: reads and KV writes. reader: reads. join: joining one
-    /// node, once (`haven serve --join URL --join-token TOKEN`).
+    /// node, once (`haven serve --join URL --join-token-file FILE`).
     #[arg(long, value_parser = ROLES)]
     pub role: String,
     /// A label for people (letters, digits, `.`, `_`, `-`, `@`; at most 64); default: the role.
@@ -125,10 +125,7 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 
 async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.client(&[])?;
-    let revoked = client
-        .revoke_token(&args.id)
-        .await
-        .map_err(|error| explain("cannot revoke the token", error))?;
+    let revoked = client.revoke_token(&args.id).await.map_err(|error| explain("cannot revoke the token", error))?;
     if args.client.json {
         print_json(&revoked)?;
     } else {

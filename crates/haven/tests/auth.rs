@@ -217,7 +217,8 @@ fn revocation_reaches_every_node_and_ends_watches() {
     let reader = create_token(&cluster, "reader", "watcher", None);
     block_on(async {
         for index in 0..3 {
-            let (status, _, text) = call(&cluster, index, Method::GET, "/v1/kv?prefix=", Some(&reader.token), vec![]).await;
+            let (status, _, text) =
+                call(&cluster, index, Method::GET, "/v1/kv?prefix=", Some(&reader.token), vec![]).await;
             assert_eq!(status, 200, "node {index}: {text}");
         }
         let url = format!("{}/v1/watch?prefix=w/", cluster.nodes[2].client_url);
@@ -236,7 +237,8 @@ fn revocation_reaches_every_node_and_ends_watches() {
         // Every node refuses the token once it has applied the revocation (reads check
         // again after their barrier, so a linearizable read is refused at once).
         for index in 0..3 {
-            let (status, _, text) = call(&cluster, index, Method::GET, "/v1/kv?prefix=", Some(&reader.token), vec![]).await;
+            let (status, _, text) =
+                call(&cluster, index, Method::GET, "/v1/kv?prefix=", Some(&reader.token), vec![]).await;
             assert_eq!(status, 401, "node {index}: {text}");
         }
     });
@@ -420,7 +422,8 @@ fn tokens_never_appear_in_logs_status_or_errors() {
     block_on(async {
         for index in 0..3 {
             for token in [&operator, &near, &malformed, &join] {
-                let (status, _, body) = call(&cluster, index, Method::PUT, "/v1/kv/app/k", Some(token), b"y".to_vec()).await;
+                let (status, _, body) =
+                    call(&cluster, index, Method::PUT, "/v1/kv/app/k", Some(token), b"y".to_vec()).await;
                 assert!(status == 401 || status == 403, "node {index}: {status} {body}");
                 everything.push_str(&body);
             }
@@ -428,7 +431,13 @@ fn tokens_never_appear_in_logs_status_or_errors() {
     });
 
     // Status and lists, as people and scripts see them.
-    for args in [&["status"][..], &["status", "--json"], &["tokens", "list"], &["tokens", "list", "--json"], &["members", "list"]] {
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["tokens", "list"],
+        &["tokens", "list", "--json"],
+        &["members", "list"],
+    ] {
         let output = haven(&cluster, args, &[]);
         assert!(output.status.success(), "{args:?}: {}", text(&output));
         everything.push_str(&text(&output));

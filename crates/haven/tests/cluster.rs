@@ -205,7 +205,14 @@ fn cas_and_watch_resume_across_a_leader_change() {
 
 /// Reads `count` put events for prefix `w/` after `after_revision` from one node's watch
 /// stream, appending their revisions; fails on a 410 or an error line.
-fn read_watch(url: &str, pins: &haven_tls::PinSet, token: &str, after_revision: u64, count: usize, seen: &mut Vec<u64>) {
+fn read_watch(
+    url: &str,
+    pins: &haven_tls::PinSet,
+    token: &str,
+    after_revision: u64,
+    count: usize,
+    seen: &mut Vec<u64>,
+) {
     use std::io::BufRead;
     use std::io::Write;
     let addr = url.trim_start_matches("https://");
@@ -331,4 +338,25 @@ fn member_removal_guards_quorum() {
     assert_eq!(removed.removed, others[0]);
     cluster.wait_for(CONDITION_TIMEOUT, "two voters", |c| c.voter_count(c.index_of(leader)) == 2);
     put(&client, "after/remove", "ok");
+}
+
+/// A node started with `--learner` joins as a read replica and stays one: it holds the data
+/// and serves linearizable reads, but is never promoted to voter.
+#[test]
+fn a_learner_stays_a_learner() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(1, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    put(&cluster.client(), "replicated", "yes");
+    let mut args = cluster.join_args();
+    args.push("--learner".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let learner = cluster.add_node(2, &args);
+    cluster.wait_for(CONDITION_TIMEOUT, "node 2 to be a member", |c| {
+        c.status(0).is_some_and(|s| s["members"].as_array().is_some_and(|m| m.len() == 2))
+    });
+    assert_eq!(get(&cluster.client_of(learner), "replicated", Consistency::Linearizable).as_deref(), Some("yes"));
+    // Several promotion rounds later it is still a learner.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cluster.voter_count(0), 1, "the learner was not promoted");
 }

@@ -58,7 +58,11 @@ fn client_config(server_pins: &haven_tls::PinSet, client: Option<(Vec<u8>, Vec<u
 
 /// Connects to a peer port with `config`, sends one ping envelope and returns the answer,
 /// or the error (TLS 1.3: a refused client certificate shows up only on the first read).
-async fn ping(peer_addr: &str, config: rustls::ClientConfig, cluster_id: Option<String>) -> Result<PeerResponse, String> {
+async fn ping(
+    peer_addr: &str,
+    config: rustls::ClientConfig,
+    cluster_id: Option<String>,
+) -> Result<PeerResponse, String> {
     let stream = tokio::net::TcpStream::connect(peer_addr).await.map_err(|e| e.to_string())?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let mut stream =
@@ -119,7 +123,8 @@ fn the_peer_port_refuses_everyone_but_members() {
     block_on(async {
         // The control: a pinned member's certificate with its key gets past TLS (and is
         // then refused for what its envelope claims, not for its certificate).
-        let answer = ping(&peer_addr, client_config(&node_pin, Some((valid.clone(), member_key.serialize_der()))), None).await;
+        let answer =
+            ping(&peer_addr, client_config(&node_pin, Some((valid.clone(), member_key.serialize_der()))), None).await;
         assert!(matches!(answer, Ok(PeerResponse::Ping(_))), "a member with a valid key is served: {answer:?}");
 
         let refused = |answer: Result<PeerResponse, String>, case: &str| {
@@ -130,7 +135,10 @@ fn the_peer_port_refuses_everyone_but_members() {
             let PrivateKeyDer::Pkcs8(key) = stranger.private_key() else { unreachable!() };
             key.secret_pkcs8_der().to_vec()
         });
-        refused(ping(&peer_addr, client_config(&node_pin, Some(stranger_cert)), None).await, "key not in the member list");
+        refused(
+            ping(&peer_addr, client_config(&node_pin, Some(stranger_cert)), None).await,
+            "key not in the member list",
+        );
         refused(
             ping(&peer_addr, client_config(&node_pin, Some((valid.clone(), other_key.serialize_der()))), None).await,
             "pinned certificate without its key",
@@ -147,7 +155,10 @@ fn the_peer_port_refuses_everyone_but_members() {
             Some("0123456789abcdef0123456789abcdef".into()),
         )
         .await;
-        assert!(matches!(&answer, Ok(PeerResponse::Refused(reason)) if reason.contains("cluster mismatch")), "{answer:?}");
+        assert!(
+            matches!(&answer, Ok(PeerResponse::Refused(reason)) if reason.contains("cluster mismatch")),
+            "{answer:?}"
+        );
     });
 
     std::thread::sleep(Duration::from_millis(300));
@@ -156,12 +167,16 @@ fn the_peer_port_refuses_everyone_but_members() {
     // One line per refusal, with the reason and the presented fingerprint.
     assert_eq!(count(&log, "no certificates"), 1, "no client certificate:\n{log}");
     assert_eq!(count(&log, &format!("fingerprint={}", stranger.fingerprint())), 1, "stranger:\n{log}");
-    let member_lines: Vec<&str> = log.lines().filter(|l| l.contains(&member_fingerprint) && l.contains("refused")).collect();
+    let member_lines: Vec<&str> =
+        log.lines().filter(|l| l.contains(&member_fingerprint) && l.contains("refused")).collect();
     assert_eq!(member_lines.iter().filter(|l| l.contains("handshake signature invalid")).count(), 1, "{log}");
     assert_eq!(member_lines.iter().filter(|l| l.contains("certificate expired")).count(), 1, "{log}");
     let mismatch: Vec<&str> = log.lines().filter(|l| l.contains("cluster mismatch")).collect();
     assert_eq!(mismatch.len(), 1, "{log}");
-    assert!(mismatch[0].contains(&cluster_id) && mismatch[0].contains("0123456789abcdef0123456789abcdef"), "both ids named");
+    assert!(
+        mismatch[0].contains(&cluster_id) && mismatch[0].contains("0123456789abcdef0123456789abcdef"),
+        "both ids named"
+    );
 }
 
 /// A flood of idle and half-open connections, twice the handshake bound, does not keep an
@@ -187,7 +202,11 @@ fn a_connection_flood_does_not_lock_out_clients() {
         for i in 0..20 {
             // A fresh client: a new connection and handshake for every write.
             let client = cluster.client_of(0);
-            let put = tokio::time::timeout(Duration::from_secs(10), client.put(&format!("flood/{i}"), b"v", Default::default())).await;
+            let put = tokio::time::timeout(
+                Duration::from_secs(10),
+                client.put(&format!("flood/{i}"), b"v", Default::default()),
+            )
+            .await;
             assert!(matches!(put, Ok(Ok(_))), "write {i} during the flood: {put:?}");
         }
         drop(held);
@@ -212,4 +231,24 @@ fn private_keys_stay_out_of_logs() {
         }
         assert!(!status.contains(piece));
     }
+}
+
+/// Joining needs the member's real key: a wrong `--join-fingerprint` stops the joiner with
+/// a clear message, before it sends its token anywhere, and the membership is unchanged.
+#[test]
+fn a_join_with_the_wrong_fingerprint_stops_the_joiner() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(1, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let wrong = haven_tls::NodeIdentityKey::generate(&[]).unwrap();
+    let mut args = cluster.join_args();
+    args[1] = format!("--join-fingerprint={}", wrong.fingerprint());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let index = cluster.add_node(2, &args);
+    cluster.wait_for(CONDITION_TIMEOUT, "the joiner to stop", |c| !c.nodes[index].is_running());
+    let log = cluster.nodes[index].log();
+    assert!(log.contains("did not present the key given as join_fingerprint"), "{log}");
+    let members = cluster.status(0).unwrap()["members"].as_array().unwrap().len();
+    assert_eq!(members, 1, "membership unchanged");
+    assert!(!log.contains(&cluster.admin_token), "the token is not in the joiner's log");
 }

@@ -305,7 +305,8 @@ fn spawn(node: &mut TestNode, common_args: &[String]) {
             if let Ok(addr) = serde_json::from_str::<Value>(&text) {
                 if addr["pid"].as_u64() == Some(pid as u64) {
                     node.client_url = addr["client_url"].as_str().unwrap_or_default().to_string();
-                    node.client_addr = node.client_url.trim_start_matches("https://").trim_start_matches("http://").to_string();
+                    node.client_addr =
+                        node.client_url.trim_start_matches("https://").trim_start_matches("http://").to_string();
                     node.peer_addr = addr["peer_addr"].as_str().unwrap_or_default().to_string();
                     return;
                 }
