@@ -2,9 +2,11 @@
 //!
 //! `concurrency` workers run in a closed loop (send, wait for the answer, send the next)
 //! for a warm-up and then a measured window. Each request picks a random key of the
-//! workload and a value; worker `i` talks to member `i mod 3` for the whole run, so the
-//! load is spread evenly and writes to followers are forwarded (Haven) or proposed through
-//! them (etcd) alike. Latency is measured per successful request in the measured window.
+//! workload and a value; worker `i` talks to member `(first + i) mod 3` for the whole run,
+//! where the caller passes the leader as `first`: at concurrency 1 both systems are driven
+//! through their leader, and at higher concurrency the load is spread evenly with writes to
+//! followers forwarded (Haven) or proposed through them (etcd) alike. Latency is measured
+//! per successful request in the measured window.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
@@ -101,12 +103,14 @@ struct WorkerTally {
     errors: usize,
 }
 
-/// Runs `op` with `concurrency` workers for [`WARMUP`] plus `measure`.
+/// Runs `op` with `concurrency` workers for [`WARMUP`] plus `measure`; worker `i` uses
+/// endpoint `first_endpoint + i` (modulo the endpoint count).
 pub async fn run(
     connection: Arc<Connection>,
     workload: Arc<Workload>,
     op: Op,
     concurrency: usize,
+    first_endpoint: usize,
     measure: Duration,
     seed: u64,
 ) -> LoadResult {
@@ -122,7 +126,7 @@ pub async fn run(
                 use rand::SeedableRng as _;
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (worker as u64).wrapping_mul(0x9E37_79B9));
                 let mut tally = WorkerTally { latencies_us: Vec::new(), errors: 0 };
-                let endpoint = worker;
+                let endpoint = first_endpoint + worker;
                 loop {
                     let sent = Instant::now();
                     if sent >= until {

@@ -26,6 +26,7 @@ use clap::Parser;
 
 use crate::cluster::Cluster;
 use crate::cluster::System;
+use crate::cluster::FORM_TIMEOUT;
 use crate::failover::Fault;
 use crate::load::Op;
 use crate::report::LoadResults;
@@ -200,11 +201,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 STABILITY_CONCURRENCY,
                 load::REQUEST_TIMEOUT,
             )?);
+            let leader = haven.wait_healthy(FORM_TIMEOUT).await?;
             let result = stability::run(
                 connection,
                 &haven.control,
                 workload.clone(),
                 STABILITY_CONCURRENCY,
+                leader,
                 args.stability_minutes,
                 SEED,
             )
@@ -239,13 +242,11 @@ async fn exercise(
     kills: usize,
     with_load: bool,
 ) -> anyhow::Result<(LoadResults, Vec<failover::Gaps>, String)> {
-    let connect = |pool: usize, timeout: std::time::Duration| match (&cluster.system, &cluster.control.api) {
-        (System::Haven, _) => {
-            api::haven_connection(&cluster.client_urls, cluster.haven_token.as_deref(), pool, timeout)
-        }
-        (System::Etcd(_), api::Api::EtcdGateway { prefix }) => {
-            api::etcd_connection(&cluster.client_urls, prefix, pool, timeout)
-        }
+    let (system, control_api, urls, token) =
+        (cluster.system, cluster.control.api.clone(), cluster.client_urls.clone(), cluster.haven_token.clone());
+    let connect = |pool: usize, timeout: std::time::Duration| match (&system, &control_api) {
+        (System::Haven, _) => api::haven_connection(&urls, token.as_deref(), pool, timeout),
+        (System::Etcd(_), api::Api::EtcdGateway { prefix }) => api::etcd_connection(&urls, prefix, pool, timeout),
         (System::Etcd(_), api::Api::Haven) => anyhow::bail!("an etcd cluster with a Haven connection"),
     };
     let max_concurrency = PHASES.iter().map(|(_, c)| *c).max().unwrap_or(1);
@@ -259,7 +260,10 @@ async fn exercise(
         for (index, (op, concurrency)) in PHASES.iter().enumerate() {
             // A fresh pool per phase, sized to its concurrency.
             let connection = Arc::new(connect(*concurrency, load::REQUEST_TIMEOUT)?);
-            let result = load::run(connection, workload.clone(), *op, *concurrency, measure, SEED + index as u64).await;
+            // Start the round-robin at the leader, so both systems are driven alike.
+            let leader = cluster.wait_healthy(FORM_TIMEOUT).await?;
+            let seed = SEED + index as u64;
+            let result = load::run(connection, workload.clone(), *op, *concurrency, leader, measure, seed).await;
             eprintln!(
                 "   {} c={}: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
                 op.label(),

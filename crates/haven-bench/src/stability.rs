@@ -32,17 +32,19 @@ pub struct Stability {
     pub unanswered_polls: u64,
 }
 
-/// Runs `op` at `concurrency` for `minutes` and watches leader and term meanwhile.
+/// Runs puts at `concurrency` for `minutes` (worker `i` on endpoint `first_endpoint + i`)
+/// and watches leader and term meanwhile.
 pub async fn run(
     load_connection: Arc<Connection>,
     control: &Connection,
     workload: Arc<Workload>,
     concurrency: usize,
+    first_endpoint: usize,
     minutes: u64,
     seed: u64,
 ) -> Stability {
     let measure = Duration::from_secs(minutes * 60);
-    let mut load = Box::pin(load::run(load_connection, workload, Op::Put, concurrency, measure, seed));
+    let mut load = Box::pin(load::run(load_connection, workload, Op::Put, concurrency, first_endpoint, measure, seed));
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen: Option<(u64, Option<u64>)> = None;

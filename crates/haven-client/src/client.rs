@@ -54,6 +54,7 @@ use crate::types::PutResult;
 use crate::types::RemoveMemberResult;
 use crate::types::RevokedToken;
 use crate::types::Status;
+use crate::types::SwitchoverResult;
 use crate::types::TokenInfo;
 use crate::types::TokenList;
 use crate::watch::WatchStream;
@@ -326,6 +327,21 @@ impl Client {
             }),
             Err(error) => Err(error),
         }
+    }
+
+    /// Hands the primary role to `to` (or the most caught-up voter). Never resent once it
+    /// may have been delivered: a second switchover would move the role again.
+    pub async fn switchover(&self, to: Option<u64>) -> Result<SwitchoverResult, Error> {
+        let body = serde_json::to_vec(&serde_json::json!({ "to": to }))
+            .map_err(|e| Error::InvalidRequest(format!("cannot encode the request: {e}")))?;
+        let request = Request {
+            method: Method::POST,
+            path: "/v1/switchover".into(),
+            query: Vec::new(),
+            body: Some(Bytes::from(body)),
+            streaming: false,
+        };
+        decode(&self.execute(&request, &Kind::Write { request_id: None }).await?)
     }
 
     // ---- Tokens (admin) --------------------------------------------------------------

@@ -85,6 +85,7 @@ pub use types::PutResult;
 pub use types::RemoveMemberResult;
 pub use types::RevokedToken;
 pub use types::Status;
+pub use types::SwitchoverResult;
 pub use types::TokenInfo;
 pub use types::TokenList;
 pub use types::WatchEvent;

@@ -485,3 +485,11 @@ mod tests {
         assert_eq!(serde_json::to_value(&status).unwrap(), body);
     }
 }
+
+/// Answer to `POST /v1/switchover`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverResult {
+    pub from: u64,
+    pub to: u64,
+    pub elapsed_ms: u64,
+}

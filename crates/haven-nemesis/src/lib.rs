@@ -249,9 +249,14 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
     };
     let checker_timed_out = matches!(lin.result, LinResult::TimedOut { .. });
     let (lost_writes, set_passed, acknowledged_adds, set_text) = match &final_state.set {
-        Ok(set) => {
+        Ok((set, source)) => {
             let report = check_no_lost_writes(&history, workload::SET_PREFIX, set);
-            (Some(report.lost.len()), Some(report.passed()), report.acknowledged, report.to_string())
+            (
+                Some(report.lost.len()),
+                Some(report.passed()),
+                report.acknowledged,
+                format!("{report} [final read: {source}]"),
+            )
         }
         Err(problem) => (None, None, 0, format!("not checked: {problem}")),
     };
@@ -451,7 +456,8 @@ fn pick_target(target: Target, primary: Option<usize>, rng: &mut impl Rng) -> us
 /// What the harness read once the faults were healed.
 struct FinalState {
     recovered: Result<usize, String>,
-    set: Result<Vec<(String, String)>, String>,
+    /// The final read of the set, and where it came from.
+    set: Result<(Vec<(String, String)>, String), String>,
     committed: Result<Vec<haven_check::WatchEvent>, String>,
     convergence: Result<String, String>,
 }
@@ -470,9 +476,17 @@ async fn final_phase(
     let primary = wait_for_primary_directly(http, urls).await;
     let Ok(primary) = primary else {
         let problem = primary.err().unwrap_or_default();
+        // Still look for lost writes: with no primary, the most advanced node's own state
+        // is the best evidence there is (and the run has failed anyway).
+        let set = match most_advanced_node(http, urls).await {
+            Some(node) => api::list_all(http, &urls[node], workload::SET_PREFIX, true, FINAL_REQUEST_TIMEOUT)
+                .await
+                .map(|items| (items, format!("node {}'s local state; there was no primary", node + 1))),
+            None => Err(problem.clone()),
+        };
         return FinalState {
             recovered: Err(problem.clone()),
-            set: Err(problem.clone()),
+            set,
             committed: Err(problem.clone()),
             convergence: Err(problem),
         };
@@ -494,7 +508,9 @@ async fn final_phase(
 
     let mut set = Err("not read".to_string());
     for _ in 0..FINAL_ATTEMPTS {
-        set = api::list_all(http, url, workload::SET_PREFIX, false, FINAL_REQUEST_TIMEOUT).await;
+        set = api::list_all(http, url, workload::SET_PREFIX, false, FINAL_REQUEST_TIMEOUT)
+            .await
+            .map(|items| (items, format!("linearizable listing on primary node {}", primary + 1)));
         if set.is_ok() {
             break;
         }
@@ -514,6 +530,19 @@ async fn final_phase(
         None => Err("the replicas never agreed on a revision".to_string()),
     };
     FinalState { recovered: Ok(primary), set, committed, convergence }
+}
+
+/// The answering node with the highest applied index.
+async fn most_advanced_node(http: &reqwest::Client, urls: &[String]) -> Option<usize> {
+    let mut best: Option<(u64, usize)> = None;
+    for (node, url) in urls.iter().enumerate() {
+        if let Some(applied) = api::status(http, url).await.and_then(|status| status["applied_index"].as_u64()) {
+            if best.is_none_or(|(most, _)| applied > most) {
+                best = Some((applied, node));
+            }
+        }
+    }
+    best.map(|(_, node)| node)
 }
 
 /// A node that is primary, found by asking every node (the monitor may be behind).

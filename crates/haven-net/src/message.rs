@@ -51,8 +51,20 @@ pub enum PeerRequest {
         node_id: NodeId,
         force: bool,
     },
+    /// A switchover received by a follower, for the leader to carry out.
+    Switchover {
+        to: Option<NodeId>,
+    },
     /// Liveness and progress probe.
     Ping,
+}
+
+/// The answer to a switchover: who led, who leads now, how long the hand-over took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverResponse {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub elapsed_ms: u64,
 }
 
 /// A piece of a snapshot. Snapshots are sent in chunks of at most `SNAPSHOT_CHUNK_BYTES`
@@ -149,6 +161,7 @@ pub enum PeerResponse {
     ReadIndex(Result<u64, RemoteError>),
     Join(Result<JoinResponse, RemoteError>),
     RemoveMember(Result<RemoveResponse, RemoteError>),
+    Switchover(Result<SwitchoverResponse, RemoteError>),
     Ping(PingInfo),
     /// The envelope was refused (wrong incarnation, wrong cluster); the reason says why.
     Refused(String),
@@ -167,6 +180,7 @@ impl PeerRequest {
             PeerRequest::ReadIndex => "read-index",
             PeerRequest::Join(_) => "join",
             PeerRequest::RemoveMember { .. } => "remove-member",
+            PeerRequest::Switchover { .. } => "switchover",
             PeerRequest::Ping => "ping",
         }
     }

@@ -36,7 +36,14 @@ impl PeerHandler for Echo {
 }
 
 fn ping_from(from: u64) -> PeerEnvelope {
-    PeerEnvelope { from, from_incarnation: "i".into(), to: 2, to_incarnation: None, cluster_id: None, body: PeerRequest::Ping }
+    PeerEnvelope {
+        from,
+        from_incarnation: "i".into(),
+        to: 2,
+        to_incarnation: None,
+        cluster_id: None,
+        body: PeerRequest::Ping,
+    }
 }
 
 #[tokio::test]

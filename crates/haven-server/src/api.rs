@@ -97,6 +97,7 @@ pub const ROUTES: &[(&str, &[(&str, Access)])] = &[
     ("/v1/members", &[("get", Access::ReadMembers)]),
     ("/v1/members/join", &[("post", Access::Join)]),
     ("/v1/members/{id}", &[("delete", Access::Admin)]),
+    ("/v1/switchover", &[("post", Access::Write)]),
     ("/v1/tokens", &[("get", Access::Admin), ("post", Access::Admin)]),
     ("/v1/tokens/{id}", &[("delete", Access::Admin)]),
 ];
@@ -125,6 +126,7 @@ pub fn router(node: Arc<Node>) -> Router {
         ("/v1/members", "get", get(members_list)),
         ("/v1/members/join", "post", post(members_join)),
         ("/v1/members/{id}", "delete", delete(members_remove)),
+        ("/v1/switchover", "post", post(switchover)),
         ("/v1/tokens", "get", get(tokens_list)),
         ("/v1/tokens", "post", post(tokens_create)),
         ("/v1/tokens/{id}", "delete", delete(tokens_revoke)),
@@ -646,6 +648,32 @@ async fn members_remove(
     authorize_through_log(&node, &caller, Command::Authorize).await?;
     let response = node.remove_member(id, params.flag("force")?).await?;
     Ok(Json(json!({ "removed": response.removed, "warning": response.warning })))
+}
+
+/// Body of `POST /v1/switchover`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchoverBody {
+    /// The node to hand the primary role to; absent: the most caught-up voter.
+    #[serde(default)]
+    to: Option<u64>,
+}
+
+async fn switchover(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let body = read_body(request).await?;
+    let body: SwitchoverBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SwitchoverBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::bad_request(format!("invalid switchover request: {error}")))?
+    };
+    authorize_through_log(&node, &caller, Command::Authorize).await?;
+    let response = node.switchover(body.to).await?;
+    Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?))
 }
 
 // ---- tokens ---------------------------------------------------------------------------

@@ -92,6 +92,7 @@ fn static_code(code: &str) -> &'static str {
         "compare_failed",
         "incarnation_mismatch",
         "quorum_at_risk",
+        "switchover_timeout",
         "conflict",
         "unavailable",
         "internal",

@@ -37,6 +37,7 @@ use haven_net::PeerResponse;
 use haven_net::PingInfo;
 use haven_net::RemoteError;
 use haven_net::RemoveResponse;
+use haven_net::SwitchoverResponse;
 use haven_net::Transport;
 use haven_store::identity::new_random_id;
 use haven_store::log_store::SyncMode;
@@ -80,6 +81,10 @@ pub const JOIN_DEADLINE: Duration = Duration::from_secs(120);
 /// A learner within this many entries of the leader's log counts as caught up: it will
 /// hold the rest after one more replication round.
 pub const PROMOTION_LAG_ENTRIES_MAX: u64 = APPEND_ENTRIES_MAX;
+
+/// How long a switchover may take before it is reported as failed: the target needs one
+/// replication round and one election (a few pings).
+pub const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Peers are probed this often so every node's view of the cluster is its own.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -545,6 +550,103 @@ impl Node {
         tracing::info!(node_id, force, "removing member");
         self.raft.change_membership(change, false).await.map_err(membership_error)?;
         Ok(RemoveResponse { removed: node_id, warning })
+    }
+
+    // ---- switchover ---------------------------------------------------------------
+
+    /// Hands the primary role to `to` (or the most caught-up voter), carried out by the
+    /// leader (seed 002's "swap roles").
+    pub async fn switchover(&self, to: Option<NodeId>) -> Result<SwitchoverResponse, ApiError> {
+        match self.leader() {
+            Some((leader, _)) if leader == self.node_id => Ok(self.switchover_as_leader(to).await?),
+            Some((leader, node)) => {
+                match self.forward(leader, &node, PeerRequest::Switchover { to }, SWITCHOVER_TIMEOUT * 2).await? {
+                    PeerResponse::Switchover(result) => Ok(result?),
+                    _ => Err(ApiError::internal("unexpected answer to switchover")),
+                }
+            }
+            None => Err(ApiError::no_leader()),
+        }
+    }
+
+    /// On the leader: checks the target, asks openraft to transfer leadership (the leader
+    /// stops proposing and the target campaigns as soon as it holds the leader's last
+    /// entry), and confirms the target leads within `SWITCHOVER_TIMEOUT`. If it does not,
+    /// this node keeps (or regains) the role and the answer says why.
+    pub async fn switchover_as_leader(&self, to: Option<NodeId>) -> Result<SwitchoverResponse, RemoteError> {
+        let refuse = |message: String| RemoteError::Rejected { status: 409, code: "conflict".into(), message };
+        let metrics = self.metrics();
+        let last_log_index = metrics.last_log_index.unwrap_or(0);
+        let matched = metrics.replication.clone().unwrap_or_default();
+        let lag = |id: &NodeId| {
+            matched
+                .get(id)
+                .cloned()
+                .flatten()
+                .map_or(last_log_index, |log_id| last_log_index.saturating_sub(log_id.index()))
+        };
+        let voters: BTreeSet<NodeId> = metrics.membership_config.voter_ids().collect();
+        let target = match to {
+            Some(target) if target == self.node_id => {
+                return Err(refuse(format!("node {target} is already the primary")));
+            }
+            Some(target) => {
+                if metrics.membership_config.get_node(&target).is_none() {
+                    return Err(RemoteError::Rejected {
+                        status: 404,
+                        code: "not_found".into(),
+                        message: format!("node {target} is not a member"),
+                    });
+                }
+                if !voters.contains(&target) {
+                    return Err(refuse(format!("node {target} is a learner; only voters can become primary")));
+                }
+                if !self.is_reachable(target) {
+                    return Err(refuse(format!("node {target} is unreachable from the primary; it cannot take over")));
+                }
+                if lag(&target) > PROMOTION_LAG_ENTRIES_MAX {
+                    return Err(refuse(format!(
+                        "node {target} is {} entries behind (at most {PROMOTION_LAG_ENTRIES_MAX} allowed); wait for it \
+                         to catch up",
+                        lag(&target)
+                    )));
+                }
+                target
+            }
+            None => voters
+                .iter()
+                .copied()
+                .filter(|id| *id != self.node_id && self.is_reachable(*id) && lag(id) <= PROMOTION_LAG_ENTRIES_MAX)
+                .min_by_key(|id| (lag(id), *id))
+                .ok_or_else(|| refuse("no other voter is reachable and caught up; nothing to switch to".into()))?,
+        };
+        let started = Instant::now();
+        tracing::info!(target, "switchover requested: handing leadership over");
+        self.raft.trigger().transfer_leader(target).await.map_err(|e| RemoteError::Unavailable(e.to_string()))?;
+        let took_over = self
+            .raft
+            .wait(Some(SWITCHOVER_TIMEOUT))
+            .metrics(|m| m.current_leader == Some(target), "switchover target leads")
+            .await;
+        match took_over {
+            Ok(_) => {
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(from = self.node_id, to = target, elapsed_ms, "switchover done");
+                Ok(SwitchoverResponse { from: self.node_id, to: target, elapsed_ms })
+            }
+            Err(_) => {
+                let leader = self.metrics().current_leader;
+                tracing::warn!(target, ?leader, "switchover target did not take over in time");
+                Err(RemoteError::Rejected {
+                    status: 504,
+                    code: "switchover_timeout".into(),
+                    message: format!(
+                        "node {target} did not take over within {SWITCHOVER_TIMEOUT:?}; the leader is {leader:?}. \
+                         Check its health and retry"
+                    ),
+                })
+            }
+        }
     }
 
     // ---- health and probes --------------------------------------------------------

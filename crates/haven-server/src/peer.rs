@@ -127,6 +127,11 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
         } else {
             Err(RemoteError::NotLeader { leader: node.leader().map(|(id, _)| id) })
         }),
+        PeerRequest::Switchover { to } => PeerResponse::Switchover(if node.is_leader() {
+            node.switchover_as_leader(to).await
+        } else {
+            Err(RemoteError::NotLeader { leader: node.leader().map(|(id, _)| id) })
+        }),
         PeerRequest::Ping => PeerResponse::Ping(node.ping_info()),
     }
 }

@@ -29,6 +29,7 @@ use haven_client::ClientConfig;
 pub use cluster::leave;
 pub use cluster::members;
 pub use cluster::status;
+pub use cluster::switchover;
 pub use kv::kv;
 
 /// Default `--timeout-ms`: long enough to ride out a leader election (about a second) with
@@ -84,6 +85,16 @@ pub struct ClientOpts {
     /// File holding the bearer token, e.g. DATA_DIR/admin.token of the bootstrapping node.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// `haven switchover`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SwitchoverArgs {
+    /// The node to hand the primary role to (default: the most caught-up voter).
+    #[arg(long)]
+    pub to: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 /// `haven status`.

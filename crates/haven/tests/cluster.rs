@@ -360,3 +360,29 @@ fn a_learner_stays_a_learner() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(cluster.voter_count(0), 1, "the learner was not promoted");
 }
+
+/// Switchover (seed 002's "swap roles") hands the primary role to a named voter, refuses
+/// clearly when the target already leads, and without a target picks another voter; no
+/// acknowledged write is lost across it.
+#[test]
+fn switchover_moves_the_primary_role() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    let client = cluster.client();
+    put(&client, "before/switchover", "1");
+    let target = (1..=3).find(|id| *id != leader).unwrap();
+    let result = block_on(client.switchover(Some(target))).expect("switchover");
+    assert_eq!((result.from, result.to), (leader, target));
+    assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), target);
+    let again = block_on(client.switchover(Some(target)));
+    assert!(
+        matches!(&again, Err(haven_client::Error::Api { status: 409, message, .. }) if message.contains("already the primary")),
+        "{again:?}"
+    );
+    let result = block_on(client.switchover(None)).expect("switchover to any");
+    assert_ne!(result.to, target);
+    assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), result.to);
+    assert_eq!(get(&client, "before/switchover", Consistency::Linearizable).as_deref(), Some("1"));
+    put(&client, "after/switchover", "2");
+}

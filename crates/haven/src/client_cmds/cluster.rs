@@ -17,6 +17,7 @@ use super::ClientOpts;
 use super::LeaveArgs;
 use super::MembersCommand;
 use super::StatusArgs;
+use super::SwitchoverArgs;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MembersListArgs {
@@ -131,6 +132,27 @@ async fn remove(client: &Client, id: u64, force: bool, json: bool) -> anyhow::Re
     }
     if let Some(warning) = &result.warning {
         eprintln!("warning: {warning}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `haven switchover [--to ID]`: hand the primary role to another voter.
+pub async fn switchover(args: SwitchoverArgs) -> anyhow::Result<ExitCode> {
+    finish(switchover_inner(args).await)
+}
+
+async fn switchover_inner(args: SwitchoverArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client.client(&[])?;
+    let target = args.to.map_or_else(|| "the most caught-up voter".to_string(), |id| format!("node {id}"));
+    let result =
+        client.switchover(args.to).await.map_err(|error| explain(&format!("cannot switch over to {target}"), error))?;
+    if args.client.json {
+        print_json(&result)?;
+    } else {
+        print_line(&format!(
+            "node {} is the primary now (was node {}; took {} ms)",
+            result.to, result.from, result.elapsed_ms
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }
