@@ -344,6 +344,21 @@ impl Client {
         decode(&self.execute(&request, &Kind::Write { request_id: None }).await?)
     }
 
+    /// Turns maintenance mode on or off (admin). Setting it twice is harmless, so it is
+    /// retried like a write with a request id.
+    pub async fn set_maintenance(&self, on: bool) -> Result<(), Error> {
+        let body = serde_json::to_vec(&serde_json::json!({ "on": on }))
+            .map_err(|e| Error::InvalidRequest(format!("cannot encode the request: {e}")))?;
+        let request = Request {
+            method: Method::POST,
+            path: "/v1/maintenance".into(),
+            query: Vec::new(),
+            body: Some(Bytes::from(body)),
+            streaming: false,
+        };
+        self.execute(&request, &Kind::Write { request_id: Some(new_request_id()) }).await.map(|_| ())
+    }
+
     // ---- Tokens (admin) --------------------------------------------------------------
 
     /// Creates a token with `role` (`admin`, `operator`, `reader`, `join`), named `name`

@@ -63,6 +63,9 @@ pub enum Command {
     /// Changes nothing: commits the check of the request's token at this point in the log
     /// (before a membership change, which is not a state machine command).
     Authorize,
+    /// Maintenance mode (Patroni's "pause"): while on, no node starts an election on its
+    /// own, so there is no automatic failover or failback; switchover still works.
+    SetMaintenance { on: bool },
 }
 
 impl Command {
@@ -74,7 +77,10 @@ impl Command {
             Command::Put { .. } | Command::Delete { .. } => Access::Write,
             Command::ConsumeJoinToken { .. } => Access::Join,
             Command::Authorize => Access::Public,
-            Command::InitCluster { .. } | Command::CreateToken { .. } | Command::RevokeToken { .. } => Access::Admin,
+            Command::InitCluster { .. }
+            | Command::CreateToken { .. }
+            | Command::RevokeToken { .. }
+            | Command::SetMaintenance { .. } => Access::Admin,
         }
     }
 }
@@ -123,6 +129,7 @@ impl std::fmt::Display for Request {
             Command::RevokeToken { id } => write!(f, "revoke token {id}"),
             Command::ConsumeJoinToken { id, node_id, .. } => write!(f, "consume join token {id} for node {node_id}"),
             Command::Authorize => write!(f, "authorize"),
+            Command::SetMaintenance { on } => write!(f, "maintenance {}", if *on { "on" } else { "off" }),
         }?;
         match &self.auth {
             Some(auth) => write!(f, " by token {} ({} access)", auth.token_id, auth.access),
@@ -213,6 +220,9 @@ pub struct KvState {
     request_order: VecDeque<String>,
     /// Bearer tokens by id (hashes only), at most `TOKENS_MAX`.
     tokens: BTreeMap<String, TokenRecord>,
+    /// Maintenance mode: on since this time (the proposing leader's clock), or off.
+    #[serde(default)]
+    maintenance_since_ms: Option<u64>,
 }
 
 impl Default for KvState {
@@ -233,6 +243,7 @@ impl KvState {
             request_results: HashMap::new(),
             request_order: VecDeque::new(),
             tokens: BTreeMap::new(),
+            maintenance_since_ms: None,
         }
     }
 
@@ -464,7 +475,16 @@ impl KvState {
                 }
             }
             Command::Authorize => CommandResult::Ok { revision: self.revision },
+            Command::SetMaintenance { on } => {
+                self.maintenance_since_ms = on.then_some(self.maintenance_since_ms.unwrap_or(now_ms));
+                CommandResult::Ok { revision: self.revision }
+            }
         }
+    }
+
+    /// Since when (the leader's clock, ms since the epoch) maintenance mode is on, if it is.
+    pub fn maintenance_since_ms(&self) -> Option<u64> {
+        self.maintenance_since_ms
     }
 
     /// Adds a token after checking every rule again: the API checks them first, but the
@@ -690,6 +710,24 @@ mod tests {
         state.apply(&init("second"));
         assert_eq!(state.cluster_id(), Some("first"));
         assert_eq!(state.revision(), 0, "bookkeeping is not a user-visible change");
+    }
+
+    #[test]
+    fn maintenance_keeps_its_start_time_and_turns_off() {
+        let mut state = KvState::default();
+        let set = |on: bool, now_ms: u64| {
+            let mut request = Request::new(None, Command::SetMaintenance { on });
+            request.now_ms = now_ms;
+            request
+        };
+        assert_eq!(state.maintenance_since_ms(), None);
+        state.apply(&set(true, 1000));
+        state.apply(&set(true, 2000));
+        assert_eq!(state.maintenance_since_ms(), Some(1000), "turning it on again keeps the first time");
+        state.apply(&set(false, 3000));
+        assert_eq!(state.maintenance_since_ms(), None);
+        assert_eq!(state.revision(), 0, "not a user-visible change");
+        assert_eq!(Command::SetMaintenance { on: true }.required_access(), Access::Admin);
     }
 
     // ---- tokens ---------------------------------------------------------------------

@@ -79,10 +79,15 @@ fn ip_output(args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// Whether the process exists and is not a zombie (a killed harness whose parent has not
+/// reaped it yet is gone for our purposes).
 fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let exists = unsafe { libc::kill(pid, 0) } == 0;
-    exists || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 /// Kills every process inside `name` and deletes it.

@@ -98,6 +98,7 @@ pub const ROUTES: &[(&str, &[(&str, Access)])] = &[
     ("/v1/members/join", &[("post", Access::Join)]),
     ("/v1/members/{id}", &[("delete", Access::Admin)]),
     ("/v1/switchover", &[("post", Access::Write)]),
+    ("/v1/maintenance", &[("post", Access::Admin)]),
     ("/v1/tokens", &[("get", Access::Admin), ("post", Access::Admin)]),
     ("/v1/tokens/{id}", &[("delete", Access::Admin)]),
 ];
@@ -127,6 +128,7 @@ pub fn router(node: Arc<Node>) -> Router {
         ("/v1/members/join", "post", post(members_join)),
         ("/v1/members/{id}", "delete", delete(members_remove)),
         ("/v1/switchover", "post", post(switchover)),
+        ("/v1/maintenance", "post", post(maintenance)),
         ("/v1/tokens", "get", get(tokens_list)),
         ("/v1/tokens", "post", post(tokens_create)),
         ("/v1/tokens/{id}", "delete", delete(tokens_revoke)),
@@ -674,6 +676,34 @@ async fn switchover(
     authorize_through_log(&node, &caller, Command::Authorize).await?;
     let response = node.switchover(body.to).await?;
     Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?))
+}
+
+/// Body of `POST /v1/maintenance`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    on: bool,
+}
+
+/// Maintenance mode on or off (Patroni's "pause"). Turning it off works even without a
+/// leader: the node that receives the request resumes elections itself first.
+async fn maintenance(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let body = read_body(request).await?;
+    let body: MaintenanceBody = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request(format!("invalid maintenance request: {error}")))?;
+    if !body.on {
+        node.resume_elections_locally_if_leaderless().await;
+    }
+    let command = Command::SetMaintenance { on: body.on };
+    match node.write(caller.stamp(kv::Request::new(None, command))).await? {
+        CommandResult::Ok { .. } => Ok(Json(json!({ "maintenance": body.on }))),
+        CommandResult::Unauthorized { reason } => Err(crate::auth::revoked_in_flight(reason)),
+        other => Err(ApiError::internal(format!("unexpected answer to maintenance: {other:?}"))),
+    }
 }
 
 // ---- tokens ---------------------------------------------------------------------------

@@ -130,6 +130,11 @@ pub struct Node {
     pub join_status: Mutex<Option<String>>,
     /// Member keys learned while joining, trusted until our own membership lists them.
     pub join_pins: Mutex<Vec<String>>,
+    /// Set when an operator turned maintenance off on a node without a leader: elections
+    /// resume here before the replicated flag (which needs a leader to change) follows.
+    maintenance_override: std::sync::atomic::AtomicBool,
+    /// Whether elections are enabled now (what was last given to openraft).
+    elections_enabled: std::sync::atomic::AtomicBool,
     /// Membership changes run one at a time on the leader: Raft allows one change in
     /// flight, and joins arriving together would otherwise refuse each other.
     membership_changes: tokio::sync::Mutex<()>,
@@ -178,6 +183,8 @@ impl Node {
             join_status: Mutex::new(None),
             join_pins: Mutex::new(Vec::new()),
             membership_changes: tokio::sync::Mutex::new(()),
+            maintenance_override: std::sync::atomic::AtomicBool::new(false),
+            elections_enabled: std::sync::atomic::AtomicBool::new(true),
             test_hooks,
             config,
         }))
@@ -550,6 +557,45 @@ impl Node {
         tracing::info!(node_id, force, "removing member");
         self.raft.change_membership(change, false).await.map_err(membership_error)?;
         Ok(RemoveResponse { removed: node_id, warning })
+    }
+
+    // ---- maintenance ----------------------------------------------------------------
+
+    /// Is maintenance mode on (as this node has applied it)?
+    pub fn maintenance(&self) -> bool {
+        self.state.read().kv.maintenance_since_ms().is_some()
+    }
+
+    /// Follows the replicated maintenance flag: while it is on, this node starts no election
+    /// on its own (no automatic failover); a switchover's hand-over still elects its target.
+    pub fn apply_maintenance(&self) {
+        use std::sync::atomic::Ordering;
+        let on = self.maintenance();
+        if !on {
+            self.maintenance_override.store(false, Ordering::Relaxed);
+        }
+        let enable = !on || self.maintenance_override.load(Ordering::Relaxed);
+        if self.elections_enabled.swap(enable, Ordering::Relaxed) != enable {
+            self.raft.runtime_config().elect(enable);
+            tracing::info!(elections = enable, "maintenance mode {}", if on { "on" } else { "off" });
+        }
+    }
+
+    /// `maintenance off` needs a leader to commit; if there is none (the primary died while
+    /// automatic failover was paused), this node resumes elections and campaigns first.
+    pub async fn resume_elections_locally_if_leaderless(&self) {
+        // A leader this node cannot reach counts as gone: with elections paused, followers
+        // keep naming a dead primary.
+        let leader_alive = self.leader().is_some_and(|(id, _)| self.is_reachable(id));
+        if leader_alive || !self.maintenance() {
+            return;
+        }
+        tracing::warn!("maintenance off requested without a leader: resuming elections on this node");
+        self.maintenance_override.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.apply_maintenance();
+        if let Err(error) = self.raft.trigger().elect(true).await {
+            tracing::warn!(%error, "could not start an election");
+        }
     }
 
     // ---- switchover ---------------------------------------------------------------

@@ -46,6 +46,8 @@ pub struct Status {
     /// The leader has heard from a quorum within the election timeout.
     pub leader_has_quorum: bool,
     pub member: bool,
+    /// Maintenance mode: no automatic failover or failback (switchover still works).
+    pub maintenance: bool,
     pub joining: Option<String>,
     pub warnings: Vec<String>,
     pub members: Vec<MemberStatus>,
@@ -95,6 +97,9 @@ pub fn status(node: &Node) -> Status {
             voters.len()
         ));
     }
+    if node.maintenance() {
+        warnings.push("maintenance mode is on: no automatic failover or failback (switchover still works)".into());
+    }
     for member in &members {
         if !member.reachable {
             warnings.push(format!("node {} is unreachable from node {}", member.id, node.node_id));
@@ -116,6 +121,7 @@ pub fn status(node: &Node) -> Status {
         voters: voters.len(),
         leader_has_quorum,
         member: membership.get_node(&node.node_id).is_some(),
+        maintenance: node.maintenance(),
         joining: node.join_status.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         warnings,
         members,

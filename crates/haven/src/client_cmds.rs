@@ -27,6 +27,7 @@ use anyhow::Context;
 use haven_client::ClientConfig;
 
 pub use cluster::leave;
+pub use cluster::maintenance;
 pub use cluster::members;
 pub use cluster::status;
 pub use cluster::switchover;
@@ -85,6 +86,16 @@ pub struct ClientOpts {
     /// File holding the bearer token, e.g. DATA_DIR/admin.token of the bootstrapping node.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// `haven maintenance on|off`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MaintenanceArgs {
+    /// `on` pauses automatic failover and failback; `off` resumes them.
+    #[arg(value_parser = ["on", "off"])]
+    pub mode: String,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 /// `haven switchover`.

@@ -38,6 +38,8 @@ enum Command {
     Keygen(keys::KeygenArgs),
     /// Print the fingerprint of a node's TLS key.
     Fingerprint(keys::FingerprintArgs),
+    /// Pause (on) or resume (off) automatic failover and failback.
+    Maintenance(client_cmds::MaintenanceArgs),
     /// Hand the primary role to another voter (seed 002's "swap roles").
     Switchover(client_cmds::SwitchoverArgs),
     /// Remove the node whose data dir is given from its cluster.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
             Command::Members(command) => client_cmds::members(command).await,
             Command::Leave(args) => client_cmds::leave(args).await,
             Command::Switchover(args) => client_cmds::switchover(args).await,
+            Command::Maintenance(args) => client_cmds::maintenance(args).await,
             Command::Tokens(command) => tokens_cmd::tokens(command).await,
             Command::Keygen(args) => keys::keygen(args),
             Command::Fingerprint(args) => keys::fingerprint(args),

@@ -386,3 +386,37 @@ fn switchover_moves_the_primary_role() {
     assert_eq!(get(&client, "before/switchover", Consistency::Linearizable).as_deref(), Some("1"));
     put(&client, "after/switchover", "2");
 }
+
+/// Maintenance mode (Patroni's "pause"): shown on every node; switchover still works; a
+/// dead primary is not replaced automatically; `maintenance off` (even without a leader)
+/// brings failover back.
+#[test]
+fn maintenance_blocks_failover() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let client = cluster.client();
+    block_on(client.set_maintenance(true)).expect("maintenance on");
+    cluster.wait_for(CONDITION_TIMEOUT, "every node to show maintenance", |c| {
+        (0..3).all(|i| c.status(i).is_some_and(|s| s["maintenance"] == true))
+    });
+    let switched = block_on(client.switchover(None)).expect("switchover works in maintenance");
+    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    assert_eq!(leader, switched.to);
+    let index = cluster.index_of(leader);
+    cluster.kill(index);
+    // Five times the longest election timeout: nobody takes over on its own.
+    std::thread::sleep(Duration::from_secs(3));
+    for i in (0..3).filter(|i| *i != index) {
+        let view = cluster.leader_of(i);
+        assert!(view.is_none() || view == Some(leader), "node {} elected {view:?} during maintenance", i + 1);
+    }
+    let survivors: Vec<String> = (0..3).filter(|i| *i != index).map(|i| cluster.nodes[i].client_url.clone()).collect();
+    let survivor_client = cluster.client_for(&survivors.join(","), Some(&cluster.admin_token));
+    block_on(survivor_client.set_maintenance(false)).expect("maintenance off without a leader");
+    let new_leader = cluster.wait_leader(LEADER_TIMEOUT);
+    assert_ne!(new_leader, leader);
+    let survivor = (0..3).find(|i| *i != index).unwrap();
+    assert_eq!(cluster.status(survivor).unwrap()["maintenance"], false);
+    put(&survivor_client, "after/maintenance", "ok");
+}

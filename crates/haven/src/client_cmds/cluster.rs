@@ -15,6 +15,7 @@ use super::output::print_line;
 use super::output::table;
 use super::ClientOpts;
 use super::LeaveArgs;
+use super::MaintenanceArgs;
 use super::MembersCommand;
 use super::StatusArgs;
 use super::SwitchoverArgs;
@@ -153,6 +154,29 @@ async fn switchover_inner(args: SwitchoverArgs) -> anyhow::Result<ExitCode> {
             "node {} is the primary now (was node {}; took {} ms)",
             result.to, result.from, result.elapsed_ms
         ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `haven maintenance on|off`.
+pub async fn maintenance(args: MaintenanceArgs) -> anyhow::Result<ExitCode> {
+    finish(maintenance_inner(args).await)
+}
+
+async fn maintenance_inner(args: MaintenanceArgs) -> anyhow::Result<ExitCode> {
+    let on = match args.mode.as_str() {
+        "on" => true,
+        "off" => false,
+        other => anyhow::bail!("maintenance takes on or off, not {other:?}"),
+    };
+    let client = args.client.client(&[])?;
+    client.set_maintenance(on).await.map_err(|error| explain("cannot set maintenance mode", error))?;
+    if args.client.json {
+        print_json(&serde_json::json!({ "maintenance": on }))?;
+    } else if on {
+        print_line("maintenance on: no automatic failover or failback until `haven maintenance off`")?;
+    } else {
+        print_line("maintenance off: automatic failover is back")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,286 @@
+//! Failure detection in the operator's terms: a ping (heartbeat) interval and a number of
+//! failed pings, set one by one or at once by a named profile, and what they mean as Raft
+//! timeouts and as the expected detection time.
+//!
+//! ```text
+//!   profile (fast | lan | wan | seed) ──┐
+//!   ping_interval_ms × failed_pings ────┴──▶ Timing ──▶ heartbeat_interval_ms
+//!                                                  ├──▶ election timeout min..max
+//!                                                  └──▶ expected detection time
+//! ```
+//!
+//! The conversion itself lives on [`crate::config::Timing`] (node configuration uses it
+//! too); this module names the profiles and describes a timing in words.
+
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::config::Timing;
+use crate::config::FAILED_PINGS_DEFAULT;
+use crate::config::FAILED_PINGS_MAX;
+use crate::config::FAILED_PINGS_MIN;
+use crate::config::PING_INTERVAL_MS_DEFAULT;
+use crate::config::PING_INTERVAL_MS_MAX;
+use crate::config::PING_INTERVAL_MS_MIN;
+
+/// `fast`: one rack or one data centre, round trips well under a millisecond. 50 ms × 6
+/// gives an election timeout of 300-600 ms: six heartbeats must be lost in a row before a
+/// follower campaigns, and a new primary is in place in about half a second.
+pub const FAST_PING_INTERVAL_MS: u64 = 50;
+pub const FAST_FAILED_PINGS: u64 = 6;
+
+/// `lan`: a campus or a busy virtualised LAN where a host may stall for a few hundred
+/// milliseconds (CPU steal, a pause in a co-located process). 100 ms × 10 is etcd's
+/// default (heartbeat 100 ms, election 1000 ms), the value its users already trust.
+pub const LAN_PING_INTERVAL_MS: u64 = 100;
+pub const LAN_FAILED_PINGS: u64 = 10;
+
+/// `wan`: nodes in different regions. A heartbeat of 500 ms stays above the worst
+/// intercontinental round trip (about 300 ms), and ten of them follow etcd's tuning rule
+/// that the election timeout be about ten heartbeats, so one slow path never looks dead.
+pub const WAN_PING_INTERVAL_MS: u64 = 500;
+pub const WAN_FAILED_PINGS: u64 = 10;
+
+/// `seed`: seed 002's own behaviour for users who want it: a ping every 15 s and a
+/// failover after 12 failed pings (HAPingIterations' default), so three minutes at least.
+pub const SEED_PING_INTERVAL_MS: u64 = 15_000;
+pub const SEED_FAILED_PINGS: u64 = 12;
+
+// Every profile must pass the same range checks an operator's own values do, and `fast`
+// is the node configuration's default so a node without an HA configuration behaves the
+// same as one with the default profile.
+const _: () = assert!(FAST_PING_INTERVAL_MS == PING_INTERVAL_MS_DEFAULT && FAST_FAILED_PINGS == FAILED_PINGS_DEFAULT);
+const _: () = assert!(PING_INTERVAL_MS_MIN <= FAST_PING_INTERVAL_MS && SEED_PING_INTERVAL_MS <= PING_INTERVAL_MS_MAX);
+const _: () = assert!(FAST_PING_INTERVAL_MS < LAN_PING_INTERVAL_MS && LAN_PING_INTERVAL_MS < WAN_PING_INTERVAL_MS);
+const _: () = assert!(WAN_PING_INTERVAL_MS < SEED_PING_INTERVAL_MS);
+const _: () = assert!(FAILED_PINGS_MIN <= FAST_FAILED_PINGS && SEED_FAILED_PINGS <= FAILED_PINGS_MAX);
+const _: () = assert!(LAN_FAILED_PINGS <= FAILED_PINGS_MAX && WAN_FAILED_PINGS <= FAILED_PINGS_MAX);
+// Raft needs the election timeout to exceed the heartbeat interval: at least two pings.
+const _: () = assert!(FAILED_PINGS_MIN >= 2);
+
+/// A named pair of ping interval and failed pings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    #[default]
+    Fast,
+    Lan,
+    Wan,
+    Seed,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 4] = [Profile::Fast, Profile::Lan, Profile::Wan, Profile::Seed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Fast => "fast",
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+            Profile::Seed => "seed",
+        }
+    }
+
+    /// When to choose it, in one line.
+    pub fn purpose(self) -> &'static str {
+        match self {
+            Profile::Fast => "one site, sub-millisecond round trips: failover in about half a second (default)",
+            Profile::Lan => "a busy or virtualised LAN: etcd's defaults, failover in about 1.6 s",
+            Profile::Wan => "nodes in different regions: failover in about 8 s",
+            Profile::Seed => "the vendor's behaviour (seed 002): a ping every 15 s, failover after 12 failed pings",
+        }
+    }
+
+    pub fn timing(self) -> Timing {
+        let (ping_interval_ms, failed_pings) = match self {
+            Profile::Fast => (FAST_PING_INTERVAL_MS, FAST_FAILED_PINGS),
+            Profile::Lan => (LAN_PING_INTERVAL_MS, LAN_FAILED_PINGS),
+            Profile::Wan => (WAN_PING_INTERVAL_MS, WAN_FAILED_PINGS),
+            Profile::Seed => (SEED_PING_INTERVAL_MS, SEED_FAILED_PINGS),
+        };
+        Timing { ping_interval_ms, failed_pings }
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not a profile; the message lists the profiles.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown detection profile `{name}`; choose one of fast, lan, wan, seed")]
+pub struct UnknownProfile {
+    pub name: String,
+}
+
+impl FromStr for Profile {
+    type Err = UnknownProfile;
+
+    /// Case-insensitive, surrounding spaces ignored: `haven config draft set profile LAN`.
+    fn from_str(text: &str) -> Result<Profile, UnknownProfile> {
+        let wanted = text.trim();
+        Profile::ALL
+            .into_iter()
+            .find(|profile| profile.name().eq_ignore_ascii_case(wanted))
+            .ok_or_else(|| UnknownProfile { name: text.to_string() })
+    }
+}
+
+/// A timing described for people and scripts (`haven status`, `haven config show`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Detection {
+    /// The profile the timing came from, if it came from one.
+    pub profile: Option<Profile>,
+    pub ping_interval_ms: u64,
+    pub failed_pings: u64,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub expected_detection_ms: u64,
+}
+
+impl Detection {
+    pub fn new(timing: Timing, profile: Option<Profile>) -> Detection {
+        let (election_timeout_min_ms, election_timeout_max_ms) = timing.election_timeout_ms();
+        Detection {
+            profile,
+            ping_interval_ms: timing.ping_interval_ms,
+            failed_pings: timing.failed_pings,
+            heartbeat_interval_ms: timing.heartbeat_interval_ms(),
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            expected_detection_ms: timing.expected_detection_ms(),
+        }
+    }
+
+    /// One line: "profile fast: a ping every 50 ms, failover after 6 failed pings = Raft
+    /// heartbeat 50 ms, election timeout 300-600 ms, expected detection about 500 ms".
+    pub fn describe(&self) -> String {
+        let source = self.profile.map(|profile| format!("profile {profile}: ")).unwrap_or_default();
+        format!(
+            "{source}a ping every {}, failover after {} failed pings = Raft heartbeat {}, election timeout {}, \
+             expected detection about {}",
+            human_ms(self.ping_interval_ms),
+            self.failed_pings,
+            human_ms(self.heartbeat_interval_ms),
+            human_range_ms(self.election_timeout_min_ms, self.election_timeout_max_ms),
+            human_ms(self.expected_detection_ms),
+        )
+    }
+}
+
+/// `500 ms`, `1.6 s`, `285 s`: durations as operators read them.
+pub fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else if ms < 10_000 {
+        format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
+    } else {
+        format!("{} s", ms / 1000)
+    }
+}
+
+/// `300-600 ms`, `180-360 s`, `800 ms-1.6 s`: the unit is written once when both share it.
+pub fn human_range_ms(min_ms: u64, max_ms: u64) -> String {
+    let (min, max) = (human_ms(min_ms), human_ms(max_ms));
+    match (min.rsplit_once(' '), max.rsplit_once(' ')) {
+        (Some((min_number, min_unit)), Some((_, max_unit))) if min_unit == max_unit => format!("{min_number}-{max}"),
+        _ => format!("{min}-{max}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each profile, its timing, and what it means as Raft timeouts and detection time.
+    #[test]
+    fn each_profile_converts_to_raft_timeouts() {
+        // (profile, ping ms, failed pings, election min, election max, expected detection)
+        let table = [
+            (Profile::Fast, 50, 6, 300, 600, 500),
+            (Profile::Lan, 100, 10, 1_000, 2_000, 1_600),
+            (Profile::Wan, 500, 10, 5_000, 10_000, 8_000),
+            (Profile::Seed, 15_000, 12, 180_000, 360_000, 285_000),
+        ];
+        for (profile, ping, failed, min, max, expected) in table {
+            let timing = profile.timing();
+            assert_eq!((timing.ping_interval_ms, timing.failed_pings), (ping, failed), "{profile}");
+            assert_eq!(timing.heartbeat_interval_ms(), ping, "{profile}");
+            assert_eq!(timing.election_timeout_ms(), (min, max), "{profile}");
+            assert_eq!(timing.expected_detection_ms(), expected, "{profile}");
+            let detection = Detection::new(timing, Some(profile));
+            assert_eq!(detection.expected_detection_ms, expected);
+            assert!(detection.describe().starts_with(&format!("profile {profile}: ")), "{}", detection.describe());
+        }
+    }
+
+    /// The seed profile reproduces seed 002: at least 12 × 15 s = 180 s before failover.
+    #[test]
+    fn seed_profile_is_the_vendors_behaviour() {
+        let (min, _) = Profile::Seed.timing().election_timeout_ms();
+        assert_eq!(min, 180_000);
+        assert_eq!(Profile::default(), Profile::Fast);
+        assert_eq!(Profile::Fast.timing(), Timing { ping_interval_ms: 50, failed_pings: 6 });
+    }
+
+    /// Every allowed count of failed pings (seed 002: 2-20), with every profile's interval:
+    /// the election timeout is that many pings, randomised up to twice; the heartbeat is
+    /// always shorter than the shortest election timeout (Raft's requirement); detection
+    /// falls inside the randomised range plus one round of votes.
+    #[test]
+    fn failed_pings_two_to_twenty() {
+        for profile in Profile::ALL {
+            let ping = profile.timing().ping_interval_ms;
+            for failed in FAILED_PINGS_MIN..=FAILED_PINGS_MAX {
+                let timing = Timing { ping_interval_ms: ping, failed_pings: failed };
+                let (min, max) = timing.election_timeout_ms();
+                assert_eq!(min, ping * failed);
+                assert_eq!(max, 2 * min);
+                assert!(timing.heartbeat_interval_ms() < min, "{ping} x {failed}");
+                let detection = timing.expected_detection_ms();
+                assert!(min < detection && detection <= max + ping, "{ping} x {failed}: {detection}");
+            }
+        }
+        assert_eq!((FAILED_PINGS_MIN, FAILED_PINGS_MAX), (2, 20), "seed 002's range");
+    }
+
+    #[test]
+    fn profiles_parse_from_names() {
+        let table = [("fast", Profile::Fast), ("LAN", Profile::Lan), (" wan ", Profile::Wan), ("Seed", Profile::Seed)];
+        for (text, profile) in table {
+            assert_eq!(text.parse::<Profile>(), Ok(profile), "{text:?}");
+        }
+        for profile in Profile::ALL {
+            assert_eq!(profile.name().parse::<Profile>(), Ok(profile));
+            assert_eq!(serde_json::to_value(profile).unwrap(), serde_json::json!(profile.name()));
+            assert!(!profile.purpose().is_empty());
+        }
+        let error = "turbo".parse::<Profile>().unwrap_err().to_string();
+        assert!(error.contains("turbo") && error.contains("fast, lan, wan, seed"), "{error}");
+        assert!("".parse::<Profile>().is_err());
+    }
+
+    #[test]
+    fn detection_is_described_in_words() {
+        let text = Detection::new(Profile::Fast.timing(), Some(Profile::Fast)).describe();
+        assert_eq!(
+            text,
+            "profile fast: a ping every 50 ms, failover after 6 failed pings = Raft heartbeat 50 ms, election \
+             timeout 300-600 ms, expected detection about 500 ms"
+        );
+        let custom = Detection::new(Timing { ping_interval_ms: 200, failed_pings: 3 }, None).describe();
+        assert!(custom.starts_with("a ping every 200 ms, failover after 3 failed pings"), "{custom}");
+        assert_eq!(human_ms(1_600), "1.6 s");
+        assert_eq!(human_ms(285_000), "285 s");
+        assert_eq!(human_ms(12_345), "12 s");
+        assert_eq!(human_range_ms(180_000, 360_000), "180-360 s");
+        assert_eq!(human_range_ms(800, 1_600), "800 ms-1.6 s");
+    }
+}
