@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod ha;
 pub mod key;
 pub mod kv;
 pub mod limits;

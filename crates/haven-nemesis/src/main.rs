@@ -127,17 +127,30 @@ fn main() -> ExitCode {
     let mut summary = Summary::default();
     let mut seed = first_seed;
     let mut harness_errors = 0;
-    let mut run =
-        |config: HistoryConfig, summary: &mut Summary| match runtime.block_on(haven_nemesis::run_history(config)) {
-            Ok(report) => {
+    let mut run = |config: HistoryConfig, summary: &mut Summary| {
+        // Ctrl-C drops the running history, whose guards kill the nodes and remove the
+        // namespaces, before the process exits.
+        let outcome = runtime.block_on(async {
+            tokio::select! {
+                outcome = haven_nemesis::run_history(config) => Some(outcome),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        match outcome {
+            Some(Ok(report)) => {
                 println!("{}", report.render());
                 summary.add(&report);
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 eprintln!("error: the harness could not run a history: {error:#}");
                 harness_errors += 1;
             }
-        };
+            None => {
+                eprintln!("interrupted; the nodes and namespaces of the running history were removed");
+                std::process::exit(130);
+            }
+        }
+    };
     if args.ci {
         run(configure(NodeMode::CrashSim, seed), &mut summary);
     }
@@ -147,12 +160,12 @@ fn main() -> ExitCode {
     }
     let budget = Duration::from_secs(args.minutes * 60);
     let started = Instant::now();
-    while !args.ci {
+    // At least one correct history; more while another one still fits in the budget.
+    let mut more = !args.ci;
+    while more {
         run(configure(NodeMode::CrashSim, seed), &mut summary);
         seed += 1;
-        if started.elapsed() + Duration::from_secs(args.history_seconds) > budget {
-            break;
-        }
+        more = started.elapsed() + Duration::from_secs(args.history_seconds) <= budget;
     }
     println!("{}", summary.render());
     if harness_errors > 0 {

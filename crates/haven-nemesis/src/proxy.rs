@@ -88,14 +88,14 @@ impl LinkProxies {
         let (resets, _) = watch::channel(0u64);
         let connections: Arc<AtomicU64> = Arc::default();
         let mut accept_loops = Vec::new();
-        for from in 0..NODES {
+        for (from, outgoing) in faults.iter().enumerate() {
             let handle = namespaces.handle(from)?;
             for to in (0..NODES).filter(|to| *to != from) {
                 let listen = std::net::SocketAddr::from(([127, 0, 0, 1], peer_port(to)));
                 let link = Link {
                     handle: handle.clone(),
                     target: namespaces.peer_target(from, to),
-                    forward: faults[from][to].subscribe(),
+                    forward: outgoing[to].subscribe(),
                     backward: faults[to][from].subscribe(),
                     resets: resets.subscribe(),
                     connections: connections.clone(),

@@ -197,12 +197,10 @@ impl Workload {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut clients = Vec::new();
-        let mut client = 0u64;
         let placements = (0..urls.len())
             .flat_map(|node| std::iter::repeat_n(Some(node), shape.pinned_clients_per_node))
             .chain(std::iter::repeat_n(None, shape.floating_clients));
-        for pinned in placements {
-            client += 1;
+        for (client, pinned) in (1u64..).zip(placements) {
             let context = ClientContext {
                 client,
                 pinned,
@@ -252,7 +250,7 @@ impl Workload {
 }
 
 /// What an operation does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Action {
     Read,
     Write,
@@ -417,7 +415,7 @@ impl Operation<'_> {
                 self.note(result);
                 None
             }
-            Sent::NotSent => {
+            Sent::Refused => {
                 self.stats.refused += 1;
                 let result = recorder.fail(id, now);
                 self.note(result);
@@ -461,7 +459,7 @@ impl Operation<'_> {
                     recorder.unknown(id)
                 }
             },
-            Sent::NotSent => {
+            Sent::Refused => {
                 self.stats.refused += 1;
                 recorder.fail(id, now)
             }
@@ -476,7 +474,7 @@ enum Sent {
     /// A complete answer: status and JSON body (`Null` when the body is not JSON).
     Answered(u16, Value),
     /// The connection could not be made: the request never left.
-    NotSent,
+    Refused,
     /// Sent, but no complete answer (timeout, reset, truncated body).
     Lost,
 }
@@ -490,7 +488,7 @@ async fn send_json(request: reqwest::RequestBuilder) -> Sent {
                 Err(_) => Sent::Lost,
             }
         }
-        Err(error) if error.is_connect() => Sent::NotSent,
+        Err(error) if error.is_connect() => Sent::Refused,
         Err(_) => Sent::Lost,
     }
 }

@@ -149,10 +149,10 @@ impl redb::StorageBackend for CrashSimBackend {
             // later extension reads zeros as the trait requires.
             let first_gone = len.div_ceil(OVERLAY_PAGE_BYTES);
             state.pages.split_off(&first_gone);
-            if len % OVERLAY_PAGE_BYTES != 0 {
-                if let Some(bytes) = state.pages.get_mut(&(len / OVERLAY_PAGE_BYTES)) {
-                    bytes[(len % OVERLAY_PAGE_BYTES) as usize..].fill(0);
-                }
+            // A whole last page (tail 0) was dropped above; a partial one is zeroed past `len`.
+            let tail = (len % OVERLAY_PAGE_BYTES) as usize;
+            if let Some(bytes) = state.pages.get_mut(&(len / OVERLAY_PAGE_BYTES)) {
+                bytes[tail..].fill(0);
             }
             state.file_valid_len = state.file_valid_len.min(len);
         }

@@ -61,8 +61,11 @@ const _: () = assert!(LAN_FAILED_PINGS <= FAILED_PINGS_MAX && WAN_FAILED_PINGS <
 const _: () = assert!(FAILED_PINGS_MIN >= 2);
 
 /// A named pair of ping interval and failed pings.
+///
+/// Read through [`FromStr`] (case-insensitive, with an error that lists the profiles),
+/// written in lowercase.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Profile {
     #[default]
     Fast,
@@ -130,6 +133,14 @@ impl FromStr for Profile {
     }
 }
 
+impl TryFrom<String> for Profile {
+    type Error = UnknownProfile;
+
+    fn try_from(text: String) -> Result<Profile, UnknownProfile> {
+        text.parse()
+    }
+}
+
 /// A timing described for people and scripts (`haven status`, `haven config show`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Detection {
@@ -177,7 +188,7 @@ impl Detection {
 pub fn human_ms(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else if ms < 10_000 {
         format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
@@ -260,8 +271,12 @@ mod tests {
         for profile in Profile::ALL {
             assert_eq!(profile.name().parse::<Profile>(), Ok(profile));
             assert_eq!(serde_json::to_value(profile).unwrap(), serde_json::json!(profile.name()));
+            assert_eq!(serde_json::from_value::<Profile>(serde_json::json!(profile.name())).unwrap(), profile);
             assert!(!profile.purpose().is_empty());
         }
+        assert_eq!(serde_json::from_str::<Profile>("\"LAN\"").unwrap(), Profile::Lan);
+        let error = serde_json::from_str::<Profile>("\"turbo\"").unwrap_err().to_string();
+        assert!(error.contains("choose one of fast, lan, wan, seed"), "{error}");
         let error = "turbo".parse::<Profile>().unwrap_err().to_string();
         assert!(error.contains("turbo") && error.contains("fast, lan, wan, seed"), "{error}");
         assert!("".parse::<Profile>().is_err());

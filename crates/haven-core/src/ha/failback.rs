@@ -259,7 +259,13 @@ mod tests {
         Policy { failback, stabilisation_delay_ms: DELAY_MS, anti_flap_ms: ANTI_FLAP_MS }
     }
 
-    fn decide_at(members: &[Candidate], leader: u64, leader_since_ms: u64, maintenance: bool, failback: bool) -> Decision {
+    fn decide_at(
+        members: &[Candidate],
+        leader: u64,
+        leader_since_ms: u64,
+        maintenance: bool,
+        failback: bool,
+    ) -> Decision {
         let situation = Situation { members, leader: Some(leader), leader_since_ms, maintenance, now_ms: NOW_MS };
         decide(&situation, &policy(failback))
     }
@@ -279,12 +285,29 @@ mod tests {
         let exactly = NOW_MS - DELAY_MS;
         let preferred = |healthy_since_ms| Candidate { healthy_since_ms: Some(healthy_since_ms), ..data(1, 200) };
         // (name, members, leader, leader since, failback, expected target, words in reason)
-        let cases: Vec<(&str, Vec<Candidate>, u64, u64, bool, Option<u64>, &str)> = vec![
+        type Case = (&'static str, Vec<Candidate>, u64, u64, bool, Option<u64>, &'static str);
+        let cases: Vec<Case> = vec![
             ("after stabilisation", vec![preferred(long_ago), data(2, 100)], 2, long_ago, true, Some(1), "failback"),
             ("exactly at the delay", vec![preferred(exactly), data(2, 100)], 2, exactly, true, Some(1), "failback"),
-            ("preferred node up too recently", vec![preferred(just_now), data(2, 100)], 2, long_ago, true, None, "30000 ms more"),
+            (
+                "preferred node up too recently",
+                vec![preferred(just_now), data(2, 100)],
+                2,
+                long_ago,
+                true,
+                None,
+                "30000 ms more",
+            ),
             ("leader elected too recently", vec![preferred(long_ago), data(2, 100)], 2, just_now, true, None, "waits"),
-            ("failback off (default)", vec![preferred(long_ago), data(2, 100)], 2, long_ago, false, None, "failback is off"),
+            (
+                "failback off (default)",
+                vec![preferred(long_ago), data(2, 100)],
+                2,
+                long_ago,
+                false,
+                None,
+                "failback is off",
+            ),
             ("leader already preferred", vec![preferred(long_ago), data(2, 100)], 1, long_ago, true, None, "preferred"),
             ("equal priority: no churn", vec![data(1, 100), data(2, 100)], 2, long_ago, true, None, "preferred"),
             (
@@ -314,7 +337,15 @@ mod tests {
                 Some(3),
                 "priority 300",
             ),
-            ("ties broken by node id", vec![data(4, 300), data(2, 100), data(3, 300)], 2, long_ago, true, Some(3), "node 3"),
+            (
+                "ties broken by node id",
+                vec![data(4, 300), data(2, 100), data(3, 300)],
+                2,
+                long_ago,
+                true,
+                Some(3),
+                "node 3",
+            ),
             (
                 "a learner is never a target",
                 vec![Candidate { kind: MemberKind::Learner, ..data(1, 500) }, data(2, 100)],
@@ -341,7 +372,10 @@ mod tests {
         let flapper = |lost_ms| Candidate { last_lost_primary_ms: Some(lost_ms), ..data(1, 300) };
         let recent = NOW_MS - ANTI_FLAP_MS + 1;
         let decision = decide_at(&[flapper(recent), data(3, 100)], 3, long_ago, false, true);
-        assert!(matches!(&decision, Decision::Stay(reason) if reason.contains("node 1 lost the primary role")), "{decision:?}");
+        assert!(
+            matches!(&decision, Decision::Stay(reason) if reason.contains("node 1 lost the primary role")),
+            "{decision:?}"
+        );
         let decision = decide_at(&[flapper(NOW_MS - ANTI_FLAP_MS), data(3, 100)], 3, long_ago, false, true);
         assert_eq!(transfer_target(&decision), Some(1), "after the minimum time: {decision:?}");
         let decision = decide_at(&[flapper(recent), data(2, 200), data(3, 100)], 3, long_ago, false, true);
@@ -365,8 +399,17 @@ mod tests {
     #[test]
     fn witness_hands_off() {
         let catching_up = Candidate { caught_up: false, ..data(1, 100) };
-        let decision = decide_at(&[catching_up.clone(), Candidate { healthy_since_ms: None, ..data(2, 100) }, witness(3)], 3, NOW_MS, false, false);
-        assert!(matches!(&decision, Decision::Stay(reason) if reason.contains("witness node 3 must not remain")), "{decision:?}");
+        let decision = decide_at(
+            &[catching_up.clone(), Candidate { healthy_since_ms: None, ..data(2, 100) }, witness(3)],
+            3,
+            NOW_MS,
+            false,
+            false,
+        );
+        assert!(
+            matches!(&decision, Decision::Stay(reason) if reason.contains("witness node 3 must not remain")),
+            "{decision:?}"
+        );
         let caught_up = Candidate { healthy_since_ms: Some(NOW_MS), ..data(1, 100) };
         let decision = decide_at(&[caught_up, data(2, 50), witness(3)], 3, NOW_MS, false, false);
         assert_eq!(transfer_target(&decision), Some(1), "{decision:?}");
@@ -398,7 +441,8 @@ mod tests {
     #[test]
     fn no_leader_or_unknown_leader_stays() {
         let members = [data(1, 100)];
-        let no_leader = Situation { members: &members, leader: None, leader_since_ms: 0, maintenance: false, now_ms: 1 };
+        let no_leader =
+            Situation { members: &members, leader: None, leader_since_ms: 0, maintenance: false, now_ms: 1 };
         assert!(matches!(decide(&no_leader, &policy(true)), Decision::Stay(_)));
         let unknown = Situation { leader: Some(9), ..no_leader };
         assert!(matches!(decide(&unknown, &policy(true)), Decision::Stay(reason) if reason.contains("node 9")));

@@ -61,7 +61,9 @@ pub enum Gate {
     Allowed,
     /// The node's own network looks broken: no campaign and no role until a target
     /// answers. The reason says which targets were silent and for how long.
-    Withheld { reason: String },
+    Withheld {
+        reason: String,
+    },
 }
 
 impl Gate {
@@ -82,7 +84,8 @@ pub fn may_campaign(targets_configured: usize, probes: &[TargetProbe], now_ms: u
     if targets_configured == 0 {
         return Gate::Allowed;
     }
-    let answered = |probe: &TargetProbe| probe.last_ok_ms.is_some_and(|ok_ms| now_ms.saturating_sub(ok_ms) <= window_ms);
+    let answered =
+        |probe: &TargetProbe| probe.last_ok_ms.is_some_and(|ok_ms| now_ms.saturating_sub(ok_ms) <= window_ms);
     if probes.iter().any(answered) {
         return Gate::Allowed;
     }
@@ -170,8 +173,12 @@ mod tests {
     #[test]
     fn window_follows_the_detection_timing() {
         use crate::ha::detection::Profile;
-        let table =
-            [(Profile::Fast, 1_000, 3_000), (Profile::Lan, 1_000, 3_000), (Profile::Wan, 1_000, 5_000), (Profile::Seed, 15_000, 180_000)];
+        let table = [
+            (Profile::Fast, 1_000, 3_000),
+            (Profile::Lan, 1_000, 3_000),
+            (Profile::Wan, 1_000, 5_000),
+            (Profile::Seed, 15_000, 180_000),
+        ];
         for (profile, interval, window) in table {
             let timing = profile.timing();
             assert_eq!(target_probe_interval_ms(&timing), interval, "{profile}");

@@ -225,7 +225,7 @@ impl Topology {
                     1 => "any 1 voter down".to_string(),
                     n => format!("any {n} voters down"),
                 };
-                if voters > 0 && voters % 2 == 0 {
+                if voters > 0 && voters.is_multiple_of(2) {
                     text.push_str(&format!(
                         "; {voters} voters survive no more than {} would, so add or remove one",
                         voters - 1
@@ -293,10 +293,9 @@ pub fn compute(view: &HaView) -> HaStatus {
             "no primary: witness node {} leads only until a data node is caught up, then hands leadership over",
             leader.id
         )),
-        [leader] if !reachable(leader) => Some(format!(
-            "no primary: leader node {} is unreachable from node {me}; a new election follows",
-            leader.id
-        )),
+        [leader] if !reachable(leader) => {
+            Some(format!("no primary: leader node {} is unreachable from node {me}; a new election follows", leader.id))
+        }
         [leader] if !view.leader_has_quorum => Some(format!(
             "no primary: leader node {} has not heard from a majority recently, so it acknowledges nothing",
             leader.id
@@ -304,7 +303,10 @@ pub fn compute(view: &HaView) -> HaStatus {
         [_] => None,
         several => {
             let ids: Vec<u64> = several.iter().map(|member| member.id).collect();
-            Some(format!("no primary: {} each claim to lead (in different terms); the newer term wins", nodes_in_words(&ids)))
+            Some(format!(
+                "no primary: {} each claim to lead (in different terms); the newer term wins",
+                nodes_in_words(&ids)
+            ))
         }
     };
     let primary = match (leaders.as_slice(), &no_primary) {
@@ -375,8 +377,11 @@ pub fn compute(view: &HaView) -> HaStatus {
         });
         return status(HaState::Degraded, problems, primary);
     }
-    let unknown: Vec<u64> =
-        members.iter().filter(|member| member.lag_entries.is_none() && !member.is_leader).map(|member| member.id).collect();
+    let unknown: Vec<u64> = members
+        .iter()
+        .filter(|member| member.lag_entries.is_none() && !member.is_leader)
+        .map(|member| member.id)
+        .collect();
     let mut stable = format!("all {} members reachable and caught up, as node {me} sees it", members.len());
     if !unknown.is_empty() {
         stable.push_str(&format!(" (the lag of {} is not known here)", nodes_in_words(&unknown)));
@@ -444,7 +449,9 @@ mod tests {
     /// Every state, from the views that lead to it (seed 002's "stable" and the rest).
     #[test]
     fn every_state() {
-        let mut cases: Vec<(&str, HaView, HaState, Option<u64>, Vec<&str>)> = Vec::new();
+        // (name, view, expected state, expected primary, words in the reasons)
+        type Case = (&'static str, HaView, HaState, Option<u64>, Vec<&'static str>);
+        let mut cases: Vec<Case> = Vec::new();
 
         cases.push(("stable replica set", three(), HaState::Stable, Some(1), vec!["all 3 members", "node 1 sees"]));
         cases.push(("stable pair + witness", pair_witness(), HaState::Stable, Some(1), vec!["all 3 members"]));

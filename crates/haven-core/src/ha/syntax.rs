@@ -41,7 +41,9 @@ impl Host {
     /// broadcast, and the name `localhost`.
     pub fn is_special(&self) -> bool {
         match self {
-            Host::Ip(IpAddr::V4(ip)) => ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast(),
+            Host::Ip(IpAddr::V4(ip)) => {
+                ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()
+            }
             Host::Ip(IpAddr::V6(ip)) => ip.is_loopback() || ip.is_unspecified() || ip.is_multicast(),
             Host::Name(name) => name == "localhost" || name.ends_with(".localhost"),
         }
