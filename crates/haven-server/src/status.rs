@@ -51,6 +51,8 @@ pub struct Status {
     pub joining: Option<String>,
     pub warnings: Vec<String>,
     pub members: Vec<MemberStatus>,
+    /// The HA status (seed 002's "stable"), computed by the pure core from this view.
+    pub ha: haven_core::ha::status::HaStatus,
 }
 
 pub fn status(node: &Node) -> Status {
@@ -60,11 +62,14 @@ pub fn status(node: &Node) -> Status {
     let commit_index = metrics.local_committed.as_ref().map_or(0, |log_id| log_id.index());
     let replication = metrics.replication.clone().unwrap_or_default();
     let (election_timeout_min, _) = node.config.timing.election_timeout_ms();
-    let leader_has_quorum = metrics.state == ServerState::Leader
-        && metrics
-            .last_quorum_acked
-            .as_ref()
-            .is_some_and(|at| at.elapsed() < std::time::Duration::from_millis(election_timeout_min));
+    // A lone voter is its own majority; otherwise the leader must have heard from a
+    // majority within the election timeout.
+    let alone = voters.len() == 1 && voters.contains(&node.node_id);
+    let recently_acked = metrics
+        .last_quorum_acked
+        .as_ref()
+        .is_some_and(|at| at.elapsed() < std::time::Duration::from_millis(election_timeout_min));
+    let leader_has_quorum = metrics.state == ServerState::Leader && (alone || recently_acked);
     let mut members = Vec::new();
     for (id, member) in membership.nodes() {
         let probe = node.probe(*id);
@@ -106,6 +111,7 @@ pub fn status(node: &Node) -> Status {
         }
     }
     let leader_url = metrics.current_leader.and_then(|id| membership.get_node(&id)).map(|node| node.client_url.clone());
+    let ha = ha_status(node, &members, leader_has_quorum);
     Status {
         cluster_id: node.cluster_id(),
         node_id: node.node_id,
@@ -125,7 +131,44 @@ pub fn status(node: &Node) -> Status {
         joining: node.join_status.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         warnings,
         members,
+        ha,
     }
+}
+
+/// The HA status from this node's view. A follower cannot see the leader's quorum; it
+/// takes a leader it hears from as having one (a leader without quorum stops being heard
+/// as soon as it steps down or is partitioned away, and then this view says so).
+fn ha_status(node: &Node, members: &[MemberStatus], leader_has_quorum: bool) -> haven_core::ha::status::HaStatus {
+    use haven_core::ha::status::HaView;
+    use haven_core::ha::status::MemberView;
+    use haven_core::ha::status::LAG_THRESHOLD_ENTRIES_DEFAULT;
+    use haven_core::ha::MemberKind;
+    use haven_core::ha::NodeRole;
+    let leader = members.iter().find(|member| member.leader);
+    let quorum = match leader {
+        Some(leader) if leader.id == node.node_id => leader_has_quorum,
+        Some(leader) => leader.reachable,
+        None => false,
+    };
+    let view = HaView {
+        node_id: node.node_id,
+        maintenance: node.maintenance(),
+        members: members
+            .iter()
+            .map(|member| MemberView {
+                id: member.id,
+                role: NodeRole::Data,
+                kind: if member.voter { MemberKind::Voter } else { MemberKind::Learner },
+                reachable: member.reachable,
+                lag_entries: member.lag,
+                is_leader: member.leader,
+            })
+            .collect(),
+        leader_has_quorum: quorum,
+        lag_threshold_entries: LAG_THRESHOLD_ENTRIES_DEFAULT,
+        candidacy_withheld: None,
+    };
+    haven_core::ha::status::compute(&view)
 }
 
 /// `REACHABLE_WITHIN` is re-exported for the API docs.

@@ -265,8 +265,17 @@ fn describe_status(status: &Status) -> Vec<String> {
             "revision {}  commit {}  applied {}  (as node {} sees it)",
             status.revision, status.commit_index, status.applied_index, status.view_of
         ),
-        String::new(),
     ];
+    // The HA status (seed 002's "stable"): state, topology, reasons in words.
+    if let Some(ha) = status.extra.get("ha") {
+        let state = ha["state"].as_str().unwrap_or("unknown");
+        let topology = ha["topology"]["kind"].as_str().unwrap_or("unknown topology").replace('-', " ");
+        lines.push(format!("HA {state}  ({topology}; {})", ha["survives"].as_str().unwrap_or("")));
+        for reason in ha["reasons"].as_array().into_iter().flatten().filter_map(|r| r.as_str()) {
+            lines.push(format!("  - {reason}"));
+        }
+    }
+    lines.push(String::new());
     lines.extend(member_table(status));
     lines
 }
