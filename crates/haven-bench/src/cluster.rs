@@ -48,9 +48,12 @@ pub struct EtcdTimings {
     pub election_ms: u64,
 }
 
-/// Haven's defaults expressed as etcd flags: ping every 50 ms, election after 6 missed
-/// pings (300 ms, randomised up to 600 ms — etcd randomises the same way, [T, 2T)).
-pub const HAVEN_TIMINGS: EtcdTimings = EtcdTimings { heartbeat_ms: 50, election_ms: 300 };
+/// Haven's defaults expressed as etcd flags: its ping interval as the heartbeat and its
+/// shortest election timeout (failed pings x interval) as etcd's election timeout.
+pub const HAVEN_TIMINGS: EtcdTimings = EtcdTimings {
+    heartbeat_ms: haven_core::config::PING_INTERVAL_MS_DEFAULT,
+    election_ms: haven_core::config::PING_INTERVAL_MS_DEFAULT * haven_core::config::FAILED_PINGS_DEFAULT,
+};
 
 /// Which system a cluster runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,6 +412,37 @@ impl Cluster {
             self.check_deadline(deadline, "a healthy cluster")?;
             tokio::time::sleep(POLL_PAUSE).await;
         }
+    }
+
+    /// How the Haven nodes were set up beyond their ids, addresses and data dirs, for the
+    /// report (empty for etcd).
+    pub fn haven_setup(&self) -> String {
+        if self.system != System::Haven {
+            return String::new();
+        }
+        let flags: Vec<&str> = self.members[0]
+            .args
+            .iter()
+            .map(String::as_str)
+            .filter(|arg| {
+                !["serve", "--bootstrap"].contains(arg)
+                    && !["--node-id=", "--data-dir=", "--client-addr=", "--peer-addr="]
+                        .iter()
+                        .any(|p| arg.starts_with(p))
+            })
+            .collect();
+        let mut text = if flags.is_empty() {
+            "no flags beyond ids, addresses and data dirs (plain HTTP)".to_string()
+        } else {
+            format!("flags beyond ids, addresses and data dirs: `{}`", flags.join(" "))
+        };
+        if flags.contains(&"--insecure-dev") {
+            text.push_str(" (plain HTTP on loopback, like the etcd members; no TLS on either side)");
+        }
+        if self.haven_token.is_some() {
+            text.push_str("; every request carries the bootstrap admin token as `Authorization: Bearer`");
+        }
+        text
     }
 
     /// Starts a killed member again on its data dir and ports.

@@ -183,6 +183,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("== Haven at its defaults");
         let mut haven = Cluster::start_haven(&haven_bin, &args.haven_arg).await?;
         keep(&mut haven, args.keep_files);
+        report.haven_setup = Some(haven.haven_setup());
         let (load, failover, api) = exercise(&mut haven, &workload, measure, kills, true).await?;
         report.haven_load = load;
         report.haven_failover = failover;

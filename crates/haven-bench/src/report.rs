@@ -48,6 +48,8 @@ pub struct Report {
     pub load_after: String,
     pub etcd_version: Option<String>,
     pub haven_version: String,
+    /// How the Haven nodes were started (flags, token), from the cluster.
+    pub haven_setup: Option<String>,
     /// Flags given to every Haven node beyond the benchmark's own (`--haven-arg`).
     pub haven_extra_args: Vec<String>,
     pub command: String,
@@ -183,9 +185,10 @@ impl Report {
                 if (etcd.is_none() && haven.is_none()) || (haven_only && !targets) {
                     continue;
                 }
-                let workload = match haven_only {
-                    true => format!("failover gap, {} x{}", fault.label(), self.kills),
-                    false => format!("failover gap, {} x{} ({etcd_label})", fault.label(), self.kills),
+                let workload = if haven_only {
+                    format!("failover gap, {} x{}", fault.label(), self.kills)
+                } else {
+                    format!("failover gap, {} x{} ({etcd_label})", fault.label(), self.kills)
                 };
                 rows.push(Row {
                     workload: workload.clone(),
@@ -335,7 +338,7 @@ impl Report {
             "Written by `haven-bench` (crate `crates/haven-bench`). Reproduce with:\n\n\
              ```sh\n\
              cargo build --release -p haven-bench -p haven\n\
-             # load and failover, about 10 minutes (installs etcd-server with apt-get if etcd is missing):\n\
+             # load and failover, about 7 minutes (installs etcd-server with apt-get if etcd is missing):\n\
              cargo run --release -p haven-bench --\n\
              # the same plus the 10-minute stability run:\n\
              cargo run --release -p haven-bench -- --stability-minutes 10\n\
@@ -368,6 +371,9 @@ impl Report {
         }
         if let Some(api) = &self.haven_api {
             let _ = writeln!(out, "- Haven driven through its {api}");
+        }
+        if let Some(setup) = &self.haven_setup {
+            let _ = writeln!(out, "- Haven nodes: {setup}");
         }
         out.push('\n');
         out.push_str(&self.table());
@@ -403,8 +409,8 @@ impl Report {
              directories in one temporary directory (same disk). Both fsync before acknowledging a write:\n  \
              etcd fsyncs its WAL by default, Haven's `serve` always fsyncs its log.\n\
              - etcd runs twice: at its defaults (heartbeat 100 ms, election timeout 1000 ms, pre-vote off)\n  \
-             and at Haven's timings (`--heartbeat-interval 50 --election-timeout 300`: Haven pings every\n  \
-             50 ms and elects after 6 missed pings, 300-600 ms). The load phases run against etcd at its\n  \
+             and at Haven's timings (`--heartbeat-interval {hb} --election-timeout {el}`: Haven's ping\n  \
+             interval and its shortest election timeout). The load phases run against etcd at its\n  \
              defaults; both etcd clusters get the failover measurement. Haven runs at its defaults.\n\
              - One load generator for both (tokio, reqwest, HTTP/1.1 keep-alive, a connection pool as large\n  \
              as the concurrency, no Nagle). Workers run closed loops; worker i talks to member\n  \
@@ -429,6 +435,8 @@ impl Report {
              timings, with `/v1/status` polled every 100 ms; any change of term or leader counts.\n",
             warmup = WARMUP.as_secs(),
             seconds = self.seconds,
+            hb = crate::cluster::HAVEN_TIMINGS.heartbeat_ms,
+            el = crate::cluster::HAVEN_TIMINGS.election_ms,
             writers = WRITERS,
             timeout = FAILOVER_REQUEST_TIMEOUT.as_millis(),
             pause = RETRY_PAUSE.as_millis(),
@@ -528,10 +536,11 @@ pub fn fsync_probe(dir: &Path) -> String {
     probe().unwrap_or_else(|error| format!("fsync probe failed: {error}"))
 }
 
-/// `haven --version` and the repository's short git revision (with `-dirty` when the work
-/// tree has changes).
+/// `haven --version`, when the binary was built, and the repository's revision when the run
+/// started. The binary is what was measured: when it is older than HEAD's commit it may not
+/// contain it, and the report says so.
 pub fn haven_version(binary: &Path) -> String {
-    let run = |program: &Path, args: &[&str]| {
+    let run = |program: &str, args: &[&str]| {
         Command::new(program)
             .args(args)
             .output()
@@ -540,15 +549,32 @@ pub fn haven_version(binary: &Path) -> String {
             .and_then(|out| String::from_utf8(out.stdout).ok())
             .map(|text| text.trim().to_string())
     };
-    let version = run(binary, &["--version"]).unwrap_or_else(|| "haven (version unknown)".into());
-    let git = Path::new("git");
-    match run(git, &["rev-parse", "--short", "HEAD"]) {
-        Some(rev) => {
-            let dirty = run(git, &["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
-            format!("{version}, git {rev}{}", if dirty { " (work tree has uncommitted changes)" } else { "" })
-        }
-        None => version,
+    let binary_text = binary.to_string_lossy();
+    let mut out = run(&binary_text, &["--version"]).unwrap_or_else(|| "haven (version unknown)".into());
+    let built = std::fs::metadata(binary)
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| since.as_secs());
+    if let Some(when) = built.and_then(|secs| run("date", &["-u", "-d", &format!("@{secs}"), "+%Y-%m-%d %H:%M:%S UTC"]))
+    {
+        let _ = write!(out, ", binary built {when}");
     }
+    if let Some(rev) = run("git", &["rev-parse", "--short", "HEAD"]) {
+        let dirty = run("git", &["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+        let _ = write!(
+            out,
+            "; repository at git {rev}{} when the run started",
+            if dirty { " with uncommitted changes" } else { "" }
+        );
+        let head_time = run("git", &["log", "-1", "--format=%ct"]).and_then(|t| t.parse::<u64>().ok());
+        if let (Some(built), Some(head_time)) = (built, head_time) {
+            if built < head_time {
+                out.push_str(" (the binary is older than that commit, so it may not contain it)");
+            }
+        }
+    }
+    out
 }
 
 /// The 1, 5 and 15 minute load averages from `/proc/loadavg`.

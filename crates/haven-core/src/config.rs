@@ -22,8 +22,11 @@ pub const PING_INTERVAL_MS_DEFAULT: u64 = 50;
 /// minute a failover would take longer than any user waits (seed 002 uses 15 s).
 pub const PING_INTERVAL_MS_MIN: u64 = 10;
 pub const PING_INTERVAL_MS_MAX: u64 = 60_000;
-/// Missed pings before a follower starts an election; seed 002's range is 2-20.
-pub const FAILED_PINGS_DEFAULT: u64 = 6;
+/// Missed pings before a follower starts an election; seed 002's range is 2-20. Four
+/// (200 ms at the default interval) keeps the failover gap well under a second even though
+/// openraft waits out the leader's lease first (see `Timing::expected_detection_ms`), while a
+/// primary must still be silent for half a second before anyone campaigns.
+pub const FAILED_PINGS_DEFAULT: u64 = 4;
 pub const FAILED_PINGS_MIN: u64 = 2;
 pub const FAILED_PINGS_MAX: u64 = 20;
 /// Log entries since the last snapshot that trigger a new one. 10,000 bounds restart replay
@@ -284,17 +287,20 @@ impl Timing {
     }
 
     /// Election timeout range: a follower waits `failed_pings` intervals, randomised up to
-    /// twice that so two followers rarely campaign at the same moment.
+    /// one and a half times that so two followers rarely campaign at the same moment.
     pub fn election_timeout_ms(&self) -> (u64, u64) {
         let min = self.ping_interval_ms * self.failed_pings;
-        (min, min * 2)
+        (min, min + min / 2)
     }
 
-    /// The expected time from a leader's death to a new leader: on average halfway through
-    /// the randomised timeout, plus one round trip of votes (about one ping).
+    /// The expected time from a leader's death to a new leader. openraft (0.10) lets a
+    /// follower campaign only after the leader's lease, which it sets to the longest
+    /// election timeout, has run out since the last heartbeat, and then after its own
+    /// randomised timeout (on average halfway); then one round trip of votes (about a ping).
+    /// Measured by the benchmark (`docs/benchmarks.md`).
     pub fn expected_detection_ms(&self) -> u64 {
         let (min, max) = self.election_timeout_ms();
-        (min + max) / 2 + self.ping_interval_ms
+        max + (min + max) / 2 + self.ping_interval_ms
     }
 }
 
@@ -375,8 +381,8 @@ mod tests {
         let config = NodeConfigFile::parse(text).unwrap().validate().unwrap();
         assert_eq!(config.node_id, 2);
         assert_eq!(config.join.as_deref(), Some("http://127.0.0.1:7001"));
-        assert_eq!(config.timing.election_timeout_ms(), (500, 1000));
-        assert_eq!(config.timing.expected_detection_ms(), 850);
+        assert_eq!(config.timing.election_timeout_ms(), (500, 750));
+        assert_eq!(config.timing.expected_detection_ms(), 750 + 625 + 100);
         assert!(!config.bootstrap);
     }
 

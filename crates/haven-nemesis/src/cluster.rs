@@ -39,6 +39,10 @@ use crate::netns::Namespaces;
 /// `ADMIN_TOKEN_FILE`).
 const ADMIN_TOKEN_FILE: &str = "admin.token";
 
+/// Environment variable whose value, when set, becomes the nodes' `HAVEN_LOG` filter (for
+/// debugging a failed history with more detail).
+pub const NODE_LOG_ENV: &str = "NEMESIS_HAVEN_LOG";
+
 /// How often a start polls for the node's address file.
 const START_POLL: Duration = Duration::from_millis(20);
 
@@ -204,7 +208,7 @@ impl Cluster {
             .arg(format!("--unsafe-test-mode={}", self.mode.flag()))
             .args(&node.entry_args)
             .env("HAVEN_UNSAFE_TEST_MODE", "1")
-            .env("HAVEN_LOG", "info,openraft=warn")
+            .env("HAVEN_LOG", std::env::var(NODE_LOG_ENV).unwrap_or_else(|_| "info,openraft=warn".to_string()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -299,6 +303,17 @@ impl Cluster {
             self.restart(index).await?;
         }
         Ok(())
+    }
+
+    /// Copies the files node `index` restarts from (while it is down) into `to`.
+    pub fn copy_durable_state(&self, index: usize, to: &Path) {
+        let from = &self.nodes[index].data_dir;
+        if std::fs::create_dir_all(to).is_err() {
+            return;
+        }
+        for name in ["raft.redb", "snapshot.bin"] {
+            let _ = std::fs::copy(from.join(name), to.join(name));
+        }
     }
 
     /// The last lines of every node's log, for a failure report.

@@ -244,6 +244,12 @@ impl std::fmt::Display for Fault {
     }
 }
 
+/// Every [`Fault::kind`], for choosing which ones a random schedule may draw.
+pub const ALL_FAULT_KINDS: [&str; 7] = ["kill -9", "sigstop", "partition", "one-way", "delay", "loss", "power cut"];
+
+/// The kinds that need network namespaces.
+const NETWORK_FAULT_KINDS: [&str; 4] = ["partition", "one-way", "delay", "loss"];
+
 /// A fault, how long it lasts, and how long the cluster then gets to settle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
@@ -315,8 +321,17 @@ impl Schedule {
 
     /// A random schedule filling about `duration`, drawn from `rng` (so a seed reproduces
     /// it). Ends with a power cut, so every history tests durability. Network faults only
-    /// when `net` can inject them.
-    pub fn random(rng: &mut impl Rng, duration: Duration, net: NetMode) -> Schedule {
+    /// when `net` can inject them; only kinds in `kinds` (see [`Fault::kind`]; all when
+    /// empty).
+    pub fn random(rng: &mut impl Rng, duration: Duration, net: NetMode, kinds: &[String]) -> Schedule {
+        let allowed = |fault: Fault| {
+            (net == NetMode::Netns || !fault.needs_netns()) && (kinds.is_empty() || kinds.iter().any(|k| k == fault.kind()))
+        };
+        // Nothing drawable (e.g. only network faults without namespaces): power cuts only.
+        let only_power_cuts = !kinds.is_empty()
+            && !kinds.iter().any(|kind| {
+                ALL_FAULT_KINDS.contains(&kind.as_str()) && (net == NetMode::Netns || !NETWORK_FAULT_KINDS.contains(&kind.as_str()))
+            });
         let mut steps = Vec::new();
         let warmup = Duration::from_secs(3);
         let mut planned = warmup;
@@ -325,6 +340,9 @@ impl Schedule {
         while planned + reserve < duration {
             let target = if rng.random_bool(0.7) { Target::Leader } else { Target::Follower };
             let fault = loop {
+                if only_power_cuts {
+                    break Fault::PowerCut;
+                }
                 let fault = match rng.random_range(0..100u32) {
                     0..20 => Fault::Kill(target),
                     20..38 => Fault::Pause(target),
@@ -335,7 +353,7 @@ impl Schedule {
                     84..94 => Fault::Loss { per_mille: rng.random_range(20..=200) },
                     _ => Fault::PowerCut,
                 };
-                if net == NetMode::Netns || !fault.needs_netns() {
+                if allowed(fault) {
                     break fault;
                 }
             };
@@ -372,6 +390,8 @@ pub struct HistoryConfig {
     /// `None`: a random schedule of `random_duration`, drawn once the network mode is known.
     pub schedule: Option<Schedule>,
     pub random_duration: Duration,
+    /// Fault kinds a random schedule may draw ([`ALL_FAULT_KINDS`]); empty = all.
+    pub fault_kinds: Vec<String>,
     /// Operations per second over all clients (a bound, not a target under faults).
     pub rate_ops_per_second: u32,
     /// Clients that always talk to the same node, per node.
@@ -404,6 +424,7 @@ impl HistoryConfig {
             seed: 1,
             schedule: Some(schedule),
             random_duration: Duration::ZERO,
+            fault_kinds: Vec::new(),
             rate_ops_per_second: 120,
             pinned_clients_per_node: 2,
             floating_clients: 2,
@@ -450,11 +471,16 @@ mod tests {
     fn random_schedules_fit_their_duration_and_end_with_a_power_cut() {
         for seed in 0..50 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let schedule = Schedule::random(&mut rng, Duration::from_secs(60), NetMode::Local);
+            let schedule = Schedule::random(&mut rng, Duration::from_secs(60), NetMode::Local, &[]);
             assert!(schedule.duration() <= Duration::from_secs(60 + 15), "{schedule:?}");
             assert_eq!(schedule.steps.last().map(|s| s.fault), Some(Fault::PowerCut));
             assert!(schedule.steps.iter().all(|s| !s.fault.needs_netns()), "local mode has no network faults");
         }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let loss_only = Schedule::random(&mut rng, Duration::from_secs(60), NetMode::Netns, &["loss".to_string()]);
+        assert!(loss_only.steps.iter().all(|s| matches!(s.fault, Fault::Loss { .. } | Fault::PowerCut)), "{loss_only:?}");
+        let impossible = Schedule::random(&mut rng, Duration::from_secs(30), NetMode::Local, &["delay".to_string()]);
+        assert!(impossible.steps.iter().all(|s| s.fault == Fault::PowerCut), "{impossible:?}");
     }
 
     #[test]

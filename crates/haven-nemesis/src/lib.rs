@@ -135,7 +135,7 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
     say(format!("network mode: {net}"));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-    let schedule = config.schedule.clone().unwrap_or_else(|| Schedule::random(&mut rng, config.random_duration, net));
+    let schedule = config.schedule.clone().unwrap_or_else(|| Schedule::random(&mut rng, config.random_duration, net, &config.fault_kinds));
     let started = Cluster::start(
         &config.haven_bin,
         config.mode,
@@ -179,10 +179,15 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
     let mut faults = Vec::new();
     let mut skipped = Vec::new();
     let mut recovery_problems = Vec::new();
-    let faulter = Faulter { namespaces: namespaces.as_deref(), proxies: proxies.as_ref() };
+    let faulter = Faulter {
+        namespaces: namespaces.as_deref(),
+        proxies: proxies.as_ref(),
+        work_dir: &work_dir,
+        power_cuts: std::cell::Cell::new(0),
+    };
     for step in &schedule.steps {
         if step.fault.needs_netns() && proxies.is_none() {
-            skipped.push(format!("{} (needs network namespaces; not root)", step.fault));
+            skipped.push(format!("{} (needs network namespaces; this run is local)", step.fault));
             continue;
         }
         let primary = wait_for_primary(&monitor, clock).await;
@@ -320,6 +325,16 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
             let _ = std::fs::write(work_dir.join("history.json"), json);
         }
         let _ = std::fs::write(work_dir.join("node-log-tails.txt"), cluster.log_tails(60));
+        if let Ok(json) = serde_json::to_string(&watcher_logs) {
+            let _ = std::fs::write(work_dir.join("watchers.json"), json);
+        }
+        if let Ok(committed) = &final_state.committed {
+            if let Ok(json) = serde_json::to_string(committed) {
+                let _ = std::fs::write(work_dir.join("committed.json"), json);
+            }
+        }
+        let lines: Vec<String> = samples.iter().map(|s| format!("{:?}", s)).collect();
+        let _ = std::fs::write(work_dir.join("monitor.txt"), lines.join("\n"));
         report.kept_in = Some(work_dir.clone());
     }
     drop(cluster);
@@ -338,6 +353,10 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
 struct Faulter<'a> {
     namespaces: Option<&'a Namespaces>,
     proxies: Option<&'a LinkProxies>,
+    /// Where the durable state each node restarts from after a power cut is copied
+    /// (`power-cut-K/nI/`), as evidence when the history fails.
+    work_dir: &'a std::path::Path,
+    power_cuts: std::cell::Cell<u32>,
 }
 
 impl Faulter<'_> {
@@ -397,6 +416,11 @@ impl Faulter<'_> {
                 None => Ok(()),
             },
             (Fault::PowerCut, _) => {
+                self.power_cuts.set(self.power_cuts.get() + 1);
+                let evidence = self.work_dir.join(format!("power-cut-{}", self.power_cuts.get()));
+                for node in 0..NODES {
+                    cluster.copy_durable_state(node, &evidence.join(format!("n{}", node + 1)));
+                }
                 for node in 0..NODES {
                     cluster.restart(node).await?;
                 }

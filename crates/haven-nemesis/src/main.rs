@@ -15,6 +15,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use clap::Parser;
+use haven_nemesis::config::ALL_FAULT_KINDS;
 use haven_nemesis::config::HISTORY_SECONDS_MAX;
 use haven_nemesis::config::KEYS_MAX;
 use haven_nemesis::HistoryConfig;
@@ -59,6 +60,11 @@ struct Args {
     /// Less progress output.
     #[arg(long)]
     quiet: bool,
+    /// Fault kinds random schedules may draw, comma-separated: kill, sigstop, partition,
+    /// one-way, delay, loss, power-cut (default: all). Every history still ends with a
+    /// power cut.
+    #[arg(long)]
+    faults: Option<String>,
     /// Run exactly CI's histories instead (the correct one, then the chosen mutants, each
     /// with its short fixed schedule).
     #[arg(long)]
@@ -77,6 +83,24 @@ fn parse_mutants(text: &str) -> Result<Vec<NodeMode>, String> {
             })
             .collect(),
     }
+}
+
+/// `kill,power-cut` → the [`haven_nemesis::Fault::kind`] names.
+fn parse_fault_kinds(text: &str) -> Result<Vec<String>, String> {
+    text.split(',')
+        .map(|name| {
+            let kind = match name.trim() {
+                "kill" => "kill -9",
+                "power-cut" => "power cut",
+                other => other,
+            };
+            if ALL_FAULT_KINDS.contains(&kind) {
+                Ok(kind.to_string())
+            } else {
+                Err(format!("unknown fault {name:?}; known: kill, sigstop, partition, one-way, delay, loss, power-cut"))
+            }
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -101,6 +125,13 @@ fn main() -> ExitCode {
         eprintln!("error: --minutes must be at most {MINUTES_MAX} and --history-seconds 1..={HISTORY_SECONDS_MAX}");
         return ExitCode::from(2);
     }
+    let fault_kinds = match args.faults.as_deref().map(parse_fault_kinds).transpose() {
+        Ok(kinds) => kinds.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -121,6 +152,7 @@ fn main() -> ExitCode {
         config.rate_ops_per_second = args.rate;
         config.keys = args.keys;
         config.keep_work_dir = args.keep;
+        config.fault_kinds = fault_kinds.clone();
         config.verbose = !args.quiet;
         config
     };

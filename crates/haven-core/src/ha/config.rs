@@ -1266,7 +1266,7 @@ mod tests {
             HaConfig { failed_pings: Some(20), ping_interval_ms: Some(60_000), ..base() },
             HaConfig { file_sync_interval_s: 5, file_sync_change_count: 1, ..base() },
             HaConfig { file_sync_interval_s: 30, file_sync_change_count: 10_000, ..base() },
-            HaConfig { profile: Some(Profile::Seed), failback: true, stabilisation_delay_s: 285, ..base() },
+            HaConfig { profile: Some(Profile::Seed), failback: true, stabilisation_delay_s: 510, ..base() },
             HaConfig { failback: true, stabilisation_delay_s: 1, anti_flap_delay_s: 0, ..base() },
             HaConfig { hook_script: Some("/opt/haven/hooks/on event.sh".into()), hook_timeout_s: 600, ..base() },
             HaConfig { nodes: [(3, witness)].into_iter().collect(), ..base() },
@@ -1454,11 +1454,11 @@ mod tests {
         let applied = apply_draft(&current(HaConfig::default()), &draft, &members()).unwrap();
         let restarted: Vec<(u64, usize)> = applied.restart.iter().map(|r| (r.node_id, r.reasons.len())).collect();
         assert_eq!(restarted, vec![(1, 1), (2, 1), (3, 2)]);
-        assert!(applied.restart[0].reasons[0].contains("election timeout 300-600 ms"), "{:?}", applied.restart);
+        assert!(applied.restart[0].reasons[0].contains("election timeout 200-300 ms"), "{:?}", applied.restart);
         assert!(applied.restart[0].reasons[0].contains("profile wan"), "{:?}", applied.restart);
         assert!(applied.restart[2].reasons[1].contains("from data to witness"), "{:?}", applied.restart);
         // A live setting restarts nobody; switching to the same timing by another route neither.
-        let same_timing = Draft::new(7).set("ping_interval_ms", 50).set("failed_pings", 6);
+        let same_timing = Draft::new(7).set("ping_interval_ms", 50).set("failed_pings", 4);
         let applied = apply_draft(&current(HaConfig::default()), &same_timing, &members()).unwrap();
         assert!(applied.restart.is_empty());
     }
