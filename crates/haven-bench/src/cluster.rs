@@ -48,12 +48,22 @@ pub struct EtcdTimings {
     pub election_ms: u64,
 }
 
-/// Haven's defaults expressed as etcd flags: its ping interval as the heartbeat and its
-/// shortest election timeout (failed pings x interval) as etcd's election timeout.
-pub const HAVEN_TIMINGS: EtcdTimings = EtcdTimings {
-    heartbeat_ms: haven_core::config::PING_INTERVAL_MS_DEFAULT,
-    election_ms: haven_core::config::PING_INTERVAL_MS_DEFAULT * haven_core::config::FAILED_PINGS_DEFAULT,
+/// Haven's defaults expressed as etcd flags: its shortest election timeout (failed pings x
+/// interval) as etcd's election timeout, and its ping interval as the heartbeat, lowered
+/// where needed to the fifth of the election timeout that etcd insists on.
+pub const HAVEN_TIMINGS: EtcdTimings = {
+    let ping = haven_core::config::PING_INTERVAL_MS_DEFAULT;
+    let election = ping * haven_core::config::FAILED_PINGS_DEFAULT;
+    let heartbeat = if ping * ETCD_ELECTION_PER_HEARTBEAT_MIN > election {
+        election / ETCD_ELECTION_PER_HEARTBEAT_MIN
+    } else {
+        ping
+    };
+    EtcdTimings { heartbeat_ms: heartbeat, election_ms: election }
 };
+
+/// etcd refuses an election timeout shorter than five heartbeats.
+const ETCD_ELECTION_PER_HEARTBEAT_MIN: u64 = 5;
 
 /// Which system a cluster runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

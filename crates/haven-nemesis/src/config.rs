@@ -72,8 +72,9 @@ pub const WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between reconnect attempts of a watcher.
 pub const WATCH_RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
-/// SIGSTOP holds a node for this long: more than twice the default 600 ms maximum election
-/// timeout, so the others must elect a new leader while it is frozen.
+/// SIGSTOP holds a node for this long: well over twice the longest election timeout of the
+/// default timing (300 ms, or 600 ms with the older 6-ping default) plus the leader lease
+/// openraft waits out first, so the others must elect a new leader while it is frozen.
 pub const PAUSE_HOLD: Duration = Duration::from_millis(2000);
 
 /// Budget of the linearizability search (steps over all keys of one history).
@@ -325,12 +326,14 @@ impl Schedule {
     /// empty).
     pub fn random(rng: &mut impl Rng, duration: Duration, net: NetMode, kinds: &[String]) -> Schedule {
         let allowed = |fault: Fault| {
-            (net == NetMode::Netns || !fault.needs_netns()) && (kinds.is_empty() || kinds.iter().any(|k| k == fault.kind()))
+            (net == NetMode::Netns || !fault.needs_netns())
+                && (kinds.is_empty() || kinds.iter().any(|k| k == fault.kind()))
         };
         // Nothing drawable (e.g. only network faults without namespaces): power cuts only.
         let only_power_cuts = !kinds.is_empty()
             && !kinds.iter().any(|kind| {
-                ALL_FAULT_KINDS.contains(&kind.as_str()) && (net == NetMode::Netns || !NETWORK_FAULT_KINDS.contains(&kind.as_str()))
+                ALL_FAULT_KINDS.contains(&kind.as_str())
+                    && (net == NetMode::Netns || !NETWORK_FAULT_KINDS.contains(&kind.as_str()))
             });
         let mut steps = Vec::new();
         let warmup = Duration::from_secs(3);
@@ -478,7 +481,10 @@ mod tests {
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let loss_only = Schedule::random(&mut rng, Duration::from_secs(60), NetMode::Netns, &["loss".to_string()]);
-        assert!(loss_only.steps.iter().all(|s| matches!(s.fault, Fault::Loss { .. } | Fault::PowerCut)), "{loss_only:?}");
+        assert!(
+            loss_only.steps.iter().all(|s| matches!(s.fault, Fault::Loss { .. } | Fault::PowerCut)),
+            "{loss_only:?}"
+        );
         let impossible = Schedule::random(&mut rng, Duration::from_secs(30), NetMode::Local, &["delay".to_string()]);
         assert!(impossible.steps.iter().all(|s| s.fault == Fault::PowerCut), "{impossible:?}");
     }

@@ -135,7 +135,10 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
     say(format!("network mode: {net}"));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-    let schedule = config.schedule.clone().unwrap_or_else(|| Schedule::random(&mut rng, config.random_duration, net, &config.fault_kinds));
+    let schedule = config
+        .schedule
+        .clone()
+        .unwrap_or_else(|| Schedule::random(&mut rng, config.random_duration, net, &config.fault_kinds));
     let started = Cluster::start(
         &config.haven_bin,
         config.mode,

@@ -95,29 +95,52 @@ impl TcpTransport {
         frame::decode(&body)
     }
 
-    async fn call_inner(&self, addr: &str, request: PeerEnvelope) -> Result<PeerResponse, TransportError> {
+    /// Sends `request` and waits for the answer until `deadline`. Connecting (TCP and the
+    /// TLS handshake) has its own bound, `CONNECT_TIMEOUT`: openraft gives heartbeats a few
+    /// tens of milliseconds, and a handshake on a loaded machine can take longer; a
+    /// connection made too late for this request is kept for the next one instead of being
+    /// thrown away, so the link heals instead of failing forever.
+    async fn call_inner(
+        &self,
+        addr: &str,
+        request: PeerEnvelope,
+        deadline: tokio::time::Instant,
+    ) -> Result<PeerResponse, TransportError> {
         let bytes = frame::encode(&request)
             .map_err(|e| TransportError::BadAnswer { addr: addr.into(), reason: e.to_string() })?;
+        let timed_out = || TransportError::NoAnswer { addr: addr.into(), reason: "timed out".into() };
         // A pooled connection may have been closed by the peer since; if the exchange
         // fails on one before any answer, retry once on a fresh connection. Requests are
         // safe to repeat: Raft RPCs are idempotent and writes carry request ids.
         if let Some(mut stream) = self.take_idle(addr) {
-            if let Ok(response) = Self::exchange(&mut stream, &bytes).await {
-                self.put_idle(addr, stream);
-                return Ok(response);
+            match tokio::time::timeout_at(deadline, Self::exchange(&mut stream, &bytes)).await {
+                Ok(Ok(response)) => {
+                    self.put_idle(addr, stream);
+                    return Ok(response);
+                }
+                Ok(Err(_)) => {}
+                Err(_) => return Err(timed_out()),
             }
         }
         // Under TLS 1.3 a server that rejects our certificate says so only after the
         // client's handshake completed: the first exchange on a new connection is what
         // proves the link, which is why a link counts as up only once a request answered.
         let mut stream = self.connect(addr).await?;
-        match Self::exchange(&mut stream, &bytes).await {
-            Ok(response) => {
+        if tokio::time::Instant::now() >= deadline {
+            self.put_idle(addr, stream);
+            return Err(TransportError::Unreachable {
+                addr: addr.into(),
+                reason: "connected after this request's deadline; the connection is kept for the next".into(),
+            });
+        }
+        match tokio::time::timeout_at(deadline, Self::exchange(&mut stream, &bytes)).await {
+            Ok(Ok(response)) => {
                 self.put_idle(addr, stream);
                 Ok(response)
             }
-            Err(FrameError::Decode(reason)) => Err(TransportError::BadAnswer { addr: addr.into(), reason }),
-            Err(error) => Err(TransportError::NoAnswer { addr: addr.into(), reason: error.to_string() }),
+            Ok(Err(FrameError::Decode(reason))) => Err(TransportError::BadAnswer { addr: addr.into(), reason }),
+            Ok(Err(error)) => Err(TransportError::NoAnswer { addr: addr.into(), reason: error.to_string() }),
+            Err(_) => Err(timed_out()),
         }
     }
 }
@@ -129,15 +152,7 @@ impl Transport for TcpTransport {
         request: PeerEnvelope,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<PeerResponse, TransportError>> {
-        async move {
-            match tokio::time::timeout(timeout, self.call_inner(addr, request)).await {
-                Ok(result) => result,
-                Err(_) => {
-                    Err(TransportError::NoAnswer { addr: addr.into(), reason: format!("timed out after {timeout:?}") })
-                }
-            }
-        }
-        .boxed()
+        async move { self.call_inner(addr, request, tokio::time::Instant::now() + timeout).await }.boxed()
     }
 }
 

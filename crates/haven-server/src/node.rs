@@ -881,6 +881,11 @@ pub fn raft_config(config: &NodeConfig) -> anyhow::Result<openraft::Config> {
         // A node that was partitioned away must not disrupt a healthy leader when it
         // returns: it first asks whether it could win (Raft thesis §9.6).
         enable_pre_vote: Some(true),
+        // A restarted leader must not resume its old term without an election: a follower
+        // may hold an entry the leader sent before its own fsync and then lost in a crash,
+        // and a restored leader would write a different entry under the same log id,
+        // forking the replicas (found by the nemesis with power cuts; docs/nemesis.md).
+        enable_leader_restore: Some(false),
         ..Default::default()
     };
     raft_config.validate().map_err(|error| anyhow::anyhow!("invalid raft timing: {error}"))
