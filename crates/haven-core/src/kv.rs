@@ -341,9 +341,7 @@ impl KvState {
         prefix: &str,
         limit: usize,
     ) -> Result<(Vec<Event>, u64), HistoryError> {
-        if after_revision < self.compact_revision {
-            return Err(HistoryError::Compacted { compact_revision: self.compact_revision });
-        }
+        self.check_resumable(after_revision)?;
         let mut events = Vec::new();
         let mut scanned = after_revision;
         // The history is contiguous: revision r sits at index r - compact_revision - 1.
@@ -362,6 +360,14 @@ impl KvState {
             scanned = scanned.max(self.revision);
         }
         Ok((events, scanned))
+    }
+
+    /// Can a watcher resume after `after_revision`, or has that history been compacted?
+    pub fn check_resumable(&self, after_revision: u64) -> Result<(), HistoryError> {
+        if after_revision < self.compact_revision {
+            return Err(HistoryError::Compacted { compact_revision: self.compact_revision });
+        }
+        Ok(())
     }
 
     /// Applies one request. Deterministic: the same requests in the same order give the

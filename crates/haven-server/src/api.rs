@@ -448,7 +448,7 @@ async fn watch(
     let start = {
         let state = node.state.read();
         let start = params.number("after_revision")?.unwrap_or(state.kv.revision());
-        if let Err(HistoryError::Compacted { compact_revision }) = state.kv.events_after(start, &prefix, 0) {
+        if let Err(HistoryError::Compacted { compact_revision }) = state.kv.check_resumable(start) {
             return Err(ApiError::new(
                 StatusCode::GONE,
                 "compacted",
@@ -547,26 +547,31 @@ async fn get_status(State(node): State<Shared>, params: Params) -> Result<Json<V
     Ok(Json(serde_json::to_value(status(&node)).map_err(|e| ApiError::internal(e.to_string()))?))
 }
 
+// Health checks are polled by load balancers and supervisors: they read openraft's metrics
+// only, not the whole status (members, probes, HA evaluation).
+
 async fn health(State(node): State<Shared>) -> Response {
-    let status = status(&node);
-    let serving = status.leader.is_some() && status.member;
+    let metrics = node.metrics();
+    let leader = metrics.current_leader;
+    let member = metrics.membership_config.get_node(&node.node_id).is_some();
+    let serving = leader.is_some() && member;
     let code = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let reason = if serving {
         "serving"
-    } else if !status.member {
+    } else if !member {
         "not a member of a cluster"
     } else {
         "no leader"
     };
-    (code, Json(json!({ "ok": serving, "node_id": status.node_id, "leader": status.leader, "reason": reason })))
-        .into_response()
+    (code, Json(json!({ "ok": serving, "node_id": node.node_id, "leader": leader, "reason": reason }))).into_response()
 }
 
 async fn health_primary(State(node): State<Shared>) -> Response {
-    let status = status(&node);
-    let primary = status.leader == Some(status.node_id) && status.leader_has_quorum;
+    let metrics = node.metrics();
+    let primary = node.leader_has_quorum(&metrics);
     let code = if primary { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({ "primary": primary, "node_id": status.node_id, "leader": status.leader }))).into_response()
+    (code, Json(json!({ "primary": primary, "node_id": node.node_id, "leader": metrics.current_leader })))
+        .into_response()
 }
 
 async fn members_list(State(node): State<Shared>, params: Params) -> Result<Json<Value>, ApiError> {

@@ -235,6 +235,22 @@ impl Node {
         Some((leader, node))
     }
 
+    /// Is this node the primary in the sense: the leader, having heard from a
+    /// majority within the shortest election timeout? A lone voter is its own majority.
+    pub fn leader_has_quorum(&self, metrics: &openraft::RaftMetrics<haven_store::TypeConfig>) -> bool {
+        if metrics.state != ServerState::Leader {
+            return false;
+        }
+        let mut voters = metrics.membership_config.voter_ids();
+        let alone = voters.next() == Some(self.node_id) && voters.next().is_none();
+        let (election_timeout_min, _) = self.config.timing.election_timeout_ms();
+        alone
+            || metrics
+                .last_quorum_acked
+                .as_ref()
+                .is_some_and(|at| at.elapsed() < Duration::from_millis(election_timeout_min))
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow_watched().state == ServerState::Leader
     }

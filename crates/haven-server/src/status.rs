@@ -3,11 +3,8 @@
 use std::collections::BTreeSet;
 
 use haven_store::NodeId;
-use openraft::Instant as _;
-use openraft::ServerState;
 use serde::Serialize;
 
-use crate::node::REACHABLE_WITHIN;
 use crate::Node;
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,15 +58,7 @@ pub fn status(node: &Node) -> Status {
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let commit_index = metrics.local_committed.as_ref().map_or(0, |log_id| log_id.index());
     let replication = metrics.replication.clone().unwrap_or_default();
-    let (election_timeout_min, _) = node.config.timing.election_timeout_ms();
-    // A lone voter is its own majority; otherwise the leader must have heard from a
-    // majority within the election timeout.
-    let alone = voters.len() == 1 && voters.contains(&node.node_id);
-    let recently_acked = metrics
-        .last_quorum_acked
-        .as_ref()
-        .is_some_and(|at| at.elapsed() < std::time::Duration::from_millis(election_timeout_min));
-    let leader_has_quorum = metrics.state == ServerState::Leader && (alone || recently_acked);
+    let leader_has_quorum = node.leader_has_quorum(&metrics);
     let mut members = Vec::new();
     for (id, member) in membership.nodes() {
         let probe = node.probe(*id);
@@ -170,6 +159,3 @@ fn ha_status(node: &Node, members: &[MemberStatus], leader_has_quorum: bool) -> 
     };
     haven_core::ha::status::compute(&view)
 }
-
-/// `REACHABLE_WITHIN` is re-exported for the API docs.
-pub const REACHABILITY_WINDOW_MS: u128 = REACHABLE_WITHIN.as_millis();
