@@ -26,6 +26,11 @@ use std::collections::VecDeque;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::admin::AdminRefusal;
+use crate::admin::AdminState;
+use crate::admin::AuditChange;
+use crate::admin::AuditEntry;
+use crate::admin::AUTOMATIC_ACTOR;
 use crate::auth::permits;
 use crate::auth::validate_token_name;
 use crate::auth::Access;
@@ -47,25 +52,70 @@ use crate::limits::REQUEST_IDS_REMEMBERED;
 pub enum Command {
     /// Set `key` to `value`. With `prev_revision`, only if the key's mod_revision equals it
     /// (0 = the key must not exist).
-    Put { key: String, value: Vec<u8>, prev_revision: Option<u64> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        prev_revision: Option<u64>,
+    },
     /// Delete `key`, with the same optional compare.
-    Delete { key: String, prev_revision: Option<u64> },
+    Delete {
+        key: String,
+        prev_revision: Option<u64>,
+    },
     /// Records the cluster id; proposed once by the bootstrapping node. Later ones are ignored.
-    InitCluster { cluster_id: String },
+    InitCluster {
+        cluster_id: String,
+    },
     /// Adds a token. The server drew `id` and the secret; only the secret's hash travels.
     /// The token expires `ttl_ms` after the request's `now_ms` stamp (never when `None`).
-    CreateToken { id: String, name: String, role: Role, sha256_hex: String, ttl_ms: Option<u64> },
+    CreateToken {
+        id: String,
+        name: String,
+        role: Role,
+        sha256_hex: String,
+        ttl_ms: Option<u64>,
+    },
     /// Removes a token; requests made with it are refused from this point in the log on.
-    RevokeToken { id: String },
+    RevokeToken {
+        id: String,
+    },
     /// Spends join token `id` on the node `node_id` with data dir `incarnation`. Only the
     /// first claim wins; the same node may repeat it (a retried or resumed join).
-    ConsumeJoinToken { id: String, node_id: u64, incarnation: String },
+    ConsumeJoinToken {
+        id: String,
+        node_id: u64,
+        incarnation: String,
+    },
     /// Changes nothing: commits the check of the request's token at this point in the log
     /// (before a membership change, which is not a state machine command).
     Authorize,
     /// Maintenance mode (Patroni's "pause"): while on, no node starts an election on its
     /// own, so there is no automatic failover or failback; switchover still works.
-    SetMaintenance { on: bool },
+    SetMaintenance {
+        on: bool,
+    },
+    /// Sets (`Some`, JSON text) or unsets (`None`) keys of the HA configuration draft,
+    /// starting a draft on the current version if there is none. All or none apply.
+    EditHaDraft {
+        edits: Vec<(String, Option<String>)>,
+    },
+    DiscardHaDraft,
+    /// Applies the draft, which must be based on `base_version` (what the operator saw) and
+    /// on the current version (nobody applied since).
+    ApplyHaDraft {
+        base_version: u64,
+    },
+    /// Seed 002's teardown: `detached` (node id, incarnation) leave the cluster for good;
+    /// `keep` continues as the standalone server.
+    Teardown {
+        keep: u64,
+        detached: Vec<(u64, String)>,
+    },
+    /// Records an action that is not itself a state machine command (a membership change,
+    /// a switchover, a failover). Only servers propose it; no client route builds one.
+    RecordAudit {
+        entry: AuditEntry,
+    },
 }
 
 impl Command {
@@ -76,11 +126,15 @@ impl Command {
         match self {
             Command::Put { .. } | Command::Delete { .. } => Access::Write,
             Command::ConsumeJoinToken { .. } => Access::Join,
-            Command::Authorize => Access::Public,
+            Command::Authorize | Command::RecordAudit { .. } => Access::Public,
             Command::InitCluster { .. }
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }
-            | Command::SetMaintenance { .. } => Access::Admin,
+            | Command::SetMaintenance { .. }
+            | Command::EditHaDraft { .. }
+            | Command::DiscardHaDraft
+            | Command::ApplyHaDraft { .. }
+            | Command::Teardown { .. } => Access::Admin,
         }
     }
 }
@@ -98,12 +152,15 @@ pub struct Request {
     /// proposal. Token expiry and creation times are decided from it, never from a replica's
     /// own clock, so every replica decides the same.
     pub now_ms: u64,
+    /// The node that received the request from its client (0 = not recorded), for the
+    /// audit log.
+    pub received_by: u64,
 }
 
 impl Request {
     /// A request with no token and no time stamp yet (the leader stamps it).
     pub fn new(request_id: Option<String>, command: Command) -> Request {
-        Request { request_id, command, auth: None, now_ms: 0 }
+        Request { request_id, command, auth: None, now_ms: 0, received_by: 0 }
     }
 
     /// The same request, made with `token_id` through a route that needs `access`.
@@ -130,6 +187,19 @@ impl std::fmt::Display for Request {
             Command::ConsumeJoinToken { id, node_id, .. } => write!(f, "consume join token {id} for node {node_id}"),
             Command::Authorize => write!(f, "authorize"),
             Command::SetMaintenance { on } => write!(f, "maintenance {}", if *on { "on" } else { "off" }),
+            Command::EditHaDraft { edits } => {
+                write!(f, "draft edit {:?}", edits.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>())
+            }
+            Command::DiscardHaDraft => write!(f, "draft discard"),
+            Command::ApplyHaDraft { base_version } => write!(f, "config apply (draft based on {base_version})"),
+            Command::Teardown { keep, detached } => {
+                write!(
+                    f,
+                    "teardown keeping node {keep}, detaching {:?}",
+                    detached.iter().map(|d| d.0).collect::<Vec<_>>()
+                )
+            }
+            Command::RecordAudit { entry } => write!(f, "audit {}", entry.action),
         }?;
         match &self.auth {
             Some(auth) => write!(f, " by token {} ({} access)", auth.token_id, auth.access),
@@ -162,6 +232,12 @@ pub enum CommandResult {
     TokenCreated { created_ms: u64, expires_ms: Option<u64> },
     /// The revocation ran; `revoked` is false when no such token existed.
     TokenRevoked { revoked: bool },
+    /// The HA configuration is now at `version`.
+    HaConfigApplied { version: u64 },
+    /// The teardown is recorded as `generation`.
+    TornDown { generation: u64 },
+    /// The audit record got sequence number `seq`.
+    Audited { seq: u64 },
 }
 
 impl Default for CommandResult {
@@ -223,6 +299,8 @@ pub struct KvState {
     /// Maintenance mode: on since this time (the proposing leader's clock), or off.
     #[serde(default)]
     maintenance_since_ms: Option<u64>,
+    /// HA configuration, draft, audit log, teardowns.
+    admin: AdminState,
 }
 
 impl Default for KvState {
@@ -244,6 +322,7 @@ impl KvState {
             request_order: VecDeque::new(),
             tokens: BTreeMap::new(),
             maintenance_since_ms: None,
+            admin: AdminState::default(),
         }
     }
 
@@ -389,7 +468,24 @@ impl KvState {
                 return result.clone();
             }
         }
-        let result = self.apply_command(&request.command, request.now_ms, request.auth.as_ref());
+        // Named before applying: a revocation may remove the caller's own token.
+        let actor = match &request.auth {
+            Some(auth) => self.tokens.get(&auth.token_id).map_or_else(|| auth.token_id.clone(), |t| t.name.clone()),
+            None => AUTOMATIC_ACTOR.to_string(),
+        };
+        let (result, audit) = self.apply_audited(&request.command, request.now_ms, request.auth.as_ref());
+        let result = match audit {
+            Some(entry) => {
+                let seq = self.admin.audit.append(request.now_ms, &actor, request.received_by, entry);
+                match result {
+                    CommandResult::Ok { .. } if matches!(request.command, Command::RecordAudit { .. }) => {
+                        CommandResult::Audited { seq }
+                    }
+                    result => result,
+                }
+            }
+            None => result,
+        };
         if let Some(id) = &request.request_id {
             self.remember(id.clone(), result.clone());
         }
@@ -485,12 +581,98 @@ impl KvState {
                 self.maintenance_since_ms = on.then_some(self.maintenance_since_ms.unwrap_or(now_ms));
                 CommandResult::Ok { revision: self.revision }
             }
+            // Applied by `apply_audited` itself (they exist for their audit records); routed
+            // there should anything call this with one.
+            Command::EditHaDraft { .. }
+            | Command::DiscardHaDraft
+            | Command::ApplyHaDraft { .. }
+            | Command::Teardown { .. }
+            | Command::RecordAudit { .. } => self.apply_audited(command, now_ms, auth).0,
         }
     }
 
     /// Since when (the leader's clock, ms since the epoch) maintenance mode is on, if it is.
     pub fn maintenance_since_ms(&self) -> Option<u64> {
         self.maintenance_since_ms
+    }
+
+    /// Applies `command` and says what the audit log records of it (administrative commands
+    /// that changed something; nothing for data writes).
+    fn apply_audited(
+        &mut self,
+        command: &Command,
+        now_ms: u64,
+        auth: Option<&Auth>,
+    ) -> (CommandResult, Option<AuditEntry>) {
+        let refused = |refusal: AdminRefusal| (CommandResult::Refused { reason: refusal.to_string() }, None);
+        let ok = |revision: u64, entry: AuditEntry| (CommandResult::Ok { revision }, Some(entry));
+        match command {
+            Command::EditHaDraft { edits } => match self.admin.edit_draft(edits) {
+                // Draft edits are not audited one by one: the apply records every change.
+                Ok(()) => (CommandResult::Ok { revision: self.revision }, None),
+                Err(refusal) => refused(refusal),
+            },
+            Command::DiscardHaDraft => match self.admin.draft.take() {
+                Some(draft) => ok(
+                    self.revision,
+                    AuditEntry::new("config.discard", format!("draft of {} change(s) discarded", draft.changes.len())),
+                ),
+                None => (CommandResult::Ok { revision: self.revision }, None),
+            },
+            Command::ApplyHaDraft { base_version } => match self.admin.apply_draft(*base_version) {
+                Ok((version, entry)) => (CommandResult::HaConfigApplied { version }, Some(entry)),
+                Err(refusal) => refused(refusal),
+            },
+            Command::Teardown { keep, detached } => {
+                let generation = self.admin.teardown(detached);
+                let ids: Vec<String> = detached.iter().map(|(id, _)| id.to_string()).collect();
+                let entry = AuditEntry::new(
+                    "teardown",
+                    format!(
+                        "teardown generation {generation}: node {keep} continues standalone; detached: {}",
+                        ids.join(", ")
+                    ),
+                );
+                (CommandResult::TornDown { generation }, Some(entry))
+            }
+            Command::RecordAudit { entry } => (CommandResult::Ok { revision: self.revision }, Some(entry.clone())),
+            Command::SetMaintenance { on } => {
+                let was = self.maintenance_since_ms.is_some();
+                let result = self.apply_command(command, now_ms, auth);
+                let entry = (was != *on).then(|| {
+                    AuditEntry::new("maintenance", format!("maintenance mode {}", if *on { "on" } else { "off" }))
+                        .with_change(AuditChange::new("maintenance", Some(was.to_string()), Some(on.to_string())))
+                });
+                (result, entry)
+            }
+            Command::CreateToken { id, name, role, .. } => {
+                let result = self.apply_command(command, now_ms, auth);
+                let entry = matches!(result, CommandResult::TokenCreated { .. })
+                    .then(|| AuditEntry::new("token.create", format!("token {id} ({name:?}, role {role}) created")));
+                (result, entry)
+            }
+            Command::RevokeToken { id } => {
+                let name = self.tokens.get(id).map(|token| token.name.clone());
+                let result = self.apply_command(command, now_ms, auth);
+                let entry = matches!(result, CommandResult::TokenRevoked { revoked: true }).then(|| {
+                    AuditEntry::new("token.revoke", format!("token {id} ({:?}) revoked", name.unwrap_or_default()))
+                });
+                (result, entry)
+            }
+            Command::InitCluster { cluster_id } => {
+                let first = self.cluster_id.is_none();
+                let result = self.apply_command(command, now_ms, auth);
+                (result, first.then(|| AuditEntry::new("cluster.init", format!("cluster {cluster_id} created"))))
+            }
+            Command::Put { .. } | Command::Delete { .. } | Command::ConsumeJoinToken { .. } | Command::Authorize => {
+                (self.apply_command(command, now_ms, auth), None)
+            }
+        }
+    }
+
+    /// The administrative state: HA configuration, draft, audit log, teardowns.
+    pub fn admin(&self) -> &AdminState {
+        &self.admin
     }
 
     /// Adds a token after checking every rule again: the API checks them first, but the
@@ -773,6 +955,62 @@ mod tests {
             CommandResult::Unauthorized { reason } => reason,
             other => panic!("expected Unauthorized, got {other:?}"),
         }
+    }
+
+    /// Every administrative command that changed something leaves one audit record naming
+    /// the token's name (or "haven"), the receiving node, the time and what changed; data
+    /// writes and refused commands leave none.
+    #[test]
+    fn admin_commands_are_audited_with_who_when_and_where() {
+        let mut state = KvState::default();
+        let admin = create(&mut state, 1, Role::Admin, None);
+        let audit = |state: &KvState| state.admin().audit.since(0, usize::MAX);
+        assert_eq!(audit(&state).len(), 1);
+        assert_eq!((audit(&state)[0].actor.as_str(), audit(&state)[0].action.as_str()), ("haven", "token.create"));
+
+        let mut on =
+            stamped(Request::new(None, Command::SetMaintenance { on: true }), &admin.id, Access::Admin, T0 + 5);
+        on.received_by = 3;
+        assert_eq!(state.apply(&on), CommandResult::Ok { revision: 0 });
+        let record = audit(&state).pop().unwrap();
+        assert_eq!((record.actor.as_str(), record.node, record.at_ms), ("t1", 3, T0 + 5));
+        assert_eq!(record.changes[0].old.as_deref(), Some("false"));
+        assert_eq!(record.changes[0].new.as_deref(), Some("true"));
+        // Maintenance on again changes nothing: no record.
+        state.apply(&on);
+        state.apply(&put("k", "v"));
+        assert_eq!(audit(&state).len(), 2, "no-ops and data writes are not audited");
+
+        let edit = Command::EditHaDraft { edits: vec![("failback".into(), Some("true".into()))] };
+        state.apply(&stamped(Request::new(None, edit), &admin.id, Access::Admin, T0 + 6));
+        let apply = Command::ApplyHaDraft { base_version: 0 };
+        assert_eq!(
+            state.apply(&stamped(Request::new(None, apply.clone()), &admin.id, Access::Admin, T0 + 7)),
+            CommandResult::HaConfigApplied { version: 1 }
+        );
+        let record = audit(&state).pop().unwrap();
+        assert_eq!(record.action, "config.apply");
+        assert_eq!(record.changes[0].what, "failback");
+        // Applying again: refused (no draft), not audited.
+        assert!(matches!(
+            state.apply(&stamped(Request::new(None, apply), &admin.id, Access::Admin, T0 + 8)),
+            CommandResult::Refused { .. }
+        ));
+        let recorded = Command::RecordAudit { entry: AuditEntry::new("failover", "node 2 leads term 9") };
+        let seq = match state.apply(&Request::new(None, recorded)) {
+            CommandResult::Audited { seq } => seq,
+            other => panic!("expected Audited, got {other:?}"),
+        };
+        assert_eq!(audit(&state).pop().map(|r| (r.seq, r.actor)), Some((seq, "haven".to_string())));
+        // A reader's token cannot change the configuration, and nothing is recorded.
+        let reader = create(&mut state, 2, Role::Reader, None);
+        let before = audit(&state).len();
+        let edit = Command::EditHaDraft { edits: vec![("failback".into(), Some("false".into()))] };
+        assert!(matches!(
+            state.apply(&stamped(Request::new(None, edit), &reader.id, Access::Admin, T0 + 9)),
+            CommandResult::Unauthorized { .. }
+        ));
+        assert_eq!(audit(&state).len(), before);
     }
 
     #[test]

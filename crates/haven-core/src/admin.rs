@@ -1,0 +1,404 @@
+//! The replicated administrative state: the cluster-wide HA configuration with its draft,
+//! the audit log, and the record of teardowns.
+//!
+//! ```text
+//!   haven config draft set K V ──▶ EditHaDraft ──▶ draft (based on version v)
+//!   haven config apply         ──▶ ApplyHaDraft{v} ──▶ config v+1, audit "config.apply"
+//!   haven teardown             ──▶ Teardown ──▶ generation g, detached (node, incarnation)
+//!   every admin command, every automatic action ──▶ AuditRecord{seq, time, who, node, what}
+//! ```
+//!
+//! All of it lives in the state machine, so it is replicated, survives failovers and
+//! switchovers, and reads the same on every node. Everything here is deterministic: time
+//! comes from the proposing leader's stamp on the request.
+
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::ha::config::apply_draft;
+use crate::ha::config::value_from_text;
+use crate::ha::config::ApplyError;
+use crate::ha::config::Draft;
+use crate::ha::config::Edit;
+use crate::ha::config::HaConfig;
+use crate::ha::config::Versioned;
+use crate::ha::config::DRAFT_CHANGES_MAX;
+
+/// Audit records kept. Administrative actions are rare (a busy cluster sees tens a day);
+/// 10,000 records keep years of them while bounding every snapshot to a few megabytes
+/// (a record is well under 1 KiB). The oldest are dropped first; sequence numbers go on.
+pub const AUDIT_RECORDS_MAX: usize = 10_000;
+
+/// Longest text of one audit field (summary, old or new value). Longer text is cut with
+/// a marker: a record must stay small whatever a config value holds.
+pub const AUDIT_TEXT_BYTES_MAX: usize = 4096;
+
+/// Audit records returned by one read: a page, so an answer stays small.
+pub const AUDIT_PAGE_MAX: usize = 1000;
+
+/// The actor of automatic actions (failover, failback, the bootstrap token).
+pub const AUTOMATIC_ACTOR: &str = "haven";
+
+/// One change of one value, as the audit log shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChange {
+    pub what: String,
+    /// `None` when the value did not exist before (or is not shown, e.g. a secret).
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+impl AuditChange {
+    pub fn new(what: impl Into<String>, old: Option<String>, new: Option<String>) -> AuditChange {
+        AuditChange { what: what.into(), old: old.map(cut), new: new.map(cut) }
+    }
+}
+
+/// One administrative or automatic action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// 1, 2, 3, ... across the cluster's life; never reused, even after trimming.
+    pub seq: u64,
+    /// The proposing leader's clock, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The name of the token the request was made with, or [`AUTOMATIC_ACTOR`].
+    pub actor: String,
+    /// The node that received the request (0 when unknown).
+    pub node: u64,
+    /// A dotted action name: `config.apply`, `switchover`, `failover`, `token.create`, ...
+    pub action: String,
+    /// What happened, in words.
+    pub summary: String,
+    pub changes: Vec<AuditChange>,
+}
+
+/// What an action contributes to its record; the state machine adds seq, time, actor, node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub action: String,
+    pub summary: String,
+    pub changes: Vec<AuditChange>,
+}
+
+impl AuditEntry {
+    pub fn new(action: impl Into<String>, summary: impl Into<String>) -> AuditEntry {
+        AuditEntry { action: action.into(), summary: cut(summary.into()), changes: Vec::new() }
+    }
+
+    pub fn with_change(mut self, change: AuditChange) -> AuditEntry {
+        self.changes.push(change);
+        self
+    }
+}
+
+/// The bounded audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLog {
+    records: VecDeque<AuditRecord>,
+    last_seq: u64,
+}
+
+impl AuditLog {
+    pub fn append(&mut self, at_ms: u64, actor: &str, node: u64, entry: AuditEntry) -> u64 {
+        self.last_seq += 1;
+        self.records.push_back(AuditRecord {
+            seq: self.last_seq,
+            at_ms,
+            actor: actor.to_string(),
+            node,
+            action: entry.action,
+            summary: entry.summary,
+            changes: entry.changes,
+        });
+        while self.records.len() > AUDIT_RECORDS_MAX {
+            self.records.pop_front();
+        }
+        self.last_seq
+    }
+
+    /// Records with `seq > after`, oldest first, at most `limit`.
+    pub fn since(&self, after: u64, limit: usize) -> Vec<AuditRecord> {
+        self.records.iter().filter(|record| record.seq > after).take(limit).cloned().collect()
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    pub fn last(&self) -> Option<&AuditRecord> {
+        self.records.back()
+    }
+}
+
+/// A draft as stored: values as JSON text, because the store's binary encoding cannot
+/// carry free-form JSON values. `None` = unset (back to the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDraft {
+    pub base_version: u64,
+    pub changes: BTreeMap<String, Option<String>>,
+}
+
+impl StoredDraft {
+    /// The draft in the form the HA core works with.
+    pub fn to_draft(&self) -> Draft {
+        let mut draft = Draft::new(self.base_version);
+        for (key, value) in &self.changes {
+            let edit = match value {
+                Some(json) => Edit::Set(value_from_text(json)),
+                None => Edit::Unset,
+            };
+            draft.changes.insert(key.clone(), edit);
+        }
+        draft
+    }
+}
+
+/// A node detached by a teardown: it may never act as a member of this cluster again.
+/// Keyed by incarnation, so the same node id wiped and joined anew is a new member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachedNode {
+    pub node_id: u64,
+    pub incarnation: String,
+    pub generation: u64,
+}
+
+/// The administrative part of the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminState {
+    pub ha_config: Versioned<HaConfig>,
+    pub draft: Option<StoredDraft>,
+    pub audit: AuditLog,
+    /// How many teardowns this cluster has been through.
+    pub teardown_generation: u64,
+    pub detached: Vec<DetachedNode>,
+}
+
+impl Default for AdminState {
+    fn default() -> AdminState {
+        AdminState {
+            ha_config: Versioned { version: 0, value: HaConfig::default() },
+            draft: None,
+            audit: AuditLog::default(),
+            teardown_generation: 0,
+            detached: Vec::new(),
+        }
+    }
+}
+
+/// Why an HA configuration command was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRefusal {
+    Apply(ApplyError),
+    NoDraft,
+    DraftFull,
+    BadValue(String),
+}
+
+impl std::fmt::Display for AdminRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminRefusal::Apply(error) => write!(f, "{error}"),
+            AdminRefusal::NoDraft => f.write_str("there is no draft; make one with `haven config draft set KEY VALUE`"),
+            AdminRefusal::DraftFull => {
+                write!(f, "the draft holds {DRAFT_CHANGES_MAX} changes already; apply or discard it first")
+            }
+            AdminRefusal::BadValue(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl AdminState {
+    pub fn is_detached(&self, node_id: u64, incarnation: &str) -> Option<u64> {
+        self.detached
+            .iter()
+            .find(|detached| detached.node_id == node_id && detached.incarnation == incarnation)
+            .map(|detached| detached.generation)
+    }
+
+    /// Adds edits (key, JSON value or `None` to unset) to the draft, starting a draft on
+    /// the current version if there is none; all or none. Keys and values are checked at
+    /// apply (all rules at once), not here, so an operator can build a draft in any order.
+    pub fn edit_draft(&mut self, edits: &[(String, Option<String>)]) -> Result<(), AdminRefusal> {
+        for (key, value_json) in edits {
+            if let Some(json) = value_json {
+                serde_json::from_str::<serde_json::Value>(json)
+                    .map_err(|error| AdminRefusal::BadValue(format!("value for {key} is not JSON: {error}")))?;
+            }
+        }
+        let version = self.ha_config.version;
+        let mut draft =
+            self.draft.clone().unwrap_or_else(|| StoredDraft { base_version: version, changes: BTreeMap::new() });
+        for (key, value_json) in edits {
+            draft.changes.insert(key.clone(), value_json.clone());
+        }
+        if draft.changes.len() > DRAFT_CHANGES_MAX {
+            return Err(AdminRefusal::DraftFull);
+        }
+        self.draft = Some(draft);
+        Ok(())
+    }
+
+    /// Applies the draft made from `base_version` (the version the operator saw). The
+    /// state machine checks the rules that need no member addresses; the server checks the
+    /// rest (ping targets against members' addresses) before proposing.
+    pub fn apply_draft(&mut self, base_version: u64) -> Result<(u64, AuditEntry), AdminRefusal> {
+        let Some(stored) = &self.draft else {
+            return Err(AdminRefusal::NoDraft);
+        };
+        let mut draft = stored.to_draft();
+        // The operator applies what they saw: a draft re-based meanwhile is stale too.
+        if base_version != draft.base_version {
+            return Err(AdminRefusal::Apply(ApplyError::Stale { base: base_version, current: draft.base_version }));
+        }
+        draft.base_version = stored.base_version;
+        let applied = apply_draft(&self.ha_config, &draft, &[]).map_err(AdminRefusal::Apply)?;
+        let version = self.ha_config.version + 1;
+        let mut entry = AuditEntry::new(
+            "config.apply",
+            format!("HA configuration version {version} ({} change(s))", applied.changes.len()),
+        );
+        for change in &applied.changes {
+            entry = entry.with_change(AuditChange::new(
+                change.key.clone(),
+                (!change.old.is_null()).then(|| change.old.to_string()),
+                (!change.new.is_null()).then(|| change.new.to_string()),
+            ));
+        }
+        self.ha_config = Versioned { version, value: applied.config };
+        self.draft = None;
+        Ok((version, entry))
+    }
+
+    /// Records a teardown: `detached` nodes leave for good; returns the new generation.
+    pub fn teardown(&mut self, detached: &[(u64, String)]) -> u64 {
+        self.teardown_generation += 1;
+        let generation = self.teardown_generation;
+        for (node_id, incarnation) in detached {
+            if self.is_detached(*node_id, incarnation).is_none() {
+                self.detached.push(DetachedNode { node_id: *node_id, incarnation: incarnation.clone(), generation });
+            }
+        }
+        generation
+    }
+}
+
+/// Cuts `text` to [`AUDIT_TEXT_BYTES_MAX`] on a character boundary.
+fn cut(mut text: String) -> String {
+    if text.len() > AUDIT_TEXT_BYTES_MAX {
+        let mut end = AUDIT_TEXT_BYTES_MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("… (cut)");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edit(key: &str, value: Option<&str>) -> Vec<(String, Option<String>)> {
+        vec![(key.to_string(), value.map(str::to_string))]
+    }
+
+    #[test]
+    fn audit_log_is_bounded_and_keeps_sequence_numbers() {
+        let mut log = AuditLog::default();
+        for i in 0..(AUDIT_RECORDS_MAX + 5) {
+            log.append(i as u64, "alice", 1, AuditEntry::new("test", format!("action {i}")));
+        }
+        assert_eq!(log.last_seq(), (AUDIT_RECORDS_MAX + 5) as u64);
+        let all = log.since(0, usize::MAX);
+        assert_eq!(all.len(), AUDIT_RECORDS_MAX);
+        assert_eq!(all[0].seq, 6, "the oldest records are dropped first");
+        let tail = log.since(log.last_seq() - 2, 10);
+        assert_eq!(tail.iter().map(|r| r.seq).collect::<Vec<_>>(), [log.last_seq() - 1, log.last_seq()]);
+    }
+
+    #[test]
+    fn long_audit_text_is_cut_on_a_character_boundary() {
+        let entry = AuditEntry::new("x", "é".repeat(AUDIT_TEXT_BYTES_MAX));
+        assert!(entry.summary.len() <= AUDIT_TEXT_BYTES_MAX + "… (cut)".len());
+        assert!(entry.summary.ends_with("(cut)"));
+    }
+
+    #[test]
+    fn draft_then_apply_bumps_the_version_and_clears_the_draft() {
+        let mut admin = AdminState::default();
+        admin.edit_draft(&edit("failback", Some("true"))).unwrap();
+        admin.edit_draft(&edit("failed_pings", Some("6"))).unwrap();
+        let (version, entry) = admin.apply_draft(0).unwrap();
+        assert_eq!(version, 1);
+        assert_eq!(admin.ha_config.version, 1);
+        assert!(admin.ha_config.value.failback);
+        assert_eq!(admin.ha_config.value.failed_pings, Some(6));
+        assert!(admin.draft.is_none());
+        assert_eq!(entry.action, "config.apply");
+        assert_eq!(entry.changes.len(), 2);
+        assert!(entry.changes.iter().any(|c| c.what == "failback" && c.new.as_deref() == Some("true")));
+    }
+
+    #[test]
+    fn stale_draft_is_refused() {
+        let mut admin = AdminState::default();
+        admin.edit_draft(&edit("failback", Some("true"))).unwrap();
+        admin.apply_draft(0).unwrap();
+        // Someone else's draft made from version 0 while this one was applied.
+        admin.draft =
+            Some(StoredDraft { base_version: 0, changes: [("failback".into(), Some("false".into()))].into() });
+        match admin.apply_draft(0) {
+            Err(AdminRefusal::Apply(ApplyError::Stale { base: 0, current: 1 })) => {}
+            other => panic!("expected a stale refusal, got {other:?}"),
+        }
+        assert_eq!(admin.ha_config.version, 1, "nothing changed");
+        // An operator who saw a different base than the draft's is refused too.
+        let mut admin = AdminState::default();
+        admin.edit_draft(&edit("failback", Some("true"))).unwrap();
+        assert!(matches!(admin.apply_draft(3), Err(AdminRefusal::Apply(ApplyError::Stale { .. }))));
+    }
+
+    #[test]
+    fn invalid_draft_names_every_broken_rule_and_changes_nothing() {
+        let mut admin = AdminState::default();
+        admin.edit_draft(&edit("failed_pings", Some("50"))).unwrap();
+        admin.edit_draft(&edit("file_sync_interval_s", Some("1"))).unwrap();
+        admin.edit_draft(&edit("no_such_key", Some("1"))).unwrap();
+        match admin.apply_draft(0) {
+            Err(AdminRefusal::Apply(ApplyError::Invalid(errors))) => {
+                let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+                assert!(keys.contains(&"failed_pings"), "{keys:?}");
+                assert!(keys.contains(&"file_sync_interval_s"), "{keys:?}");
+                assert!(keys.contains(&"no_such_key"), "{keys:?}");
+            }
+            other => panic!("expected invalid, got {other:?}"),
+        }
+        assert_eq!(admin.ha_config.version, 0);
+        assert!(admin.draft.is_some(), "the draft stays for the operator to mend");
+    }
+
+    #[test]
+    fn nothing_to_apply_and_no_draft_are_clear() {
+        let mut admin = AdminState::default();
+        assert_eq!(admin.apply_draft(0), Err(AdminRefusal::NoDraft));
+        admin.edit_draft(&edit("failback", Some("false"))).unwrap();
+        assert_eq!(admin.apply_draft(0), Err(AdminRefusal::Apply(ApplyError::NothingToApply)));
+        assert!(admin.edit_draft(&edit("failback", Some("{not json"))).is_err());
+    }
+
+    #[test]
+    fn teardown_generations_grow_and_detach_by_incarnation() {
+        let mut admin = AdminState::default();
+        let first = admin.teardown(&[(2, "inc-a".into()), (3, "inc-b".into())]);
+        assert_eq!(first, 1);
+        assert_eq!(admin.is_detached(2, "inc-a"), Some(1));
+        assert_eq!(admin.is_detached(2, "inc-new"), None, "a wiped node is a new member");
+        let second = admin.teardown(&[(4, "inc-c".into())]);
+        assert_eq!(second, 2);
+        assert_eq!(admin.is_detached(4, "inc-c"), Some(2));
+    }
+}
