@@ -20,6 +20,7 @@
 
 pub mod history;
 pub mod linearizable;
+pub mod primaries;
 pub mod set;
 pub mod watch;
 

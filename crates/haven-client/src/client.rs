@@ -43,6 +43,7 @@ use crate::transport::exchange;
 use crate::transport::Answer;
 use crate::transport::Request;
 use crate::transport::HEADER_LEADER;
+use crate::types::Ack;
 use crate::types::Consistency;
 use crate::types::CreatedToken;
 use crate::types::DeleteResult;
@@ -58,6 +59,13 @@ use crate::types::SwitchoverResult;
 use crate::types::TokenInfo;
 use crate::types::TokenList;
 use crate::watch::WatchStream;
+
+/// The HA control routes (configuration, audit, teardown, restart, recovery).
+mod admin;
+
+pub use admin::ConnectionEnd;
+pub use admin::HeldConnection;
+pub use admin::AUDIT_PAGES_MAX;
 
 /// Options of a write (`put` and `delete`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,6 +99,9 @@ enum Kind {
     /// Changes state; `request_id` makes retries apply at most once. Without one, a
     /// request that may have been delivered is never sent again.
     Write { request_id: Option<String> },
+    /// Changes state, but sending it twice does what sending it once does (a draft edit,
+    /// a draft discard): retried like a read, sent to the leader first like a write.
+    Idempotent,
 }
 
 /// Async client of a Haven cluster. Cheap to clone; clones share the endpoint memory.
@@ -164,7 +175,9 @@ impl Client {
             streaming: false,
         };
         let answer = self.execute(&request, &Kind::Write { request_id: Some(request_id) }).await?;
-        decode(&answer)
+        let mut result: PutResult = decode(&answer)?;
+        result.ack = Ack::from_headers(&answer.headers);
+        Ok(result)
     }
 
     /// Deletes `key`; deleting an absent key succeeds with `deleted: false`.
@@ -172,7 +185,9 @@ impl Client {
         let (query, request_id) = write_query(&options)?;
         let request = Request { method: Method::DELETE, path: kv_path(key)?, query, body: None, streaming: false };
         let answer = self.execute(&request, &Kind::Write { request_id: Some(request_id) }).await?;
-        decode(&answer)
+        let mut result: DeleteResult = decode(&answer)?;
+        result.ack = Ack::from_headers(&answer.headers);
+        Ok(result)
     }
 
     /// Reads `key`; `None` when it does not exist.
@@ -452,7 +467,7 @@ impl Client {
         let endpoints = &config.endpoints;
         let started = Instant::now();
         let deadline = started + config.deadline;
-        let is_write = matches!(kind, Kind::Write { .. });
+        let is_write = matches!(kind, Kind::Write { .. } | Kind::Idempotent);
         let mut sleeps = self.backoff_iter();
         let mut attempts = 0u32;
         let mut tried: Vec<String> = Vec::new();

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin_types::RuleViolation;
+
 /// What the caller should do after an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryAdvice {
@@ -58,6 +60,16 @@ pub enum Error {
     /// Any other answer of the server that is an error.
     #[error("the server answered {status} {code}: {message}")]
     Api { status: u16, code: String, message: String },
+
+    /// A configuration draft breaks rules (`422 invalid_config`); `errors` holds every
+    /// broken rule, not just the first.
+    #[error("the server answered 422 {CODE_INVALID_CONFIG}: {message}")]
+    InvalidDraft { message: String, errors: Vec<RuleViolation> },
+
+    /// The request must be sent to the primary (`409 not_primary`); `leader_url` names it
+    /// when the answering node knows it.
+    #[error("the server answered 409 {CODE_NOT_PRIMARY}: {message}")]
+    NotPrimary { message: String, leader_url: Option<String> },
 
     /// Every attempt failed with an error worth retrying; `last_error` says how.
     #[error("no endpoint answered (tried {}): {last_error}", tried.join(", "))]
@@ -107,7 +119,9 @@ impl Error {
             | Error::InvalidResponse { .. }
             | Error::InvalidKey { .. }
             | Error::InvalidRequest(_)
-            | Error::InvalidConfig(_) => RetryAdvice::DoNotRetry,
+            | Error::InvalidConfig(_)
+            | Error::InvalidDraft { .. }
+            | Error::NotPrimary { .. } => RetryAdvice::DoNotRetry,
             Error::Api { status, .. } => match *status {
                 429 => RetryAdvice::BackOff,
                 500..=599 => RetryAdvice::BackOff,
@@ -128,6 +142,8 @@ impl Error {
             Error::CompareFailed { .. } => Some(CODE_COMPARE_FAILED),
             Error::Compacted { .. } => Some(CODE_COMPACTED),
             Error::NotFound { .. } => Some(CODE_NOT_FOUND),
+            Error::InvalidDraft { .. } => Some(CODE_INVALID_CONFIG),
+            Error::NotPrimary { .. } => Some(CODE_NOT_PRIMARY),
             Error::OutcomeUnknown { last_error, .. }
             | Error::Unavailable { last_error, .. }
             | Error::DeadlineExceeded { last_error, .. } => last_error.code(),
@@ -169,6 +185,17 @@ pub const CODE_COMPACTED: &str = "compacted";
 pub const CODE_OUTCOME_UNKNOWN: &str = "outcome_unknown";
 pub const CODE_NO_LEADER: &str = "no_leader";
 pub const CODE_UNAVAILABLE: &str = "unavailable";
+/// A configuration draft breaks rules (422); the body lists them in `errors`.
+pub const CODE_INVALID_CONFIG: &str = "invalid_config";
+/// The route must be used on the primary (409); the body names it in `leader_url`.
+pub const CODE_NOT_PRIMARY: &str = "not_primary";
+/// The draft was made from an older configuration version (409); show it again.
+pub const CODE_STALE_DRAFT: &str = "stale_draft";
+/// A teardown without `force` on a cluster that is not stable (409); the message says
+/// what may be lost.
+pub const CODE_NOT_STABLE: &str = "not_stable";
+/// A recovery the node refuses (409); the message says why and what to do instead.
+pub const CODE_RECOVER_REFUSED: &str = "recover_refused";
 /// Used when the server's error body has no code we can read.
 pub const CODE_UNKNOWN: &str = "unknown";
 
@@ -189,6 +216,12 @@ struct ErrorBody {
     compact_revision: Option<u64>,
     #[serde(default)]
     revision: Option<u64>,
+    /// With `invalid_config`: every broken rule.
+    #[serde(default)]
+    errors: Option<Vec<RuleViolation>>,
+    /// With `not_primary`: the primary's client URL, when known.
+    #[serde(default)]
+    leader_url: Option<String>,
 }
 
 /// Turns a non-2xx answer into an [`Error`].
@@ -209,6 +242,8 @@ pub fn classify_response(status: u16, body: &[u8]) -> Error {
             None => Error::Api { status, code, message },
         },
         (404, CODE_NOT_FOUND) => Error::NotFound { revision: parsed.revision.unwrap_or(0) },
+        (422, CODE_INVALID_CONFIG) => Error::InvalidDraft { message, errors: parsed.errors.unwrap_or_default() },
+        (409, CODE_NOT_PRIMARY) => Error::NotPrimary { message, leader_url: parsed.leader_url },
         _ => Error::Api { status, code, message },
     }
 }
@@ -297,6 +332,37 @@ mod tests {
         assert!(!refused.may_have_been_delivered());
         let timeout = Error::Timeout { endpoint: "http://a".into(), after: Duration::from_secs(1) };
         assert!(timeout.may_have_been_delivered());
+    }
+
+    /// A refused configuration keeps every broken rule; a refusal off the primary keeps
+    /// where the primary is.
+    #[test]
+    fn invalid_config_and_not_primary_keep_their_details() {
+        let body = r#"{"error":"invalid_config","message":"the draft breaks 2 rule(s): a; b","errors":[
+            {"key":"failed_pings","value":"50","kind":"out-of-range","rule":"out of range; allowed 2-20"},
+            {"key":"nodes.2.ping_targets","value":"[\"x\"]","kind":"duplicate","rule":"listed twice"}]}"#;
+        let error = classify(422, body);
+        let Error::InvalidDraft { errors, message } = &error else { panic!("{error:?}") };
+        assert_eq!(message, "the draft breaks 2 rule(s): a; b");
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["failed_pings", "nodes.2.ping_targets"]);
+        assert_eq!(errors[0].kind, "out-of-range");
+        assert_eq!(error.code(), Some("invalid_config"));
+        assert_eq!(error.retry_advice(), RetryAdvice::DoNotRetry);
+        assert!(!error.is_retryable());
+        assert_eq!(error.to_string(), "the server answered 422 invalid_config: the draft breaks 2 rule(s): a; b");
+        // Without the list it is still a typed refusal, with no rules to show.
+        assert!(matches!(classify(422, r#"{"error":"invalid_config","message":"m"}"#),
+            Error::InvalidDraft { errors, .. } if errors.is_empty()));
+
+        let error = classify(409, r#"{"error":"not_primary","message":"run it on node 1","leader_url":"https://a:1"}"#);
+        assert!(matches!(&error, Error::NotPrimary { leader_url: Some(url), .. } if url == "https://a:1"));
+        assert_eq!((error.code(), error.is_retryable()), (Some("not_primary"), false));
+        let error = classify(409, r#"{"error":"not_primary","message":"no primary","leader_url":null}"#);
+        assert!(matches!(error, Error::NotPrimary { leader_url: None, .. }));
+        // Other 409s and 422s stay plain API errors.
+        assert!(matches!(classify(409, r#"{"error":"stale_draft","message":"m"}"#),
+            Error::Api { status: 409, ref code, .. } if code == "stale_draft"));
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct PutResult {
     pub revision: u64,
     /// The key's mod_revision before this write, 0 if it was absent.
     pub prev_mod_revision: u64,
+    /// The `Haven-Ack` header: which leader acknowledged the write, as which log entry.
+    /// Not part of the JSON body (so not serialized).
+    #[serde(skip)]
+    pub ack: Option<Ack>,
 }
 
 /// Answer to `DELETE /v1/kv/{key}`.
@@ -60,6 +64,52 @@ pub struct DeleteResult {
     pub revision: u64,
     /// False when the key was already absent.
     pub deleted: bool,
+    /// The `Haven-Ack` header (see [`PutResult::ack`]).
+    #[serde(skip)]
+    pub ack: Option<Ack>,
+}
+
+/// Response header of the KV writes naming the acknowledging leader and log entry.
+pub const HEADER_ACK: &str = "haven-ack";
+
+/// The acknowledgement stamp of a committed write (`Haven-Ack: node=2 term=7 index=1234
+/// mono_ns=5678`): the log id of its entry — the leader id `(term, node)` it was proposed
+/// under and its index — and the leader's `CLOCK_MONOTONIC` in nanoseconds when it learned
+/// the entry was committed (comparable only between processes on one machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ack {
+    pub node: u64,
+    pub term: u64,
+    pub index: u64,
+    pub mono_ns: u64,
+}
+
+impl Ack {
+    /// Parses the header's value; `None` unless it holds exactly the four fields.
+    pub fn parse(text: &str) -> Option<Ack> {
+        let mut fields = [None; 4];
+        for part in text.split_ascii_whitespace() {
+            let (name, value) = part.split_once('=')?;
+            let slot = ["node", "term", "index", "mono_ns"].iter().position(|known| *known == name)?;
+            if fields[slot].is_some() {
+                return None;
+            }
+            fields[slot] = Some(value.parse::<u64>().ok()?);
+        }
+        let [node, term, index, mono_ns] = fields;
+        Some(Ack { node: node?, term: term?, index: index?, mono_ns: mono_ns? })
+    }
+
+    /// The stamp in an answer's headers, when there is a well-formed one.
+    pub(crate) fn from_headers(headers: &reqwest::header::HeaderMap) -> Option<Ack> {
+        headers.get(HEADER_ACK).and_then(|value| value.to_str().ok()).and_then(Ack::parse)
+    }
+}
+
+impl std::fmt::Display for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node={} term={} index={} mono_ns={}", self.node, self.term, self.index, self.mono_ns)
+    }
 }
 
 /// One key with its value and revisions.
@@ -380,6 +430,29 @@ fn optional_string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ack_stamps_parse_from_the_header_and_back() {
+        let ack = Ack::parse("node=2 term=7 index=1234 mono_ns=5678").unwrap();
+        assert_eq!(ack, Ack { node: 2, term: 7, index: 1234, mono_ns: 5678 });
+        assert_eq!(Ack::parse(&ack.to_string()), Some(ack));
+        assert_eq!(Ack::parse("mono_ns=5678 index=1234  term=7 node=2"), Some(ack));
+        for bad in [
+            "",
+            "node=2 term=7 index=1234",
+            "node=2 term=7 index=1234 mono_ns=x",
+            "node=2 node=3 term=7 index=1 mono_ns=1",
+            "node=2 term=7 index=1 mono_ns=1 extra=1",
+            "node 2",
+        ] {
+            assert_eq!(Ack::parse(bad), None, "{bad:?}");
+        }
+        // The body never carries the stamp.
+        let put: PutResult = serde_json::from_str(r#"{"key":"k","revision":3,"prev_mod_revision":0}"#).unwrap();
+        assert_eq!(put.ack, None);
+        let with_ack = PutResult { ack: Some(ack), ..put.clone() };
+        assert_eq!(serde_json::to_value(&with_ack).unwrap(), serde_json::to_value(&put).unwrap());
+    }
 
     #[test]
     fn entries_decode_text_and_base64_values() {

@@ -670,6 +670,16 @@ impl KvState {
         }
     }
 
+    /// Guided recovery (`haven recover`) and a detached node started standalone: the data
+    /// stays, the cluster id is new, so no member of the old cluster can mistake this one
+    /// for its own. Not a command: only the offline rewrite of a stopped node calls it.
+    /// The old cluster's detached members are forgotten (this node may be one of them);
+    /// the cluster id check keeps every old member out anyway.
+    pub fn move_to_new_cluster(&mut self, cluster_id: &str) {
+        self.cluster_id = Some(cluster_id.to_string());
+        self.admin.detached.clear();
+    }
+
     /// The administrative state: HA configuration, draft, audit log, teardowns.
     pub fn admin(&self) -> &AdminState {
         &self.admin

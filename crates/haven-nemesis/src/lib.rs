@@ -14,8 +14,9 @@
 //! (`haven serve --unsafe-test-mode`, so `kill -9` loses unsynced bytes like a power cut),
 //! run the workload while the schedule injects and heals faults, stop the clients, heal
 //! everything, wait for a primary, read the final state, check that every node holds the
-//! same state at the same applied index, and judge the history with the checkers. A correct
-//! build must pass; a mutant build must be flagged.
+//! same state at the same applied index, and judge the history with the checkers (one
+//! primary at a time is judged from the stamps the leaders put on every acknowledged write,
+//! `haven_check::primaries`). A correct build must pass; a mutant build must be flagged.
 //!
 //! The network mode is reported with every history: network namespaces when root (the
 //! harness's client links are never cut), otherwise everything on 127.0.0.1 with process
@@ -39,6 +40,8 @@ use anyhow::Context;
 use haven_check::check_linearizable;
 use haven_check::check_no_lost_writes;
 use haven_check::check_watchers;
+use haven_check::primaries::check_primaries;
+use haven_check::primaries::LeaderRule;
 use haven_check::CheckBudget;
 use haven_check::History;
 use haven_check::HistoryRecorder;
@@ -86,6 +89,18 @@ const FINAL_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 fn history_revisions(config: &HistoryConfig, schedule: &Schedule) -> u64 {
     let seconds = schedule.duration().as_secs() + 60;
     (u64::from(config.rate_ops_per_second) * seconds * 2).clamp(100_000, 10_000_000)
+}
+
+/// The leader-id rule of the Raft type configuration the nodes run: openraft's default
+/// `leader_id_adv` orders leaders by `(term, node)` and lets a higher node win a term another
+/// node already won; `leader_id_std` allows one leader per term.
+pub fn leader_rule() -> LeaderRule {
+    let leader_id = std::any::type_name::<openraft::alias::LeaderIdOf<haven_store::TypeConfig>>();
+    if leader_id.contains("leader_id_adv") {
+        LeaderRule::TermAndNode
+    } else {
+        LeaderRule::OnePerTerm
+    }
 }
 
 /// Runs one history and judges it. `Err` only when the harness itself could not run (no
@@ -275,7 +290,18 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
         }
         Err(problem) => (None, format!("not checked: {problem}")),
     };
-    let dual_primaries: Vec<String> = monitor::dual_primaries(&samples).iter().map(ToString::to_string).collect();
+    // One primary at a time, from the leaders' own stamps on what they acknowledged.
+    let primaries = check_primaries(&client_stats.acks, leader_rule());
+    let dual_primaries: Vec<String> = primaries.dual_primaries().map(ToString::to_string).collect();
+    let mut stamp_problems: Vec<String> = primaries.stamp_problems().map(ToString::to_string).collect();
+    if client_stats.unstamped > 0 {
+        stamp_problems.push(format!("{} committed writes answered without a Haven-Ack stamp", client_stats.unstamped));
+    }
+    if client_stats.malformed_stamps > 0 {
+        stamp_problems.push(format!("{} Haven-Ack stamps did not parse", client_stats.malformed_stamps));
+    }
+    // The status monitor's view, for information: polled claims prove nothing either way.
+    let monitor_overlaps: Vec<String> = monitor::dual_primaries(&samples).iter().map(ToString::to_string).collect();
     let mut slow_failovers = Vec::new();
     let faults: Vec<FaultRecord> = faults
         .into_iter()
@@ -313,7 +339,12 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
         watch_passed,
         watch: watch_text,
         convergence: final_state.convergence,
+        acks: primaries.acks,
+        primaries: primaries.to_string(),
+        handovers: primaries.handovers(),
         dual_primaries,
+        stamp_problems,
+        monitor_overlaps,
         slow_failovers,
         recovery_failure: if recovery_problems.is_empty() { None } else { Some(recovery_problems.join("; ")) },
         unexpected_answers: client_stats.unexpected + more_stats.unexpected,
@@ -326,6 +357,9 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
         let _ = std::fs::write(work_dir.join("report.txt"), report.render());
         if let Ok(json) = history.to_json() {
             let _ = std::fs::write(work_dir.join("history.json"), json);
+        }
+        if let Ok(json) = serde_json::to_string(&client_stats.acks) {
+            let _ = std::fs::write(work_dir.join("acks.json"), json);
         }
         let _ = std::fs::write(work_dir.join("node-log-tails.txt"), cluster.log_tails(60));
         if let Ok(json) = serde_json::to_string(&watcher_logs) {
@@ -701,4 +735,16 @@ fn count_ops(history: &History) -> OpCounts {
         }
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Haven runs openraft's default leader ids, `(term, node)`: the primaries checker must
+    /// not count two leaders in turn within one term as two primaries.
+    #[test]
+    fn the_leader_rule_follows_the_raft_type_config() {
+        assert_eq!(leader_rule(), LeaderRule::TermAndNode);
+    }
 }

@@ -4,16 +4,18 @@
 //! of the others. Every sample keeps when its request left and when the answer came back:
 //! the state it reports held at some instant in between.
 //!
-//! From the samples the harness judges two things:
+//! From the samples the harness judges failover time, and reports polled primary claims
+//! for information. (Dual primaries are judged from the leaders' acknowledgement stamps,
+//! `haven_check::primaries`: a polled claim says nothing about what a node acknowledged,
+//! and sampling can miss a short overlap.)
 //!
-//! - **Dual primaries.** A primary is a node in state `leader` that has heard from a quorum
-//!   within the election timeout (`leader_has_quorum`). A node's *primary span* runs from
-//!   the answer of the first sample of a run of consecutive "primary" samples to the
-//!   request of the last one: the stretch in which it certainly kept saying so. Two
-//!   different nodes whose spans overlap by at least one monitor interval are a dual
-//!   primary incident. A single sample, or a hand-over seen from both sides a few
-//!   milliseconds apart, is not. (Two leaders in one term are legal here: openraft's
-//!   leader id is the pair (term, node).)
+//! - **Overlapping primary claims** (information only). A primary is a node in state
+//!   `leader` that has heard from a quorum within the election timeout
+//!   (`leader_has_quorum`). A node's *primary span* runs from the answer of the first sample
+//!   of a run of consecutive "primary" samples to the request of the last one: the stretch
+//!   in which it certainly kept saying so. Spans of two different nodes that overlap by at
+//!   least one monitor interval are reported; a single sample, or a hand-over seen from both
+//!   sides a few milliseconds apart, is not.
 //! - **Failover time.** After a fault that takes the primary away, the time until an answer
 //!   arrives from another node saying it is primary (any node, after a power cut).
 

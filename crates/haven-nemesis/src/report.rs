@@ -75,7 +75,17 @@ pub struct HistoryReport {
     pub watch: String,
     /// `Err(problem)` when the replicas differ or never converged.
     pub convergence: Result<String, String>,
+    /// Acknowledgement stamps checked (`haven_check::primaries`), the checker's verdict,
+    /// and each leader's acknowledgements (term, node, index range, first and last time).
+    pub acks: usize,
+    pub primaries: String,
+    pub handovers: Vec<String>,
+    /// Evidence of two primaries, from the stamps: must be empty.
     pub dual_primaries: Vec<String>,
+    /// Stamps missing, malformed, or outside their operation: must be empty.
+    pub stamp_problems: Vec<String>,
+    /// Sustained overlaps of two nodes' polled "primary" status: information only.
+    pub monitor_overlaps: Vec<String>,
     pub slow_failovers: Vec<String>,
     /// The cluster did not come back after the faults were healed.
     pub recovery_failure: Option<String>,
@@ -116,6 +126,9 @@ impl HistoryReport {
         }
         for dual in &self.dual_primaries {
             out.push(format!("dual primary: {dual}"));
+        }
+        for problem in &self.stamp_problems {
+            out.push(format!("ack stamps: {problem}"));
         }
         for slow in &self.slow_failovers {
             out.push(format!("slow failover: {slow}"));
@@ -170,7 +183,19 @@ impl HistoryReport {
                 Err(problem) => format!("DIFFER: {problem}"),
             }
         );
-        let _ = writeln!(out, "  dual primaries    {}", self.dual_primaries.len());
+        let _ = writeln!(out, "  primaries         {}", self.primaries);
+        for reign in &self.handovers {
+            let _ = writeln!(out, "                      {reign}");
+        }
+        let _ = writeln!(out, "  dual primaries    {} (from acknowledgement stamps)", self.dual_primaries.len());
+        let _ = writeln!(
+            out,
+            "  status monitor    {} sustained overlaps of polled primary claims (information only)",
+            self.monitor_overlaps.len()
+        );
+        for overlap in &self.monitor_overlaps {
+            let _ = writeln!(out, "                      {overlap}");
+        }
         if let Some(failure) = &self.recovery_failure {
             let _ = writeln!(out, "  recovery          FAILED: {failure}");
         }
@@ -206,8 +231,12 @@ pub struct Summary {
     pub anomalies: usize,
     /// Acknowledged writes lost in correct histories: must be 0.
     pub lost_writes: usize,
-    /// Dual primaries in correct histories: must be 0.
+    /// Dual primaries in correct histories, from acknowledgement stamps: must be 0.
     pub dual_primaries: usize,
+    /// Acknowledgement stamps checked in correct histories.
+    pub acks: usize,
+    /// Sustained overlaps of polled primary claims in correct histories (information).
+    pub monitor_overlaps: usize,
     pub slowest_failover: Option<Duration>,
     pub net_modes: std::collections::BTreeSet<String>,
     /// Per mutant: whether it was flagged, and why.
@@ -236,6 +265,8 @@ impl Summary {
             self.anomalies += anomalies.len();
             self.lost_writes += report.lost_writes.unwrap_or(0);
             self.dual_primaries += report.dual_primaries.len();
+            self.acks += report.acks;
+            self.monitor_overlaps += report.monitor_overlaps.len();
             if !anomalies.is_empty() {
                 self.failed_histories.push(format!("{}: {}", report.label, anomalies.join("; ")));
             }
@@ -266,7 +297,13 @@ impl Summary {
         let _ = writeln!(out, "  faults injected            {} ({})", self.faults, kinds.join(", "));
         let _ = writeln!(out, "  anomalies                  {} (must be 0)", self.anomalies);
         let _ = writeln!(out, "  acknowledged writes lost   {} (must be 0)", self.lost_writes);
-        let _ = writeln!(out, "  dual primaries             {} (must be 0)", self.dual_primaries);
+        let _ = writeln!(
+            out,
+            "  dual primaries             {} (must be 0; from {} ack stamps)",
+            self.dual_primaries, self.acks
+        );
+        let _ =
+            writeln!(out, "  polled primary overlaps    {} (status monitor; information only)", self.monitor_overlaps);
         if let Some(slowest) = self.slowest_failover {
             let _ = writeln!(out, "  slowest new primary        {slowest:.1?} (limit {NEW_PRIMARY_WITHIN:?})");
         }

@@ -19,14 +19,20 @@
 //! recorded as the checker's value-based CAS. Set adds write fresh keys `set/<unique>`, for
 //! the lost-write checker. Some clients are pinned to each node (so a paused or isolated
 //! leader still has readers), the rest pick a node per operation.
+//!
+//! Every committed write (200, and 409 `compare_failed`: a failed compare is a log entry
+//! too) carries the `Haven-Ack` stamp of the leader that acknowledged it; each client keeps
+//! the stamps with the op id and the window the op was in flight, for
+//! `haven_check::primaries`.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
 
 use futures::StreamExt;
+use haven_check::primaries::Ack;
+use haven_check::primaries::AckRecord;
 use haven_check::HistoryRecorder;
 use haven_check::OkResult;
 use haven_check::OpKind;
@@ -68,23 +74,45 @@ const CLIENT_BACKOFF_MAX: Duration = Duration::from_millis(800);
 /// Client id of the harness's own final reads (after every workload client).
 pub const FINAL_READER: u64 = 1_000_000;
 
-/// The run's clock: nanoseconds since the run began, shared by every client.
+/// Response header with the acknowledging leader's stamp (`node=N term=T index=I mono_ns=M`).
+pub const ACK_HEADER: &str = "haven-ack";
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock the nodes stamp acknowledgements with. Every
+/// process on this machine reads the same one (network namespaces do not change it).
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    if rc != 0 {
+        return 0;
+    }
+    (now.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec as u64)
+}
+
+/// The run's clock: nanoseconds since the run began, shared by every client. It is
+/// `CLOCK_MONOTONIC`, the nodes' stamp clock, so a stamp converts exactly
+/// ([`Clock::from_mono`]) and can be compared with when its operation was sent and answered.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
-    start: Instant,
+    origin_ns: u64,
 }
 
 impl Clock {
     pub fn new() -> Clock {
-        Clock { start: Instant::now() }
+        Clock { origin_ns: monotonic_ns() }
     }
 
     pub fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        monotonic_ns().saturating_sub(self.origin_ns)
     }
 
     pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
+        Duration::from_nanos(self.now_ns())
+    }
+
+    /// A node's `CLOCK_MONOTONIC` stamp on this clock (0 for a stamp from before the run).
+    pub fn from_mono(&self, mono_ns: u64) -> u64 {
+        mono_ns.saturating_sub(self.origin_ns)
     }
 }
 
@@ -103,6 +131,24 @@ pub struct ClientStats {
     pub record_errors: u64,
     /// Requests whose connection was refused (the node is down).
     pub refused: u64,
+    /// The stamp of every committed write (200, and 409 `compare_failed`), on the run's
+    /// clock, with the window in which its operation was in flight.
+    pub acks: Vec<AckRecord>,
+    /// Committed writes answered without a `Haven-Ack` header, or with one that does not
+    /// parse: the server broke its contract (and the primaries check would be blind).
+    pub unstamped: u64,
+    pub malformed_stamps: u64,
+}
+
+impl ClientStats {
+    fn merge(&mut self, other: ClientStats) {
+        self.unexpected += other.unexpected;
+        self.record_errors += other.record_errors;
+        self.refused += other.refused;
+        self.acks.extend(other.acks);
+        self.unstamped += other.unstamped;
+        self.malformed_stamps += other.malformed_stamps;
+    }
 }
 
 /// Hands out at most `rate` permits a second, with a burst of a tenth of a second.
@@ -224,8 +270,7 @@ impl Workload {
         let mut total = ClientStats::default();
         for client in self.clients.drain(..) {
             if let Ok(stats) = client.await {
-                total.unexpected += stats.unexpected;
-                total.record_errors += stats.record_errors;
+                total.merge(stats);
             }
         }
         total
@@ -387,7 +432,7 @@ impl Operation<'_> {
         let answer = send_json(self.http.get(format!("{}/v1/kv/{key}", self.url))).await;
         let now = self.clock.now_ns();
         match answer {
-            Sent::Answered(200, body) => match (body["value"].as_str(), body["mod_revision"].as_u64()) {
+            Sent::Answered(200, body, _) => match (body["value"].as_str(), body["mod_revision"].as_u64()) {
                 (Some(value), Some(mod_revision)) => {
                     let result =
                         recorder.ok(id, OkResult::read(now, Some(value.to_string()), body["revision"].as_u64()));
@@ -401,12 +446,12 @@ impl Operation<'_> {
                     None
                 }
             },
-            Sent::Answered(404, body) if body["error"] == "not_found" => {
+            Sent::Answered(404, body, _) if body["error"] == "not_found" => {
                 let result = recorder.ok(id, OkResult::read(now, None, body["revision"].as_u64()));
                 self.note(result);
                 Some((None, 0))
             }
-            Sent::Answered(status, _) => {
+            Sent::Answered(status, _, _) => {
                 if status < 400 || status == 500 {
                     self.stats.unexpected += 1;
                 }
@@ -431,26 +476,46 @@ impl Operation<'_> {
 
     /// A put (plain or CAS with `prev_revision`).
     async fn write(&mut self, key: &str, kind: OpKind, value: &str, prev_revision: Option<u64>) {
-        let id = self.recorder.invoke(self.client, key, kind, self.clock.now_ns());
+        let invoked = self.clock.now_ns();
+        let id = self.recorder.invoke(self.client, key, kind, invoked);
         let condition = prev_revision.map(|revision| format!("?prev_revision={revision}")).unwrap_or_default();
         let request = self.http.put(format!("{}/v1/kv/{key}{condition}", self.url)).body(value.to_string());
         let answer = send_json(request).await;
-        self.finish_write(id, answer);
+        self.finish_write(id, invoked, answer);
     }
 
     async fn delete(&mut self, key: &str) {
-        let id = self.recorder.invoke(self.client, key, OpKind::Delete, self.clock.now_ns());
+        let invoked = self.clock.now_ns();
+        let id = self.recorder.invoke(self.client, key, OpKind::Delete, invoked);
         let answer = send_json(self.http.delete(format!("{}/v1/kv/{key}", self.url))).await;
-        self.finish_write(id, answer);
+        self.finish_write(id, invoked, answer);
     }
 
-    fn finish_write(&mut self, id: u64, answer: Sent) {
+    /// Keeps the stamp of a committed write (see [`ClientStats::acks`]).
+    fn stamp(&mut self, op: u64, window: (u64, u64), header: Option<String>) {
+        match header.as_deref().map(Ack::parse_header) {
+            Some(Ok(ack)) => {
+                let ack = Ack { mono_ns: self.clock.from_mono(ack.mono_ns), ..ack };
+                self.stats.acks.push(AckRecord { op, ack, window: Some(window) });
+            }
+            Some(Err(_)) => self.stats.malformed_stamps += 1,
+            None => self.stats.unstamped += 1,
+        }
+    }
+
+    fn finish_write(&mut self, id: u64, invoked: u64, answer: Sent) {
         let recorder = self.recorder;
         let now = self.clock.now_ns();
         let result = match answer {
-            Sent::Answered(status, body) => match write_fate(status, &body) {
-                WriteFate::Ok(revision) => recorder.ok(id, OkResult::done(now, revision)),
-                WriteFate::CompareFailed => recorder.compare_failed(id, now),
+            Sent::Answered(status, body, ack) => match write_fate(status, &body) {
+                WriteFate::Ok(revision) => {
+                    self.stamp(id, (invoked, now), ack);
+                    recorder.ok(id, OkResult::done(now, revision))
+                }
+                WriteFate::CompareFailed => {
+                    self.stamp(id, (invoked, now), ack);
+                    recorder.compare_failed(id, now)
+                }
                 WriteFate::Rejected => recorder.fail(id, now),
                 WriteFate::Unknown { unexpected } => {
                     if unexpected {
@@ -471,8 +536,9 @@ impl Operation<'_> {
 
 /// What became of a request.
 enum Sent {
-    /// A complete answer: status and JSON body (`Null` when the body is not JSON).
-    Answered(u16, Value),
+    /// A complete answer: status, JSON body (`Null` when the body is not JSON) and the
+    /// `Haven-Ack` header, if any.
+    Answered(u16, Value, Option<String>),
     /// The connection could not be made: the request never left.
     Refused,
     /// Sent, but no complete answer (timeout, reset, truncated body).
@@ -483,8 +549,9 @@ async fn send_json(request: reqwest::RequestBuilder) -> Sent {
     match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
+            let ack = response.headers().get(ACK_HEADER).and_then(|value| value.to_str().ok()).map(str::to_string);
             match response.bytes().await {
-                Ok(bytes) => Sent::Answered(status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)),
+                Ok(bytes) => Sent::Answered(status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), ack),
                 Err(_) => Sent::Lost,
             }
         }

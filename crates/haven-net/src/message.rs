@@ -128,6 +128,38 @@ pub struct PingInfo {
     pub applied_index: u64,
 }
 
+/// The response header that carries an [`AckStamp`] to HTTP clients of the KV writes.
+pub const ACK_HEADER: &str = "haven-ack";
+
+/// Which log entry a leader acknowledged a write as, and when: the entry's log id (the
+/// leader id `(term, node)` it was proposed under, and its index) and the leader's
+/// `CLOCK_MONOTONIC` in nanoseconds at the moment it learned the entry was committed. Every
+/// process on one machine reads the same monotonic clock, so stamps of different nodes
+/// compare there (the nemesis relies on this; across machines only the log id is meaningful).
+///
+/// Sent to HTTP clients as `Haven-Ack: node=2 term=7 index=1234 mono_ns=5678` (the
+/// `Display` form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckStamp {
+    pub node: NodeId,
+    pub term: u64,
+    pub index: u64,
+    pub mono_ns: u64,
+}
+
+impl std::fmt::Display for AckStamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node={} term={} index={} mono_ns={}", self.node, self.term, self.index, self.mono_ns)
+    }
+}
+
+/// A write the leader committed: what applying it did, and its acknowledgement stamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acked {
+    pub result: CommandResult,
+    pub ack: AckStamp,
+}
+
 /// An application-level failure at the remote node, classified so the caller knows what
 /// to do with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -156,7 +188,8 @@ pub enum PeerResponse {
     TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
     /// `None` while chunks are still arriving; the response of the install after the last.
     Snapshot(Result<Option<SnapshotResponse<TypeConfig>>, String>),
-    Forward(Result<CommandResult, RemoteError>),
+    /// The leader's result of a forwarded write, with its acknowledgement stamp.
+    Forward(Result<Acked, RemoteError>),
     /// The leader's read index: apply through this log index, then read.
     ReadIndex(Result<u64, RemoteError>),
     Join(Result<JoinResponse, RemoteError>),
@@ -183,5 +216,18 @@ impl PeerRequest {
             PeerRequest::Switchover { .. } => "switchover",
             PeerRequest::Ping => "ping",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header format docs/http-api.md promises (clients and the nemesis parse it).
+    #[test]
+    fn ack_stamps_print_as_the_documented_header() {
+        let ack = AckStamp { node: 2, term: 7, index: 1234, mono_ns: 5678 };
+        assert_eq!(ack.to_string(), "node=2 term=7 index=1234 mono_ns=5678");
+        assert_eq!(ACK_HEADER, "haven-ack");
     }
 }

@@ -36,6 +36,8 @@ use axum::routing::MethodRouter;
 use axum::Json;
 use axum::Router;
 use base64::Engine;
+use haven_core::admin::AuditChange;
+use haven_core::admin::AuditEntry;
 use haven_core::auth::is_token_id;
 use haven_core::auth::validate_token_name;
 use haven_core::auth::validate_ttl_seconds;
@@ -58,6 +60,7 @@ use haven_net::JoinRequest;
 use serde_json::json;
 use serde_json::Value;
 
+use crate::admin_api;
 use crate::auth::Caller;
 use crate::auth::Guard;
 use crate::error::ApiError;
@@ -101,6 +104,13 @@ pub const ROUTES: &[(&str, &[(&str, Access)])] = &[
     ("/v1/maintenance", &[("post", Access::Admin)]),
     ("/v1/tokens", &[("get", Access::Admin), ("post", Access::Admin)]),
     ("/v1/tokens/{id}", &[("delete", Access::Admin)]),
+    ("/v1/config", &[("get", Access::Read)]),
+    ("/v1/config/draft", &[("get", Access::Read), ("put", Access::Admin), ("delete", Access::Admin)]),
+    ("/v1/config/apply", &[("post", Access::Admin)]),
+    ("/v1/audit", &[("get", Access::Read)]),
+    ("/v1/teardown", &[("post", Access::Admin)]),
+    ("/v1/restart", &[("post", Access::Admin)]),
+    ("/v1/recover", &[("post", Access::Admin)]),
 ];
 
 /// The access `method` (lower case) on `path` (as written in [`ROUTES`]) needs, if the
@@ -132,6 +142,15 @@ pub fn router(node: Arc<Node>) -> Router {
         ("/v1/tokens", "get", get(tokens_list)),
         ("/v1/tokens", "post", post(tokens_create)),
         ("/v1/tokens/{id}", "delete", delete(tokens_revoke)),
+        ("/v1/config", "get", get(admin_api::config_show)),
+        ("/v1/config/draft", "get", get(admin_api::draft_show)),
+        ("/v1/config/draft", "put", put(admin_api::draft_edit)),
+        ("/v1/config/draft", "delete", delete(admin_api::draft_discard)),
+        ("/v1/config/apply", "post", post(admin_api::config_apply)),
+        ("/v1/audit", "get", get(admin_api::audit)),
+        ("/v1/teardown", "post", post(admin_api::teardown)),
+        ("/v1/restart", "post", post(admin_api::restart)),
+        ("/v1/recover", "post", post(crate::recover::recover)),
     ];
     // Default deny, checked both ways when the router is built: a handler without a
     // classification, or a classification without a handler, is a programming error.
@@ -330,7 +349,7 @@ async fn kv_put(
     Path(key): Path<String>,
     params: Params,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = QueryParams::parse(params, &["prev_revision", "request_id"])?;
     check_key(&key)?;
     let value = read_body(request).await?;
@@ -343,13 +362,16 @@ async fn kv_put(
     }
     let command =
         Command::Put { key: key.clone(), value: value.to_vec(), prev_revision: params.number("prev_revision")? };
-    let result = node.write(caller.stamp(kv::Request::new(params.request_id()?, command))).await?;
-    match result {
+    let acked = node.write_acked(caller.stamp(kv::Request::new(params.request_id()?, command))).await?;
+    let ack = ack_header(&acked);
+    Ok(match acked.result {
         CommandResult::Put { revision, prev_mod_revision } => {
-            Ok(Json(json!({ "key": key, "revision": revision, "prev_mod_revision": prev_mod_revision })))
+            (ack, Json(json!({ "key": key, "revision": revision, "prev_mod_revision": prev_mod_revision })))
+                .into_response()
         }
-        other => Err(command_failure(&key, other)),
-    }
+        // Committed all the same (a failed compare is an entry in the log): stamped too.
+        other => (ack, command_failure(&key, other)).into_response(),
+    })
 }
 
 async fn kv_delete(
@@ -357,17 +379,25 @@ async fn kv_delete(
     Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     params: Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = QueryParams::parse(params, &["prev_revision", "request_id"])?;
     check_key(&key)?;
     let command = Command::Delete { key: key.clone(), prev_revision: params.number("prev_revision")? };
-    let result = node.write(caller.stamp(kv::Request::new(params.request_id()?, command))).await?;
-    match result {
+    let acked = node.write_acked(caller.stamp(kv::Request::new(params.request_id()?, command))).await?;
+    let ack = ack_header(&acked);
+    Ok(match acked.result {
         CommandResult::Delete { revision, deleted } => {
-            Ok(Json(json!({ "key": key, "revision": revision, "deleted": deleted })))
+            (ack, Json(json!({ "key": key, "revision": revision, "deleted": deleted }))).into_response()
         }
-        other => Err(command_failure(&key, other)),
-    }
+        other => (ack, command_failure(&key, other)).into_response(),
+    })
+}
+
+/// The `Haven-Ack` header of a committed KV write: which leader acknowledged it, as which
+/// log entry, and when on its monotonic clock (docs/http-api.md).
+fn ack_header(acked: &haven_net::Acked) -> [(&'static str, HeaderValue); 1] {
+    let value = HeaderValue::try_from(acked.ack.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""));
+    [(haven_net::ACK_HEADER, value)]
 }
 
 fn command_failure(key: &str, result: CommandResult) -> ApiError {
@@ -607,7 +637,14 @@ async fn members_join(
         };
         authorize_through_log(&node, &caller, command).await?;
     }
+    let (joiner, learner, dry_run) = (join.node_id, join.learner, join.dry_run);
     let response = node.join(join).await?;
+    if !dry_run {
+        let kind = if learner { "learner" } else { "voter (promoted once caught up)" };
+        let entry = AuditEntry::new("member.add", format!("node {joiner} joined as a {kind}"))
+            .with_change(AuditChange::new(format!("member {joiner}"), None, Some(kind.to_string())));
+        record_audit(&node, &caller, entry).await;
+    }
     Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?))
 }
 
@@ -644,6 +681,19 @@ async fn authorize_through_log(node: &Node, caller: &Caller, command: Command) -
     }
 }
 
+/// Records an administrative action that is not itself a state machine command, made by
+/// `caller`. Best effort: the action already happened, so a failure here is logged, not
+/// turned into an error for it.
+async fn record_audit(node: &Node, caller: &Caller, entry: AuditEntry) {
+    let action = entry.action.clone();
+    let request = caller.stamp(kv::Request::new(None, Command::RecordAudit { entry }));
+    match node.write(request).await {
+        Ok(CommandResult::Audited { .. }) => {}
+        Ok(other) => tracing::warn!(%action, ?other, "audit record refused"),
+        Err(error) => tracing::warn!(%action, error = %error.message, "audit record not written"),
+    }
+}
+
 async fn members_remove(
     State(node): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -653,7 +703,11 @@ async fn members_remove(
     let params = QueryParams::parse(params, &["force"])?;
     let id: u64 = id.parse().map_err(|_| ApiError::bad_request("the member id must be a positive integer"))?;
     authorize_through_log(&node, &caller, Command::Authorize).await?;
-    let response = node.remove_member(id, params.flag("force")?).await?;
+    let force = params.flag("force")?;
+    let response = node.remove_member(id, force).await?;
+    let entry = AuditEntry::new("member.remove", format!("node {id} removed{}", if force { " (forced)" } else { "" }))
+        .with_change(AuditChange::new(format!("member {id}"), Some("member".into()), None));
+    record_audit(&node, &caller, entry).await;
     Ok(Json(json!({ "removed": response.removed, "warning": response.warning })))
 }
 
@@ -678,9 +732,26 @@ async fn switchover(
         serde_json::from_slice(&body)
             .map_err(|error| ApiError::bad_request(format!("invalid switchover request: {error}")))?
     };
-    authorize_through_log(&node, &caller, Command::Authorize).await?;
-    let response = node.switchover(body.to).await?;
-    Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?))
+    // Recorded first, with the caller's name: the node that takes over reads it and knows
+    // the change was planned (not a failover). A refusal is recorded after it.
+    let from = node.leader().map(|(id, _)| id.to_string());
+    let target = body.to.map_or_else(|| "the most caught-up voter".to_string(), |to| format!("node {to}"));
+    let entry = AuditEntry::new("switchover", format!("switchover to {target} requested"))
+        .with_change(AuditChange::new("primary", from, body.to.map(|to| to.to_string())));
+    let request = caller.stamp(kv::Request::new(None, Command::RecordAudit { entry }));
+    match node.write(request).await? {
+        CommandResult::Audited { .. } => {}
+        CommandResult::Unauthorized { reason } => return Err(crate::auth::revoked_in_flight(reason)),
+        other => return Err(ApiError::internal(format!("unexpected answer to an audit record: {other:?}"))),
+    }
+    match node.switchover(body.to).await {
+        Ok(response) => Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?)),
+        Err(error) => {
+            let entry = AuditEntry::new("switchover.failed", error.message.clone());
+            record_audit(&node, &caller, entry).await;
+            Err(error)
+        }
+    }
 }
 
 /// Body of `POST /v1/maintenance`.

@@ -93,12 +93,16 @@ pub struct Caller {
     pub role: Role,
     /// What the route needed.
     pub access: Access,
+    /// The node the request arrived at, recorded in the audit log.
+    pub received_by: u64,
 }
 
 impl Caller {
     /// `request`, carrying this caller into the Raft log for the apply-time check.
     pub fn stamp(&self, request: KvRequest) -> KvRequest {
-        request.with_auth(&self.token_id, self.access)
+        let mut request = request.with_auth(&self.token_id, self.access);
+        request.received_by = self.received_by;
+        request
     }
 
     /// Checks the token again against `kv` (after a read barrier: the state that the read
@@ -140,7 +144,8 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
         authorize(&state.kv, request.headers(), guard.access, now_ms())
     };
     match caller {
-        Ok(caller) => {
+        Ok(mut caller) => {
+            caller.received_by = guard.node.node_id;
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
@@ -168,7 +173,7 @@ pub fn authorize(kv: &KvState, headers: &HeaderMap, access: Access, now_ms: u64)
         )
         .with("needed_roles", roles));
     }
-    Ok(Caller { token_id: record.id.clone(), role: record.role, access })
+    Ok(Caller { token_id: record.id.clone(), role: record.role, access, received_by: 0 })
 }
 
 /// The token of the one `Authorization: Bearer` header, if there is exactly one and it is

@@ -11,15 +11,20 @@
 //! `run` is the whole server: the caller binds the listeners (tests bind port 0) and
 //! decides when to stop.
 
+pub mod admin_api;
 pub mod api;
 pub mod auth;
 pub mod error;
 pub mod files;
+pub mod ha;
 pub mod node;
 pub mod peer;
+pub mod recover;
 pub mod run;
 pub mod status;
+pub mod targets;
 
 pub use node::Node;
 pub use run::run;
 pub use run::RunOptions;
+pub use run::RunOutcome;

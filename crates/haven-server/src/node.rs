@@ -27,6 +27,8 @@ use haven_core::limits::VOTERS_MAX;
 use haven_core::limits::WATCHERS_PER_NODE_MAX;
 use haven_net::raft_network::SNAPSHOT_CHUNK_TIMEOUT;
 use haven_net::snapshot::SnapshotAssembler;
+use haven_net::AckStamp;
+use haven_net::Acked;
 use haven_net::JoinMember;
 use haven_net::JoinRequest;
 use haven_net::JoinResponse;
@@ -132,9 +134,18 @@ pub struct Node {
     pub join_pins: Mutex<Vec<String>>,
     /// Set when an operator turned maintenance off on a node without a leader: elections
     /// resume here before the replicated flag (which needs a leader to change) follows.
-    maintenance_override: std::sync::atomic::AtomicBool,
+    pub(crate) maintenance_override: std::sync::atomic::AtomicBool,
     /// Whether elections are enabled now (what was last given to openraft).
-    elections_enabled: std::sync::atomic::AtomicBool,
+    pub(crate) elections_enabled: std::sync::atomic::AtomicBool,
+    /// The HA loop's own observations (see `crate::ha`).
+    pub(crate) ha: Mutex<crate::ha::HaRuntime>,
+    /// Set once a teardown detached this node (also recorded in the data dir).
+    pub(crate) detached: Mutex<Option<crate::ha::Detached>>,
+    /// Probes this node's ping targets (seed 002), from the replicated configuration.
+    pub targets: crate::targets::TargetProber,
+    /// Set when an operator asked this node to restart (`POST /v1/restart`, recovery):
+    /// `run` stops gracefully and tells its caller to start the process again.
+    pub(crate) restart_requested: tokio::sync::watch::Sender<bool>,
     /// Membership changes run one at a time on the leader: Raft allows one change in
     /// flight, and joins arriving together would otherwise refuse each other.
     membership_changes: tokio::sync::Mutex<()>,
@@ -154,6 +165,29 @@ impl Node {
         test_hooks: TestHooks,
     ) -> anyhow::Result<Arc<Node>> {
         let (fingerprint, pins) = tls;
+        let mut config = config;
+        // openraft's timeouts are fixed at start: a timing applied cluster-wide takes effect
+        // here, at the next start after it was applied.
+        if let Some(recorded) = crate::ha::recorded_timing(&config.data_dir) {
+            let timing = haven_core::config::Timing {
+                ping_interval_ms: recorded.ping_interval_ms,
+                failed_pings: recorded.failed_pings,
+            };
+            if timing != config.timing {
+                tracing::info!(?timing, version = recorded.version, "detection timing from the HA configuration");
+                config.timing = timing;
+            }
+        }
+        // A recovery asked for before the restart is carried out now, before the store opens.
+        let sole_member = HavenNode {
+            client_url: client_url.clone(),
+            peer_addr: peer_addr.clone(),
+            incarnation: String::new(),
+            fingerprint: fingerprint.clone(),
+            learner: false,
+        };
+        crate::recover::carry_out_pending(&config.data_dir, config.node_id, sole_member, config.history_revisions)?;
+        let detached = crate::ha::recorded_detachment(&config.data_dir);
         let db = haven_store::open_database_with_backend(&config.data_dir, test_hooks.backend)?;
         let identity = NodeIdentity::load_or_create(&db, config.node_id)?;
         let log = LogStore::open(db.clone(), sync)?;
@@ -185,6 +219,13 @@ impl Node {
             membership_changes: tokio::sync::Mutex::new(()),
             maintenance_override: std::sync::atomic::AtomicBool::new(false),
             elections_enabled: std::sync::atomic::AtomicBool::new(true),
+            ha: Mutex::new(crate::ha::HaRuntime::new()),
+            restart_requested: tokio::sync::watch::channel(false).0,
+            detached: Mutex::new(detached),
+            targets: crate::targets::TargetProber::start(
+                Vec::new(),
+                Duration::from_millis(haven_core::ha::gating::target_probe_interval_ms(&config.timing)),
+            ),
             test_hooks,
             config,
         }))
@@ -263,7 +304,25 @@ impl Node {
 
     /// Commits `request` through the leader, following leader changes until
     /// `WRITE_DEADLINE`.
-    pub async fn write(&self, mut request: Request) -> Result<CommandResult, ApiError> {
+    pub async fn write(&self, request: Request) -> Result<CommandResult, ApiError> {
+        self.write_acked(request).await.map(|acked| acked.result)
+    }
+
+    /// [`Node::write`], with the stamp of the leader that acknowledged it: the entry's log
+    /// id and the leader's monotonic clock when it learned the entry was committed (the
+    /// `Haven-Ack` header of the KV writes; the nemesis counts primaries from these).
+    pub async fn write_acked(&self, mut request: Request) -> Result<Acked, ApiError> {
+        if let Some(detached) = self.detached() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "detached",
+                format!(
+                    "node {} was detached by teardown generation {}; its data is read-only. Start it standalone \
+                     (`haven recover --standalone`) or wipe it and join as a new member",
+                    self.node_id, detached.generation
+                ),
+            ));
+        }
         if request.request_id.is_none() {
             request.request_id = Some(format!("srv-{}", new_random_id()));
         }
@@ -314,10 +373,31 @@ impl Node {
     /// The request is stamped with this leader's wall clock here, at the last moment before
     /// it enters the log: the state machine decides token expiry from the stamp, never
     /// from a replica's own clock, so every replica decides alike.
-    pub async fn propose_as_leader(&self, mut request: Request) -> Result<CommandResult, RemoteError> {
+    ///
+    /// The answer carries the acknowledgement stamp: the committed entry's log id (the
+    /// leader id it was proposed under, and its index) and `CLOCK_MONOTONIC` read as soon as
+    /// the commit result arrived.
+    pub async fn propose_as_leader(&self, mut request: Request) -> Result<Acked, RemoteError> {
+        if matches!(request.command, Command::Put { .. } | Command::Delete { .. }) {
+            // A witness (or priority-0 node) leads only to hand over; the caller retries
+            // and reaches the data node once it has taken over.
+            if let Some(reason) = self.witness_refusal() {
+                return Err(RemoteError::Unavailable(reason));
+            }
+        }
         request.now_ms = crate::auth::now_ms();
         match self.raft.client_write(request).await {
-            Ok(response) => Ok(response.data),
+            Ok(response) => {
+                let mono_ns = monotonic_ns();
+                let log_id = response.log_id;
+                let ack = AckStamp {
+                    node: log_id.leader_id.node_id,
+                    term: log_id.leader_id.term,
+                    index: log_id.index,
+                    mono_ns,
+                };
+                Ok(Acked { result: response.data, ack })
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
                 Err(RemoteError::NotLeader { leader: to.leader_id })
             }
@@ -582,19 +662,12 @@ impl Node {
         self.state.read().kv.maintenance_since_ms().is_some()
     }
 
-    /// Follows the replicated maintenance flag: while it is on, this node starts no election
-    /// on its own (no automatic failover); a switchover's hand-over still elects its target.
+    /// Follows the replicated maintenance flag (and the other reasons to withhold
+    /// elections, see `Node::apply_elections`): while it is on, this node starts no
+    /// election on its own (no automatic failover); a switchover's hand-over still elects
+    /// its target.
     pub fn apply_maintenance(&self) {
-        use std::sync::atomic::Ordering;
-        let on = self.maintenance();
-        if !on {
-            self.maintenance_override.store(false, Ordering::Relaxed);
-        }
-        let enable = !on || self.maintenance_override.load(Ordering::Relaxed);
-        if self.elections_enabled.swap(enable, Ordering::Relaxed) != enable {
-            self.raft.runtime_config().elect(enable);
-            tracing::info!(elections = enable, "maintenance mode {}", if on { "on" } else { "off" });
-        }
+        self.apply_elections();
     }
 
     /// `maintenance off` needs a leader to commit; if there is none (the primary died while
@@ -663,6 +736,13 @@ impl Node {
                 if !voters.contains(&target) {
                     return Err(refuse(format!("node {target} is a learner; only voters can become primary")));
                 }
+                let settings = self.settings_of(target);
+                if settings.role == haven_core::ha::NodeRole::Witness {
+                    return Err(refuse(format!("node {target} is a witness; a witness is never the primary")));
+                }
+                if settings.priority == 0 {
+                    return Err(refuse(format!("node {target} has priority 0; it is never the primary")));
+                }
                 if !self.is_reachable(target) {
                     return Err(refuse(format!("node {target} is unreachable from the primary; it cannot take over")));
                 }
@@ -679,8 +759,15 @@ impl Node {
                 .iter()
                 .copied()
                 .filter(|id| *id != self.node_id && self.is_reachable(*id) && lag(id) <= PROMOTION_LAG_ENTRIES_MAX)
-                .min_by_key(|id| (lag(id), *id))
-                .ok_or_else(|| refuse("no other voter is reachable and caught up; nothing to switch to".into()))?,
+                .filter(|id| self.settings_of(*id).role == haven_core::ha::NodeRole::Data)
+                .filter(|id| self.settings_of(*id).priority > 0)
+                .min_by_key(|id| (lag(id), std::cmp::Reverse(self.settings_of(*id).priority), *id))
+                .ok_or_else(|| {
+                    refuse(
+                        "no other data voter with priority above 0 is reachable and caught up; nothing to switch to"
+                            .into(),
+                    )
+                })?,
         };
         let started = Instant::now();
         tracing::info!(target, "switchover requested: handing leadership over");
@@ -747,6 +834,10 @@ impl Node {
 
     /// Probes every other member once.
     pub async fn probe_peers(&self) {
+        if self.detached().is_some() {
+            // It belongs to no cluster: nobody to probe, and every answer would be a refusal.
+            return;
+        }
         let membership = self.membership();
         let peers: Vec<(NodeId, HavenNode)> =
             membership.nodes().filter(|(id, _)| **id != self.node_id).map(|(id, node)| (*id, node.clone())).collect();
@@ -815,11 +906,14 @@ impl Node {
             let matched = metrics.replication.clone().unwrap_or_default();
             let matched_index = |id: &NodeId| matched.get(id).cloned().flatten().map(|log_id| log_id.index());
             // The most caught-up reachable voter: it can win the election at once.
-            metrics
-                .membership_config
-                .voter_ids()
-                .filter(|id| *id != self.node_id && self.is_reachable(*id))
-                .max_by_key(|id| matched_index(id))
+            // Data nodes first (a witness would only have to hand over again), then the
+            // most caught-up.
+            metrics.membership_config.voter_ids().filter(|id| *id != self.node_id && self.is_reachable(*id)).max_by_key(
+                |id| {
+                    let settings = self.settings_of(*id);
+                    (settings.role == haven_core::ha::NodeRole::Data && settings.priority > 0, matched_index(id))
+                },
+            )
         };
         let Some(target) = target else {
             tracing::info!("stopping leader: no reachable voter to hand over to");
@@ -840,6 +934,18 @@ impl Node {
             Err(error) => tracing::warn!(%error, "no successor took over in time; stopping anyway"),
         }
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of acknowledgement stamps, shared by every
+/// process on this machine (unlike `Instant`, whose value cannot be sent elsewhere).
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    if rc != 0 {
+        return 0;
+    }
+    (now.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec as u64)
 }
 
 fn membership_error(

@@ -40,6 +40,22 @@ impl PeerHandler for NodePeerHandler {
 
 /// Why an envelope must not reach Raft, if it must not.
 pub fn refusal(node: &Node, envelope: &PeerEnvelope, peer_fingerprint: Option<&str>) -> Option<String> {
+    if let Some(detached) = node.detached() {
+        return Some(format!(
+            "detached: node {} left cluster {} by teardown generation {}; it serves no cluster member",
+            node.node_id,
+            detached.cluster_id.as_deref().unwrap_or("(unknown)"),
+            detached.generation
+        ));
+    }
+    let generation = node.state.read().kv.admin().is_detached(envelope.from, &envelope.from_incarnation);
+    if let Some(generation) = generation {
+        return Some(format!(
+            "detached: node {} was detached by teardown generation {generation}; it can start standalone under a new \
+             cluster id, or be wiped and join as a new member",
+            envelope.from
+        ));
+    }
     if envelope.to != 0 && envelope.to != node.node_id {
         return Some(format!("this is node {}, not node {}", node.node_id, envelope.to));
     }

@@ -109,7 +109,17 @@ fn load_identity(config: &NodeConfig, addresses: &[std::net::IpAddr]) -> anyhow:
 
 /// Runs a node until `shutdown` resolves (then stops gracefully) or it cannot go on
 /// (for example its join was refused), which is returned as an error.
-pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// How `run` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Told to stop (a signal).
+    Stopped,
+    /// Asked to restart (an operator, a recovery): the caller starts the process again
+    /// with the same arguments, so new timing and recovered state take effect.
+    Restart,
+}
+
+pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<RunOutcome> {
     let client_addr = options.client_listener.local_addr()?;
     let peer_addr = options.peer_listener.local_addr()?;
     let data_dir = options.config.data_dir.clone();
@@ -182,19 +192,28 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     )?;
 
     let background = tokio::spawn(background_loop(node.clone(), stopped.clone()));
+    let ha_loop = tokio::spawn(ha_loop(node.clone(), stopped.clone()));
     let pin_sync = tokio::spawn(follow_membership_pins(node.clone()));
     let membership = tokio::spawn(enter_cluster(node.clone()));
     // A new cluster's first admin token (DATA_DIR/admin.token), once bootstrapped and leading.
     tokio::spawn(crate::auth::ensure_bootstrap_admin_token(node.clone(), stopped.clone()));
 
+    let mut restart = node.restart_requested.subscribe();
+    let restart_requested = async move {
+        let _ = restart.wait_for(|restart| *restart).await;
+    };
     tokio::pin!(shutdown);
+    tokio::pin!(restart_requested);
     let outcome = tokio::select! {
-        _ = &mut shutdown => Ok(()),
+        _ = &mut shutdown => Ok(RunOutcome::Stopped),
+        _ = &mut restart_requested => Ok(RunOutcome::Restart),
         result = membership => match result {
             Ok(Ok(())) => {
-                // Joined or bootstrapped; keep serving until told to stop.
-                shutdown.await;
-                Ok(())
+                // Joined or bootstrapped; keep serving until told to stop or restart.
+                tokio::select! {
+                    _ = &mut shutdown => Ok(RunOutcome::Stopped),
+                    _ = &mut restart_requested => Ok(RunOutcome::Restart),
+                }
             }
             Ok(Err(error)) => Err(error),
             Err(error) => Err(anyhow::anyhow!("join task failed: {error}")),
@@ -207,6 +226,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, http_server).await;
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, peer_server).await;
     background.abort();
+    ha_loop.abort();
     pin_sync.abort();
     if let Err(error) = node.raft.shutdown().await {
         tracing::warn!(%error, "raft did not stop cleanly");
@@ -270,6 +290,17 @@ async fn follow_membership_pins(node: Arc<Node>) {
         }
         if metrics.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Runs the HA decisions (`crate::ha`) every `HA_TICK`, until stopped.
+async fn ha_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        node.ha_tick().await;
+        tokio::select! {
+            _ = tokio::time::sleep(crate::ha::HA_TICK) => {}
+            _ = stopped.changed() => return,
         }
     }
 }

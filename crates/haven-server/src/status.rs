@@ -15,6 +15,10 @@ pub struct MemberStatus {
     /// The member's TLS key fingerprint: clients that trust this node learn the others'.
     pub fingerprint: String,
     pub voter: bool,
+    /// `data` or `witness`, from the HA configuration.
+    pub role: haven_core::ha::NodeRole,
+    /// 0 = never primary.
+    pub priority: u32,
     pub leader: bool,
     pub reachable: bool,
     /// Highest log index known to be on that member (from the leader's replication state
@@ -50,6 +54,21 @@ pub struct Status {
     pub members: Vec<MemberStatus>,
     /// The HA status (seed 002's "stable"), computed by the pure core from this view.
     pub ha: haven_core::ha::status::HaStatus,
+    /// The applied HA configuration's version (0 = never applied: defaults).
+    pub config_version: u64,
+    /// Failovers (unplanned leader changes, from the audit log) in the last hour.
+    pub failovers_last_hour: usize,
+    /// Why this node needs a restart for the applied configuration to take effect.
+    pub pending_restart: Option<String>,
+    /// Set when a teardown detached this node: it serves no cluster and keeps its data
+    /// read-only.
+    pub detached: Option<crate::ha::Detached>,
+    /// This node's ping targets and whether they answer (seed 002).
+    pub ping_targets: Vec<crate::targets::TargetStatus>,
+    /// Set while silent ping targets withhold this node's candidacy.
+    pub candidacy_withheld: Option<String>,
+    /// The last failback / hand-off decision of this node (as leader).
+    pub failback: Option<String>,
 }
 
 pub fn status(node: &Node) -> Status {
@@ -59,8 +78,10 @@ pub fn status(node: &Node) -> Status {
     let commit_index = metrics.local_committed.as_ref().map_or(0, |log_id| log_id.index());
     let replication = metrics.replication.clone().unwrap_or_default();
     let leader_has_quorum = node.leader_has_quorum(&metrics);
+    let config = node.ha_config();
     let mut members = Vec::new();
     for (id, member) in membership.nodes() {
+        let settings = config.node(*id);
         let probe = node.probe(*id);
         let matched_index = if *id == node.node_id {
             metrics.last_log_index
@@ -76,6 +97,8 @@ pub fn status(node: &Node) -> Status {
             peer_addr: member.peer_addr.clone(),
             fingerprint: member.fingerprint.clone(),
             voter: voters.contains(id),
+            role: settings.role,
+            priority: settings.priority,
             leader: metrics.current_leader == Some(*id),
             reachable,
             matched_index,
@@ -100,14 +123,39 @@ pub fn status(node: &Node) -> Status {
         }
     }
     let leader_url = metrics.current_leader.and_then(|id| membership.get_node(&id)).map(|node| node.client_url.clone());
-    let ha = ha_status(node, &members, leader_has_quorum);
+    let (gate, failback) = {
+        let ha = node.ha.lock().unwrap_or_else(|e| e.into_inner());
+        (ha.gate.clone(), ha.last_decision.clone())
+    };
+    let candidacy_withheld = match gate {
+        haven_core::ha::gating::Gate::Allowed => None,
+        haven_core::ha::gating::Gate::Withheld { reason } => Some(reason),
+    };
+    let detached = node.detached();
+    // A detached node follows no leader, whatever its last vote says.
+    let leader = metrics.current_leader.filter(|_| detached.is_none());
+    let pending_restart = node.pending_restart();
+    if let Some(detached) = &detached {
+        warnings.push(format!(
+            "this node was detached by teardown generation {}: it serves no cluster; its data is read-only. Start it \
+             standalone (`haven recover --standalone`) or wipe it and join as a new member",
+            detached.generation
+        ));
+    }
+    if let Some(pending) = &pending_restart {
+        warnings.push(format!("pending restart: {pending}"));
+    }
+    let mut ha = ha_status(node, &members, leader_has_quorum, candidacy_withheld.clone());
+    if detached.is_some() {
+        ha.reasons.insert(0, "detached by a teardown".into());
+    }
     Status {
         cluster_id: node.cluster_id(),
         node_id: node.node_id,
         view_of: node.node_id,
         state: format!("{:?}", metrics.state).to_lowercase(),
-        leader: metrics.current_leader,
-        leader_url,
+        leader,
+        leader_url: leader_url.filter(|_| leader.is_some()),
         term: metrics.current_term,
         commit_index,
         applied_index: metrics.last_applied.as_ref().map_or(0, |log_id| log_id.index()),
@@ -121,18 +169,29 @@ pub fn status(node: &Node) -> Status {
         warnings,
         members,
         ha,
+        config_version: node.state.read().kv.admin().ha_config.version,
+        failovers_last_hour: node.failovers_last_hour(),
+        pending_restart,
+        detached,
+        ping_targets: node.targets.snapshot(std::time::Instant::now()),
+        candidacy_withheld,
+        failback,
     }
 }
 
 /// The HA status from this node's view. A follower cannot see the leader's quorum; it
 /// takes a leader it hears from as having one (a leader without quorum stops being heard
 /// as soon as it steps down or is partitioned away, and then this view says so).
-fn ha_status(node: &Node, members: &[MemberStatus], leader_has_quorum: bool) -> haven_core::ha::status::HaStatus {
+fn ha_status(
+    node: &Node,
+    members: &[MemberStatus],
+    leader_has_quorum: bool,
+    candidacy_withheld: Option<String>,
+) -> haven_core::ha::status::HaStatus {
     use haven_core::ha::status::HaView;
     use haven_core::ha::status::MemberView;
     use haven_core::ha::status::LAG_THRESHOLD_ENTRIES_DEFAULT;
     use haven_core::ha::MemberKind;
-    use haven_core::ha::NodeRole;
     let leader = members.iter().find(|member| member.leader);
     let quorum = match leader {
         Some(leader) if leader.id == node.node_id => leader_has_quorum,
@@ -146,7 +205,7 @@ fn ha_status(node: &Node, members: &[MemberStatus], leader_has_quorum: bool) -> 
             .iter()
             .map(|member| MemberView {
                 id: member.id,
-                role: NodeRole::Data,
+                role: member.role,
                 kind: if member.voter { MemberKind::Voter } else { MemberKind::Learner },
                 reachable: member.reachable,
                 lag_entries: member.lag,
@@ -155,7 +214,7 @@ fn ha_status(node: &Node, members: &[MemberStatus], leader_has_quorum: bool) -> 
             .collect(),
         leader_has_quorum: quorum,
         lag_threshold_entries: LAG_THRESHOLD_ENTRIES_DEFAULT,
-        candidacy_withheld: None,
+        candidacy_withheld,
     };
     haven_core::ha::status::compute(&view)
 }

@@ -17,7 +17,7 @@ use crate::io_error;
 use crate::NodeId;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const IDENTITY_KEY: &str = "identity";
+pub(crate) const IDENTITY_KEY: &str = "identity";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeIdentity {

@@ -16,12 +16,15 @@
 pub mod crash_sim;
 pub mod identity;
 pub mod log_store;
+pub mod reinit;
 pub mod state_machine;
 pub mod types;
 
 pub use crash_sim::DatabaseBackend;
 pub use identity::NodeIdentity;
 pub use log_store::LogStore;
+pub use reinit::reinitialize_as_single_voter;
+pub use reinit::ReinitSummary;
 pub use state_machine::StateMachine;
 pub use types::*;
 

@@ -38,10 +38,10 @@ use crate::LogId;
 use crate::TypeConfig;
 use crate::Vote;
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const VOTE_KEY: &str = "vote";
-const COMMITTED_KEY: &str = "committed";
-const LAST_PURGED_KEY: &str = "last_purged";
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+pub(crate) const VOTE_KEY: &str = "vote";
+pub(crate) const COMMITTED_KEY: &str = "committed";
+pub(crate) const LAST_PURGED_KEY: &str = "last_purged";
 
 /// Most operations one group commit takes from the queue: bounds the size of one redb
 /// transaction (and the latency of the first caller in it) under a flood of appends.
@@ -194,15 +194,15 @@ fn write_batch_inner(db: &redb::Database, batch: &[WriteOp], sync: SyncMode) -> 
     Ok(())
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| io_error("encode", e))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     postcard::from_bytes(bytes).map_err(|e| io_error("decode stored record", e))
 }
 
-fn read_meta<T: serde::de::DeserializeOwned>(db: &redb::Database, key: &str) -> io::Result<Option<T>> {
+pub(crate) fn read_meta<T: serde::de::DeserializeOwned>(db: &redb::Database, key: &str) -> io::Result<Option<T>> {
     let txn = db.begin_read().map_err(|e| io_error("read meta", e))?;
     let table = txn.open_table(META).map_err(|e| io_error("read meta", e))?;
     match table.get(key).map_err(|e| io_error("read meta", e))? {

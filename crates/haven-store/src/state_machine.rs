@@ -47,9 +47,9 @@ pub struct Applied {
 
 /// A snapshot as stored on disk: its metadata and the encoded `Applied`.
 #[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
+pub(crate) struct SnapshotFile {
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) data: Vec<u8>,
 }
 
 struct Shared {
@@ -116,7 +116,7 @@ fn read_snapshot_file(dir: &Path) -> io::Result<Option<SnapshotFile>> {
 }
 
 /// Write, fsync, rename, fsync the directory: the snapshot is either wholly there or not.
-fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> io::Result<()> {
+pub(crate) fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> io::Result<()> {
     let bytes = postcard::to_stdvec(file).map_err(|e| io_error("encode snapshot", e))?;
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     {

@@ -1,4 +1,5 @@
-//! The CLI verbs that talk to a running cluster: `status`, `kv`, `members`, `leave`.
+//! The CLI verbs that talk to a running cluster: `status`, `kv`, `members`, `leave`,
+//! `switchover`, `maintenance`, `config`, `audit`, `teardown`, `restart`, `recover`.
 //!
 //! ```text
 //!   main.rs (argument parsing) ──▶ client_cmds ◀── you are here: options → ClientConfig,
@@ -14,9 +15,13 @@
 //! `--json`. Every failure becomes one line that says what went wrong and what to do, and a
 //! non-zero exit code.
 
+mod audit;
 mod cluster;
+mod config;
 mod kv;
+mod lifecycle;
 pub(crate) mod output;
+mod restart;
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -26,12 +31,23 @@ use std::time::Duration;
 use anyhow::Context;
 use haven_client::ClientConfig;
 
+pub use audit::audit;
+pub use audit::AuditArgs;
 pub use cluster::leave;
 pub use cluster::maintenance;
 pub use cluster::members;
 pub use cluster::status;
 pub use cluster::switchover;
+pub use cluster::STATUS_EXIT_CODES;
+pub use config::config;
+pub use config::ConfigCommand;
 pub use kv::kv;
+pub use lifecycle::recover;
+pub use lifecycle::teardown;
+pub use lifecycle::RecoverArgs;
+pub use lifecycle::TeardownArgs;
+pub use restart::restart;
+pub use restart::RestartArgs;
 
 /// Default `--timeout-ms`: long enough to ride out a leader election (about a second) with
 /// retries, short enough that a script notices a dead cluster within seconds.
@@ -266,6 +282,8 @@ fn hint(error: &haven_client::Error) -> String {
         (Some("forbidden"), _) => "; use a token with a stronger role (an admin creates one with `haven tokens create \
                                    --role ROLE`)"
             .into(),
+        (Some("stale_draft"), _) => "; show the draft again (`haven config draft show`) and apply what you see".into(),
+        (Some("not_stable"), _) => "; see `haven status`, or repeat with --force".into(),
         _ => String::new(),
     }
 }
@@ -298,6 +316,12 @@ mod tests {
         #[command(subcommand)]
         Members(MembersCommand),
         Leave(LeaveArgs),
+        #[command(subcommand)]
+        Config(ConfigCommand),
+        Audit(AuditArgs),
+        Teardown(TeardownArgs),
+        Restart(RestartArgs),
+        Recover(RecoverArgs),
     }
 
     fn parse(args: &[&str]) -> Result<Command, clap::Error> {
@@ -349,6 +373,50 @@ mod tests {
         let Command::Leave(leave) = parse(&["leave", "--data-dir", "/d", "--force"]).unwrap() else { panic!() };
         assert_eq!((leave.data_dir.to_str(), leave.force), (Some("/d"), true));
         assert!(parse(&["leave"]).is_err());
+    }
+
+    #[test]
+    fn ha_control_commands_parse() {
+        use config::DraftCommand;
+        let Command::Config(ConfigCommand::Draft(DraftCommand::Set(set))) =
+            parse(&["config", "draft", "set", "nodes.2.ping_targets", r#"["10.0.0.1"]"#, "--json"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((set.key.as_str(), set.value.as_str(), set.client.json), ("nodes.2.ping_targets", r#"["10.0.0.1"]"#, true));
+        let Command::Config(ConfigCommand::Draft(DraftCommand::Unset(unset))) =
+            parse(&["config", "draft", "unset", "a", "b"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(unset.keys, ["a", "b"]);
+        assert!(parse(&["config", "draft", "unset"]).is_err(), "a key at least");
+        for args in [&["config", "show"][..], &["config", "diff"], &["config", "draft", "show"], &["config", "draft", "discard"]] {
+            assert!(matches!(parse(args).unwrap(), Command::Config(_)), "{args:?}");
+        }
+        let Command::Config(ConfigCommand::Apply(apply)) = parse(&["config", "apply", "--base-version", "3"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(apply.base_version, Some(3));
+        let Command::Audit(audit) = parse(&["audit", "--since", "7", "--json"]).unwrap() else { panic!() };
+        assert_eq!((audit.since, audit.client.json), (7, true));
+        let Command::Teardown(teardown) = parse(&["teardown", "--force"]).unwrap() else { panic!() };
+        assert!(teardown.force);
+        let Command::Restart(restart) = parse(&["restart", "--rolling", "--pending-only"]).unwrap() else { panic!() };
+        assert!(restart.rolling && restart.pending_only && restart.node.is_none());
+        let Command::Restart(restart) = parse(&["restart", "--node", "2"]).unwrap() else { panic!() };
+        assert_eq!((restart.node, restart.rolling), (Some(2), false));
+        assert!(parse(&["restart", "--node", "2", "--rolling"]).is_err());
+        assert!(parse(&["restart", "--pending-only"]).is_err(), "only with --rolling");
+        let Command::Recover(recover) = parse(&["recover", "--confirm-down", "1,3", "--dry-run"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((recover.confirm_down.as_slice(), recover.dry_run, recover.standalone), (&[1, 3][..], true, false));
+        let Command::Recover(recover) = parse(&["recover", "--standalone"]).unwrap() else { panic!() };
+        assert!(recover.standalone && recover.confirm_down.is_empty());
+        assert!(parse(&["recover"]).is_err(), "--confirm-down or --standalone");
+        assert!(parse(&["recover", "--standalone", "--confirm-down", "1"]).is_err());
     }
 
     #[test]

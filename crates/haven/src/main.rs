@@ -26,7 +26,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a local cluster of 1, 3 or 5 nodes on 127.0.0.1 as child processes.
     Dev(dev::DevArgs),
-    /// Show the cluster's status as this node sees it; exits non-zero without a leader.
+    /// Show the cluster's status and HA state; exits 0 only when the HA state is stable.
+    #[command(after_help = client_cmds::STATUS_EXIT_CODES)]
     Status(client_cmds::StatusArgs),
     /// Read and write keys.
     #[command(subcommand)]
@@ -47,6 +48,18 @@ enum Command {
     /// Create, list or revoke bearer tokens (admin).
     #[command(subcommand)]
     Tokens(tokens_cmd::TokensCommand),
+    /// Show the HA configuration; edit it as a draft, check it, apply it (admin writes).
+    #[command(subcommand)]
+    Config(client_cmds::ConfigCommand),
+    /// Show the audit log: who did what, when, on which node.
+    Audit(client_cmds::AuditArgs),
+    /// End the cluster: the primary continues alone with all data, the others are detached.
+    Teardown(client_cmds::TeardownArgs),
+    /// Restart a node's process in place, or every node one at a time (--rolling).
+    Restart(client_cmds::RestartArgs),
+    /// After a majority is lost for good: make the node at the first endpoint a new
+    /// one-voter cluster with all its data (or start a detached node, --standalone).
+    Recover(client_cmds::RecoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +82,11 @@ fn main() -> ExitCode {
             Command::Switchover(args) => client_cmds::switchover(args).await,
             Command::Maintenance(args) => client_cmds::maintenance(args).await,
             Command::Tokens(command) => tokens_cmd::tokens(command).await,
+            Command::Config(command) => client_cmds::config(command).await,
+            Command::Audit(args) => client_cmds::audit(args).await,
+            Command::Teardown(args) => client_cmds::teardown(args).await,
+            Command::Restart(args) => client_cmds::restart(args).await,
+            Command::Recover(args) => client_cmds::recover(args).await,
             Command::Keygen(args) => keys::keygen(args),
             Command::Fingerprint(args) => keys::fingerprint(args),
         }

@@ -128,9 +128,72 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         expected_detection_ms = timing.expected_detection_ms(),
         "failure detection"
     );
+    let bound = (client_listener.local_addr()?, peer_listener.local_addr()?);
     let options = RunOptions { config, client_listener, peer_listener, sync, test_hooks };
-    haven_server::run(options, stop_signal()).await?;
-    Ok(ExitCode::SUCCESS)
+    match haven_server::run(options, stop_signal()).await? {
+        haven_server::RunOutcome::Stopped => Ok(ExitCode::SUCCESS),
+        haven_server::RunOutcome::Restart => restart_process(bound),
+    }
+}
+
+/// Replaces this process with a fresh start of the same binary and arguments (same pid,
+/// so supervisors and pid files stay right), on the addresses it had bound: a port given
+/// as 0 must not become a new port, the membership records the old one. Returns only if
+/// the exec failed.
+fn restart_process(bound: (std::net::SocketAddr, std::net::SocketAddr)) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("cannot find this program to restart it")?;
+    let args = restart_args(std::env::args_os().skip(1).collect(), bound);
+    tracing::info!(exe = %exe.display(), "restarting");
+    let error = std::process::Command::new(&exe).args(&args).exec();
+    Err(anyhow::anyhow!("cannot restart {}: {error}", exe.display()))
+}
+
+/// The arguments without any address flags, then the bound addresses.
+fn restart_args(
+    args: Vec<std::ffi::OsString>,
+    (client, peer): (std::net::SocketAddr, std::net::SocketAddr),
+) -> Vec<std::ffi::OsString> {
+    const ADDRESS_FLAGS: [&str; 2] = ["--client-addr", "--peer-addr"];
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        let text = arg.to_string_lossy();
+        if ADDRESS_FLAGS.iter().any(|flag| text == *flag) {
+            skip_value = true;
+            continue;
+        }
+        if ADDRESS_FLAGS.iter().any(|flag| text.starts_with(&format!("{flag}="))) {
+            continue;
+        }
+        kept.push(arg);
+    }
+    kept.push(format!("--client-addr={client}").into());
+    kept.push(format!("--peer-addr={peer}").into());
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_keeps_the_bound_addresses() {
+        let args: Vec<std::ffi::OsString> =
+            ["serve", "--client-addr=127.0.0.1:0", "--node-id=2", "--peer-addr", "127.0.0.1:0", "--bootstrap"]
+                .into_iter()
+                .map(Into::into)
+                .collect();
+        let bound = ("127.0.0.1:7001".parse().unwrap(), "127.0.0.1:7101".parse().unwrap());
+        let args: Vec<String> = restart_args(args, bound).into_iter().map(|a| a.into_string().unwrap()).collect();
+        assert_eq!(
+            args,
+            ["serve", "--node-id=2", "--bootstrap", "--client-addr=127.0.0.1:7001", "--peer-addr=127.0.0.1:7101"]
+        );
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

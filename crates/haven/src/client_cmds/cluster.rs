@@ -13,6 +13,7 @@ use super::finish;
 use super::output::print_json;
 use super::output::print_line;
 use super::output::table;
+use super::output::text_on_one_line;
 use super::ClientOpts;
 use super::LeaveArgs;
 use super::MaintenanceArgs;
@@ -50,7 +51,36 @@ struct AddrFile {
     client_url: String,
 }
 
-/// Runs `haven status`: exits non-zero when the cluster has no leader.
+/// The exit codes of `haven status`, for its `--help`.
+pub const STATUS_EXIT_CODES: &str = "\
+Exit codes (from the HA state of the best view: the leader's own when it answers):
+  0  stable: every member reachable and caught up, a primary with a quorum
+  1  no node answered, or another error (the message says which)
+  2  bad command line
+  3  degraded: quorum kept, but a member is unreachable or lagging
+  4  no-quorum: no working leader (none known, or the named leader does not answer)
+  5  failing-over: no primary right now (an election or a hand-off is running)
+  6  maintenance: automatic failover and failback are off
+  7  standalone: one node, nothing to fail over to
+  8  the node did not report an HA state this version knows";
+
+/// Exit code of `haven status` for each HA state (see [`STATUS_EXIT_CODES`]).
+fn status_exit_code(state: Option<&str>) -> u8 {
+    match state {
+        Some("stable") => 0,
+        Some("degraded") => 3,
+        Some("no-quorum") => 4,
+        Some("failing-over") => 5,
+        Some("maintenance") => 6,
+        Some("standalone") => 7,
+        _ => 8,
+    }
+}
+
+/// Exit code for a view with no working leader.
+const EXIT_NO_WORKING_LEADER: u8 = 4;
+
+/// Runs `haven status`: exits 0 only when the HA state is stable (see [`STATUS_EXIT_CODES`]).
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     finish(status_inner(args).await)
 }
@@ -69,11 +99,32 @@ async fn status_inner(args: StatusArgs) -> anyhow::Result<ExitCode> {
     for warning in &status.warnings {
         eprintln!("warning: {warning}");
     }
-    if let Some(problem) = leader_problem(&view) {
+    let (code, problem) = status_outcome(&view);
+    if let Some(problem) = problem {
         eprintln!("error: {problem}");
-        return Ok(ExitCode::FAILURE);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(code))
+}
+
+/// The exit code and, when not stable, the line `haven status` ends with on stderr.
+fn status_outcome(view: &View) -> (u8, Option<String>) {
+    if let Some(problem) = leader_problem(view) {
+        return (EXIT_NO_WORKING_LEADER, Some(problem));
+    }
+    let ha = view.status.ha();
+    let state = ha.as_ref().map(|ha| ha.state.as_str());
+    let code = status_exit_code(state);
+    let problem = match (&ha, code) {
+        (_, 0) => None,
+        (Some(ha), _) => Some(format!(
+            "the cluster is {} as node {} sees it{}",
+            ha.state,
+            view.status.view_of,
+            ha.reasons.first().map(|reason| format!(": {reason}")).unwrap_or_default()
+        )),
+        (None, _) => Some(format!("node {} did not report an HA state", view.status.view_of)),
+    };
+    (code, problem)
 }
 
 /// Runs `haven members ...`.
@@ -267,16 +318,52 @@ fn describe_status(status: &Status) -> Vec<String> {
         ),
     ];
     // The HA status (seed 002's "stable"): state, topology, reasons in words.
-    if let Some(ha) = status.extra.get("ha") {
-        let state = ha["state"].as_str().unwrap_or("unknown");
-        let topology = ha["topology"]["kind"].as_str().unwrap_or("unknown topology").replace('-', " ");
-        lines.push(format!("HA {state}  ({topology}; {})", ha["survives"].as_str().unwrap_or("")));
-        for reason in ha["reasons"].as_array().into_iter().flatten().filter_map(|r| r.as_str()) {
-            lines.push(format!("  - {reason}"));
+    if let Some(ha) = status.ha() {
+        let survives = if ha.survives.is_empty() { String::new() } else { format!("; {}", text_on_one_line(&ha.survives)) };
+        lines.push(format!("HA {}  ({}{survives})", ha.state, ha.topology_kind()));
+        for reason in &ha.reasons {
+            lines.push(format!("  - {}", text_on_one_line(reason)));
         }
+    }
+    let mut facts = Vec::new();
+    if let Some(version) = status.config_version() {
+        facts.push(format!("config version {version}"));
+    }
+    if let Some(failovers) = status.failovers_last_hour() {
+        facts.push(format!("failovers in the last hour {failovers}"));
+    }
+    if status.maintenance() == Some(true) {
+        facts.push("maintenance on".into());
+    }
+    if !facts.is_empty() {
+        lines.push(facts.join("  "));
+    }
+    let me = status.view_of;
+    if let Some(pending) = status.pending_restart() {
+        lines.push(format!("pending restart (node {me}): {}", text_on_one_line(&pending)));
+    }
+    if let Some(detached) = status.detached() {
+        lines.push(format!(
+            "detached (node {me}): by teardown generation {}{}{}",
+            detached.generation,
+            detached.cluster_id.map(|id| format!(" of cluster {id}")).unwrap_or_default(),
+            detached.kept.map(|kept| format!("; node {kept} continues it")).unwrap_or_default()
+        ));
+    }
+    if let Some(withheld) = status.candidacy_withheld() {
+        lines.push(format!("candidacy withheld (node {me}): {}", text_on_one_line(&withheld)));
+    }
+    if let Some(failback) = status.failback() {
+        lines.push(format!("failback (node {me}): {}", text_on_one_line(&failback)));
     }
     lines.push(String::new());
     lines.extend(member_table(status));
+    let targets = status.ping_targets();
+    if !targets.is_empty() {
+        lines.push(String::new());
+        lines.push(format!("ping targets of node {me}:"));
+        lines.extend(ping_target_table(&targets));
+    }
     lines
 }
 
@@ -286,7 +373,7 @@ fn member_table(status: &Status) -> Vec<String> {
     let rows: Vec<Vec<String>> = members
         .iter()
         .map(|member| {
-            let role = if Some(member.id) == status.leader {
+            let raft = if Some(member.id) == status.leader {
                 "leader"
             } else if member.voter {
                 "follower"
@@ -299,10 +386,42 @@ fn member_table(status: &Status) -> Vec<String> {
                 None => "?",
             };
             let lag = member.lag.map_or_else(|| "-".to_string(), |lag| lag.to_string());
-            vec![member.id.to_string(), role.to_string(), member.client_url.clone(), reachable.to_string(), lag]
+            vec![
+                member.id.to_string(),
+                raft.to_string(),
+                member.role().map_or_else(|| "-".to_string(), text_on_one_line),
+                member.priority().map_or_else(|| "-".to_string(), |priority| priority.to_string()),
+                member.client_url.clone(),
+                reachable.to_string(),
+                lag,
+            ]
         })
         .collect();
-    table(&["ID", "ROLE", "CLIENT URL", "REACHABLE", "LAG"], &rows)
+    table(&["ID", "RAFT", "ROLE", "PRIORITY", "CLIENT URL", "REACHABLE", "LAG"], &rows)
+}
+
+/// The viewing node's ping targets: when each last answered and how fast.
+fn ping_target_table(targets: &[haven_client::PingTarget]) -> Vec<String> {
+    use haven_core::ha::detection::human_ms;
+    let rows: Vec<Vec<String>> = targets
+        .iter()
+        .map(|target| {
+            let rtt = target.last_rtt_us.map_or_else(
+                || "-".to_string(),
+                |us| if us < 1000 { format!("{us} us") } else { format!("{}.{} ms", us / 1000, us % 1000 / 100) },
+            );
+            vec![
+                text_on_one_line(&target.target),
+                target.address.as_deref().map_or_else(|| "-".to_string(), text_on_one_line),
+                target.last_ok_ms_ago.map_or_else(|| "never".to_string(), |ms| format!("{} ago", human_ms(ms))),
+                rtt,
+                target.failed_in_a_row.to_string(),
+                target.socket.as_deref().map_or_else(|| "-".to_string(), text_on_one_line),
+                target.last_error.as_deref().map_or_else(|| "-".to_string(), text_on_one_line),
+            ]
+        })
+        .collect();
+    table(&["TARGET", "ADDRESS", "LAST ANSWER", "RTT", "FAILED IN A ROW", "SOCKET", "LAST ERROR"], &rows)
 }
 
 fn read_addr_file(data_dir: &Path) -> anyhow::Result<AddrFile> {
@@ -370,13 +489,96 @@ mod tests {
                 "cluster c1  leader 1 (http://127.0.0.1:7001)  term 4  voters 2",
                 "revision 5  commit 9  applied 9  (as node 2 sees it)",
                 "",
-                "ID  ROLE      CLIENT URL             REACHABLE  LAG",
-                "1   leader    http://127.0.0.1:7001  yes        0",
-                "2   follower  http://127.0.0.1:7002  no         12",
-                "3   learner   http://127.0.0.1:7003  ?          -",
+                "ID  RAFT      ROLE  PRIORITY  CLIENT URL             REACHABLE  LAG",
+                "1   leader    -     -         http://127.0.0.1:7001  yes        0",
+                "2   follower  -     -         http://127.0.0.1:7002  no         12",
+                "3   learner   -     -         http://127.0.0.1:7003  ?          -",
             ]
         );
         assert!(describe_status(&status(None))[0].contains("leader none"));
+    }
+
+    /// The HA fields: state and reasons, configuration version, failovers, pending restart,
+    /// detachment, withheld candidacy, failback, roles and priorities, ping targets.
+    #[test]
+    fn the_status_shows_the_ha_fields() {
+        let mut view = status(Some(1));
+        view.members.truncate(2);
+        for (member, (role, priority)) in view.members.iter_mut().zip([("witness", 0), ("data", 100)]) {
+            member.extra.insert("role".into(), role.into());
+            member.extra.insert("priority".into(), priority.into());
+        }
+        let extra = serde_json::json!({
+            "ha": {"state": "degraded", "reasons": ["node 2 (data voter) is unreachable from node 2"], "view_of": 2,
+                   "topology": {"kind": "pair-with-witness"}, "survives": "the loss of any one node", "primary": 1},
+            "config_version": 3, "failovers_last_hour": 2, "maintenance": false,
+            "pending_restart": "failure detection timing changed",
+            "detached": null, "candidacy_withheld": "no ping target answers", "failback": "stays on node 1",
+            "ping_targets": [
+                {"target": "gw", "address": "10.0.0.1", "last_ok_ms_ago": 1500, "last_rtt_us": 1250,
+                 "last_error": null, "failed_in_a_row": 0, "socket": "datagram"},
+                {"target": "10.9.9.9", "address": null, "last_ok_ms_ago": null, "last_rtt_us": null,
+                 "last_error": "timed out", "failed_in_a_row": 7, "socket": null}],
+        });
+        view.extra = serde_json::from_value(extra).unwrap();
+        assert_eq!(
+            describe_status(&view),
+            [
+                "cluster c1  leader 1 (http://127.0.0.1:7001)  term 4  voters 2",
+                "revision 5  commit 9  applied 9  (as node 2 sees it)",
+                "HA degraded  (pair with witness; the loss of any one node)",
+                "  - node 2 (data voter) is unreachable from node 2",
+                "config version 3  failovers in the last hour 2",
+                "pending restart (node 2): failure detection timing changed",
+                "candidacy withheld (node 2): no ping target answers",
+                "failback (node 2): stays on node 1",
+                "",
+                "ID  RAFT     ROLE     PRIORITY  CLIENT URL             REACHABLE  LAG",
+                "1   leader   data     100       http://127.0.0.1:7001  yes        0",
+                "3   learner  witness  0         http://127.0.0.1:7003  ?          -",
+                "",
+                "ping targets of node 2:",
+                "TARGET    ADDRESS   LAST ANSWER  RTT     FAILED IN A ROW  SOCKET    LAST ERROR",
+                "gw        10.0.0.1  1.5 s ago    1.2 ms  0                datagram  -",
+                "10.9.9.9  -         never        -       7                -         timed out",
+            ]
+        );
+        let (code, problem) = status_outcome(&View { status: view.clone(), leader_silent: false });
+        assert_eq!(code, 3);
+        assert_eq!(
+            problem.as_deref(),
+            Some("the cluster is degraded as node 2 sees it: node 2 (data voter) is unreachable from node 2")
+        );
+    }
+
+    #[test]
+    fn status_exits_zero_only_when_stable() {
+        let with_state = |state: &str| {
+            let mut view = status(Some(1));
+            view.extra.insert("ha".into(), serde_json::json!({"state": state, "reasons": ["why"]}));
+            View { status: view, leader_silent: false }
+        };
+        assert_eq!(status_outcome(&with_state("stable")), (0, None));
+        for (state, code) in
+            [("degraded", 3), ("no-quorum", 4), ("failing-over", 5), ("maintenance", 6), ("standalone", 7), ("new", 8)]
+        {
+            let (got, problem) = status_outcome(&with_state(state));
+            assert_eq!(got, code, "{state}");
+            assert!(problem.unwrap().contains(state));
+        }
+        // Stable as reported, but the named leader is silent: no working leader.
+        let mut silent = with_state("stable");
+        silent.leader_silent = true;
+        assert_eq!(status_outcome(&silent).0, 4);
+        // No leader at all, and a server without an HA state.
+        let mut leaderless = with_state("stable");
+        leaderless.status.leader = None;
+        assert_eq!(status_outcome(&leaderless).0, 4);
+        assert_eq!(status_outcome(&View { status: status(Some(1)), leader_silent: false }).0, 8);
+        // Every code is documented.
+        for code in 0..=8 {
+            assert!(STATUS_EXIT_CODES.contains(&format!("\n  {code}  ")), "exit code {code} undocumented");
+        }
     }
 
     #[test]

@@ -83,9 +83,46 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     lines
 }
 
+/// RFC 3339 in UTC, to the second (`2024-05-01T12:00:00Z`), for ms since the Unix epoch.
+pub fn format_rfc3339(ms: u64) -> String {
+    let seconds = ms / 1000;
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for non-negative counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Text from a server on one line: as is when printable, else quoted (see
+/// [`value_on_one_line`]).
+pub fn text_on_one_line(text: &str) -> String {
+    value_on_one_line(text.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_rfc_3339_in_utc() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(951_782_400_999), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(format_rfc3339(4_102_444_799_000), "2099-12-31T23:59:59Z");
+    }
 
     #[test]
     fn values_stay_on_one_line() {

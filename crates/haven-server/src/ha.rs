@@ -1,0 +1,467 @@
+//! HA control: the IO shell around the pure decisions of `haven_core::ha`.
+//!
+//! ```text
+//!   every HA_TICK (background loop)
+//!     observe   leader changes (who lost the primary role, when), member health
+//!     gate      ping targets ──▶ may_campaign ──┐
+//!     maintain  replicated flag ────────────────┴──▶ openraft elections on/off
+//!     lead      (leader with quorum only)
+//!               new term ──▶ audit "failover" / "leader.elected"
+//!               failback::decide ──▶ transfer leadership (witness hand-off, failback)
+//!     detach    a teardown that names this node ──▶ detached: no elections, no peers
+//! ```
+//!
+//! Nothing here can make a second primary: leadership only moves through Raft's own
+//! transfer (the target must win an election), elections are only ever *withheld*, and a
+//! witness or priority-0 leader refuses client writes so it never acts as the primary.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use haven_core::admin::AuditChange;
+use haven_core::admin::AuditEntry;
+use haven_core::ha::config::HaConfig;
+use haven_core::ha::config::NodeSettings;
+use haven_core::ha::failback;
+use haven_core::ha::failback::Candidate;
+use haven_core::ha::failback::Decision;
+use haven_core::ha::failback::FailoverCounter;
+use haven_core::ha::gating::target_window_ms;
+use haven_core::ha::gating::Gate;
+use haven_core::ha::MemberKind;
+use haven_core::ha::NodeRole;
+use haven_core::kv::Command;
+use haven_core::kv::Request;
+use haven_store::NodeId;
+use openraft::ServerState;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::Node;
+
+/// How often the HA decisions run. A tenth of a second keeps a witness hand-off and the
+/// reaction to ping targets prompt, and costs only reads of in-memory state.
+pub const HA_TICK: Duration = Duration::from_millis(100);
+
+/// After asking openraft to transfer leadership, wait this long before asking again: a
+/// transfer needs one replication round and one election.
+pub const TRANSFER_RETRY: Duration = Duration::from_secs(2);
+
+/// A member within this many entries of the leader's last entry counts as caught up for
+/// failback and hand-off (one append batch: it will hold the rest after one more round).
+pub const HANDOFF_LAG_ENTRIES_MAX: u64 = haven_core::limits::APPEND_ENTRIES_MAX;
+
+/// Window over which failovers are counted for status (seed 002 users think per hour).
+pub const FAILOVER_WINDOW_MS: u64 = 3_600_000;
+
+/// How long a node named by a teardown keeps helping the remaining node commit the
+/// membership change that removes it before it detaches anyway.
+pub const TEARDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The file that marks a node detached by a teardown (it survives restarts).
+pub const DETACHED_FILE: &str = "detached.json";
+
+/// The file recording the detection timing of the last applied HA configuration, read at
+/// start: openraft's timeouts are fixed when a node starts.
+pub const TIMING_FILE: &str = "ha-timing.json";
+
+/// What a detached node records about its detachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detached {
+    pub generation: u64,
+    pub cluster_id: Option<String>,
+    /// The node that continues the cluster as a standalone server.
+    pub kept: Option<NodeId>,
+}
+
+/// The timing of the applied HA configuration, as recorded for the next start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedTiming {
+    pub version: u64,
+    pub ping_interval_ms: u64,
+    pub failed_pings: u64,
+}
+
+/// What the HA loop remembers between ticks (this node's own observations).
+pub struct HaRuntime {
+    /// Zero of the core's monotonic milliseconds.
+    epoch: Instant,
+    healthy_since_ms: BTreeMap<NodeId, u64>,
+    last_lost_primary_ms: BTreeMap<NodeId, u64>,
+    observed_leader: Option<(NodeId, u64)>,
+    /// The leader before the current one, as this node saw it.
+    previous_leader: Option<NodeId>,
+    leader_since_ms: u64,
+    /// The term whose start this node (as its leader) has recorded in the audit log.
+    recorded_term: u64,
+    last_transfer: Option<Instant>,
+    /// When this node first applied a teardown that detaches it.
+    teardown_seen: Option<Instant>,
+    /// The last failback / hand-off decision, for status.
+    pub last_decision: Option<String>,
+    pub gate: Gate,
+    /// Leader changes this node has seen (failovers are counted from the audit log).
+    pub leader_changes: FailoverCounter,
+}
+
+impl HaRuntime {
+    pub fn new() -> HaRuntime {
+        HaRuntime {
+            epoch: Instant::now(),
+            healthy_since_ms: BTreeMap::new(),
+            last_lost_primary_ms: BTreeMap::new(),
+            observed_leader: None,
+            previous_leader: None,
+            leader_since_ms: 0,
+            recorded_term: 0,
+            last_transfer: None,
+            teardown_seen: None,
+            last_decision: None,
+            gate: Gate::Allowed,
+            leader_changes: FailoverCounter::new(FAILOVER_WINDOW_MS),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Default for HaRuntime {
+    fn default() -> HaRuntime {
+        HaRuntime::new()
+    }
+}
+
+impl Node {
+    /// The applied cluster-wide HA configuration.
+    pub fn ha_config(&self) -> HaConfig {
+        self.state.read().kv.admin().ha_config.value.clone()
+    }
+
+    /// A member's HA settings (role, priority, ping targets) from the applied configuration.
+    pub fn settings_of(&self, node_id: NodeId) -> NodeSettings {
+        self.state.read().kv.admin().ha_config.value.node(node_id)
+    }
+
+    /// Can this node be the primary (a data node with priority above 0)?
+    pub fn may_be_primary(&self) -> bool {
+        let settings = self.settings_of(self.node_id);
+        settings.role == NodeRole::Data && settings.priority > 0
+    }
+
+    /// Why this node, leading, must not acknowledge a client write: a witness or a
+    /// priority-0 node leads only until a data node has caught up and taken over.
+    pub fn witness_refusal(&self) -> Option<String> {
+        if self.may_be_primary() {
+            return None;
+        }
+        let settings = self.settings_of(self.node_id);
+        let what = match settings.role {
+            NodeRole::Witness => "a witness",
+            NodeRole::Data => "a priority-0 node",
+        };
+        let catching_up = self.ha.lock().unwrap_or_else(|e| e.into_inner()).last_decision.clone();
+        Some(format!(
+            "node {} is {what}: it leads only until a data node has caught up and takes over, and acknowledges no \
+             client writes meanwhile ({}); retry shortly",
+            self.node_id,
+            catching_up.unwrap_or_else(|| "handing over".into())
+        ))
+    }
+
+    /// Elections on or off: off while maintenance mode is on (unless overridden locally to
+    /// recover a leaderless cluster), while the ping targets withhold candidacy, and for
+    /// good once detached.
+    pub fn apply_elections(&self) {
+        let maintenance = self.maintenance();
+        if !maintenance {
+            self.maintenance_override.store(false, Ordering::Relaxed);
+        }
+        let maintenance_allows = !maintenance || self.maintenance_override.load(Ordering::Relaxed);
+        let gate_allows = self.ha.lock().unwrap_or_else(|e| e.into_inner()).gate.is_allowed();
+        let enable = maintenance_allows && gate_allows && self.detached().is_none();
+        if self.elections_enabled.swap(enable, Ordering::Relaxed) != enable {
+            self.raft.runtime_config().elect(enable);
+            tracing::info!(elections = enable, maintenance, ping_targets_allow = gate_allows, "elections changed");
+        }
+    }
+
+    /// This node's detachment by a teardown, if any.
+    pub fn detached(&self) -> Option<Detached> {
+        self.detached.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Marks this node detached, durably first, then in memory.
+    pub fn mark_detached(&self, detached: Detached) {
+        if self.detached().is_some() {
+            return;
+        }
+        if let Err(error) = write_json(&self.config.data_dir.join(DETACHED_FILE), &detached) {
+            tracing::error!(%error, "cannot record the detachment; it holds until this process stops");
+        }
+        tracing::warn!(
+            generation = detached.generation,
+            kept = ?detached.kept,
+            "this node was detached by a teardown: it no longer serves the cluster; its data is kept read-only"
+        );
+        *self.detached.lock().unwrap_or_else(|e| e.into_inner()) = Some(detached);
+        self.apply_elections();
+    }
+
+    /// Failovers (unplanned leader changes recorded in the audit log) in the last hour,
+    /// by the wall clock of the leaders that recorded them.
+    pub fn failovers_last_hour(&self) -> usize {
+        let now = crate::auth::now_ms();
+        let state = self.state.read();
+        state
+            .kv
+            .admin()
+            .audit
+            .since(0, usize::MAX)
+            .iter()
+            .filter(|record| record.action == "failover" && now.saturating_sub(record.at_ms) <= FAILOVER_WINDOW_MS)
+            .count()
+    }
+
+    /// The detection timing the applied configuration asks for, when it differs from the
+    /// one this process started with: the node needs a restart (Patroni's "pending restart").
+    pub fn pending_restart(&self) -> Option<String> {
+        let (version, wanted) = {
+            let state = self.state.read();
+            let config = &state.kv.admin().ha_config;
+            (config.version, config.value.timing())
+        };
+        let running = self.config.timing;
+        (version > 0 && wanted != running).then(|| {
+            format!(
+                "configuration version {version} sets pings every {} ms x {}; this node runs {} ms x {} until it restarts \
+                 (`haven restart --rolling`)",
+                wanted.ping_interval_ms, wanted.failed_pings, running.ping_interval_ms, running.failed_pings
+            )
+        })
+    }
+
+    /// One round of the HA loop; see the module picture.
+    pub async fn ha_tick(&self) {
+        let metrics = self.metrics();
+        let config = self.ha_config();
+        let (version, teardown) = {
+            let state = self.state.read();
+            let admin = state.kv.admin();
+            (admin.ha_config.version, admin.is_detached(self.node_id, &self.incarnation))
+        };
+        if let Some(generation) = teardown {
+            // Detached once the membership without this node has reached it (it must help
+            // commit that change first), or after a grace period if it never does.
+            let still_member = metrics.membership_config.get_node(&self.node_id).is_some();
+            let first_seen =
+                *self.ha.lock().unwrap_or_else(|e| e.into_inner()).teardown_seen.get_or_insert_with(Instant::now);
+            if !still_member || first_seen.elapsed() >= TEARDOWN_GRACE {
+                let kept = metrics.current_leader.filter(|leader| *leader != self.node_id);
+                self.mark_detached(Detached { generation, cluster_id: self.cluster_id(), kept });
+            }
+        }
+        self.record_timing(version, &config);
+        let targets = config.node(self.node_id).ping_targets;
+        if self.targets.targets() != targets {
+            self.targets.set_targets(targets.clone());
+        }
+        let window_ms = target_window_ms(&config.timing());
+        let (now_ms, decision_input) = {
+            let mut ha = self.ha.lock().unwrap_or_else(|e| e.into_inner());
+            let now_ms = ha.now_ms();
+            ha.gate =
+                if targets.is_empty() { Gate::Allowed } else { self.targets.gate(ha.epoch, Instant::now(), window_ms) };
+            let current = metrics.current_leader.map(|leader| (leader, metrics.current_term));
+            if current != ha.observed_leader {
+                if let Some((old, _)) = ha.observed_leader {
+                    if current.map(|(leader, _)| leader) != Some(old) {
+                        ha.last_lost_primary_ms.insert(old, now_ms);
+                        ha.previous_leader = Some(old);
+                        ha.leader_changes.record(now_ms);
+                    }
+                }
+                ha.observed_leader = current;
+                ha.leader_since_ms = now_ms;
+            }
+            for (id, _) in metrics.membership_config.nodes() {
+                if self.is_reachable(*id) {
+                    ha.healthy_since_ms.entry(*id).or_insert(now_ms);
+                } else {
+                    ha.healthy_since_ms.remove(id);
+                }
+            }
+            (now_ms, (ha.leader_since_ms, ha.recorded_term, ha.previous_leader, ha.last_transfer))
+        };
+        self.apply_elections();
+        if metrics.state != ServerState::Leader || !self.leader_has_quorum(&metrics) || self.detached().is_some() {
+            return;
+        }
+        let (leader_since_ms, recorded_term, previous_leader, last_transfer) = decision_input;
+        if recorded_term != metrics.current_term {
+            self.record_leadership(metrics.current_term, previous_leader).await;
+        }
+        self.audit_finished_recovery().await;
+        let candidates = self.candidates(&config, &metrics);
+        let situation = failback::Situation {
+            members: &candidates,
+            leader: Some(self.node_id),
+            leader_since_ms,
+            maintenance: self.maintenance(),
+            now_ms,
+        };
+        let decision = failback::decide(&situation, &config.failback_policy());
+        let reason = match &decision {
+            Decision::Stay(reason) | Decision::TransferTo(_, reason) => reason.clone(),
+        };
+        self.ha.lock().unwrap_or_else(|e| e.into_inner()).last_decision = Some(reason.clone());
+        let Decision::TransferTo(target, reason) = decision else {
+            return;
+        };
+        if last_transfer.is_some_and(|at| at.elapsed() < TRANSFER_RETRY) {
+            return;
+        }
+        self.ha.lock().unwrap_or_else(|e| e.into_inner()).last_transfer = Some(Instant::now());
+        let action = if self.may_be_primary() { "failback" } else { "handoff" };
+        tracing::info!(target, %reason, action, "moving the primary role");
+        let entry = AuditEntry::new(action, reason).with_change(AuditChange::new(
+            "primary",
+            Some(self.node_id.to_string()),
+            Some(target.to_string()),
+        ));
+        self.record_audit(entry).await;
+        if let Err(error) = self.raft.trigger().transfer_leader(target).await {
+            tracing::warn!(%error, target, "leadership transfer failed");
+        }
+    }
+
+    /// What failback needs to know about each member.
+    fn candidates(
+        &self,
+        config: &HaConfig,
+        metrics: &openraft::RaftMetrics<haven_store::TypeConfig>,
+    ) -> Vec<Candidate> {
+        let last_log_index = metrics.last_log_index.unwrap_or(0);
+        let replication = metrics.replication.clone().unwrap_or_default();
+        let voters: Vec<NodeId> = metrics.membership_config.voter_ids().collect();
+        let ha = self.ha.lock().unwrap_or_else(|e| e.into_inner());
+        metrics
+            .membership_config
+            .nodes()
+            .map(|(id, _)| {
+                let settings = config.node(*id);
+                let matched = if *id == self.node_id {
+                    Some(last_log_index)
+                } else {
+                    replication.get(id).cloned().flatten().map(|log_id| log_id.index())
+                };
+                Candidate {
+                    id: *id,
+                    role: settings.role,
+                    kind: if voters.contains(id) { MemberKind::Voter } else { MemberKind::Learner },
+                    priority: settings.priority,
+                    healthy_since_ms: ha.healthy_since_ms.get(id).copied(),
+                    caught_up: matched
+                        .is_some_and(|matched| last_log_index.saturating_sub(matched) <= HANDOFF_LAG_ENTRIES_MAX),
+                    last_lost_primary_ms: ha.last_lost_primary_ms.get(id).copied(),
+                }
+            })
+            .collect()
+    }
+
+    /// As the new leader of `term`: records how leadership came here. A planned move
+    /// (switchover, failback, hand-off) was recorded by the node that made it; anything
+    /// else with a known previous leader is a failover.
+    async fn record_leadership(&self, term: u64, previous_leader: Option<NodeId>) {
+        let planned = {
+            let state = self.state.read();
+            state.kv.admin().audit.last().is_some_and(|record| {
+                // A switchover to "the most caught-up voter" names no target.
+                matches!(record.action.as_str(), "switchover" | "failback" | "handoff")
+                    && record.changes.iter().any(|change| {
+                        change.what == "primary"
+                            && change.new.as_deref().is_none_or(|new| new == self.node_id.to_string().as_str())
+                    })
+            })
+        };
+        let entry = match (planned, previous_leader) {
+            (true, _) => {
+                AuditEntry::new("primary.taken", format!("node {} took over as planned in term {term}", self.node_id))
+            }
+            (false, Some(previous)) if previous != self.node_id => AuditEntry::new(
+                "failover",
+                format!("node {} became the primary in term {term}; node {previous} had stopped leading", self.node_id),
+            )
+            .with_change(AuditChange::new(
+                "primary",
+                Some(previous.to_string()),
+                Some(self.node_id.to_string()),
+            )),
+            _ => AuditEntry::new("leader.elected", format!("node {} leads term {term}", self.node_id)),
+        };
+        if self.record_audit(entry).await {
+            self.ha.lock().unwrap_or_else(|e| e.into_inner()).recorded_term = term;
+        }
+    }
+
+    /// Appends an automatic action to the audit log (as the leader); true once committed.
+    pub async fn record_audit(&self, entry: AuditEntry) -> bool {
+        let mut request = Request::new(None, Command::RecordAudit { entry });
+        request.received_by = self.node_id;
+        match self.propose_as_leader(request).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::debug!(%error, "could not record an audit entry yet");
+                false
+            }
+        }
+    }
+
+    /// Records the timing of a newly applied configuration for the next start.
+    fn record_timing(&self, version: u64, config: &HaConfig) {
+        if version == 0 {
+            return;
+        }
+        let path = self.config.data_dir.join(TIMING_FILE);
+        let timing = config.timing();
+        let recorded =
+            RecordedTiming { version, ping_interval_ms: timing.ping_interval_ms, failed_pings: timing.failed_pings };
+        if read_json::<RecordedTiming>(&path).as_ref() == Some(&recorded) {
+            return;
+        }
+        if let Err(error) = write_json(&path, &recorded) {
+            tracing::warn!(%error, "cannot record the configured timing for the next start");
+        }
+    }
+}
+
+/// The detection timing recorded by the last applied configuration, if any.
+pub fn recorded_timing(data_dir: &Path) -> Option<RecordedTiming> {
+    read_json(&data_dir.join(TIMING_FILE))
+}
+
+/// The detachment recorded in `data_dir`, if any.
+pub fn recorded_detachment(data_dir: &Path) -> Option<Detached> {
+    read_json(&data_dir.join(DETACHED_FILE))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> Option<T> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "ignoring an unreadable file");
+            None
+        }
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    crate::files::write_atomically(path, &bytes)
+}

@@ -1,0 +1,450 @@
+//! HA control with real processes: configuration draft/apply, the audit log across a
+//! switchover, failback, the pair with a witness, ping targets, teardown, recovery and
+//! restarts (issue 5). Generous time bounds: speed is the benchmark's job.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use std::time::Instant;
+
+use common::*;
+use haven_client::WriteOptions;
+use serde_json::json;
+use serde_json::Value;
+
+/// One API call with the admin token (or `token`); returns the status and the JSON body.
+fn call_as(
+    cluster: &TestCluster,
+    index: usize,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: &str,
+) -> (u16, Value) {
+    let http = cluster.http();
+    let url = format!("{}{path}", cluster.nodes[index].client_url);
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    block_on(async move {
+        let mut request = http.request(method, url).bearer_auth(token).timeout(Duration::from_secs(30));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.json::<Value>().await.unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(error) => (0, json!({ "transport_error": error.to_string() })),
+        }
+    })
+}
+
+fn call(cluster: &TestCluster, index: usize, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    call_as(cluster, index, method, path, body, &cluster.admin_token.clone())
+}
+
+/// Sets draft keys and applies them; returns the new version.
+fn apply_config(cluster: &TestCluster, index: usize, set: Value) -> u64 {
+    let (status, body) = call(cluster, index, "PUT", "/v1/config/draft", Some(json!({ "set": set })));
+    assert_eq!(status, 200, "draft edit: {body}");
+    let base = body["draft"]["base_version"].as_u64().expect("base version");
+    let (status, body) = call(cluster, index, "POST", "/v1/config/apply", Some(json!({ "base_version": base })));
+    assert_eq!(status, 200, "apply: {body}");
+    assert_eq!(body["applied"], true, "{body}");
+    body["version"].as_u64().expect("version")
+}
+
+/// A PUT through node `index`; the node that acknowledged it, from the `haven-ack`
+/// header (`node=N term=T ...`), or `None` when it was not acknowledged.
+fn raw_put_acker(cluster: &TestCluster, index: usize, key: &str) -> Option<u64> {
+    let http = cluster.http();
+    let url = format!("{}/v1/kv/{key}", cluster.nodes[index].client_url);
+    let token = cluster.admin_token.clone();
+    block_on(async move {
+        let response = http.put(url).bearer_auth(token).body("v").timeout(Duration::from_secs(10)).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let header = response.headers().get("haven-ack")?.to_str().ok()?.to_string();
+        header.split_whitespace().find_map(|part| part.strip_prefix("node=")).and_then(|n| n.parse().ok())
+    })
+}
+
+/// This machine's first global-scope IPv4 address (`ip -o -4 addr show scope global`).
+fn own_network_address() -> Option<String> {
+    let output =
+        std::process::Command::new("ip").args(["-o", "-4", "addr", "show", "scope", "global"]).output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let field = text.split_whitespace().skip_while(|word| *word != "inet").nth(1)?;
+    field.split('/').next().map(str::to_string)
+}
+
+fn put(client: &haven_client::Client, key: &str, value: &str) {
+    block_on(client.put(key, value.as_bytes(), WriteOptions::default())).expect("put");
+}
+
+fn audit(cluster: &TestCluster, index: usize) -> Vec<Value> {
+    let (status, body) = call(cluster, index, "GET", "/v1/audit", None);
+    assert_eq!(status, 200, "audit: {body}");
+    body["records"].as_array().cloned().unwrap_or_default()
+}
+
+/// Seed 002's "save as draft, then apply": a stale draft and an invalid one are refused
+/// (the invalid one with every broken rule), the apply is one version for the whole
+/// cluster, "nothing to apply" is not an error, and the audit log names who did what,
+/// intact on the new primary after a switchover.
+#[test]
+fn config_draft_apply_and_audit_across_a_switchover() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    // A second administrator, by name.
+    let (status, made) = call(&cluster, 0, "POST", "/v1/tokens", Some(json!({ "name": "alice", "role": "admin" })));
+    assert_eq!(status, 200, "{made}");
+    let alice = made["token"].as_str().expect("token").to_string();
+
+    // Invalid: every broken rule is named at once, nothing changes.
+    let (status, body) = call(
+        &cluster,
+        1,
+        "PUT",
+        "/v1/config/draft",
+        Some(json!({ "set": {
+            "failed_pings": 50,
+            "file_sync_interval_s": 1,
+            "nodes.2.ping_targets": ["127.0.0.1", "127.0.0.1", "not a host!"],
+        }})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["preview"]["valid"], false, "{body}");
+    let (status, body) = call(&cluster, 1, "POST", "/v1/config/apply", None);
+    assert_eq!(status, 422, "{body}");
+    let keys: Vec<&str> = body["errors"].as_array().unwrap().iter().filter_map(|e| e["key"].as_str()).collect();
+    for key in ["failed_pings", "file_sync_interval_s", "nodes.2.ping_targets"] {
+        assert!(keys.iter().any(|k| k.starts_with(key)), "{key} not named in {keys:?}");
+    }
+    assert!(keys.len() >= 4, "every broken rule named: {keys:?}");
+    let (_, shown) = call(&cluster, 2, "GET", "/v1/config", None);
+    assert_eq!(shown["version"], 0, "nothing was applied: {shown}");
+    let (status, _) = call(&cluster, 0, "DELETE", "/v1/config/draft", None);
+    assert_eq!(status, 200);
+
+    // A valid draft applied by alice: one version everywhere, restarts named.
+    let (status, body) = call_as(
+        &cluster,
+        0,
+        "PUT",
+        "/v1/config/draft",
+        Some(json!({ "set": { "failed_pings": 6, "failback": false } })),
+        &alice,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, applied) =
+        call_as(&cluster, 1, "POST", "/v1/config/apply", Some(json!({ "base_version": 0 })), &alice);
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["version"], 1);
+    assert_eq!(applied["restart"].as_array().map(Vec::len), Some(3), "a timing change restarts every node: {applied}");
+    cluster.wait_for(CONDITION_TIMEOUT, "version 1 and pending restart on every node", |c| {
+        (0..3).all(|i| c.status(i).is_some_and(|s| s["config_version"] == 1 && s["pending_restart"].is_string()))
+    });
+    // Nothing to apply is a message, not an error.
+    let (status, body) = call(&cluster, 2, "POST", "/v1/config/apply", None);
+    assert_eq!((status, body["applied"].clone()), (200, json!(false)), "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("no configuration changes"), "{body}");
+
+    // Stale: a draft shown at version 1, the configuration changed meanwhile.
+    let (_, draft) =
+        call(&cluster, 0, "PUT", "/v1/config/draft", Some(json!({ "set": { "stabilisation_delay_s": 5 } })));
+    let seen_base = draft["draft"]["base_version"].as_u64().unwrap();
+    assert_eq!(seen_base, 1);
+    assert_eq!(apply_config(&cluster, 1, json!({ "anti_flap_delay_s": 10 })), 2);
+    let (status, _) = call(&cluster, 0, "PUT", "/v1/config/draft", Some(json!({ "set": { "failback": true } })));
+    assert_eq!(status, 200);
+    let (status, body) = call(&cluster, 0, "POST", "/v1/config/apply", Some(json!({ "base_version": seen_base })));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "stale_draft", "{body}");
+    call(&cluster, 0, "DELETE", "/v1/config/draft", None);
+
+    // A switchover by alice, then the whole log read on the new primary.
+    let target = (1..=3).find(|id| *id != leader).unwrap();
+    let (status, body) = call_as(&cluster, 0, "POST", "/v1/switchover", Some(json!({ "to": target })), &alice);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), target);
+    let records = audit(&cluster, cluster.index_of(target));
+    let find = |action: &str| records.iter().filter(|r| r["action"] == action).cloned().collect::<Vec<_>>();
+    let applies = find("config.apply");
+    assert_eq!(applies.len(), 2, "{records:#?}");
+    assert_eq!(applies[0]["actor"], "alice");
+    assert_eq!(applies[0]["node"], 2, "received by node 2");
+    assert!(applies[0]["changes"].as_array().unwrap().iter().any(|c| c["what"] == "failed_pings" && c["new"] == "6"));
+    let switchover = find("switchover");
+    assert_eq!(switchover.len(), 1, "{records:#?}");
+    assert_eq!(switchover[0]["actor"], "alice");
+    assert!(find("token.create").iter().any(|r| r["summary"].as_str().unwrap().contains("alice")));
+    assert!(
+        find("primary.taken").iter().any(|r| r["actor"] == "haven"),
+        "the new primary recorded the planned takeover: {records:#?}"
+    );
+    assert!(find("failover").is_empty(), "a switchover is not a failover: {records:#?}");
+    let seqs: Vec<u64> = records.iter().filter_map(|r| r["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sequence numbers without gaps: {seqs:?}");
+}
+
+/// Failback: with `failback = true` the primary role returns to the highest-priority node
+/// after it comes back and the stabilisation delay has passed; the takeover by failback
+/// and the failover are both in the audit log.
+#[test]
+fn failback_returns_the_primary_role_to_the_preferred_node() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    apply_config(
+        &cluster,
+        0,
+        json!({ "failback": true, "stabilisation_delay_s": 1, "anti_flap_delay_s": 0, "nodes.2.priority": 500 }),
+    );
+    cluster.wait_for(CONDITION_TIMEOUT, "node 2 to become primary by failback", |c| c.leader_of(0) == Some(2));
+    let preferred = cluster.index_of(2);
+    cluster.kill(preferred);
+    let failover = cluster.wait_leader(LEADER_TIMEOUT);
+    assert_ne!(failover, 2);
+    put(&cluster.client(), "during/failover", "1");
+    cluster.restart(preferred);
+    cluster.wait_for(CONDITION_TIMEOUT, "the primary role to return to node 2", |c| {
+        (0..3).all(|i| c.leader_of(i) == Some(2))
+    });
+    let records = audit(&cluster, preferred);
+    let actions: Vec<&str> = records.iter().filter_map(|r| r["action"].as_str()).collect();
+    assert!(actions.contains(&"failover"), "{actions:?}");
+    assert!(actions.contains(&"failback"), "{actions:?}");
+    let (_, status) = call(&cluster, preferred, "GET", "/v1/status", None);
+    assert!(status["failovers_last_hour"].as_u64().unwrap_or(0) >= 1, "{status}");
+    let client = cluster.client();
+    assert_eq!(
+        block_on(client.get("during/failover", haven_client::Consistency::Linearizable)).expect("get").map(|e| e.value),
+        Some(b"1".to_vec())
+    );
+}
+
+/// Seed 002's recommended pair: two data nodes and a witness. The witness is never the
+/// primary (refused as a switchover target, and every acknowledged write comes from a data
+/// node); when the primary dies while the other data node lags, the witness, which alone
+/// holds the newest entries, wins, catches the data node up and hands over; losing the
+/// witness keeps the primary.
+#[test]
+fn pair_with_witness_hands_over_and_never_lets_the_witness_be_primary() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    apply_config(&cluster, 0, json!({ "nodes.3.role": "witness" }));
+    // Make node 1 the primary (a data node) whatever the election chose.
+    if cluster.leader_of(0) != Some(1) {
+        let (code, body) = call(&cluster, 0, "POST", "/v1/switchover", Some(json!({ "to": 1 })));
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), 1);
+    }
+    let (code, body) = call(&cluster, 0, "POST", "/v1/switchover", Some(json!({ "to": 3 })));
+    assert_eq!(code, 409, "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("witness"), "{body}");
+
+    // Node 2 falls behind (paused) while node 1 commits with the witness.
+    let client_1 = cluster.client_of(0);
+    cluster.signal(cluster.index_of(2), libc::SIGSTOP);
+    let mut acknowledged = BTreeMap::new();
+    for i in 0..40 {
+        let key = format!("pair/{i}");
+        put(&client_1, &key, &i.to_string());
+        acknowledged.insert(key, i.to_string());
+    }
+    // The primary dies; node 2 comes back behind. Only the witness has every entry.
+    cluster.kill(0);
+    cluster.signal(cluster.index_of(2), libc::SIGCONT);
+    let started = Instant::now();
+    // Writes through both survivors meanwhile: whoever acknowledges one says so in its
+    // `haven-ack` header, and it must never be the witness.
+    let mut ackers = BTreeMap::new();
+    let mut attempt = 0;
+    while !(cluster.leader_of(1) == Some(2) && cluster.leader_of(2) == Some(2)) {
+        assert!(started.elapsed() < CONDITION_TIMEOUT, "node 2 did not take over; acks so far {ackers:?}");
+        attempt += 1;
+        for index in [1, 2] {
+            if let Some(node) = raw_put_acker(&cluster, index, &format!("pair/handoff/{attempt}/{index}")) {
+                *ackers.entry(node).or_insert(0) += 1;
+            }
+        }
+    }
+    eprintln!(
+        "data node 2 primary {:?} after the primary's death; acks by node meanwhile: {ackers:?}",
+        started.elapsed()
+    );
+    assert!(!ackers.contains_key(&3), "the witness acknowledged writes: {ackers:?}");
+    let survivors = format!("{},{}", cluster.nodes[1].client_url, cluster.nodes[2].client_url);
+    let client = cluster.client_for(&survivors, Some(&cluster.admin_token));
+    for (key, value) in &acknowledged {
+        let entry = block_on(client.get(key, haven_client::Consistency::Linearizable)).expect("get");
+        assert_eq!(entry.map(|e| e.value), Some(value.as_bytes().to_vec()), "acknowledged {key} lost");
+    }
+    put(&client, "pair/after", "x");
+    let records = audit(&cluster, 1);
+    let witness_led = records.iter().any(|r| r["action"] == "handoff");
+    eprintln!("witness led and handed off: {witness_led}");
+    // Losing the witness (with both data nodes up) keeps the primary.
+    cluster.restart(0);
+    cluster.wait_for(CONDITION_TIMEOUT, "node 1 back as a follower", |c| c.leader_of(0) == Some(2));
+    cluster.kill(2);
+    put(&client, "pair/without-witness", "y");
+    assert_eq!(cluster.leader_of(1), Some(2));
+}
+
+/// Ping targets (seed 002): a node whose targets do not answer withholds its candidacy and
+/// says so in status; when the primary dies, only a node whose targets answer takes over.
+#[test]
+fn silent_ping_targets_withhold_candidacy() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    // 240.0.0.1 is reserved (class E): nothing answers it. This machine's own address on
+    // its network answers (loopback is refused as a target: it proves nothing).
+    let Some(answering) = own_network_address() else {
+        eprintln!("skipped: this machine has no global IPv4 address to use as an answering ping target");
+        return;
+    };
+    apply_config(&cluster, 0, json!({ "nodes.2.ping_targets": ["240.0.0.1"], "nodes.3.ping_targets": [answering] }));
+    cluster.wait_for(CONDITION_TIMEOUT, "node 2 to withhold its candidacy", |c| {
+        c.status(1).is_some_and(|s| s["candidacy_withheld"].is_string())
+    });
+    cluster.wait_for(CONDITION_TIMEOUT, "node 3's target to answer", |c| {
+        c.status(2)
+            .is_some_and(|s| s["ping_targets"][0]["last_ok_ms_ago"].is_u64() && s["candidacy_withheld"].is_null())
+    });
+    if cluster.leader_of(0) != Some(1) {
+        let (code, body) = call(&cluster, 0, "POST", "/v1/switchover", Some(json!({ "to": 1 })));
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), 1);
+    }
+    cluster.kill(0);
+    cluster
+        .wait_for(CONDITION_TIMEOUT, "node 3 to take over", |c| c.leader_of(1) == Some(3) && c.leader_of(2) == Some(3));
+    let status = cluster.status(1).unwrap();
+    assert!(status["candidacy_withheld"].as_str().unwrap().contains("240.0.0.1"), "{status}");
+    assert!(status["ping_targets"][0]["last_ok_ms_ago"].is_null(), "{status}");
+}
+
+/// Teardown (seed 002): the primary continues alone with all data; the others are detached
+/// (shown in their status, writes refused, still detached after a restart, refused by the
+/// standalone node), and a detached node can start standalone under a new cluster id.
+#[test]
+fn teardown_detaches_the_others_and_a_detached_node_can_start_standalone() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    let client = cluster.client();
+    for i in 0..10 {
+        put(&client, &format!("td/{i}"), "v");
+    }
+    let cluster_id = cluster.status(0).unwrap()["cluster_id"].as_str().unwrap().to_string();
+    let follower = (0..3).find(|i| cluster.nodes[*i].id != leader).unwrap();
+    let (code, body) = call(&cluster, follower, "POST", "/v1/teardown", Some(json!({})));
+    assert_eq!(code, 409, "teardown is run on the primary: {body}");
+    assert!(body["leader_url"].is_string(), "{body}");
+    let primary = cluster.index_of(leader);
+    let (code, body) = call(&cluster, primary, "POST", "/v1/teardown", Some(json!({})));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["generation"], 1);
+    cluster.wait_for(CONDITION_TIMEOUT, "the others to show detached", |c| {
+        (0..3).filter(|i| *i != primary).all(|i| c.status(i).is_some_and(|s| s["detached"]["generation"] == 1))
+    });
+    let status = cluster.status(primary).unwrap();
+    assert_eq!(status["voters"], 1, "{status}");
+    assert_eq!(status["members"].as_array().unwrap().len(), 1, "{status}");
+    put(&cluster.client_of(primary), "td/after", "standalone");
+    // A detached node refuses writes, and stays detached after a restart.
+    let detached = (0..3).find(|i| *i != primary).unwrap();
+    let refused = block_on(cluster.client_of(detached).put("td/x", b"no", WriteOptions::default()));
+    assert!(refused.is_err(), "a detached node accepted a write");
+    cluster.restart(detached);
+    cluster.wait_for(CONDITION_TIMEOUT, "the restarted node to still be detached", |c| {
+        c.status(detached).is_some_and(|s| s["detached"]["generation"] == 1 && s["leader"].is_null())
+    });
+    // Started standalone: a new cluster with its own data.
+    let (code, body) = call(&cluster, detached, "POST", "/v1/recover", Some(json!({ "standalone": true })));
+    assert_eq!(code, 200, "{body}");
+    cluster.wait_for(CONDITION_TIMEOUT, "the detached node to lead its own cluster", |c| {
+        c.status(detached).is_some_and(|s| {
+            s["leader"] == s["node_id"] && s["detached"].is_null() && s["cluster_id"] != json!(cluster_id)
+        })
+    });
+    let own = cluster.client_of(detached);
+    assert_eq!(
+        block_on(own.get("td/3", haven_client::Consistency::Linearizable)).expect("get").map(|e| e.value),
+        Some(b"v".to_vec())
+    );
+    put(&own, "td/own", "mine");
+    assert!(audit(&cluster, detached).iter().any(|r| r["action"] == "standalone"));
+}
+
+/// Guided recovery: refused while a majority is reachable or without naming exactly the
+/// lost nodes; then the survivor restarts as a one-voter cluster with a new id, keeps every
+/// acknowledged write, accepts writes, and records the recovery.
+#[test]
+fn recover_after_quorum_loss_keeps_the_data() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let client = cluster.client();
+    for i in 0..20 {
+        put(&client, &format!("rc/{i}"), &i.to_string());
+    }
+    let old_id = cluster.status(0).unwrap()["cluster_id"].clone();
+    let (code, body) =
+        call(&cluster, 2, "POST", "/v1/recover", Some(json!({ "confirm_down": [1, 2], "dry_run": true })));
+    assert_eq!(code, 409, "a healthy cluster needs no recovery: {body}");
+    cluster.kill(0);
+    cluster.kill(1);
+    cluster.wait_for(CONDITION_TIMEOUT, "node 3 to see both gone", |c| {
+        c.status(2)
+            .is_some_and(|s| s["members"].as_array().unwrap().iter().filter(|m| m["reachable"] == false).count() == 2)
+    });
+    let (code, body) = call(&cluster, 2, "POST", "/v1/recover", Some(json!({ "confirm_down": [1] })));
+    assert_eq!(code, 409, "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("exactly"), "{body}");
+    let (code, body) = call(&cluster, 2, "POST", "/v1/recover", Some(json!({ "confirm_down": [1, 2] })));
+    assert_eq!(code, 200, "{body}");
+    cluster.wait_for(CONDITION_TIMEOUT, "node 3 to lead a new one-voter cluster", |c| {
+        c.status(2).is_some_and(|s| s["leader"] == 3 && s["voters"] == 1 && s["cluster_id"] != old_id)
+    });
+    let own = cluster.client_of(2);
+    for i in 0..20 {
+        let entry = block_on(own.get(&format!("rc/{i}"), haven_client::Consistency::Linearizable)).expect("get");
+        assert_eq!(entry.map(|e| e.value), Some(i.to_string().into_bytes()), "rc/{i} lost");
+    }
+    put(&own, "rc/after", "x");
+    cluster.wait_for(CONDITION_TIMEOUT, "the recovery in the audit log", |c| {
+        audit(c, 2).iter().any(|r| r["action"] == "recover")
+    });
+}
+
+/// A changed detection timing is "pending restart" until the node restarts; the restart
+/// route restarts the process in place (same pid) and the node comes back with the new
+/// timing and no pending restart.
+#[test]
+fn restart_applies_a_pending_timing_change() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    apply_config(&cluster, 0, json!({ "failed_pings": 6 }));
+    cluster.wait_for(CONDITION_TIMEOUT, "pending restart on node 3", |c| {
+        c.status(2).is_some_and(|s| s["pending_restart"].is_string())
+    });
+    let starts = |c: &TestCluster| c.nodes[2].log().matches("node started").count();
+    let started_before = starts(&cluster);
+    let (code, body) = call(&cluster, 2, "POST", "/v1/restart", None);
+    assert_eq!(code, 200, "{body}");
+    cluster.wait_for(CONDITION_TIMEOUT, "node 3 back without a pending restart", |c| {
+        c.status(2).is_some_and(|s| s["pending_restart"].is_null() && s["leader"].is_u64())
+    });
+    assert_eq!(starts(&cluster), started_before + 1, "the process started again");
+    assert!(cluster.nodes[2].is_running(), "restarted in place: the harness's child is still the node");
+}
