@@ -609,7 +609,8 @@ mod tests {
         assert_eq!(serde_json::to_value(&status).unwrap(), body);
         // An older server's status has none of it.
         let old: Status = serde_json::from_value(json!({"node_id": 1, "view_of": 1, "leader": null, "term": 0,
-            "commit_index": 0, "applied_index": 0, "revision": 0, "voters": 0})).unwrap();
+            "commit_index": 0, "applied_index": 0, "revision": 0, "voters": 0}))
+        .unwrap();
         assert!(old.ha().is_none() && old.ping_targets().is_empty() && old.detached().is_none());
     }
 }

@@ -165,8 +165,14 @@ mod tests {
     #[test]
     fn followers_go_first_in_id_order_and_the_leader_last_after_a_hand_over() {
         use RollingStep::*;
-        assert_eq!(plan_rolling_restart(&three(2), None).unwrap(), [Restart(1), Restart(3), HandOver { from: 2 }, Restart(2)]);
-        assert_eq!(plan_rolling_restart(&three(1), None).unwrap(), [Restart(2), Restart(3), HandOver { from: 1 }, Restart(1)]);
+        assert_eq!(
+            plan_rolling_restart(&three(2), None).unwrap(),
+            [Restart(1), Restart(3), HandOver { from: 2 }, Restart(2)]
+        );
+        assert_eq!(
+            plan_rolling_restart(&three(1), None).unwrap(),
+            [Restart(2), Restart(3), HandOver { from: 1 }, Restart(1)]
+        );
         // Learners and witnesses are restarted like any follower.
         let mut mixed = three(1);
         mixed.members.push(member(5, false, "data", 100, Some(0), true));
@@ -183,7 +189,10 @@ mod tests {
         let only: BTreeSet<u64> = [3].into();
         assert_eq!(plan_rolling_restart(&three(1), Some(&only)).unwrap(), [Restart(3)]);
         let only: BTreeSet<u64> = [1, 2].into();
-        assert_eq!(plan_rolling_restart(&three(1), Some(&only)).unwrap(), [Restart(2), HandOver { from: 1 }, Restart(1)]);
+        assert_eq!(
+            plan_rolling_restart(&three(1), Some(&only)).unwrap(),
+            [Restart(2), HandOver { from: 1 }, Restart(1)]
+        );
         let only: BTreeSet<u64> = [9].into();
         assert!(plan_rolling_restart(&three(1), Some(&only)).unwrap_err().contains("node 9 is not a member"));
     }

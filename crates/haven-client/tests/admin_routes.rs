@@ -176,8 +176,12 @@ async fn apply_sends_the_base_version_and_reads_refusals() {
                 {"key": "failed_pings", "value": "50", "kind": "out-of-range", "rule": "allowed 2-20"},
                 {"key": "file_sync_interval_s", "value": "1", "kind": "out-of-range", "rule": "allowed 5-3600"}]}),
         ),
-        ("/v1/config/apply", 1) => json_response(409, json!({"error": "stale_draft", "message": "made from version 1"})),
-        _ => json_response(200, json!({"applied": false, "version": 2, "message": "no configuration changes to apply"})),
+        ("/v1/config/apply", 1) => {
+            json_response(409, json!({"error": "stale_draft", "message": "made from version 1"}))
+        }
+        _ => {
+            json_response(200, json!({"applied": false, "version": 2, "message": "no configuration changes to apply"}))
+        }
     })
     .await;
     let client = client(&[&fake.url]);
@@ -197,8 +201,11 @@ async fn apply_sends_the_base_version_and_reads_refusals() {
 async fn draft_edits_are_retried_and_carry_set_and_unset() {
     let down = Fake::start(|_, _| json_response(503, json!({"error": "no_leader", "message": "election"}))).await;
     let up = Fake::start(|seen, _| match seen.method.as_str() {
-        "PUT" => json_response(200, json!({"version": 0, "draft": {"base_version": 0, "changes": {"failed_pings": 6}},
-                                           "preview": {"valid": true, "changes": [], "restart": []}})),
+        "PUT" => json_response(
+            200,
+            json!({"version": 0, "draft": {"base_version": 0, "changes": {"failed_pings": 6}},
+                                           "preview": {"valid": true, "changes": [], "restart": []}}),
+        ),
         _ => json_response(200, json!({"discarded": true})),
     })
     .await;
@@ -228,10 +235,12 @@ async fn recover_and_restart_go_to_the_named_node_only() {
     let error = client.recover(&refusing.url, &request).await.unwrap_err();
     assert_eq!(error.code(), Some("recover_refused"));
     assert_eq!(refusing.seen()[0].json(), json!({"confirm_down": [1, 3], "standalone": false, "dry_run": true}));
-    let error = client.restart_node(&refusing.url).await.unwrap_err();
+    let error = client.restart_node(&refusing.url, 1).await.unwrap_err();
     assert_eq!(error.code(), Some("unavailable"), "one answer, not retried elsewhere");
     assert!(other.seen().is_empty(), "the other endpoint was never asked");
-    assert_eq!(client.restart_node(&other.url).await.unwrap().restarting, 2);
+    assert_eq!(client.restart_node(&other.url, 2).await.unwrap().restarting, 2);
+    let sent = other.seen();
+    assert_eq!(sent[0].json(), json!({"node_id": 2}), "the node is named, so no other node restarts");
 }
 
 /// A held connection ends when the serving side lets go of it, and tells an error line
@@ -256,7 +265,8 @@ async fn held_connections_end_when_the_server_lets_go() {
     let ended = tokio::time::timeout(Duration::from_secs(5), held.closed()).await.expect("ends");
     assert_eq!(ended, ConnectionEnd::Closed);
 
-    let erroring = Fake::start(|_, _| stream(&[r#"{"type":"error","error":"unauthorized","message":"m"}"#], 5000)).await;
+    let erroring =
+        Fake::start(|_, _| stream(&[r#"{"type":"error","error":"unauthorized","message":"m"}"#], 5000)).await;
     let held = client.hold_connection(&erroring.url).await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(2), held.closed()).await.expect("ends at the error line");
     assert!(matches!(ended, ConnectionEnd::ErrorLine(line) if line.contains("unauthorized")));
@@ -273,8 +283,10 @@ async fn the_whole_audit_log_is_read_page_by_page() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let records: Vec<Value> = (since + 1..=(since + 2).min(5))
-            .map(|seq| json!({"seq": seq, "at_ms": 1000 * seq, "actor": "a", "node": 1, "action": "x",
-                              "summary": "s", "changes": []}))
+            .map(|seq| {
+                json!({"seq": seq, "at_ms": 1000 * seq, "actor": "a", "node": 1, "action": "x",
+                              "summary": "s", "changes": []})
+            })
             .collect();
         json_response(200, json!({"records": records, "last_seq": 5}))
     })

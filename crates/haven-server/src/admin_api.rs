@@ -9,7 +9,7 @@
 //!   POST   /v1/config/apply    {"base_version": N} ──▶ version N+1, changes, restarts
 //!   GET    /v1/audit           ?since=SEQ&limit=N
 //!   POST   /v1/teardown        {"force": bool}       (on the primary)
-//!   POST   /v1/restart         restart this node's process
+//!   POST   /v1/restart         {"node_id": N}: restart this node's process
 //! ```
 
 use std::collections::BTreeMap;
@@ -360,11 +360,31 @@ pub async fn teardown(
     })))
 }
 
+/// Body of `POST /v1/restart`: the node to restart, named so a request sent through a load
+/// balancer or to a stale address cannot restart another node.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartBody {
+    #[serde(default)]
+    node_id: Option<u64>,
+}
+
 /// Restarts this node's process (after handing leadership over if it leads): how a new
 /// detection timing takes effect. `haven restart --rolling` calls it node by node.
-pub async fn restart(State(node): State<Shared>, query: Params) -> Result<Json<Value>, ApiError> {
-    params(query, &[])?;
+pub async fn restart(State(node): State<Shared>, request: Request) -> Result<Json<Value>, ApiError> {
+    let body: RestartBody = json_body(request, "restart").await?;
+    match body.node_id {
+        Some(id) if id == node.node_id => {}
+        Some(id) => {
+            return Err(ApiError::bad_request(format!(
+                "this is node {}, not node {id}; send the restart to the node itself",
+                node.node_id
+            )))
+        }
+        None => return Err(ApiError::bad_request("name the node to restart: {\"node_id\": N}")),
+    }
     tracing::warn!("restart requested through the API");
+    node.record_applied_timing();
     node.restart_requested.send_replace(true);
     Ok(Json(json!({ "restarting": node.node_id })))
 }

@@ -422,6 +422,17 @@ impl Node {
         }
     }
 
+    /// Records the applied configuration's timing for the next start now (before a
+    /// restart or a stop, so a configuration applied since the last HA tick is not missed).
+    pub fn record_applied_timing(&self) {
+        let (version, config) = {
+            let state = self.state.read();
+            let config = &state.kv.admin().ha_config;
+            (config.version, config.value.clone())
+        };
+        self.record_timing(version, &config);
+    }
+
     /// Records the timing of a newly applied configuration for the next start.
     fn record_timing(&self, version: u64, config: &HaConfig) {
         if version == 0 {

@@ -221,6 +221,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     };
 
     tracing::info!("stopping");
+    node.record_applied_timing();
     node.hand_over_leadership().await;
     let _ = stop.send(true);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, http_server).await;

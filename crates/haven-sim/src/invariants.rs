@@ -64,7 +64,7 @@ struct CheckerState {
     /// The first entry applied at each index, by any node.
     applied: BTreeMap<u64, AppliedRecord>,
     acks: BTreeMap<u64, AckRecord>,
-    /// Leader ids seen leading, with the incarnation of the node that led.
+    /// Leader ids seen leading, with the start (process lifetime) of the node that led.
     reigns: BTreeMap<(u64, NodeId), u64>,
     leaders_by_term: BTreeMap<u64, BTreeSet<NodeId>>,
     violations: Vec<Violation>,
@@ -85,6 +85,7 @@ pub struct CheckerStats {
 pub struct Checker {
     state: Mutex<CheckerState>,
     trace: Arc<Trace>,
+    reign_check: bool,
 }
 
 fn show(log_id: &LogId) -> String {
@@ -92,8 +93,8 @@ fn show(log_id: &LogId) -> String {
 }
 
 impl Checker {
-    pub fn new(trace: Arc<Trace>) -> Arc<Checker> {
-        Arc::new(Checker { state: Mutex::new(CheckerState::default()), trace })
+    pub fn new(trace: Arc<Trace>, reign_check: bool) -> Arc<Checker> {
+        Arc::new(Checker { state: Mutex::new(CheckerState::default()), trace, reign_check })
     }
 
     fn lock(&self) -> MutexGuard<'_, CheckerState> {
@@ -130,23 +131,27 @@ impl Checker {
         }
     }
 
-    /// `node` (in its `incarnation`) reports itself leader in `term`.
-    pub fn observe_leader(&self, node: NodeId, incarnation: u64, term: u64) {
+    /// `node`, in its `start`-th process lifetime, reports itself leader in `term`.
+    pub fn observe_leader(&self, node: NodeId, start: u64, term: u64) {
         let mut state = self.lock();
         match state.reigns.get(&(term, node)).copied() {
             None => {
-                state.reigns.insert((term, node), incarnation);
+                state.reigns.insert((term, node), start);
                 state.leaders_by_term.entry(term).or_default().insert(node);
-                trace!(self.trace, "leader T{term}-N{node} (incarnation {incarnation})");
+                trace!(self.trace, "leader T{term}-N{node} (start {start})");
             }
-            Some(earlier) if earlier != incarnation => {
-                // Recorded once per incarnation, so the report is not repeated every step.
-                state.reigns.insert((term, node), incarnation);
+            Some(earlier) if earlier != start => {
+                // Recorded once per start, so the report is not repeated every step.
+                state.reigns.insert((term, node), start);
+                trace!(self.trace, "leader T{term}-N{node} again (start {start})");
+                if !self.reign_check {
+                    return;
+                }
                 self.violate(
                     &mut state,
                     format!(
-                        "node {node} leads again as T{term}-N{node} after a restart (incarnation {earlier} -> \
-                         {incarnation}): a leader id reigned twice without an election"
+                        "node {node} leads again as T{term}-N{node} after a restart (start {earlier} -> {start}): \
+                         a leader id reigned twice without an election"
                     ),
                 );
             }

@@ -37,6 +37,10 @@ struct Args {
     /// Simulated milliseconds with faults per seed.
     #[arg(long, default_value_t = haven_sim::sim::SAFETY_MS_DEFAULT)]
     safety_ms: u64,
+    /// Do not flag a leader id that reigns again after a restart; lets a run go on to what
+    /// such a reign does (see the leader-restore mutant in docs/simulation.md).
+    #[arg(long)]
+    no_reign_check: bool,
     /// Print every trace event (one seed only).
     #[arg(long)]
     trace: bool,
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
             mutant: args.mutant,
             safety_ms: args.safety_ms,
             print_trace: args.trace && count == 1,
+            reign_check: !args.no_reign_check,
         };
         let report = match haven_sim::run_seed(&options) {
             Ok(report) => report,

@@ -124,6 +124,9 @@ const CLIENT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const LINEARIZABILITY_STEPS_MAX: u64 = 20_000_000;
 /// The leader is the target of a crash or pause this often; otherwise any running node.
 const LEADER_TARGET_PERCENT: u64 = 40;
+/// In a mutant run, this share of faults is the mutant's trigger (as the nemesis runs each
+/// mutant with the schedule that exposes it), so a short run is enough to flag it.
+const TRIGGER_PERCENT: u64 = 50;
 
 /// A deliberately broken build, to prove the checks catch what they claim to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,11 +181,14 @@ pub struct SimOptions {
     pub safety_ms: u64,
     /// Print every trace line as it happens.
     pub print_trace: bool,
+    /// Check that no leader id reigns twice (see `invariants`). Off only to let a run go on
+    /// to the damage a restored reign does (the `leader-restore` mutant's log fork).
+    pub reign_check: bool,
 }
 
 impl SimOptions {
     pub fn new(seed: u64) -> SimOptions {
-        SimOptions { seed, mutant: Mutant::None, safety_ms: SAFETY_MS_DEFAULT, print_trace: false }
+        SimOptions { seed, mutant: Mutant::None, safety_ms: SAFETY_MS_DEFAULT, print_trace: false, reign_check: true }
     }
 
     /// The command that reruns exactly this run.
@@ -193,6 +199,9 @@ impl SimOptions {
         }
         if self.safety_ms != SAFETY_MS_DEFAULT {
             command.push_str(&format!(" --safety-ms {}", self.safety_ms));
+        }
+        if !self.reign_check {
+            command.push_str(" --no-reign-check");
         }
         command
     }
@@ -423,6 +432,8 @@ struct World {
     active: Vec<ActiveFault>,
     next_fault_id: u64,
     enabled: Vec<FaultKind>,
+    /// The fault that exposes the mutant under test, if any.
+    trigger: Option<FaultKind>,
     faults: BTreeMap<&'static str, u64>,
     membership_task: Option<tokio::task::JoinHandle<MembershipOutcome>>,
     view: View,
@@ -482,13 +493,13 @@ impl World {
         let config = match raft_config(profile.timing(), options.mutant) {
             Ok(config) => Arc::new(config),
             Err(error) => {
-                let checker = Checker::new(trace.clone());
+                let checker = Checker::new(trace.clone(), options.reign_check);
                 checker.report(format!("invalid raft configuration: {error}"));
                 return empty_report(&options, &trace, &checker, profile, initial_voters);
             }
         };
         let net = Net::new(net_rng, trace.clone(), options.mutant == Mutant::ForgedAppendAcks);
-        let checker = Checker::new(trace.clone());
+        let checker = Checker::new(trace.clone(), options.reign_check);
         let clients = Arc::new(Clients {
             net: net.clone(),
             recorder: Arc::new(HistoryRecorder::new()),
@@ -523,6 +534,7 @@ impl World {
             active: Vec::new(),
             next_fault_id: 0,
             enabled,
+            trigger,
             faults: BTreeMap::new(),
             membership_task: None,
             view: View::default(),
@@ -767,7 +779,13 @@ impl World {
     }
 
     async fn inject(&mut self) {
-        let Some(kind) = self.rng.pick(&self.enabled).copied() else { return };
+        let kind = match self.trigger {
+            Some(trigger) if self.rng.chance_percent(TRIGGER_PERCENT) => trigger,
+            _ => match self.rng.pick(&self.enabled).copied() {
+                Some(kind) => kind,
+                None => return,
+            },
+        };
         let fault_id = self.next_fault_id;
         self.next_fault_id += 1;
         let undo = match kind {
@@ -993,7 +1011,12 @@ impl World {
             return;
         }
         let Some(task) = self.membership_task.take() else { return };
-        match task.await {
+        let result = task.await;
+        self.process_membership_outcome(result).await;
+    }
+
+    async fn process_membership_outcome(&mut self, result: Result<MembershipOutcome, tokio::task::JoinError>) {
+        match result {
             Ok(outcome) => {
                 trace!(self.trace, "{}: {}", outcome.what, if outcome.ok { "done" } else { "failed" });
                 if let Some(id) = outcome.removed {
@@ -1011,12 +1034,11 @@ impl World {
     async fn liveness_phase(&mut self) {
         trace!(self.trace, "liveness phase: healing everything");
         // Let a running membership change finish first, so its outcome is known.
-        if let Some(task) = self.membership_task.as_mut() {
-            let _ = tokio::time::timeout(MEMBERSHIP_TIMEOUT, task).await;
-        }
-        self.collect_membership_outcome().await;
-        if let Some(task) = self.membership_task.take() {
-            task.abort();
+        if let Some(mut task) = self.membership_task.take() {
+            match tokio::time::timeout(MEMBERSHIP_TIMEOUT, &mut task).await {
+                Ok(result) => self.process_membership_outcome(result).await,
+                Err(_) => task.abort(),
+            }
         }
         for fault in std::mem::take(&mut self.active) {
             self.heal(fault).await;

@@ -73,6 +73,12 @@ const FSYNC_US_MAX: u64 = 4_000;
 const FSYNC_STALL_PERCENT: u64 = 3;
 const FSYNC_STALL_US_MAX: u64 = 60_000;
 
+/// Without fsync, written data reaches the disk when the OS writes dirty pages back: within
+/// 0.5-5 s here (Linux flushes dirty pages older than 30 s at the latest; sooner under
+/// memory pressure). This is the `AckBeforeFsync` mutant's flush latency.
+const WRITEBACK_US_MIN: u64 = 500_000;
+const WRITEBACK_US_MAX: u64 = 5_000_000;
+
 /// History kept by each simulated `KvState`: the smallest a real node accepts, so
 /// snapshots (cloned whole) stay cheap.
 const SIM_HISTORY_REVISIONS: u64 = HISTORY_REVISIONS_MIN;
@@ -82,7 +88,8 @@ const SIM_HISTORY_REVISIONS: u64 = HISTORY_REVISIONS_MIN;
 pub enum SyncMode {
     /// Completed only once durable: the correct behaviour.
     Fsync,
-    /// Mutant: completed when queued, durable later (or never, if the node crashes first).
+    /// Mutant: completed when queued, durable only once the OS writes it back (or never,
+    /// if the node crashes first), as Haven's `crash-sim-ack-before-fsync` build.
     AckBeforeFsync,
 }
 
@@ -286,6 +293,8 @@ impl DiskCell {
                 }
                 if disk.queue.is_empty() || disk.paused {
                     None
+                } else if disk.mode == SyncMode::AckBeforeFsync {
+                    Some(Duration::from_micros(disk.rng.range(WRITEBACK_US_MIN, WRITEBACK_US_MAX)))
                 } else {
                     let stall = disk.rng.chance_percent(FSYNC_STALL_PERCENT);
                     let max = if stall { FSYNC_STALL_US_MAX } else { FSYNC_US_MAX };

@@ -383,7 +383,10 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((set.key.as_str(), set.value.as_str(), set.client.json), ("nodes.2.ping_targets", r#"["10.0.0.1"]"#, true));
+        assert_eq!(
+            (set.key.as_str(), set.value.as_str(), set.client.json),
+            ("nodes.2.ping_targets", r#"["10.0.0.1"]"#, true)
+        );
         let Command::Config(ConfigCommand::Draft(DraftCommand::Unset(unset))) =
             parse(&["config", "draft", "unset", "a", "b"]).unwrap()
         else {
@@ -391,7 +394,12 @@ mod tests {
         };
         assert_eq!(unset.keys, ["a", "b"]);
         assert!(parse(&["config", "draft", "unset"]).is_err(), "a key at least");
-        for args in [&["config", "show"][..], &["config", "diff"], &["config", "draft", "show"], &["config", "draft", "discard"]] {
+        for args in [
+            &["config", "show"][..],
+            &["config", "diff"],
+            &["config", "draft", "show"],
+            &["config", "draft", "discard"],
+        ] {
             assert!(matches!(parse(args).unwrap(), Command::Config(_)), "{args:?}");
         }
         let Command::Config(ConfigCommand::Apply(apply)) = parse(&["config", "apply", "--base-version", "3"]).unwrap()

@@ -163,13 +163,14 @@ impl Client {
         }
     }
 
-    /// Restarts the process of the node at `endpoint` (admin); it comes back on the same
-    /// addresses with the same data. One request to that node only: another endpoint
-    /// would restart another node. A lost answer gives [`Error::OutcomeUnknown`] (the
-    /// node may be restarting already).
-    pub async fn restart_node(&self, endpoint: &str) -> Result<RestartResult, Error> {
+    /// Restarts the process of node `node_id`, at `endpoint` (admin); it comes back on the
+    /// same addresses with the same data. The node checks that it is `node_id` (400
+    /// `bad_request` otherwise), so a stale address or a load balancer cannot restart
+    /// another node. One request to that node only. A lost answer gives
+    /// [`Error::OutcomeUnknown`] (the node may be restarting already).
+    pub async fn restart_node(&self, endpoint: &str, node_id: u64) -> Result<RestartResult, Error> {
         let endpoint = normalize_endpoint(endpoint)?;
-        let request = json_request(reqwest::Method::POST, "/v1/restart", &json!({}))?;
+        let request = json_request(reqwest::Method::POST, "/v1/restart", &json!({ "node_id": node_id }))?;
         decode(&self.execute_at(&endpoint, &request, &Kind::Write { request_id: None }).await?)
     }
 
@@ -200,10 +201,9 @@ impl Client {
         let answer = self.execute_at(&endpoint, &request, &Kind::Read).await?;
         match answer.body {
             Body::Streaming(response) => Ok(HeldConnection { endpoint, response }),
-            Body::Buffered(_) => Err(Error::InvalidResponse {
-                endpoint,
-                reason: "a watch answered without a stream".into(),
-            }),
+            Body::Buffered(_) => {
+                Err(Error::InvalidResponse { endpoint, reason: "a watch answered without a stream".into() })
+            }
         }
     }
 
@@ -244,8 +244,8 @@ impl Client {
 
 /// A request with a JSON body.
 fn json_request(method: reqwest::Method, path: &str, body: &serde_json::Value) -> Result<Request, Error> {
-    let body =
-        serde_json::to_vec(body).map_err(|error| Error::InvalidRequest(format!("cannot encode the request: {error}")))?;
+    let body = serde_json::to_vec(body)
+        .map_err(|error| Error::InvalidRequest(format!("cannot encode the request: {error}")))?;
     Ok(Request { method, path: path.to_string(), query: Vec::new(), body: Some(body.into()), streaming: false })
 }
 

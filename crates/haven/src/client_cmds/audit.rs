@@ -48,7 +48,8 @@ fn audit_table(records: &[AuditRecord]) -> Vec<String> {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|record| {
-            let changes: Vec<String> = record.changes.iter().map(|change| text_on_one_line(&change.to_string())).collect();
+            let changes: Vec<String> =
+                record.changes.iter().map(|change| text_on_one_line(&change.to_string())).collect();
             vec![
                 record.seq.to_string(),
                 format_rfc3339(record.at_ms),

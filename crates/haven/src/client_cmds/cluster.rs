@@ -319,7 +319,8 @@ fn describe_status(status: &Status) -> Vec<String> {
     ];
     // The HA status (seed 002's "stable"): state, topology, reasons in words.
     if let Some(ha) = status.ha() {
-        let survives = if ha.survives.is_empty() { String::new() } else { format!("; {}", text_on_one_line(&ha.survives)) };
+        let survives =
+            if ha.survives.is_empty() { String::new() } else { format!("; {}", text_on_one_line(&ha.survives)) };
         lines.push(format!("HA {}  ({}{survives})", ha.state, ha.topology_kind()));
         for reason in &ha.reasons {
             lines.push(format!("  - {}", text_on_one_line(reason)));

@@ -329,7 +329,10 @@ fn describe_draft(view: &DraftView) -> Vec<String> {
 
 fn describe_diff(view: &DraftView) -> Vec<String> {
     let (Some(draft), Some(preview)) = (&view.draft, &view.preview) else {
-        return vec![format!("{NOTHING_TO_APPLY}: there is no draft (the configuration is at version {})", view.version)];
+        return vec![format!(
+            "{NOTHING_TO_APPLY}: there is no draft (the configuration is at version {})",
+            view.version
+        )];
     };
     let mut lines = Vec::new();
     if !preview.valid {
@@ -361,7 +364,8 @@ fn describe_apply(result: &ApplyResult) -> Vec<String> {
     if !result.applied {
         return vec![result.message.clone().unwrap_or_else(|| NOTHING_TO_APPLY.into())];
     }
-    let mut lines = vec![format!("applied: HA configuration version {} ({} change(s))", result.version, result.changes.len())];
+    let mut lines =
+        vec![format!("applied: HA configuration version {} ({} change(s))", result.version, result.changes.len())];
     lines.extend(result.changes.iter().map(|change| format!("  {}", text_on_one_line(&change.to_string()))));
     lines.extend(describe_restarts(&result.restart));
     if !result.restart.is_empty() {
@@ -391,10 +395,8 @@ fn describe_broken_rules(message: &str, errors: &[RuleViolation]) -> Vec<String>
     if errors.is_empty() {
         return vec![format!("error: cannot apply the draft: {}", text_on_one_line(message))];
     }
-    let mut lines = vec![format!(
-        "error: cannot apply the draft, it breaks {} rule(s) (nothing was changed):",
-        errors.len()
-    )];
+    let mut lines =
+        vec![format!("error: cannot apply the draft, it breaks {} rule(s) (nothing was changed):", errors.len())];
     lines.extend(errors.iter().map(|error| format!("  {}", rule_line(error))));
     lines.push("fix them with `haven config draft set KEY VALUE` or `haven config draft unset KEY`".into());
     lines
@@ -478,7 +480,10 @@ mod tests {
         let view = draft_view(json!({"valid": false, "errors": [
             {"key": "failed_pings", "value": "50", "kind": "out-of-range", "rule": "out of range; allowed 2-20"},
             {"key": "nodes.2.ping_targets", "value": "[\"x\",\"x\"]", "kind": "duplicate", "rule": "x is listed twice"}]}));
-        assert_eq!(describe_draft(&view).last().unwrap(), "invalid: it breaks 2 rule(s); `haven config diff` lists them");
+        assert_eq!(
+            describe_draft(&view).last().unwrap(),
+            "invalid: it breaks 2 rule(s); `haven config diff` lists them"
+        );
         assert_eq!(
             describe_diff(&view),
             [
@@ -498,8 +503,8 @@ mod tests {
 
     #[test]
     fn no_draft_and_nothing_to_apply_are_plain_messages() {
-        let none: DraftView = serde_json::from_value(json!({"version": 1, "draft": null, "message": "there is no draft"}))
-            .unwrap();
+        let none: DraftView =
+            serde_json::from_value(json!({"version": 1, "draft": null, "message": "there is no draft"})).unwrap();
         assert!(describe_draft(&none)[0].starts_with("there is no draft (the configuration is at version 1)"));
         assert!(describe_diff(&none)[0].starts_with("no configuration changes to apply"));
         let nothing: ApplyResult = serde_json::from_value(
@@ -512,7 +517,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             describe_apply(&applied),
-            ["applied: HA configuration version 2 (1 change(s))", "  failback: false -> true", "no node needs a restart"]
+            [
+                "applied: HA configuration version 2 (1 change(s))",
+                "  failback: false -> true",
+                "no node needs a restart"
+            ]
         );
     }
 }

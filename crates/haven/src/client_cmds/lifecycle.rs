@@ -38,8 +38,13 @@ pub struct TeardownArgs {
 pub struct RecoverArgs {
     /// The voters you know are gone for good, comma-separated: exactly those the node
     /// cannot reach. If one comes back with the old cluster, there are two clusters.
-    #[arg(long, value_name = "ID,ID", value_delimiter = ',', required_unless_present = "standalone",
-          conflicts_with = "standalone")]
+    #[arg(
+        long,
+        value_name = "ID,ID",
+        value_delimiter = ',',
+        required_unless_present = "standalone",
+        conflicts_with = "standalone"
+    )]
     pub confirm_down: Vec<u64>,
     /// Start a node detached by a teardown as a cluster of its own (no --confirm-down).
     #[arg(long)]
@@ -133,11 +138,7 @@ async fn recover_inner(args: RecoverArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn describe_recover(result: &RecoverResult, request: &RecoverRequest, endpoint: &str) -> Vec<String> {
-    let what = if request.standalone {
-        "start as a cluster of its own"
-    } else {
-        "become a new one-voter cluster"
-    };
+    let what = if request.standalone { "start as a cluster of its own" } else { "become a new one-voter cluster" };
     let mut lines = if request.dry_run {
         vec![format!("dry run: the checks pass; node {} ({endpoint}) would {what} with all its data", result.this_node)]
     } else {

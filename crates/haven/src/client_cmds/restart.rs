@@ -114,7 +114,10 @@ async fn single(client: &Client, args: &RestartArgs, progress: &Progress) -> any
         }
     };
     if args.no_wait {
-        let answer = client.restart_node(&url).await.map_err(|error| explain(&format!("cannot restart node {id}"), error))?;
+        let answer = client
+            .restart_node(&url, id)
+            .await
+            .map_err(|error| explain(&format!("cannot restart node {id}"), error))?;
         return progress.say(
             &format!("node {} ({url}) is restarting", answer.restarting),
             serde_json::json!({ "restarting": answer.restarting }),
@@ -128,7 +131,10 @@ async fn single(client: &Client, args: &RestartArgs, progress: &Progress) -> any
     progress.note(&format!("restarting node {id} ({url}) ..."))?;
     let took = restart_and_wait(client, id, &url, commit_before, progress).await?;
     progress.say(
-        &format!("node {id} is back after {} ms (it sees a leader and has applied index {commit_before})", took.as_millis()),
+        &format!(
+            "node {id} is back after {} ms (it sees a leader and has applied index {commit_before})",
+            took.as_millis()
+        ),
         serde_json::json!({ "restarted": id, "back_after_ms": took.as_millis() as u64 }),
     )
 }
@@ -138,9 +144,11 @@ async fn rolling(client: &Client, pending_only: bool, progress: &Progress) -> an
     let view = leader_view(client).await?;
     let only = if pending_only { Some(pending_nodes(client, &view).await?) } else { None };
     if only.as_ref().is_some_and(BTreeSet::is_empty) {
-        return progress.say("no node reports a pending restart; nothing to do", serde_json::json!({ "restarted": [] }));
+        return progress
+            .say("no node reports a pending restart; nothing to do", serde_json::json!({ "restarted": [] }));
     }
-    let steps = plan_rolling_restart(&view, only.as_ref()).map_err(|reason| anyhow::anyhow!("cannot restart: {reason}"))?;
+    let steps =
+        plan_rolling_restart(&view, only.as_ref()).map_err(|reason| anyhow::anyhow!("cannot restart: {reason}"))?;
     progress.note(&describe_plan(&steps))?;
     let mut restarted = Vec::new();
     for step in steps {
@@ -176,7 +184,9 @@ fn describe_plan(steps: &[RollingStep]) -> String {
         .iter()
         .map(|step| match step {
             RollingStep::Restart(id) => format!("restart node {id}"),
-            RollingStep::HandOver { from } => format!("hand the primary role from node {from} to a caught-up data voter"),
+            RollingStep::HandOver { from } => {
+                format!("hand the primary role from node {from} to a caught-up data voter")
+            }
         })
         .collect();
     format!("rolling restart, one node at a time: {}", parts.join(", then "))
@@ -227,10 +237,16 @@ async fn restart_and_wait(
     let started = Instant::now();
     let deadline = started + RESTART_WAIT;
     let wait = RESTART_WAIT.as_secs();
-    let held = client.hold_connection(url).await.map_err(|error| explain(&format!("cannot reach node {id} at {url}"), error))?;
-    match client.restart_node(url).await {
+    let held = client
+        .hold_connection(url)
+        .await
+        .map_err(|error| explain(&format!("cannot reach node {id} at {url}"), error))?;
+    match client.restart_node(url, id).await {
         Ok(answer) if answer.restarting != id => {
-            anyhow::bail!("{url} is node {}, not node {id}; it restarts now, but check the cluster's URLs", answer.restarting)
+            anyhow::bail!(
+                "{url} is node {}, not node {id}; it restarts now, but check the cluster's URLs",
+                answer.restarting
+            )
         }
         Ok(_) => {}
         Err(Error::OutcomeUnknown { .. }) => {
@@ -315,10 +331,9 @@ async fn pending_nodes(client: &Client, view: &Status) -> anyhow::Result<BTreeSe
     let mut pending = BTreeSet::new();
     for member in &view.members {
         let url = member_url(view, member.id)?;
-        let own = client
-            .status_of(&url)
-            .await
-            .map_err(|error| explain(&format!("cannot ask node {} at {url} whether it needs a restart", member.id), error))?;
+        let own = client.status_of(&url).await.map_err(|error| {
+            explain(&format!("cannot ask node {} at {url} whether it needs a restart", member.id), error)
+        })?;
         if own.pending_restart().is_some() {
             pending.insert(member.id);
         }
