@@ -182,8 +182,44 @@ pub fn router(node: Arc<Node>) -> Router {
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(node.clone(), leader_headers))
         .with_state(node)
+}
+
+/// Longest plain-text rejection carried into the JSON error's message.
+const REJECTION_TEXT_BYTES_MAX: usize = 1024;
+
+/// Every error answer in the one JSON shape, including the plain-text rejections axum's
+/// extractors produce before a handler runs (an undecodable path, for one; found by the
+/// HTTP fuzzer).
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json") || value.starts_with("application/x-ndjson"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, REJECTION_TEXT_BYTES_MAX).await.unwrap_or_default();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else if status.is_client_error() {
+        "bad_request"
+    } else {
+        "internal"
+    };
+    let mut converted = ApiError::new(status, code, String::from_utf8_lossy(&text).trim().to_string()).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            converted.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    converted
 }
 
 async fn no_route(request: Request) -> ApiError {

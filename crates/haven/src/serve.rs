@@ -176,26 +176,6 @@ fn restart_args(
     kept
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_restart_keeps_the_bound_addresses() {
-        let args: Vec<std::ffi::OsString> =
-            ["serve", "--client-addr=127.0.0.1:0", "--node-id=2", "--peer-addr", "127.0.0.1:0", "--bootstrap"]
-                .into_iter()
-                .map(Into::into)
-                .collect();
-        let bound = ("127.0.0.1:7001".parse().unwrap(), "127.0.0.1:7101".parse().unwrap());
-        let args: Vec<String> = restart_args(args, bound).into_iter().map(|a| a.into_string().unwrap()).collect();
-        assert_eq!(
-            args,
-            ["serve", "--node-id=2", "--bootstrap", "--client-addr=127.0.0.1:7001", "--peer-addr=127.0.0.1:7101"]
-        );
-    }
-}
-
 /// Resolves on SIGTERM or SIGINT.
 async fn stop_signal() {
     use tokio::signal::unix::signal;
@@ -222,4 +202,24 @@ fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_keeps_the_bound_addresses() {
+        let args: Vec<std::ffi::OsString> =
+            ["serve", "--client-addr=127.0.0.1:0", "--node-id=2", "--peer-addr", "127.0.0.1:0", "--bootstrap"]
+                .into_iter()
+                .map(Into::into)
+                .collect();
+        let bound = ("127.0.0.1:7001".parse().unwrap(), "127.0.0.1:7101".parse().unwrap());
+        let args: Vec<String> = restart_args(args, bound).into_iter().map(|a| a.into_string().unwrap()).collect();
+        assert_eq!(
+            args,
+            ["serve", "--node-id=2", "--bootstrap", "--client-addr=127.0.0.1:7001", "--peer-addr=127.0.0.1:7101"]
+        );
+    }
 }

@@ -603,7 +603,7 @@ fn pair_without_witness_needs_manual_promotion() {
         c.status(learner).is_some_and(|s| s["applied_index"] == c.status(0).unwrap()["applied_index"])
     });
     let status = cluster.status(0).unwrap();
-    assert!(status["ha"]["survives"].as_str().unwrap_or_default().len() > 0, "{status}");
+    assert!(!status["ha"]["survives"].as_str().unwrap_or_default().is_empty(), "{status}");
     cluster.kill(0);
     std::thread::sleep(Duration::from_secs(3));
     assert_ne!(cluster.leader_of(learner), Some(2), "a learner never takes over by itself");
