@@ -107,6 +107,11 @@ fn invalid(errors: &[HaConfigError]) -> ApiError {
     .with("errors", list)
 }
 
+/// Commits `command` made by `caller` through the leader.
+async fn propose(node: &Node, caller: &Caller, command: Command) -> Result<CommandResult, ApiError> {
+    node.write(caller.stamp(kv::Request::new(None, command))).await
+}
+
 fn refused_or_unauthorized(result: CommandResult, what: &str) -> ApiError {
     match result {
         CommandResult::Unauthorized { reason } => crate::auth::revoked_in_flight(reason),
@@ -185,7 +190,7 @@ pub async fn draft_edit(
         body.set.iter().map(|(key, value)| (key.clone(), Some(value.to_string()))).collect();
     edits.extend(body.unset.iter().map(|key| (key.clone(), None)));
     let command = Command::EditHaDraft { edits };
-    match node.write(caller.stamp(kv::Request::new(None, command))).await? {
+    match propose(&node, &caller, command).await? {
         CommandResult::Ok { .. } => draft_show(State(node), Ok(Query(HashMap::new()))).await,
         other => Err(refused_or_unauthorized(other, "a draft edit")),
     }
@@ -197,7 +202,7 @@ pub async fn draft_discard(
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
     params(query, &[])?;
-    match node.write(caller.stamp(kv::Request::new(None, Command::DiscardHaDraft))).await? {
+    match propose(&node, &caller, Command::DiscardHaDraft).await? {
         CommandResult::Ok { .. } => Ok(Json(json!({ "discarded": true }))),
         other => Err(refused_or_unauthorized(other, "a draft discard")),
     }
@@ -251,7 +256,7 @@ pub async fn config_apply(
         }
     };
     let command = Command::ApplyHaDraft { base_version };
-    match node.write(caller.stamp(kv::Request::new(None, command))).await? {
+    match propose(&node, &caller, command).await? {
         CommandResult::HaConfigApplied { version } => Ok(Json(json!({
             "applied": true,
             "version": version,
@@ -333,7 +338,7 @@ pub async fn teardown(
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "this node is already standalone"));
     }
     let command = Command::Teardown { keep: node.node_id, detached: detached.clone() };
-    let generation = match node.write(caller.stamp(kv::Request::new(None, command))).await? {
+    let generation = match propose(&node, &caller, command).await? {
         CommandResult::TornDown { generation } => generation,
         other => return Err(refused_or_unauthorized(other, "a teardown")),
     };

@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
@@ -461,7 +460,8 @@ pub fn recorded_detachment(data_dir: &Path) -> Option<Detached> {
     read_json(&data_dir.join(DETACHED_FILE))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> Option<T> {
+/// A small JSON record in the data dir, if present and readable (unreadable: logged, `None`).
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     let bytes = std::fs::read(path).ok()?;
     match serde_json::from_slice(&bytes) {
         Ok(value) => Some(value),
@@ -472,7 +472,8 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> Option<T> {
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+/// Writes a small JSON record atomically (tmp, fsync, rename).
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     crate::files::write_atomically(path, &bytes)
 }

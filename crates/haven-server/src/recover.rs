@@ -156,7 +156,7 @@ pub async fn recover(
         standalone: body.standalone,
     };
     if !body.dry_run {
-        write_plan(&node.config.data_dir.join(RECOVER_FILE), &plan)
+        crate::ha::write_json(&node.config.data_dir.join(RECOVER_FILE), &plan)
             .map_err(|error| ApiError::internal(format!("cannot record the recovery plan: {error}")))?;
         tracing::warn!(new_cluster_id = %plan.new_cluster_id, confirmed_down = ?plan.confirmed_down, "recovery: restarting as a new one-voter cluster");
         node.restart_requested.send_replace(true);
@@ -196,15 +196,6 @@ fn survivors(node: &Node) -> Vec<Survivor> {
         .collect()
 }
 
-fn write_plan(path: &Path, plan: &RecoverPlan) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(plan).map_err(std::io::Error::other)?;
-    crate::files::write_atomically(path, &bytes)
-}
-
-fn read_plan(path: &Path) -> Option<RecoverPlan> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
 /// At start, before the store is opened: carries out a recovery asked for before the
 /// restart. `this_node` is how the sole member is reached (incarnation left empty: the
 /// data dir's own is kept).
@@ -215,7 +206,7 @@ pub fn carry_out_pending(
     history_revisions: u64,
 ) -> anyhow::Result<()> {
     let path = data_dir.join(RECOVER_FILE);
-    let Some(plan) = read_plan(&path) else {
+    let Some(plan) = crate::ha::read_json::<RecoverPlan>(&path) else {
         return Ok(());
     };
     let summary = haven_store::reinit::reinitialize_as_single_voter(
@@ -244,7 +235,7 @@ impl Node {
     /// As the leader of a recovered cluster: records the recovery in the audit log once.
     pub async fn audit_finished_recovery(&self) {
         let path = self.config.data_dir.join(RECOVER_DONE_FILE);
-        let Some(plan) = read_plan(&path) else {
+        let Some(plan) = crate::ha::read_json::<RecoverPlan>(&path) else {
             return;
         };
         if !self.is_leader() {

@@ -153,27 +153,10 @@ fn parse_ttl(text: &str) -> Result<u64, String> {
     Ok(seconds)
 }
 
-/// `YYYY-MM-DD HH:MM:SSZ` (UTC) for ms since the Unix epoch.
+/// `YYYY-MM-DD HH:MM:SSZ` (UTC) for ms since the Unix epoch: RFC 3339 with a space, as
+/// the token table has always shown it.
 fn format_utc(ms: u64) -> String {
-    let seconds = ms / 1000;
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for non-negative counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    crate::client_cmds::output::format_rfc3339(ms).replacen('T', " ", 1)
 }
 
 #[cfg(test)]
