@@ -18,11 +18,21 @@
 //! the leader stamped on the request, so a token revoked or expired while a write was in
 //! flight cannot make that write land. Token changes are bookkeeping: they do not advance
 //! the KV revision and are not in the watch history.
+//!
+//! Representation: `KvState` is built from persistent data structures (`imbl`'s B-tree map,
+//! RRB vector and HAMT, and copy-on-write `Arc`s for the rarely changed parts), so `clone`
+//! is O(1) and a snapshot can take a consistent copy of the whole state between two applies
+//! and encode it elsewhere while applies go on. They encode exactly like the standard
+//! collections they replaced (a map as a map, a sequence as a sequence), and byte values
+//! encode as byte strings, which postcard writes exactly like a sequence of `u8`: snapshots
+//! and log entries written before read the same.
 
 use std::collections::BTreeMap;
-use std::collections::HashMap;
-use std::collections::VecDeque;
+use std::sync::Arc;
 
+use imbl::HashMap;
+use imbl::OrdMap;
+use imbl::Vector;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -54,6 +64,7 @@ pub enum Command {
     /// (0 = the key must not exist).
     Put {
         key: String,
+        #[serde(with = "byte_string")]
         value: Vec<u8>,
         prev_revision: Option<u64>,
     },
@@ -249,6 +260,7 @@ impl Default for CommandResult {
 /// One key's current value and its revisions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    #[serde(with = "byte_string")]
     pub value: Vec<u8>,
     /// Revision of the put that created this incarnation of the key.
     pub create_revision: u64,
@@ -268,7 +280,12 @@ pub struct Event {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
-    Put { value: Vec<u8>, create_revision: u64, version: u64 },
+    Put {
+        #[serde(with = "byte_string")]
+        value: Vec<u8>,
+        create_revision: u64,
+        version: u64,
+    },
     Delete,
 }
 
@@ -282,25 +299,25 @@ pub enum HistoryError {
 /// The whole replicated state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
-    entries: BTreeMap<String, Entry>,
+    entries: OrdMap<String, Entry>,
     revision: u64,
     cluster_id: Option<String>,
     /// Events with revisions `compact_revision + 1 ..= revision`, contiguous.
-    history: VecDeque<Event>,
+    history: Vector<Event>,
     /// Watchers may resume from any `after_revision >= compact_revision`.
     compact_revision: u64,
     history_revisions: u64,
     /// Results of recent requests by id, for at-most-once retries; `request_order` evicts
     /// the oldest first so the memory is bounded.
     request_results: HashMap<String, CommandResult>,
-    request_order: VecDeque<String>,
+    request_order: Vector<String>,
     /// Bearer tokens by id (hashes only), at most `TOKENS_MAX`.
-    tokens: BTreeMap<String, TokenRecord>,
+    tokens: CopyOnWrite<BTreeMap<String, TokenRecord>>,
     /// Maintenance mode: on since this time (the proposing leader's clock), or off.
     #[serde(default)]
     maintenance_since_ms: Option<u64>,
     /// HA configuration, draft, audit log, teardowns.
-    admin: AdminState,
+    admin: CopyOnWrite<AdminState>,
 }
 
 impl Default for KvState {
@@ -312,17 +329,17 @@ impl Default for KvState {
 impl KvState {
     pub fn new(history_revisions: u64) -> Self {
         KvState {
-            entries: BTreeMap::new(),
+            entries: OrdMap::new(),
             revision: 0,
             cluster_id: None,
-            history: VecDeque::new(),
+            history: Vector::new(),
             compact_revision: 0,
             history_revisions: history_revisions.max(1),
             request_results: HashMap::new(),
-            request_order: VecDeque::new(),
-            tokens: BTreeMap::new(),
+            request_order: Vector::new(),
+            tokens: CopyOnWrite::default(),
             maintenance_since_ms: None,
-            admin: AdminState::default(),
+            admin: CopyOnWrite::default(),
         }
     }
 
@@ -424,11 +441,15 @@ impl KvState {
         let mut events = Vec::new();
         let mut scanned = after_revision;
         // The history is contiguous: revision r sits at index r - compact_revision - 1.
-        let first_index = (after_revision - self.compact_revision) as usize;
-        for event in self.history.iter().skip(first_index) {
+        let first_index = usize::try_from(after_revision - self.compact_revision).unwrap_or(usize::MAX);
+        // A focus reads consecutive elements in O(1) each and starts at `first_index` in
+        // O(log n); `iter().skip` would walk the skipped part.
+        let mut focus = self.history.focus();
+        for index in first_index..self.history.len() {
             if events.len() == limit {
                 break;
             }
+            let Some(event) = focus.get(index) else { break };
             scanned = event.revision;
             if key_has_prefix(&event.key, prefix) {
                 events.push(event.clone());
@@ -781,6 +802,87 @@ impl KvState {
             feed(&entry.version.to_le_bytes());
         }
         hash
+    }
+}
+
+/// A value shared between clones of the state until one of them changes it: `Deref` reads
+/// the shared value, `DerefMut` first copies it if another clone still holds it
+/// (`Arc::make_mut`). For the parts that change rarely (tokens, the administrative state),
+/// so a snapshot's copy of the state costs one reference count each. Encodes as the value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CopyOnWrite<T>(Arc<T>);
+
+impl<T> std::ops::Deref for CopyOnWrite<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Clone> std::ops::DerefMut for CopyOnWrite<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<T: Serialize> Serialize for CopyOnWrite<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        T::serialize(&self.0, serializer)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for CopyOnWrite<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(|value| CopyOnWrite(Arc::new(value)))
+    }
+}
+
+/// `#[serde(with = "byte_string")]` for `Vec<u8>` fields: encodes them as one byte string
+/// instead of a sequence of single bytes. Postcard writes both the same way (a varint length,
+/// then the bytes), so nothing stored changes, but a value is copied at once instead of
+/// byte by byte. JSON writes both as an array of numbers; either form reads back.
+mod byte_string {
+    use std::fmt;
+
+    use serde::de::SeqAccess;
+    use serde::de::Visitor;
+    use serde::Deserializer;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(ByteStringVisitor)
+    }
+
+    struct ByteStringVisitor;
+
+    impl<'de> Visitor<'de> for ByteStringVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string or a sequence of bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            // Bounded like serde's own `Vec` visitor: never trust a length hint blindly.
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(byte) = seq.next_element::<u8>()? {
+                bytes.push(byte);
+            }
+            Ok(bytes)
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! decides when to stop.
 
 pub mod admin_api;
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod error;

@@ -112,6 +112,8 @@ const SLOW_DELAY_US_MAX: u64 = 250_000;
 /// Lossy links: 2-30 % of messages lost.
 const LOSS_PPM_MIN: u64 = 20_000;
 const LOSS_PPM_MAX: u64 = 300_000;
+/// How long a node may take to start from its disk; only a hang takes longer.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a node's shutdown may take after its disk crashed; it is abandoned after.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a membership change or switchover may run before the driver stops waiting.
@@ -600,18 +602,28 @@ impl World {
         let incarnation = disk.incarnation();
         let state_machine = StateMachine::open(id, disk.clone(), self.checker.clone());
         let factory = SimNetworkFactory::new(self.net.clone(), id);
-        let created = clock
-            .scope(Raft::new(id, self.config.clone(), factory, LogStore::open(disk.clone()), state_machine.clone()))
-            .await;
+        // The disk first: starting may already wait for a write to be flushed.
+        let flusher = clock.scope(async { crate::runtime::spawn(disk.clone().run_flusher(incarnation)) }).await;
+        let log_store = LogStore::open(disk.clone());
+        let created = tokio::time::timeout(
+            START_TIMEOUT,
+            clock.scope(Raft::new(id, self.config.clone(), factory, log_store, state_machine.clone())),
+        )
+        .await;
         let raft = match created {
-            Ok(raft) => raft,
-            Err(fatal) => {
+            Ok(Ok(raft)) => raft,
+            Ok(Err(fatal)) => {
                 // A node must always come back from its own disk.
                 self.checker.report(format!("node {id} cannot restart from its disk: {fatal}"));
+                flusher.abort();
+                return;
+            }
+            Err(_) => {
+                self.checker.report(format!("node {id} did not start within {} s", START_TIMEOUT.as_secs()));
+                flusher.abort();
                 return;
             }
         };
-        let flusher = clock.scope(async { crate::runtime::spawn(disk.clone().run_flusher(incarnation)) }).await;
         self.net.set_endpoint(id, Some(Endpoint { raft: raft.clone(), state_machine, clock }));
         if let Some(node) = self.nodes.get_mut(&id) {
             node.running = Some(Running { raft, flusher, start });

@@ -334,18 +334,7 @@ fn bootstrap_writes_one_admin_token() {
 /// Runs the `haven` CLI against the cluster with the admin token file unless `env` says
 /// otherwise; `HAVEN_TOKEN` from the test's own environment never leaks in.
 fn haven(cluster: &TestCluster, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let fingerprints: Vec<String> = cluster.pins.pins().into_iter().collect();
-    let mut command = std::process::Command::new(haven_binary());
-    command
-        .args(args)
-        .env("HAVEN_ENDPOINTS", cluster.endpoints())
-        .env("HAVEN_SERVER_FINGERPRINTS", fingerprints.join(","))
-        .env("HAVEN_TOKEN_FILE", cluster.nodes[0].data_dir.join("admin.token"))
-        .env_remove("HAVEN_TOKEN");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().expect("run haven")
+    cluster.cli(args, env)
 }
 
 fn text(output: &Output) -> String {

@@ -619,3 +619,73 @@ fn pair_without_witness_needs_manual_promotion() {
     );
     put(&own, "pair2/after", "x");
 }
+
+fn cli_text(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// Runs the CLI and insists on success, returning what it printed.
+fn cli_ok(cluster: &TestCluster, args: &[&str]) -> String {
+    let output = cluster.cli(args, &[]);
+    let text = cli_text(&output);
+    assert!(output.status.success(), "haven {} failed ({:?}):\n{text}", args.join(" "), output.status.code());
+    text
+}
+
+/// Seed 002's whole workflow from the CLI: a pair with a witness configured by draft and
+/// apply, "stable" (exit 0), swap roles and back, the audit trail, teardown to a standalone
+/// server, and the pair re-created by wiping the detached nodes and joining them again.
+#[test]
+fn seed_002_workflow_from_the_cli() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    cli_ok(&cluster, &["config", "draft", "set", "nodes.3.role", "witness"]);
+    let diff = cli_ok(&cluster, &["config", "diff"]);
+    assert!(diff.contains("nodes.3.role"), "{diff}");
+    let applied = cli_ok(&cluster, &["config", "apply"]);
+    assert!(applied.contains("version 1"), "{applied}");
+    let status = |cluster: &mut TestCluster| {
+        let mut last = String::new();
+        let deadline = Instant::now() + CONDITION_TIMEOUT;
+        while Instant::now() < deadline {
+            let output = cluster.cli(&["status"], &[]);
+            last = cli_text(&output);
+            if output.status.success() {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        cluster.dump_logs();
+        panic!("haven status never exited 0 (stable):\n{last}");
+    };
+    let stable = status(&mut cluster);
+    assert!(stable.contains("stable"), "{stable}");
+    assert!(stable.contains("witness"), "{stable}");
+    // Swap roles and back: node 1 ends as the primary.
+    let first = if cluster.leader_of(0) == Some(2) { "1" } else { "2" };
+    cli_ok(&cluster, &["switchover", "--to", first]);
+    if first == "2" {
+        assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), 2);
+        cli_ok(&cluster, &["switchover", "--to", "1"]);
+    }
+    assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), 1);
+    let audit = cli_ok(&cluster, &["audit"]);
+    assert!(audit.contains("config.apply") && audit.contains("switchover"), "{audit}");
+    // Teardown: node 1 continues alone; 2 and 3 are detached.
+    let torn = cli_ok(&cluster, &["teardown"]);
+    assert!(torn.contains("generation 1"), "{torn}");
+    cluster.wait_for(CONDITION_TIMEOUT, "nodes 2 and 3 detached", |c| {
+        [1, 2].iter().all(|i| c.status(*i).is_some_and(|s| s["detached"].is_object()))
+    });
+    let standalone = cluster.cli(&["status"], &[("HAVEN_ENDPOINTS", &cluster.nodes[0].client_url.clone())]);
+    assert!(cli_text(&standalone).contains("standalone"), "{}", cli_text(&standalone));
+    assert!(!standalone.status.success(), "a standalone server is not a stable HA cluster");
+    // Re-create: the detached nodes are wiped and join the standalone server as new members.
+    let join = cluster.join_args();
+    cluster.wipe_and_start(1, &join);
+    cluster.wipe_and_start(2, &join);
+    cluster.wait_for(CONDITION_TIMEOUT, "three voters again", |c| c.voter_count(0) == 3);
+    let stable = status(&mut cluster);
+    assert!(stable.contains("witness"), "the witness role of node 3 still applies: {stable}");
+}

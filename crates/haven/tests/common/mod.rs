@@ -261,6 +261,36 @@ impl TestCluster {
         haven_client::Client::new(config).expect("client")
     }
 
+    /// Runs the `haven` CLI against this cluster (all endpoints, pinned keys, node 1's admin
+    /// token file) with extra environment `env`.
+    pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let fingerprints: Vec<String> = self.pins.pins().into_iter().collect();
+        let mut command = Command::new(haven_binary());
+        command
+            .args(args)
+            .env("HAVEN_ENDPOINTS", self.endpoints())
+            .env("HAVEN_SERVER_FINGERPRINTS", fingerprints.join(","))
+            .env("HAVEN_TOKEN_FILE", self.nodes[0].data_dir.join("admin.token"))
+            .env_remove("HAVEN_TOKEN");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().expect("run haven")
+    }
+
+    /// Wipes the data dir of the (stopped) node at `index` and starts it again with `args`
+    /// (for example the join flags): a new member with a new key, which the harness trusts.
+    pub fn wipe_and_start(&mut self, index: usize, args: &[String]) {
+        self.kill(index);
+        let data_dir = self.nodes[index].data_dir.clone();
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
+        let (key, _) = haven_tls::NodeIdentityKey::load_or_generate(&data_dir, &loopback).expect("node key");
+        self.pins.insert(key.fingerprint().to_string());
+        self.nodes[index].extra_args = args.to_vec();
+        self.restart(index);
+    }
+
     /// A raw HTTP client (reqwest) that trusts the cluster's keys, for tests that send
     /// exactly the bytes they mean.
     pub fn http(&self) -> reqwest::Client {

@@ -1,0 +1,783 @@
+//! HA alerts carried out: seed 002's HA custom script (HAAdminAlertScript) and alert
+//! e-mail (HAAlertEmail).
+//!
+//! ```text
+//!   HA shell ── fire(config, event) ──▶ outcome recorded (recent(), newest last)
+//!                  │ (returns at once)
+//!                  ├─▶ hook queue (FIFO, ≤ HOOK_QUEUE_MAX) ──▶ one hook at a time:
+//!                  │     hook_script EVENT ARG2 [ARG3]   no shell, stdin null,
+//!                  │     HAVEN_EVENT, HAVEN_NODE_ID      output captured (bounded), logged,
+//!                  │                                     process group killed at the timeout
+//!                  └─▶ mail queue (FIFO, ≤ MAIL_QUEUE_MAX) ──▶ one mail at a time:
+//!                        "[haven] EVENT on node N" to alert_email over SMTP
+//!                        (STARTTLS, implicit TLS on 465, or plain for a local relay)
+//! ```
+//!
+//! The script gets exactly the seed's parameters ("Failover" <active host> <standby host>,
+//! ...), each as its own argv entry: nothing is interpreted by a shell. The hook and the
+//! mail of one event run independently, so a slow script never delays the mail and a
+//! slow relay never delays the next script. Everything here reports failures in the
+//! outcome and the log; nothing a configuration can hold makes it panic.
+
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+use std::time::Duration;
+use std::time::Instant;
+use std::time::SystemTime;
+
+use haven_core::ha::config::HaConfig;
+use haven_core::ha::config::SmtpConfig;
+use haven_core::ha::config::HOOK_TIMEOUT_S_MAX;
+use haven_core::ha::config::HOOK_TIMEOUT_S_MIN;
+use haven_core::ha::syntax::check_absolute_path;
+use haven_core::ha::syntax::check_host_name;
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::Tls;
+use lettre::transport::smtp::client::TlsParameters;
+use lettre::transport::smtp::extension::ClientId;
+use lettre::AsyncSmtpTransport;
+use lettre::AsyncTransport as _;
+use lettre::Message;
+use lettre::Tokio1Executor;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::io::AsyncRead;
+use tokio::io::AsyncReadExt as _;
+
+/// Outcomes kept for status. HA events are rare (a failover, a standby going away and
+/// coming back): 32 covers a bad day's worth, and with the bounded output of each hook
+/// the whole ring stays well under a megabyte.
+pub const RECENT_MAX: usize = 32;
+
+/// Hooks waiting to run. Events are rare, and one hook runs at most
+/// `hook_timeout_s` (10 minutes at most): 16 queued hooks means the script hangs or the
+/// cluster flaps, and keeping more would only delay the newest news (the oldest is
+/// dropped, with a warning, because the newest event describes the current state).
+pub const HOOK_QUEUE_MAX: usize = 16;
+
+/// Mails waiting to be sent, for the same reason as [`HOOK_QUEUE_MAX`]: a relay that is
+/// down makes every send wait for [`MAIL_SEND_TIMEOUT`], and an operator needs the newest
+/// alerts, not a backlog.
+pub const MAIL_QUEUE_MAX: usize = 16;
+
+/// Bytes of a hook's stdout, and again of its stderr, kept for the log and the outcome.
+/// Seed 002's example script prints a line or two (`nsupdate` with `debug yes` prints a
+/// few hundred bytes); 4 KiB shows a whole error, the rest is read and counted but dropped
+/// so a chatty script can neither block on a full pipe nor fill memory.
+pub const HOOK_OUTPUT_BYTES_MAX: usize = 4096;
+
+/// How long to keep reading a hook's output after the script exited or was killed: a
+/// background process it left behind may hold the pipes open forever.
+pub const HOOK_OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
+/// How long to wait for a killed hook to be reaped. SIGKILL cannot be ignored; this only
+/// bounds a process stuck in uninterruptible sleep (a dead NFS mount).
+pub const HOOK_REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest argument passed to the script and put in the mail. Host names are at most 253
+/// bytes and replication errors a line or two; 4 KiB keeps a runaway message out of the
+/// log and the mail, far below Linux's 128 KiB per argument (longer ones are cut on a
+/// character boundary). NUL bytes cannot travel in argv and become U+FFFD.
+pub const ARG_BYTES_MAX: usize = 4096;
+
+/// Timeout of each SMTP step (connect, each command, TLS handshake). RFC 5321 section
+/// 4.5.3.2 suggests minutes for a mail transfer agent; an alert goes to a relay that
+/// answers in milliseconds, and 30 s rides out a loaded or distant one.
+pub const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Timeout of one whole send (all steps), so a relay that trickles answers cannot hold
+/// the mail queue: two command timeouts.
+pub const MAIL_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest password file read. A password is at most a few hundred bytes; anything larger
+/// is the wrong file (a key, a log) and is refused rather than sent to the relay.
+pub const PASSWORD_FILE_BYTES_MAX: u64 = 4096;
+
+/// The SMTPS port (RFC 8314): with `smtp.starttls = true` this port gets implicit TLS,
+/// every other port STARTTLS.
+pub const SMTPS_PORT: u16 = 465;
+
+/// An HA event, with what seed 002's custom script receives for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event")]
+pub enum AlertEvent {
+    /// The standby took over: `"Failover" <active host> <standby host>`, on the new primary.
+    Failover { active: String, standby: String },
+    /// A standby stopped answering: `"StandbyOffline" <standby node> <active node>`, on the
+    /// primary.
+    StandbyOffline { standby: String, active: String },
+    /// Haven's addition, the clear the seed lacks ("The StandbyOffline case does not have a
+    /// clear"): `"StandbyOnline" <standby node> <active node>`, on the primary.
+    StandbyOnline { standby: String, active: String },
+    /// A role swap (switchover): `"ManualSwitch" <active host> <standby host>`, on the new
+    /// primary.
+    ManualSwitch { active: String, standby: String },
+    /// Replication error: `"RaiseAlarm" <alarm condition as text> <error message>`.
+    RaiseAlarm { condition: String, error: String },
+    /// Replication recovery: `"ClearAlarm" <text containing alarm condition and error message>`.
+    ClearAlarm { text: String },
+}
+
+impl AlertEvent {
+    /// The seed's event name: the script's first parameter and `HAVEN_EVENT`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AlertEvent::Failover { .. } => "Failover",
+            AlertEvent::StandbyOffline { .. } => "StandbyOffline",
+            AlertEvent::StandbyOnline { .. } => "StandbyOnline",
+            AlertEvent::ManualSwitch { .. } => "ManualSwitch",
+            AlertEvent::RaiseAlarm { .. } => "RaiseAlarm",
+            AlertEvent::ClearAlarm { .. } => "ClearAlarm",
+        }
+    }
+
+    /// Exactly the seed's parameters, the event name first.
+    pub fn args(&self) -> Vec<String> {
+        let name = self.name().to_string();
+        match self {
+            AlertEvent::Failover { active, standby } | AlertEvent::ManualSwitch { active, standby } => {
+                vec![name, active.clone(), standby.clone()]
+            }
+            AlertEvent::StandbyOffline { standby, active } | AlertEvent::StandbyOnline { standby, active } => {
+                vec![name, standby.clone(), active.clone()]
+            }
+            AlertEvent::RaiseAlarm { condition, error } => vec![name, condition.clone(), error.clone()],
+            AlertEvent::ClearAlarm { text } => vec![name, text.clone()],
+        }
+    }
+}
+
+/// What became of an event's hook script.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum HookResult {
+    /// No `hook_script` in the configuration.
+    NotConfigured,
+    /// Waiting behind earlier hooks.
+    Queued,
+    Running,
+    /// The script ran to its end (0 is success; anything else is logged as a warning).
+    Exited { code: i32, duration_ms: u64, stdout: String, stderr: String },
+    /// Ended by a signal Haven did not send.
+    Signalled { signal: i32, duration_ms: u64, stdout: String, stderr: String },
+    /// Ran past `hook_timeout_s`: its process group was killed.
+    TimedOut { timeout_s: u64, stdout: String, stderr: String },
+    /// Could not be started (missing, not executable, not an absolute path, ...).
+    Failed { error: String },
+    /// Dropped from a full queue before it ran.
+    Dropped { reason: String },
+}
+
+impl HookResult {
+    /// Whether nothing more will happen to it.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, HookResult::Queued | HookResult::Running)
+    }
+}
+
+/// What became of an event's e-mail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum MailResult {
+    /// No `alert_email` or no `smtp.host` in the configuration.
+    NotConfigured,
+    Queued,
+    Sending,
+    /// Accepted by the relay; `response` is its answer (`250 ...`).
+    Sent { duration_ms: u64, response: String },
+    Failed { error: String },
+    /// Dropped from a full queue before it was sent.
+    Dropped { reason: String },
+}
+
+impl MailResult {
+    pub fn is_final(&self) -> bool {
+        !matches!(self, MailResult::Queued | MailResult::Sending)
+    }
+}
+
+/// One fired event and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertOutcome {
+    /// Numbers events in the order they were fired on this node (from 1).
+    pub seq: u64,
+    pub event: String,
+    /// The parameters as passed to the script (event first), after [`ARG_BYTES_MAX`].
+    pub args: Vec<String>,
+    /// When it was fired, ms since the Unix epoch (this node's clock).
+    pub at_ms: u64,
+    pub hook: HookResult,
+    pub mail: MailResult,
+}
+
+impl AlertOutcome {
+    /// Whether both the hook and the mail are done with.
+    pub fn is_final(&self) -> bool {
+        self.hook.is_final() && self.mail.is_final()
+    }
+}
+
+/// Carries HA events out as hook runs and e-mails, in the background. Cheap to clone (one
+/// shared queue per node).
+#[derive(Clone)]
+pub struct Alerter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    node_id: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    next_seq: u64,
+    recent: VecDeque<AlertOutcome>,
+    hooks: VecDeque<HookJob>,
+    hook_worker: bool,
+    mails: VecDeque<MailJob>,
+    mail_worker: bool,
+}
+
+struct HookJob {
+    seq: u64,
+    script: String,
+    timeout_s: u64,
+    event: &'static str,
+    args: Vec<String>,
+}
+
+struct MailJob {
+    seq: u64,
+    to: String,
+    smtp: SmtpConfig,
+    event: &'static str,
+    args: Vec<String>,
+    at_ms: u64,
+}
+
+impl State {
+    fn outcome(&mut self, seq: u64) -> Option<&mut AlertOutcome> {
+        self.recent.iter_mut().find(|outcome| outcome.seq == seq)
+    }
+
+    fn set_hook(&mut self, seq: u64, result: HookResult) {
+        if let Some(outcome) = self.outcome(seq) {
+            outcome.hook = result;
+        }
+    }
+
+    fn set_mail(&mut self, seq: u64, result: MailResult) {
+        if let Some(outcome) = self.outcome(seq) {
+            outcome.mail = result;
+        }
+    }
+}
+
+impl Alerter {
+    pub fn new(node_id: u64) -> Alerter {
+        Alerter { shared: Arc::new(Shared { node_id, state: Mutex::new(State::default()) }) }
+    }
+
+    /// Records the event and queues its hook run and e-mail as the configuration says.
+    /// Never blocks the caller: the work runs on tokio tasks (outside a tokio runtime
+    /// nothing can run, and the outcome says so).
+    pub fn fire(&self, config: &HaConfig, event: AlertEvent) {
+        let name = event.name();
+        let args: Vec<String> = event.args().iter().map(|arg| sanitize_arg(arg)).collect();
+        let at_ms = now_ms();
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let no_runtime = || "no tokio runtime to run it on (a bug in the caller)".to_string();
+        tracing::info!(event = name, args = ?args, "HA alert");
+
+        let mut state = self.shared.lock();
+        state.next_seq += 1;
+        let seq = state.next_seq;
+
+        let hook = match (&config.hook_script, &runtime) {
+            (None, _) => HookResult::NotConfigured,
+            (Some(_), None) => HookResult::Failed { error: no_runtime() },
+            (Some(script), Some(_)) => {
+                state.hooks.push_back(HookJob {
+                    seq,
+                    script: script.clone(),
+                    timeout_s: config.hook_timeout_s.clamp(HOOK_TIMEOUT_S_MIN, HOOK_TIMEOUT_S_MAX),
+                    event: name,
+                    args: args.clone(),
+                });
+                HookResult::Queued
+            }
+        };
+        let mail = match (&config.alert_email, &config.smtp.host, &runtime) {
+            (Some(_), Some(_), None) => MailResult::Failed { error: no_runtime() },
+            (Some(to), Some(_), Some(_)) => {
+                state.mails.push_back(MailJob {
+                    seq,
+                    to: to.clone(),
+                    smtp: config.smtp.clone(),
+                    event: name,
+                    args: args.clone(),
+                    at_ms,
+                });
+                MailResult::Queued
+            }
+            _ => MailResult::NotConfigured,
+        };
+        state.recent.push_back(AlertOutcome { seq, event: name.to_string(), args, at_ms, hook, mail });
+        while state.recent.len() > RECENT_MAX {
+            state.recent.pop_front();
+        }
+
+        while state.hooks.len() > HOOK_QUEUE_MAX {
+            if let Some(dropped) = state.hooks.pop_front() {
+                tracing::warn!(
+                    event = dropped.event,
+                    seq = dropped.seq,
+                    "HA hook queue full ({HOOK_QUEUE_MAX} waiting): dropped the oldest hook run; is the script hanging?"
+                );
+                let reason = format!("hook queue full ({HOOK_QUEUE_MAX} waiting behind a running hook)");
+                state.set_hook(dropped.seq, HookResult::Dropped { reason });
+            }
+        }
+        while state.mails.len() > MAIL_QUEUE_MAX {
+            if let Some(dropped) = state.mails.pop_front() {
+                tracing::warn!(
+                    event = dropped.event,
+                    seq = dropped.seq,
+                    "HA alert mail queue full ({MAIL_QUEUE_MAX} waiting): dropped the oldest mail; is the relay down?"
+                );
+                let reason = format!("mail queue full ({MAIL_QUEUE_MAX} waiting behind a send)");
+                state.set_mail(dropped.seq, MailResult::Dropped { reason });
+            }
+        }
+
+        if let Some(runtime) = runtime {
+            if !state.hooks.is_empty() && !state.hook_worker {
+                state.hook_worker = true;
+                runtime.spawn(hook_worker(self.shared.clone()));
+            }
+            if !state.mails.is_empty() && !state.mail_worker {
+                state.mail_worker = true;
+                runtime.spawn(mail_worker(self.shared.clone()));
+            }
+        }
+    }
+
+    /// The last [`RECENT_MAX`] outcomes, newest last.
+    pub fn recent(&self) -> Vec<AlertOutcome> {
+        self.shared.lock().recent.iter().cloned().collect()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent at every step, so a panic elsewhere leaves it usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Runs queued hooks one at a time, in order; ends when the queue is empty.
+async fn hook_worker(shared: Arc<Shared>) {
+    loop {
+        let job = {
+            let mut state = shared.lock();
+            match state.hooks.pop_front() {
+                Some(job) => {
+                    state.set_hook(job.seq, HookResult::Running);
+                    job
+                }
+                None => {
+                    state.hook_worker = false;
+                    return;
+                }
+            }
+        };
+        let result = run_hook(shared.node_id, &job).await;
+        shared.lock().set_hook(job.seq, result);
+    }
+}
+
+/// Sends queued mails one at a time, in order; ends when the queue is empty.
+async fn mail_worker(shared: Arc<Shared>) {
+    loop {
+        let job = {
+            let mut state = shared.lock();
+            match state.mails.pop_front() {
+                Some(job) => {
+                    state.set_mail(job.seq, MailResult::Sending);
+                    job
+                }
+                None => {
+                    state.mail_worker = false;
+                    return;
+                }
+            }
+        };
+        let result = send_mail(shared.node_id, &job).await;
+        shared.lock().set_mail(job.seq, result);
+    }
+}
+
+/// Why a script cannot be run, in words, checked before spawning so the log says more
+/// than "No such file or directory".
+fn check_script(script: &str) -> Result<(), String> {
+    check_absolute_path(script).map_err(|why| format!("hook_script {script:?} {why}"))?;
+    let metadata = std::fs::metadata(script).map_err(|error| match error.kind() {
+        ErrorKind::NotFound => format!("hook script {script} does not exist (install it on every node)"),
+        ErrorKind::PermissionDenied => format!("hook script {script} cannot be reached: permission denied"),
+        _ => format!("hook script {script}: {error}"),
+    })?;
+    if !metadata.is_file() {
+        return Err(format!("hook script {script} is not a regular file"));
+    }
+    let mode = metadata.permissions().mode();
+    if mode & 0o111 == 0 {
+        return Err(format!("hook script {script} is not executable (mode {:o}); chmod +x it", mode & 0o7777));
+    }
+    Ok(())
+}
+
+async fn run_hook(node_id: u64, job: &HookJob) -> HookResult {
+    let failed = |error: String| {
+        tracing::error!(event = job.event, script = %job.script, "HA hook not run: {error}");
+        HookResult::Failed { error }
+    };
+    if let Err(error) = check_script(&job.script) {
+        return failed(error);
+    }
+    // argv[1..] are exactly the seed's parameters, the event name first; no shell.
+    let mut command = tokio::process::Command::new(&job.script);
+    command
+        .args(&job.args)
+        .env("HAVEN_EVENT", job.event)
+        .env("HAVEN_NODE_ID", node_id.to_string())
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so the timeout kills whatever the script started too.
+        .process_group(0)
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            let why = match error.raw_os_error() {
+                Some(libc::ENOEXEC) => format!("hook script {} cannot be executed: {error} (missing #! line?)", job.script),
+                Some(libc::EACCES) => format!("hook script {} cannot be executed: permission denied", job.script),
+                Some(libc::ENOENT) => format!(
+                    "hook script {} cannot be started: {error} (its #! interpreter missing?)",
+                    job.script
+                ),
+                _ => format!("hook script {} cannot be started: {error}", job.script),
+            };
+            return failed(why);
+        }
+    };
+    let pid = child.id();
+    let stdout = child.stdout.take().map(|pipe| tokio::spawn(read_bounded(pipe)));
+    let stderr = child.stderr.take().map(|pipe| tokio::spawn(read_bounded(pipe)));
+    let timeout = Duration::from_secs(job.timeout_s);
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    let status = match waited {
+        Ok(status) => Some(status),
+        Err(_elapsed) => {
+            // Not yet reaped, so the pid (and group id) cannot have been reused.
+            if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
+                // SAFETY: kill(2) with a negative pid signals that process group; no memory
+                // is involved.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+            let _ = child.start_kill();
+            if tokio::time::timeout(HOOK_REAP_TIMEOUT, child.wait()).await.is_err() {
+                tracing::error!(script = %job.script, "HA hook killed but not reaped within {HOOK_REAP_TIMEOUT:?}");
+            }
+            None
+        }
+    };
+    let duration_ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
+    let stdout = collect_output(stdout).await;
+    let stderr = collect_output(stderr).await;
+    match status {
+        None => {
+            tracing::error!(
+                event = job.event,
+                script = %job.script,
+                stdout = %stdout,
+                stderr = %stderr,
+                "HA hook killed after its timeout of {} s",
+                job.timeout_s
+            );
+            HookResult::TimedOut { timeout_s: job.timeout_s, stdout, stderr }
+        }
+        Some(Err(error)) => failed(format!("waiting for hook script {}: {error}", job.script)),
+        Some(Ok(status)) => match (status.code(), status.signal()) {
+            (Some(code), _) => {
+                if code == 0 {
+                    tracing::info!(event = job.event, duration_ms, stdout = %stdout, stderr = %stderr, "HA hook ran");
+                } else {
+                    tracing::warn!(
+                        event = job.event,
+                        duration_ms,
+                        stdout = %stdout,
+                        stderr = %stderr,
+                        "HA hook exited with code {code}"
+                    );
+                }
+                HookResult::Exited { code, duration_ms, stdout, stderr }
+            }
+            (None, signal) => {
+                let signal = signal.unwrap_or(0);
+                tracing::warn!(
+                    event = job.event,
+                    duration_ms,
+                    stdout = %stdout,
+                    stderr = %stderr,
+                    "HA hook ended by signal {signal}"
+                );
+                HookResult::Signalled { signal, duration_ms, stdout, stderr }
+            }
+        },
+    }
+}
+
+/// Reads a pipe to its end, keeping the first [`HOOK_OUTPUT_BYTES_MAX`] bytes and
+/// counting the rest.
+async fn read_bounded(mut pipe: impl AsyncRead + Unpin) -> (Vec<u8>, u64) {
+    let mut kept = Vec::new();
+    let mut dropped = 0u64;
+    let mut buffer = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let take = n.min(HOOK_OUTPUT_BYTES_MAX - kept.len());
+                kept.extend_from_slice(&buffer[..take]);
+                dropped += (n - take) as u64;
+            }
+        }
+    }
+    (kept, dropped)
+}
+
+/// The output read so far as text (within [`HOOK_OUTPUT_GRACE`] once the script ended).
+async fn collect_output(reader: Option<tokio::task::JoinHandle<(Vec<u8>, u64)>>) -> String {
+    let Some(mut reader) = reader else { return String::new() };
+    match tokio::time::timeout(HOOK_OUTPUT_GRACE, &mut reader).await {
+        Ok(Ok((kept, dropped))) => {
+            let mut text = String::from_utf8_lossy(&kept).into_owned();
+            if dropped > 0 {
+                text.push_str(&format!("\n[... {dropped} more bytes not kept]"));
+            }
+            text
+        }
+        Ok(Err(_join_error)) => String::new(),
+        Err(_elapsed) => {
+            reader.abort();
+            "[output not collected: a process the script left behind holds it open]".to_string()
+        }
+    }
+}
+
+async fn send_mail(node_id: u64, job: &MailJob) -> MailResult {
+    let started = Instant::now();
+    match tokio::time::timeout(MAIL_SEND_TIMEOUT, try_send_mail(node_id, job)).await {
+        Ok(Ok(response)) => {
+            let duration_ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
+            tracing::info!(event = job.event, to = %job.to, duration_ms, "HA alert mail sent: {response}");
+            MailResult::Sent { duration_ms, response }
+        }
+        Ok(Err(error)) => {
+            tracing::error!(event = job.event, to = %job.to, "HA alert mail not sent: {error}");
+            MailResult::Failed { error }
+        }
+        Err(_elapsed) => {
+            let error = format!("the SMTP exchange took longer than {} s", MAIL_SEND_TIMEOUT.as_secs());
+            tracing::error!(event = job.event, to = %job.to, "HA alert mail not sent: {error}");
+            MailResult::Failed { error }
+        }
+    }
+}
+
+/// The subject of an alert mail.
+pub fn mail_subject(event: &str, node_id: u64) -> String {
+    format!("[haven] {event} on node {node_id}")
+}
+
+/// The plain-text body of an alert mail: the event, the node, the time and the
+/// parameters (quoted as Rust strings, so newlines and odd characters are visible).
+pub fn mail_body(node_id: u64, args: &[String], at_ms: u64) -> String {
+    let event = args.first().map(String::as_str).unwrap_or("");
+    let mut body = format!(
+        "Haven HA event {event} on node {node_id}\n\
+         Time: {} ({at_ms} ms since the Unix epoch)\n\
+         \n\
+         Parameters (as passed to the HA hook script):\n",
+        format_utc_ms(at_ms)
+    );
+    for (index, arg) in args.iter().enumerate() {
+        body.push_str(&format!("  ${}: {arg:?}\n", index + 1));
+    }
+    body
+}
+
+async fn try_send_mail(node_id: u64, job: &MailJob) -> Result<String, String> {
+    let smtp = &job.smtp;
+    let host = smtp.host.as_deref().ok_or("smtp.host is unset")?;
+    let from = smtp.from.as_deref().ok_or("smtp.from is unset: alerts need a sender address")?;
+    let from: Mailbox = from.parse().map_err(|error| format!("smtp.from {from:?}: {error}"))?;
+    let to: Mailbox = job.to.parse().map_err(|error| format!("alert_email {:?}: {error}", job.to))?;
+    let port = u16::try_from(smtp.port)
+        .ok()
+        .filter(|port| *port > 0)
+        .ok_or_else(|| format!("smtp.port {} is not a TCP port", smtp.port))?;
+    let message = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(mail_subject(job.event, node_id))
+        .header(ContentType::TEXT_PLAIN)
+        .body(mail_body(node_id, &job.args, job.at_ms))
+        .map_err(|error| format!("building the message: {error}"))?;
+
+    let tls = if smtp.starttls {
+        let parameters =
+            TlsParameters::new(host.to_string()).map_err(|error| format!("TLS set-up for {host}: {error}"))?;
+        if port == SMTPS_PORT {
+            Tls::Wrapper(parameters)
+        } else {
+            Tls::Required(parameters)
+        }
+    } else {
+        Tls::None
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .tls(tls)
+        .timeout(Some(SMTP_COMMAND_TIMEOUT));
+    if let Some(name) = hello_name() {
+        builder = builder.hello_name(name);
+    }
+    if let Some(username) = &smtp.username {
+        let path = smtp
+            .password_file
+            .as_deref()
+            .ok_or("smtp.username is set but smtp.password_file is not")?;
+        let password = read_password(path).await?;
+        builder = builder.credentials(Credentials::new(username.clone(), password));
+    }
+    let transport = builder.build();
+    let response = transport.send(message).await.map_err(|error| format!("SMTP {host}:{port}: {error}"))?;
+    let text = response.message().collect::<Vec<_>>().join(" ");
+    Ok(format!("{} {text}", response.code()))
+}
+
+/// Reads the SMTP password at send time (so a rotated password needs no restart). One
+/// trailing newline is dropped (editors add it). The content is never logged.
+async fn read_password(path: &str) -> Result<String, String> {
+    check_absolute_path(path).map_err(|why| format!("smtp.password_file {path:?} {why}"))?;
+    let metadata = tokio::fs::metadata(path).await.map_err(|error| format!("smtp.password_file {path}: {error}"))?;
+    if metadata.len() > PASSWORD_FILE_BYTES_MAX {
+        return Err(format!(
+            "smtp.password_file {path} is larger than {PASSWORD_FILE_BYTES_MAX} bytes: not a password"
+        ));
+    }
+    let bytes = tokio::fs::read(path).await.map_err(|error| format!("smtp.password_file {path}: {error}"))?;
+    let mut password =
+        String::from_utf8(bytes).map_err(|_| format!("smtp.password_file {path} is not UTF-8 text"))?;
+    if password.ends_with('\n') {
+        password.pop();
+        if password.ends_with('\r') {
+            password.pop();
+        }
+    }
+    if password.is_empty() {
+        return Err(format!("smtp.password_file {path} is empty"));
+    }
+    Ok(password)
+}
+
+/// This machine's host name for EHLO, when it is a valid one (else lettre's default, the
+/// address literal `[127.0.0.1]`).
+fn hello_name() -> Option<ClientId> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    check_host_name(name).ok()?;
+    Some(ClientId::Domain(name.to_string()))
+}
+
+/// An argument as it can travel in argv: NUL bytes replaced, cut to [`ARG_BYTES_MAX`] on
+/// a character boundary.
+fn sanitize_arg(arg: &str) -> String {
+    let mut text = arg.replace('\0', "\u{FFFD}");
+    if text.len() > ARG_BYTES_MAX {
+        let mut end = ARG_BYTES_MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis().try_into().unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// `2026-11-22T04:25:57.123Z` from ms since the Unix epoch (proleptic Gregorian, UTC).
+pub fn format_utc_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_times_format() {
+        assert_eq!(format_utc_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_utc_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(format_utc_ms(1_795_321_557_000), "2026-11-22T04:25:57.000Z");
+        // No panic at the far end.
+        let _ = format_utc_ms(u64::MAX);
+    }
+
+    #[test]
+    fn arguments_are_cut_on_character_boundaries() {
+        assert_eq!(sanitize_arg("a\0b"), "a\u{FFFD}b");
+        let long = "é".repeat(ARG_BYTES_MAX);
+        let cut = sanitize_arg(&long);
+        assert!(cut.len() <= ARG_BYTES_MAX && cut.len() >= ARG_BYTES_MAX - 1);
+    }
+}

@@ -1,0 +1,408 @@
+//! HA alerts with real parts: real shell scripts as hooks, a real SMTP server
+//! (Debian's `python3-aiosmtpd`) for the alert e-mail.
+//!
+//! The SMTP test needs `python3-aiosmtpd` (`apt-get install -y python3-aiosmtpd`); without
+//! it the test fails and says so, unless `HAVEN_SKIP_SMTP_TEST=1`.
+
+use std::net::TcpListener;
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use haven_core::ha::config::HaConfig;
+use haven_server::alerts::AlertEvent;
+use haven_server::alerts::AlertOutcome;
+use haven_server::alerts::Alerter;
+use haven_server::alerts::HookResult;
+use haven_server::alerts::MailResult;
+use haven_server::alerts::HOOK_QUEUE_MAX;
+
+/// How long a hook or a mail to a local server may take to settle: generous for a loaded
+/// CI machine (they take milliseconds).
+const SETTLE_BOUND: Duration = Duration::from_secs(10);
+
+const NODE_ID: u64 = 7;
+
+/// Writes an executable script.
+fn script(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn hook_config(script: &str, timeout_s: u64) -> HaConfig {
+    HaConfig { hook_script: Some(script.to_string()), hook_timeout_s: timeout_s, ..HaConfig::default() }
+}
+
+/// Waits until at least `count` outcomes are recorded and all of them are final.
+async fn settled(alerter: &Alerter, count: usize) -> Vec<AlertOutcome> {
+    let start = Instant::now();
+    loop {
+        let recent = alerter.recent();
+        if recent.len() >= count && recent.iter().all(AlertOutcome::is_final) {
+            return recent;
+        }
+        assert!(start.elapsed() < SETTLE_BOUND, "alerts not settled within {SETTLE_BOUND:?}: {recent:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The script's record of one call, as the logging script below writes it.
+fn record(args: &[String], node: u64) -> String {
+    let mut text = format!("argc={}\n", args.len());
+    for arg in args {
+        text.push_str(arg);
+        text.push('\n');
+    }
+    text.push_str(&format!("HAVEN_EVENT={} HAVEN_NODE_ID={node}\n--\n", args[0]));
+    text
+}
+
+/// A script that appends its argument count, its arguments (one per line) and the
+/// environment Haven sets to `calls`.
+fn logging_script(dir: &Path) -> (String, PathBuf) {
+    let calls = dir.join("calls");
+    let body = format!(
+        "#!/bin/sh\n\
+         {{\n\
+         printf 'argc=%s\\n' \"$#\"\n\
+         for arg in \"$@\"; do printf '%s\\n' \"$arg\"; done\n\
+         printf 'HAVEN_EVENT=%s HAVEN_NODE_ID=%s\\n--\\n' \"$HAVEN_EVENT\" \"$HAVEN_NODE_ID\"\n\
+         }} >> '{}'\n\
+         echo \"handled $1\"\n\
+         echo \"to stderr\" >&2\n",
+        calls.display()
+    );
+    (script(dir, "hook.sh", &body), calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hook_gets_exactly_the_seed_parameters_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, calls) = logging_script(dir.path());
+    let pwned = dir.path().join("pwned");
+    let alerter = Alerter::new(NODE_ID);
+    let config = hook_config(&hook, 5);
+
+    let tricky_condition = format!("it's \"quoted\" $(touch {}) `touch {}` $HOME * ;|&", pwned.display(), pwned.display());
+    let events = vec![
+        AlertEvent::Failover { active: "n2.example".into(), standby: "n1.example".into() },
+        AlertEvent::StandbyOffline { standby: "node 3".into(), active: "node 2".into() },
+        AlertEvent::StandbyOnline { standby: "node 3".into(), active: "node 2".into() },
+        AlertEvent::ManualSwitch { active: "n1.example".into(), standby: "n2.example".into() },
+        AlertEvent::RaiseAlarm { condition: tricky_condition.clone(), error: "line one\nline  two\n".into() },
+        AlertEvent::ClearAlarm { text: "replication recovered: 'a b' \"c\" $(id)".into() },
+    ];
+    // The seed's table, written out by hand.
+    let expected_args: Vec<Vec<String>> = vec![
+        vec!["Failover".into(), "n2.example".into(), "n1.example".into()],
+        vec!["StandbyOffline".into(), "node 3".into(), "node 2".into()],
+        vec!["StandbyOnline".into(), "node 3".into(), "node 2".into()],
+        vec!["ManualSwitch".into(), "n1.example".into(), "n2.example".into()],
+        vec!["RaiseAlarm".into(), tricky_condition, "line one\nline  two\n".into()],
+        vec!["ClearAlarm".into(), "replication recovered: 'a b' \"c\" $(id)".into()],
+    ];
+    for (event, expected) in events.iter().zip(&expected_args) {
+        assert_eq!(&event.args(), expected);
+        assert_eq!(event.name(), expected[0]);
+    }
+
+    // All fired at once: they must still run one at a time, in order.
+    let started = Instant::now();
+    for event in events {
+        alerter.fire(&config, event);
+    }
+    let outcomes = settled(&alerter, expected_args.len()).await;
+    eprintln!("six hooks settled in {:?}", started.elapsed());
+
+    let want: String = expected_args.iter().map(|args| record(args, NODE_ID)).collect();
+    let got = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(got, want, "the script's record");
+    assert!(!pwned.exists(), "an argument was interpreted by a shell");
+
+    for (outcome, args) in outcomes.iter().zip(&expected_args) {
+        assert_eq!(&outcome.event, &args[0]);
+        assert_eq!(&outcome.args, args);
+        assert_eq!(outcome.mail, MailResult::NotConfigured);
+        match &outcome.hook {
+            HookResult::Exited { code: 0, stdout, stderr, .. } => {
+                assert_eq!(stdout, &format!("handled {}\n", args[0]));
+                assert_eq!(stderr, "to stderr\n");
+            }
+            other => panic!("{}: {other:?}", args[0]),
+        }
+    }
+    let seqs: Vec<u64> = outcomes.iter().map(|outcome| outcome.seq).collect();
+    assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
+}
+
+/// Whether a process is gone (or a zombie nobody reaped yet).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_past_its_timeout_is_killed_with_what_it_started_and_the_next_one_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("sleep.pid");
+    let calls = dir.path().join("calls");
+    let body = format!(
+        "#!/bin/sh\n\
+         if [ \"$1\" = Failover ]; then\n\
+           echo started\n\
+           sleep 30 &\n\
+           echo $! > '{}'\n\
+           wait\n\
+           echo never\n\
+         fi\n\
+         echo \"$1\" >> '{}'\n",
+        pid_file.display(),
+        calls.display()
+    );
+    let hook = script(dir.path(), "slow.sh", &body);
+    let alerter = Alerter::new(NODE_ID);
+    let config = hook_config(&hook, 1);
+
+    let started = Instant::now();
+    alerter.fire(&config, AlertEvent::Failover { active: "a".into(), standby: "b".into() });
+    alerter.fire(&config, AlertEvent::ClearAlarm { text: "after the slow one".into() });
+    let outcomes = settled(&alerter, 2).await;
+    let elapsed = started.elapsed();
+    eprintln!("timed-out hook and the next one settled in {elapsed:?}");
+
+    match &outcomes[0].hook {
+        HookResult::TimedOut { timeout_s: 1, stdout, .. } => assert_eq!(stdout, "started\n"),
+        other => panic!("expected a timeout: {other:?}"),
+    }
+    assert!(elapsed >= Duration::from_secs(1), "killed before its timeout: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(8), "not killed promptly: {elapsed:?}");
+    assert!(matches!(outcomes[1].hook, HookResult::Exited { code: 0, .. }), "{:?}", outcomes[1].hook);
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "ClearAlarm\n", "the killed script went on");
+
+    let sleep_pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let start = Instant::now();
+    while !process_gone(sleep_pid) {
+        assert!(start.elapsed() < Duration::from_secs(3), "the script's child {sleep_pid} survived the timeout");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_scripts_are_error_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.sh");
+    let not_executable = dir.path().join("plain.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let no_interpreter = script(dir.path(), "nointerp.sh", "#!/nonexistent/interpreter\nexit 0\n");
+    let failing = script(dir.path(), "fails.sh", "#!/bin/sh\necho bad >&2\nexit 3\n");
+
+    let alerter = Alerter::new(NODE_ID);
+    let event = || AlertEvent::ClearAlarm { text: "x".into() };
+    let cases: Vec<(String, &str)> = vec![
+        (missing.to_str().unwrap().into(), "does not exist"),
+        (not_executable.to_str().unwrap().into(), "not executable"),
+        ("hook.sh".into(), "absolute path"),
+        (dir.path().to_str().unwrap().into(), "not a regular file"),
+        (no_interpreter, "interpreter"),
+    ];
+    for (path, _) in &cases {
+        alerter.fire(&hook_config(path, 5), event());
+    }
+    alerter.fire(&hook_config(&failing, 5), event());
+    alerter.fire(&HaConfig::default(), event());
+    let outcomes = settled(&alerter, cases.len() + 2).await;
+
+    for (outcome, (path, why)) in outcomes.iter().zip(&cases) {
+        match &outcome.hook {
+            HookResult::Failed { error } => assert!(error.contains(why), "{path}: {error:?} should say {why:?}"),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    match &outcomes[cases.len()].hook {
+        HookResult::Exited { code: 3, stderr, .. } => assert_eq!(stderr, "bad\n"),
+        other => panic!("failing script: {other:?}"),
+    }
+    assert_eq!(outcomes[cases.len() + 1].hook, HookResult::NotConfigured);
+    assert_eq!(outcomes[cases.len() + 1].mail, MailResult::NotConfigured);
+}
+
+#[test]
+fn firing_outside_a_runtime_is_an_error_outcome_not_a_panic() {
+    let alerter = Alerter::new(NODE_ID);
+    let config = HaConfig {
+        hook_script: Some("/bin/true".into()),
+        alert_email: Some("ops@example.com".into()),
+        smtp: haven_core::ha::config::SmtpConfig {
+            host: Some("127.0.0.1".into()),
+            from: Some("haven@example.com".into()),
+            ..Default::default()
+        },
+        ..HaConfig::default()
+    };
+    alerter.fire(&config, AlertEvent::ClearAlarm { text: "x".into() });
+    let outcome = &alerter.recent()[0];
+    assert!(matches!(&outcome.hook, HookResult::Failed { error } if error.contains("runtime")), "{outcome:?}");
+    assert!(matches!(&outcome.mail, MailResult::Failed { error } if error.contains("runtime")), "{outcome:?}");
+}
+
+/// A current-thread runtime: `fire` returns before the hook worker first runs, so all
+/// events are queued at once and the oldest ones are dropped deterministically.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_hook_queue_drops_the_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, calls) = logging_script(dir.path());
+    let alerter = Alerter::new(NODE_ID);
+    let config = hook_config(&hook, 5);
+    let extra = 3;
+    let total = HOOK_QUEUE_MAX + extra;
+    for i in 0..total {
+        alerter.fire(&config, AlertEvent::ClearAlarm { text: format!("event {i}") });
+    }
+    let outcomes = settled(&alerter, total).await;
+    for outcome in &outcomes[..extra] {
+        assert!(matches!(outcome.hook, HookResult::Dropped { .. }), "{outcome:?}");
+    }
+    for outcome in &outcomes[extra..] {
+        assert!(matches!(outcome.hook, HookResult::Exited { code: 0, .. }), "{outcome:?}");
+    }
+    let want: String = (extra..total)
+        .map(|i| record(&["ClearAlarm".to_string(), format!("event {i}")], NODE_ID))
+        .collect();
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), want);
+}
+
+/// A real SMTP server: `python3 -m aiosmtpd` writing what it receives to a maildir.
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    maildir: PathBuf,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Python interpreter that has aiosmtpd (Debian's package installs it for
+/// /usr/bin/python3, which may not be the `python3` first on PATH).
+fn python_with_aiosmtpd() -> Option<&'static str> {
+    ["/usr/bin/python3", "python3"].into_iter().find(|python| {
+        Command::new(python)
+            .args(["-c", "import aiosmtpd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    })
+}
+
+fn start_smtp_server(python: &str, dir: &Path) -> SmtpServer {
+    let maildir = dir.join("maildir");
+    // A free port: bind, read it, release it (aiosmtpd binds it right after).
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(python)
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start python3 -m aiosmtpd");
+    let server = SmtpServer { child, port, maildir };
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < SETTLE_BOUND, "aiosmtpd did not listen on port {port} within {SETTLE_BOUND:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+fn messages(maildir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else { return Vec::new() };
+    let mut paths: Vec<PathBuf> = entries.map(|entry| entry.unwrap().path()).collect();
+    paths.sort();
+    paths.iter().map(|path| std::fs::read_to_string(path).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_mail_reaches_a_real_smtp_server() {
+    let Some(python) = python_with_aiosmtpd() else {
+        if std::env::var("HAVEN_SKIP_SMTP_TEST").as_deref() == Ok("1") {
+            eprintln!("skipped: HAVEN_SKIP_SMTP_TEST=1 and aiosmtpd is not installed");
+            return;
+        }
+        panic!(
+            "the alert mail test needs a real SMTP server: Debian's python3-aiosmtpd is not installed \
+             (install it with `apt-get install -y python3-aiosmtpd`, or set HAVEN_SKIP_SMTP_TEST=1 to skip)"
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_smtp_server(python, dir.path());
+    let alerter = Alerter::new(NODE_ID);
+    let mut config = HaConfig {
+        alert_email: Some("ops@example.com".into()),
+        ..HaConfig::default()
+    };
+    config.smtp.host = Some("127.0.0.1".into());
+    config.smtp.port = u64::from(server.port);
+    config.smtp.from = Some("haven@example.com".into());
+    config.smtp.starttls = false;
+
+    let started = Instant::now();
+    alerter.fire(&config, AlertEvent::Failover { active: "n2.example".into(), standby: "n1 \"old\"".into() });
+    let outcome = settled(&alerter, 1).await.remove(0);
+    eprintln!("mail settled in {:?}: {:?}", started.elapsed(), outcome.mail);
+    assert!(matches!(&outcome.mail, MailResult::Sent { response, .. } if response.starts_with("250")), "{outcome:?}");
+    assert_eq!(outcome.hook, HookResult::NotConfigured);
+
+    let start = Instant::now();
+    let mail = loop {
+        if let Some(mail) = messages(&server.maildir).pop() {
+            break mail;
+        }
+        assert!(start.elapsed() < SETTLE_BOUND, "no message in the maildir");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("{mail}");
+    assert!(mail.contains("X-RcptTo: ops@example.com"), "envelope recipient");
+    assert!(mail.contains("X-MailFrom: haven@example.com"), "envelope sender");
+    assert!(mail.contains("\nTo: ops@example.com"), "To header");
+    assert!(mail.contains("\nSubject: [haven] Failover on node 7"), "subject");
+    assert!(mail.contains("Content-Type: text/plain"), "plain text");
+    assert!(mail.contains("Haven HA event Failover on node 7"), "body");
+    assert!(mail.contains("  $1: \"Failover\"\n  $2: \"n2.example\"\n  $3: \"n1 \\\"old\\\"\"\n"), "arguments");
+    assert!(mail.contains(&format!("({} ms since the Unix epoch)", outcome.at_ms)), "time");
+
+    // STARTTLS required but not offered: refused, nothing sent in the clear.
+    config.smtp.starttls = true;
+    alerter.fire(&config, AlertEvent::ClearAlarm { text: "must not go in the clear".into() });
+    // Credentials: the password is read at send time and never shows up in the outcome.
+    let password_file = dir.path().join("smtp-password");
+    std::fs::write(&password_file, "s3cret-Pa55\n").unwrap();
+    config.smtp.starttls = false;
+    config.smtp.username = Some("haven".into());
+    config.smtp.password_file = Some(password_file.to_str().unwrap().into());
+    alerter.fire(&config, AlertEvent::ClearAlarm { text: "with credentials".into() });
+    config.smtp.password_file = Some(dir.path().join("no-such-file").to_str().unwrap().into());
+    alerter.fire(&config, AlertEvent::ClearAlarm { text: "without a password".into() });
+    let outcomes = settled(&alerter, 4).await;
+    for outcome in &outcomes[1..] {
+        eprintln!("{:?}", outcome.mail);
+        let MailResult::Failed { error } = &outcome.mail else { panic!("{outcome:?}") };
+        assert!(!error.contains("s3cret"), "the password leaked: {error}");
+    }
+    assert!(matches!(&outcomes[3].mail, MailResult::Failed { error } if error.contains("no-such-file")));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(messages(&server.maildir).len(), 1, "only the first message may arrive");
+}
