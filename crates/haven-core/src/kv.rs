@@ -842,7 +842,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for CopyOnWrite<T> {
 /// instead of a sequence of single bytes. Postcard writes both the same way (a varint length,
 /// then the bytes), so nothing stored changes, but a value is copied at once instead of
 /// byte by byte. JSON writes both as an array of numbers; either form reads back.
-mod byte_string {
+/// (`haven-store` uses it for the encoded state in a snapshot file.)
+pub mod byte_string {
     use std::fmt;
 
     use serde::de::SeqAccess;
@@ -935,6 +936,123 @@ mod tests {
         let guarded_delete = Request::new(None, Command::Delete { key: "k".into(), prev_revision: Some(1) });
         assert_eq!(state.apply(&guarded_delete), CommandResult::CompareFailed { current_revision: 2 });
         assert_eq!(state.get("k").unwrap().value, b"2");
+    }
+
+    /// The state as it was encoded before it was built from persistent structures: the
+    /// standard collections and plain byte vectors.
+    mod legacy {
+        use std::collections::BTreeMap;
+        use std::collections::HashMap;
+        use std::collections::VecDeque;
+
+        use serde::Deserialize;
+        use serde::Serialize;
+
+        use crate::admin::AdminState;
+        use crate::auth::TokenRecord;
+        use crate::kv::CommandResult;
+
+        #[derive(Serialize, Deserialize)]
+        pub struct Entry {
+            pub value: Vec<u8>,
+            pub create_revision: u64,
+            pub mod_revision: u64,
+            pub version: u64,
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub enum EventKind {
+            Put { value: Vec<u8>, create_revision: u64, version: u64 },
+            Delete,
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub struct Event {
+            pub revision: u64,
+            pub key: String,
+            pub kind: EventKind,
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub struct KvState {
+            pub entries: BTreeMap<String, Entry>,
+            pub revision: u64,
+            pub cluster_id: Option<String>,
+            pub history: VecDeque<Event>,
+            pub compact_revision: u64,
+            pub history_revisions: u64,
+            pub request_results: HashMap<String, CommandResult>,
+            pub request_order: VecDeque<String>,
+            pub tokens: BTreeMap<String, TokenRecord>,
+            #[serde(default)]
+            pub maintenance_since_ms: Option<u64>,
+            pub admin: AdminState,
+        }
+
+        /// `Command::Put` is variant 0, so this encodes like it.
+        #[derive(Serialize, Deserialize)]
+        pub enum Command {
+            Put { key: String, value: Vec<u8>, prev_revision: Option<u64> },
+        }
+    }
+
+    /// Snapshots and log entries written before the state was built from persistent
+    /// structures read the same, and the state encodes to the very same bytes.
+    #[test]
+    fn the_encoding_is_that_of_the_standard_collections() {
+        let mut state = KvState::new(3);
+        create(&mut state, 1, Role::Admin, None);
+        let mut with_id = put("a", "1");
+        with_id.request_id = Some("r1".into());
+        for request in [with_id, put("b", "2"), put("a", "\u{0}\u{ff}3"), del("b"), put("c", "")] {
+            state.apply(&request);
+        }
+        state.apply(&Request::new(None, Command::SetMaintenance { on: true }));
+        assert_eq!(state.compact_revision(), 2, "the history was trimmed");
+
+        let bytes = postcard::to_stdvec(&state).unwrap();
+        let old: legacy::KvState = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(postcard::to_stdvec(&old).unwrap(), bytes, "one request id: no hash order involved");
+        assert_eq!(old.entries["a"].value, "\u{0}\u{ff}3".as_bytes());
+        assert!(matches!(&old.history[0].kind, legacy::EventKind::Put { value, .. } if value == b"1"));
+        let back: KvState = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(serde_json::to_string(&state).unwrap(), serde_json::to_string(&old).unwrap());
+
+        let value = vec![7u8; 300];
+        let command = Command::Put { key: "k".into(), value: value.clone(), prev_revision: Some(3) };
+        let old_command = legacy::Command::Put { key: "k".into(), value, prev_revision: Some(3) };
+        assert_eq!(postcard::to_stdvec(&command).unwrap(), postcard::to_stdvec(&old_command).unwrap());
+        let json = serde_json::to_string(&old_command).unwrap();
+        assert_eq!(serde_json::to_string(&command).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), command, "a JSON array of bytes reads back");
+    }
+
+    /// A clone is a snapshot: changes to either side after it never show on the other.
+    #[test]
+    fn a_clone_is_independent_of_later_applies() {
+        let mut state = KvState::new(2000);
+        let admin = create(&mut state, 1, Role::Admin, None);
+        for i in 0..500 {
+            let mut request = put(&format!("k{i:03}"), &i.to_string());
+            request.request_id = Some(format!("id-{i}"));
+            state.apply(&request);
+        }
+        let copy = state.clone();
+        let (digest, revision) = (copy.digest(), copy.revision());
+        for i in 0..500 {
+            state.apply(&put(&format!("k{i:03}"), "changed"));
+        }
+        state.apply(&del("k000"));
+        state.apply(&Request::new(None, Command::RevokeToken { id: admin.id.clone() }));
+        state.apply(&Request::new(None, Command::SetMaintenance { on: true }));
+        assert_eq!((copy.digest(), copy.revision()), (digest, revision));
+        assert_eq!(copy.get("k000").map(|e| e.value.as_slice()), Some(&b"0"[..]));
+        assert!(copy.token(&admin.id).is_some() && state.token(&admin.id).is_none());
+        assert_eq!(copy.maintenance_since_ms(), None);
+        assert_eq!(copy.events_after(0, "", usize::MAX).unwrap().0.len(), 500);
+        assert_eq!(state.events_after(0, "", usize::MAX).unwrap().0.len(), 1001);
+        assert_ne!(state.digest(), digest);
     }
 
     #[test]

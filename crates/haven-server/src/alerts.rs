@@ -165,15 +165,33 @@ pub enum HookResult {
     Queued,
     Running,
     /// The script ran to its end (0 is success; anything else is logged as a warning).
-    Exited { code: i32, duration_ms: u64, stdout: String, stderr: String },
+    Exited {
+        code: i32,
+        duration_ms: u64,
+        stdout: String,
+        stderr: String,
+    },
     /// Ended by a signal Haven did not send.
-    Signalled { signal: i32, duration_ms: u64, stdout: String, stderr: String },
+    Signalled {
+        signal: i32,
+        duration_ms: u64,
+        stdout: String,
+        stderr: String,
+    },
     /// Ran past `hook_timeout_s`: its process group was killed.
-    TimedOut { timeout_s: u64, stdout: String, stderr: String },
+    TimedOut {
+        timeout_s: u64,
+        stdout: String,
+        stderr: String,
+    },
     /// Could not be started (missing, not executable, not an absolute path, ...).
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     /// Dropped from a full queue before it ran.
-    Dropped { reason: String },
+    Dropped {
+        reason: String,
+    },
 }
 
 impl HookResult {
@@ -192,10 +210,17 @@ pub enum MailResult {
     Queued,
     Sending,
     /// Accepted by the relay; `response` is its answer (`250 ...`).
-    Sent { duration_ms: u64, response: String },
-    Failed { error: String },
+    Sent {
+        duration_ms: u64,
+        response: String,
+    },
+    Failed {
+        error: String,
+    },
     /// Dropped from a full queue before it was sent.
-    Dropped { reason: String },
+    Dropped {
+        reason: String,
+    },
 }
 
 impl MailResult {
@@ -471,12 +496,13 @@ async fn run_hook(node_id: u64, job: &HookJob) -> HookResult {
         Ok(child) => child,
         Err(error) => {
             let why = match error.raw_os_error() {
-                Some(libc::ENOEXEC) => format!("hook script {} cannot be executed: {error} (missing #! line?)", job.script),
+                Some(libc::ENOEXEC) => {
+                    format!("hook script {} cannot be executed: {error} (missing #! line?)", job.script)
+                }
                 Some(libc::EACCES) => format!("hook script {} cannot be executed: permission denied", job.script),
-                Some(libc::ENOENT) => format!(
-                    "hook script {} cannot be started: {error} (its #! interpreter missing?)",
-                    job.script
-                ),
+                Some(libc::ENOENT) => {
+                    format!("hook script {} cannot be started: {error} (its #! interpreter missing?)", job.script)
+                }
                 _ => format!("hook script {} cannot be started: {error}", job.script),
             };
             return failed(why);
@@ -641,7 +667,12 @@ async fn try_send_mail(node_id: u64, job: &MailJob) -> Result<String, String> {
         .ok()
         .filter(|port| *port > 0)
         .ok_or_else(|| format!("smtp.port {} is not a TCP port", smtp.port))?;
+    let host_name = host_name();
+    // Unique per node and event (seq restarts with the process, the time does not).
+    let message_id =
+        format!("<haven.n{node_id}.{}.{}@{}>", job.at_ms, job.seq, host_name.as_deref().unwrap_or("localhost"));
     let message = Message::builder()
+        .message_id(Some(message_id))
         .from(from)
         .to(to)
         .subject(mail_subject(job.event, node_id))
@@ -664,14 +695,11 @@ async fn try_send_mail(node_id: u64, job: &MailJob) -> Result<String, String> {
         .port(port)
         .tls(tls)
         .timeout(Some(SMTP_COMMAND_TIMEOUT));
-    if let Some(name) = hello_name() {
-        builder = builder.hello_name(name);
+    if let Some(name) = host_name {
+        builder = builder.hello_name(ClientId::Domain(name));
     }
     if let Some(username) = &smtp.username {
-        let path = smtp
-            .password_file
-            .as_deref()
-            .ok_or("smtp.username is set but smtp.password_file is not")?;
+        let path = smtp.password_file.as_deref().ok_or("smtp.username is set but smtp.password_file is not")?;
         let password = read_password(path).await?;
         builder = builder.credentials(Credentials::new(username.clone(), password));
     }
@@ -692,8 +720,7 @@ async fn read_password(path: &str) -> Result<String, String> {
         ));
     }
     let bytes = tokio::fs::read(path).await.map_err(|error| format!("smtp.password_file {path}: {error}"))?;
-    let mut password =
-        String::from_utf8(bytes).map_err(|_| format!("smtp.password_file {path} is not UTF-8 text"))?;
+    let mut password = String::from_utf8(bytes).map_err(|_| format!("smtp.password_file {path} is not UTF-8 text"))?;
     if password.ends_with('\n') {
         password.pop();
         if password.ends_with('\r') {
@@ -706,13 +733,13 @@ async fn read_password(path: &str) -> Result<String, String> {
     Ok(password)
 }
 
-/// This machine's host name for EHLO, when it is a valid one (else lettre's default, the
-/// address literal `[127.0.0.1]`).
-fn hello_name() -> Option<ClientId> {
+/// This machine's host name for EHLO and the Message-ID, when it is a valid one (else
+/// lettre's default EHLO, the address literal `[127.0.0.1]`, and `localhost`).
+fn host_name() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim();
     check_host_name(name).ok()?;
-    Some(ClientId::Domain(name.to_string()))
+    Some(name.to_string())
 }
 
 /// An argument as it can travel in argv: NUL bytes replaced, cut to [`ARG_BYTES_MAX`] on
@@ -751,13 +778,7 @@ pub fn format_utc_ms(ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
 }
 
 #[cfg(test)]

@@ -139,10 +139,25 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
     if guard.access == Access::Public {
         return next.run(request).await;
     }
-    let caller = {
-        let state = guard.node.state.read();
-        authorize(&state.kv, request.headers(), guard.access, now_ms())
+    // The headers alone cross the await below (a request body is not `Sync`).
+    let headers = request.headers().clone();
+    let check = |node: &Node| {
+        let state = node.state.read();
+        authorize(&state.kv, &headers, guard.access, now_ms())
     };
+    let mut caller = check(&guard.node);
+    if caller.as_ref().is_err_and(|error| error.status == StatusCode::UNAUTHORIZED)
+        && token_unknown_here(&guard.node, &headers)
+    {
+        // A token created a moment ago may not have reached this replica yet (a new member,
+        // a follower a few entries behind): catch up with the leader once and check again.
+        // Bounded, so requests with made-up token ids cannot make every node chase the leader.
+        if let Ok(_permit) = guard.node.auth_catch_up.try_acquire() {
+            if guard.node.read_barrier().await.is_ok() {
+                caller = check(&guard.node);
+            }
+        }
+    }
     match caller {
         Ok(mut caller) => {
             caller.received_by = guard.node.node_id;
@@ -152,6 +167,19 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
         Err(error) => error_response(error),
     }
 }
+
+/// Whether the request presents a well-formed token whose id this replica does not hold.
+fn token_unknown_here(node: &Node, headers: &HeaderMap) -> bool {
+    let Some(presented) = bearer_token(headers).and_then(|token| parse_token(token).ok()) else {
+        return false;
+    };
+    node.state.read().kv.token(presented.id).is_none()
+}
+
+/// Requests that may wait for a read barrier at once because their token is not (yet) known
+/// here: enough for clients racing a token's creation, too few to turn a flood of made-up
+/// tokens into a flood of leader round trips.
+pub const AUTH_CATCH_UPS_MAX: usize = 16;
 
 /// The decision of [`require`], as a plain function of the token table, the headers, the
 /// route's access and the time.

@@ -125,6 +125,8 @@ pub struct Node {
     pub local: Arc<LocalPeer>,
     pub transport: Arc<dyn Transport>,
     pub watchers: Arc<Semaphore>,
+    /// See `crate::auth::AUTH_CATCH_UPS_MAX`.
+    pub(crate) auth_catch_up: Semaphore,
     db: Arc<redb::Database>,
     probes: Mutex<BTreeMap<NodeId, Probe>>,
     pub(crate) assembler: tokio::sync::Mutex<SnapshotAssembler>,
@@ -211,6 +213,7 @@ impl Node {
             local,
             transport,
             watchers: Arc::new(Semaphore::new(WATCHERS_PER_NODE_MAX)),
+            auth_catch_up: Semaphore::new(crate::auth::AUTH_CATCH_UPS_MAX),
             db,
             probes: Mutex::new(BTreeMap::new()),
             assembler: tokio::sync::Mutex::new(SnapshotAssembler::default()),

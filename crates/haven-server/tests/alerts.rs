@@ -91,7 +91,8 @@ async fn the_hook_gets_exactly_the_seed_parameters_in_order() {
     let alerter = Alerter::new(NODE_ID);
     let config = hook_config(&hook, 5);
 
-    let tricky_condition = format!("it's \"quoted\" $(touch {}) `touch {}` $HOME * ;|&", pwned.display(), pwned.display());
+    let tricky_condition =
+        format!("it's \"quoted\" $(touch {}) `touch {}` $HOME * ;|&", pwned.display(), pwned.display());
     let events = vec![
         AlertEvent::Failover { active: "n2.example".into(), standby: "n1.example".into() },
         AlertEvent::StandbyOffline { standby: "node 3".into(), active: "node 2".into() },
@@ -276,9 +277,8 @@ async fn a_full_hook_queue_drops_the_oldest() {
     for outcome in &outcomes[extra..] {
         assert!(matches!(outcome.hook, HookResult::Exited { code: 0, .. }), "{outcome:?}");
     }
-    let want: String = (extra..total)
-        .map(|i| record(&["ClearAlarm".to_string(), format!("event {i}")], NODE_ID))
-        .collect();
+    let want: String =
+        (extra..total).map(|i| record(&["ClearAlarm".to_string(), format!("event {i}")], NODE_ID)).collect();
     assert_eq!(std::fs::read_to_string(&calls).unwrap(), want);
 }
 
@@ -350,10 +350,7 @@ async fn alert_mail_reaches_a_real_smtp_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_smtp_server(python, dir.path());
     let alerter = Alerter::new(NODE_ID);
-    let mut config = HaConfig {
-        alert_email: Some("ops@example.com".into()),
-        ..HaConfig::default()
-    };
+    let mut config = HaConfig { alert_email: Some("ops@example.com".into()), ..HaConfig::default() };
     config.smtp.host = Some("127.0.0.1".into());
     config.smtp.port = u64::from(server.port);
     config.smtp.from = Some("haven@example.com".into());
@@ -379,6 +376,7 @@ async fn alert_mail_reaches_a_real_smtp_server() {
     assert!(mail.contains("X-MailFrom: haven@example.com"), "envelope sender");
     assert!(mail.contains("\nTo: ops@example.com"), "To header");
     assert!(mail.contains("\nSubject: [haven] Failover on node 7"), "subject");
+    assert!(mail.contains(&format!("Message-ID: <haven.n7.{}.1@", outcome.at_ms)), "message id");
     assert!(mail.contains("Content-Type: text/plain"), "plain text");
     assert!(mail.contains("Haven HA event Failover on node 7"), "body");
     assert!(mail.contains("  $1: \"Failover\"\n  $2: \"n2.example\"\n  $3: \"n1 \\\"old\\\"\"\n"), "arguments");

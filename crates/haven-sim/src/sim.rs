@@ -440,6 +440,8 @@ struct World {
     membership_task: Option<tokio::task::JoinHandle<MembershipOutcome>>,
     view: View,
     observed: BTreeMap<NodeId, (ServerState, u64, Option<NodeId>)>,
+    /// Node lifetimes whose Raft stopped by itself, already reported.
+    stopped: BTreeSet<(NodeId, u64)>,
     steps: u64,
     client_tasks: Vec<tokio::task::JoinHandle<()>>,
     sync_mode: SyncMode,
@@ -541,6 +543,7 @@ impl World {
             membership_task: None,
             view: View::default(),
             observed: BTreeMap::new(),
+            stopped: BTreeSet::new(),
             steps: 0,
             client_tasks: Vec::new(),
             sync_mode,
@@ -689,6 +692,14 @@ impl World {
                     metrics.last_applied.map_or("-".to_string(), |log_id| log_id.to_string())
                 );
                 self.observed.insert(*id, summary);
+            }
+            if let Err(fatal) = &metrics.running_state {
+                // A running node whose Raft stopped on its own: a panic or a storage error
+                // (a crash is not one: a crashed node is no longer running here).
+                if !self.stopped.contains(&(*id, running.start)) {
+                    self.stopped.insert((*id, running.start));
+                    self.checker.report(format!("node {id}'s Raft stopped: {fatal}"));
+                }
             }
             if metrics.state == ServerState::Leader {
                 self.checker.observe_leader(*id, running.start, metrics.current_term);

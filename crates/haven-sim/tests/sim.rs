@@ -47,8 +47,8 @@ fn fast_seeds_hold_every_invariant() {
 /// operation and leader change at the same simulated microsecond).
 #[test]
 fn one_seed_gives_one_trace() {
-    // Seed 3 draws the `fast` profile and several faults in its first seconds.
-    let options = options(3, Mutant::None, 2_000);
+    // Seed 15 draws the `fast` profile, two partitions and a power cut in 2.5 s.
+    let options = options(15, Mutant::None, 2_500);
     let first = run(&options);
     let second = run(&options);
     assert!(first.trace_events > 1_000, "a trace this short proves little: {}", first.summary_line());

@@ -227,6 +227,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.range(bounds).map(|(index, entry)| (*index, entry.clone())).collect()
         };
+        // The common case on a leader: replication reads entries just appended. When the
+        // first one asked for is still pending, so is every later one (the writer commits in
+        // queue order, and a truncation waits for the writer), so redb has none of them:
+        // skip the read transaction and the hop to a blocking thread.
+        let first = match bounds.0 {
+            Bound::Included(index) => Some(index),
+            Bound::Excluded(index) => index.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        if first.is_some_and(|first| pending.contains_key(&first)) {
+            return Ok(pending.into_values().collect());
+        }
         let mut entries = BTreeMap::new();
         let db = self.db.clone();
         let stored = tokio::task::spawn_blocking(move || -> io::Result<Vec<(u64, Entry)>> {
