@@ -76,14 +76,7 @@ fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
 
 /// The members with the addresses ping targets must not be (host parts of their URLs).
 fn member_addresses(node: &Node) -> Vec<NodeAddresses> {
-    fn host(address: &str) -> String {
-        let rest = address.split("://").nth(1).unwrap_or(address);
-        let authority = rest.split('/').next().unwrap_or(rest);
-        match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
-            None => authority.rsplit_once(':').map_or(authority, |(host, _)| host).to_string(),
-        }
-    }
+    use crate::ha::host_of as host;
     node.membership()
         .nodes()
         .map(|(id, member)| NodeAddresses {

@@ -16,11 +16,13 @@
 //! witness or priority-0 leader refuses client writes so it never acts as the primary.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use crate::alerts::AlertEvent;
 use haven_core::admin::AuditChange;
 use haven_core::admin::AuditEntry;
 use haven_core::ha::config::HaConfig;
@@ -53,6 +55,10 @@ pub const TRANSFER_RETRY: Duration = Duration::from_secs(2);
 /// A member within this many entries of the leader's last entry counts as caught up for
 /// failback and hand-off (one append batch: it will hold the rest after one more round).
 pub const HANDOFF_LAG_ENTRIES_MAX: u64 = haven_core::limits::APPEND_ENTRIES_MAX;
+
+/// A new primary hears from its members within a few heartbeats; alerting "offline" before
+/// that would page someone at every election.
+pub const OFFLINE_ALERT_GRACE_MS: u64 = 5_000;
 
 /// Window over which failovers are counted for status (seed 002 users think per hour).
 pub const FAILOVER_WINDOW_MS: u64 = 3_600_000;
@@ -100,6 +106,9 @@ pub struct HaRuntime {
     last_transfer: Option<Instant>,
     /// When this node first applied a teardown that detaches it.
     teardown_seen: Option<Instant>,
+    /// Members this node, as primary, has alerted about as offline / lagging.
+    offline_alerted: BTreeSet<NodeId>,
+    lag_alerted: BTreeSet<NodeId>,
     /// The last failback / hand-off decision, for status.
     pub last_decision: Option<String>,
     pub gate: Gate,
@@ -119,6 +128,8 @@ impl HaRuntime {
             recorded_term: 0,
             last_transfer: None,
             teardown_seen: None,
+            offline_alerted: BTreeSet::new(),
+            lag_alerted: BTreeSet::new(),
             last_decision: None,
             gate: Gate::Allowed,
             leader_changes: FailoverCounter::new(FAILOVER_WINDOW_MS),
@@ -307,6 +318,9 @@ impl Node {
         }
         self.audit_finished_recovery().await;
         let candidates = self.candidates(&config, &metrics);
+        if now_ms.saturating_sub(leader_since_ms) >= OFFLINE_ALERT_GRACE_MS {
+            self.alert_member_changes(&candidates);
+        }
         let situation = failback::Situation {
             members: &candidates,
             leader: Some(self.node_id),
@@ -336,6 +350,50 @@ impl Node {
         self.record_audit(entry).await;
         if let Err(error) = self.raft.trigger().transfer_leader(target).await {
             tracing::warn!(%error, target, "leadership transfer failed");
+        }
+    }
+
+    /// Fires an alert (seed 002's hook script and e-mail) under the applied configuration.
+    pub fn alert(&self, event: AlertEvent) {
+        tracing::info!(event = event.name(), args = ?event.args(), "HA alert");
+        self.alerts.fire(&self.ha_config(), event);
+    }
+
+    /// As the primary: a member going offline or coming back (seed 002's StandbyOffline,
+    /// and the clear it lacks), and a member falling behind or catching up (RaiseAlarm /
+    /// ClearAlarm), each once per transition.
+    fn alert_member_changes(&self, candidates: &[Candidate]) {
+        let host = |id: NodeId| {
+            self.membership().get_node(&id).map_or_else(|| format!("node-{id}"), |n| host_of(&n.client_url))
+        };
+        let me = host(self.node_id);
+        let mut events = Vec::new();
+        {
+            let mut ha = self.ha.lock().unwrap_or_else(|e| e.into_inner());
+            for member in candidates.iter().filter(|member| member.id != self.node_id) {
+                let offline = member.healthy_since_ms.is_none();
+                if offline && ha.offline_alerted.insert(member.id) {
+                    events.push(AlertEvent::StandbyOffline { standby: host(member.id), active: me.clone() });
+                } else if !offline && ha.offline_alerted.remove(&member.id) {
+                    events.push(AlertEvent::StandbyOnline { standby: host(member.id), active: me.clone() });
+                }
+                let lagging = !offline && !member.caught_up;
+                if lagging && ha.lag_alerted.insert(member.id) {
+                    events.push(AlertEvent::RaiseAlarm {
+                        condition: format!("replication to node {} lagging", member.id),
+                        error: format!(
+                            "node {} is more than {HANDOFF_LAG_ENTRIES_MAX} entries behind the primary",
+                            member.id
+                        ),
+                    });
+                } else if !lagging && !offline && ha.lag_alerted.remove(&member.id) {
+                    events
+                        .push(AlertEvent::ClearAlarm { text: format!("replication to node {} caught up", member.id) });
+                }
+            }
+        }
+        for event in events {
+            self.alert(event);
         }
     }
 
@@ -388,6 +446,19 @@ impl Node {
                     })
             })
         };
+        let host = |id: NodeId| {
+            self.membership().get_node(&id).map_or_else(|| format!("node-{id}"), |n| host_of(&n.client_url))
+        };
+        let me = host(self.node_id);
+        match (planned, previous_leader) {
+            (true, Some(previous)) if previous != self.node_id => {
+                self.alert(AlertEvent::ManualSwitch { active: me.clone(), standby: host(previous) })
+            }
+            (false, Some(previous)) if previous != self.node_id => {
+                self.alert(AlertEvent::Failover { active: me.clone(), standby: host(previous) })
+            }
+            _ => {}
+        }
         let entry = match (planned, previous_leader) {
             (true, _) => {
                 AuditEntry::new("primary.taken", format!("node {} took over as planned in term {term}", self.node_id))
@@ -447,6 +518,17 @@ impl Node {
         if let Err(error) = write_json(&path, &recorded) {
             tracing::warn!(%error, "cannot record the configured timing for the next start");
         }
+    }
+}
+
+/// The host part of a URL or `host:port` address (what seed 002's hook scripts call a
+/// host: an IP address or a name).
+pub fn host_of(address: &str) -> String {
+    let rest = address.split("://").nth(1).unwrap_or(address);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host).to_string(),
     }
 }
 

@@ -125,6 +125,8 @@ pub struct Node {
     pub local: Arc<LocalPeer>,
     pub transport: Arc<dyn Transport>,
     pub watchers: Arc<Semaphore>,
+    /// Seed 002's hook script and alert e-mail.
+    pub alerts: crate::alerts::Alerter,
     /// See `crate::auth::AUTH_CATCH_UPS_MAX`.
     pub(crate) auth_catch_up: Semaphore,
     db: Arc<redb::Database>,
@@ -214,6 +216,7 @@ impl Node {
             transport,
             watchers: Arc::new(Semaphore::new(WATCHERS_PER_NODE_MAX)),
             auth_catch_up: Semaphore::new(crate::auth::AUTH_CATCH_UPS_MAX),
+            alerts: crate::alerts::Alerter::new(config.node_id),
             db,
             probes: Mutex::new(BTreeMap::new()),
             assembler: tokio::sync::Mutex::new(SnapshotAssembler::default()),

@@ -69,6 +69,8 @@ pub struct Status {
     pub candidacy_withheld: Option<String>,
     /// The last failback / hand-off decision of this node (as leader).
     pub failback: Option<String>,
+    /// The latest alerts this node fired (hook and e-mail outcomes), newest last.
+    pub alerts: Vec<crate::alerts::AlertOutcome>,
 }
 
 pub fn status(node: &Node) -> Status {
@@ -176,8 +178,13 @@ pub fn status(node: &Node) -> Status {
         ping_targets: node.targets.snapshot(std::time::Instant::now()),
         candidacy_withheld,
         failback,
+        alerts: node.alerts.recent().into_iter().rev().take(STATUS_ALERTS_MAX).rev().collect(),
     }
 }
+
+/// Alerts shown in status: the latest few say whether the hook and the mail work; the
+/// node's log has them all.
+pub const STATUS_ALERTS_MAX: usize = 8;
 
 /// The HA status from this node's view. A follower cannot see the leader's quorum; it
 /// takes a leader it hears from as having one (a leader without quorum stops being heard

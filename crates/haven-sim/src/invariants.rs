@@ -167,7 +167,10 @@ impl Checker {
         let leader = leader_of(log_id);
         trace!(self.trace, "ack node {node} {} {what}", show(log_id));
         if leader.1 != node {
-            self.violate(&mut state, format!("node {node} acknowledged {what} at {}, an entry of another leader", show(log_id)));
+            self.violate(
+                &mut state,
+                format!("node {node} acknowledged {what} at {}, an entry of another leader", show(log_id)),
+            );
         }
         if let Some(other) = state.acks.get(&index).cloned() {
             if other.log_id != *log_id {

@@ -321,7 +321,13 @@ impl Net {
     }
 
     /// Sends `rpc` from `from` to `to` and waits at most `timeout` for the reply.
-    pub async fn call(self: &Arc<Self>, from: NodeId, to: NodeId, rpc: Rpc, timeout: Duration) -> Result<Reply, CallError> {
+    pub async fn call(
+        self: &Arc<Self>,
+        from: NodeId,
+        to: NodeId,
+        rpc: Rpc,
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
         self.wait_running(from).await;
         let deadline = tokio::time::Instant::now() + timeout;
         let description = rpc.describe();
@@ -389,7 +395,12 @@ impl Net {
             trace!(self.trace, "net {to}->{from}: reply lost");
             return;
         };
-        trace!(self.trace, "net {to}->{from}: reply {}, {}us", if result.is_ok() { "ok" } else { "error" }, delay.as_micros());
+        trace!(
+            self.trace,
+            "net {to}->{from}: reply {}, {}us",
+            if result.is_ok() { "ok" } else { "error" },
+            delay.as_micros()
+        );
         tokio::time::sleep(delay).await;
         if self.is_cut(to, from) {
             self.lock().stats.lost += 1;

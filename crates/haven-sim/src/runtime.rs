@@ -259,7 +259,9 @@ impl AsyncRuntime for SimRuntime {
     }
 
     fn block_on<F, T>(&mut self, future: F) -> T
-    where F: Future<Output = T> {
+    where
+        F: Future<Output = T>,
+    {
         self.inner.block_on(future)
     }
 

@@ -514,7 +514,8 @@ impl World {
             stale_reads: options.mutant == Mutant::StaleReads,
             start: tokio::time::Instant::now(),
         });
-        let sync_mode = if options.mutant == Mutant::AckBeforeFsync { SyncMode::AckBeforeFsync } else { SyncMode::Fsync };
+        let sync_mode =
+            if options.mutant == Mutant::AckBeforeFsync { SyncMode::AckBeforeFsync } else { SyncMode::Fsync };
         trace!(
             trace,
             "seed {} mutant {} profile {} voters {initial_voters} faults {:?}",
@@ -606,7 +607,7 @@ impl World {
         let state_machine = StateMachine::open(id, disk.clone(), self.checker.clone());
         let factory = SimNetworkFactory::new(self.net.clone(), id);
         // The disk first: starting may already wait for a write to be flushed.
-        let flusher = clock.scope(async { crate::runtime::spawn(disk.clone().run_flusher(incarnation)) }).await;
+        let flusher = crate::runtime::spawn(clock.scope(disk.clone().run_flusher(incarnation)));
         let log_store = LogStore::open(disk.clone());
         let created = tokio::time::timeout(
             START_TIMEOUT,
@@ -650,12 +651,8 @@ impl World {
     }
 
     fn update_targets(&self) {
-        let targets: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, node)| node.started && !node.retired)
-            .map(|(id, _)| *id)
-            .collect();
+        let targets: Vec<NodeId> =
+            self.nodes.iter().filter(|(_, node)| node.started && !node.retired).map(|(id, _)| *id).collect();
         *self.clients.targets.lock().unwrap_or_else(|e| e.into_inner()) = targets;
     }
 
@@ -961,7 +958,9 @@ impl World {
                 let candidates: Vec<NodeId> = self
                     .nodes
                     .iter()
-                    .filter(|(id, node)| (!node.started || node.retired) && !voters.contains(id) && !learners.contains(id))
+                    .filter(|(id, node)| {
+                        (!node.started || node.retired) && !voters.contains(id) && !learners.contains(id)
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 let Some(id) = self.rng.pick(&candidates).copied() else { return false };
@@ -969,11 +968,9 @@ impl World {
                 self.start_node(id).await;
                 let what = format!("add learner {id}");
                 crate::runtime::spawn(clock.scope(async move {
-                    let result = tokio::time::timeout(
-                        MEMBERSHIP_TIMEOUT,
-                        raft.add_learner(id, openraft::EmptyNode {}, false),
-                    )
-                    .await;
+                    let result =
+                        tokio::time::timeout(MEMBERSHIP_TIMEOUT, raft.add_learner(id, openraft::EmptyNode {}, false))
+                            .await;
                     MembershipOutcome { what, removed: None, ok: matches!(result, Ok(Ok(_))) }
                 }))
             }
@@ -1118,7 +1115,12 @@ impl World {
                 .into_iter()
                 .filter(|id| {
                     self.nodes.get(id).and_then(|node| node.running.as_ref()).is_none_or(|running| {
-                        running.raft.metrics().borrow_watched().last_applied.is_none_or(|applied| applied.index < log_id.index)
+                        running
+                            .raft
+                            .metrics()
+                            .borrow_watched()
+                            .last_applied
+                            .is_none_or(|applied| applied.index < log_id.index)
                     })
                 })
                 .collect();

@@ -473,11 +473,9 @@ impl RaftSnapshotBuilder<SimTypes> for StateMachine {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let data = self.lock().clone();
-        let meta = SnapshotMeta {
-            last_log_id: data.last_applied,
-            last_membership: data.membership.clone(),
-        };
-        self.cell.lock_for(self.incarnation)?.snapshot = Some(StoredSnapshot { meta: meta.clone(), data: data.clone() });
+        let meta = SnapshotMeta { last_log_id: data.last_applied, last_membership: data.membership.clone() };
+        self.cell.lock_for(self.incarnation)?.snapshot =
+            Some(StoredSnapshot { meta: meta.clone(), data: data.clone() });
         Ok(Snapshot { meta, snapshot: data })
     }
 }
@@ -492,7 +490,9 @@ impl RaftStateMachine<SimTypes> for StateMachine {
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where Strm: Stream<Item = Result<EntryResponder<SimTypes>, io::Error>> + Unpin + OptionalSend {
+    where
+        Strm: Stream<Item = Result<EntryResponder<SimTypes>, io::Error>> + Unpin + OptionalSend,
+    {
         while let Some((entry, responder)) = entries.try_next().await? {
             let (result, digest) = {
                 let mut state = self.lock();

@@ -150,7 +150,8 @@ impl Watch for SimWatch {
 }
 
 impl<T> WatchSender<SimWatch, T> for SimWatchSender<T>
-where T: OptionalSend + OptionalSync
+where
+    T: OptionalSend + OptionalSync,
 {
     fn send(&self, value: T) -> Result<(), SendError<T>> {
         if self.shared.registry().receivers == 0 {
@@ -162,7 +163,9 @@ where T: OptionalSend + OptionalSync
     }
 
     fn send_if_modified<F>(&self, modify: F) -> bool
-    where F: FnOnce(&mut T) -> bool {
+    where
+        F: FnOnce(&mut T) -> bool,
+    {
         let modified = {
             let mut value = self.shared.value.write().unwrap_or_else(|e| e.into_inner());
             modify(&mut value)
@@ -185,7 +188,8 @@ where T: OptionalSend + OptionalSync
 }
 
 impl<T> WatchReceiver<SimWatch, T> for SimWatchReceiver<T>
-where T: OptionalSend + OptionalSync
+where
+    T: OptionalSend + OptionalSync,
 {
     async fn changed(&mut self) -> Result<(), RecvError> {
         poll_fn(|cx| {

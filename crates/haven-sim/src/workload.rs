@@ -84,7 +84,11 @@ pub struct Clients {
 
 /// A proposal's fate as the client sees it.
 pub enum Proposed {
-    Done { node: NodeId, log_id: LogId, result: CommandResult },
+    Done {
+        node: NodeId,
+        log_id: LogId,
+        result: CommandResult,
+    },
     /// Certainly not applied: refused before it entered a log.
     Rejected(String),
     /// May be applied at any time, or never.
@@ -147,7 +151,9 @@ impl Clients {
                         };
                         endpoint
                             .clock
-                            .scope(endpoint.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "read index"))
+                            .scope(
+                                endpoint.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "read index"),
+                            )
                             .await
                             .map_err(|error| error.to_string())?;
                     }
@@ -268,7 +274,8 @@ pub async fn run_client(clients: Arc<Clients>, client: u64, mut rng: SimRng) {
         } else if dice < READ_PERCENT + WRITE_PERCENT {
             let command = Command::Put { key: key.into(), value: value.clone().into_bytes(), prev_revision: None };
             let kind = OpKind::Write { value };
-            answered = clients.recorded_write(client, node, key, kind, request(request_id, command, now_ms)).await.is_some();
+            answered =
+                clients.recorded_write(client, node, key, kind, request(request_id, command, now_ms)).await.is_some();
         } else if dice < READ_PERCENT + WRITE_PERCENT + CAS_PERCENT {
             let seen = last_seen.get(key).cloned().flatten();
             let expected = seen.as_ref().map(|(value, _)| value.clone());
@@ -277,7 +284,8 @@ pub async fn run_client(clients: Arc<Clients>, client: u64, mut rng: SimRng) {
             let command =
                 Command::Put { key: key.into(), value: value.clone().into_bytes(), prev_revision: Some(prev_revision) };
             let kind = OpKind::Cas { expected, value };
-            answered = clients.recorded_write(client, node, key, kind, request(request_id, command, now_ms)).await.is_some();
+            answered =
+                clients.recorded_write(client, node, key, kind, request(request_id, command, now_ms)).await.is_some();
         } else {
             let command = Command::Delete { key: key.into(), prev_revision: None };
             let request = request(request_id, command, now_ms);

@@ -689,3 +689,35 @@ fn seed_002_workflow_from_the_cli() {
     let stable = status(&mut cluster);
     assert!(stable.contains("witness"), "the witness role of node 3 still applies: {stable}");
 }
+
+/// Seed 002's HA custom script, run by the new primary on a failover with exactly the
+/// seed's parameters (`Failover <active host> <standby host>`), and a role swap
+/// (`ManualSwitch`); the outcome is in status.
+#[test]
+fn the_hook_script_runs_on_failover_and_switchover() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let record = cluster.dir.path().join("hook.log");
+    let script = cluster.dir.path().join("hook.sh");
+    std::fs::write(&script, format!("#!/bin/sh\necho \"$1|$2|$3|$HAVEN_NODE_ID\" >> {}\n", record.display())).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    apply_config(&cluster, 0, json!({ "hook_script": script.display().to_string() }));
+    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    let target = (1..=3).find(|id| *id != leader).unwrap();
+    let (code, body) = call(&cluster, 0, "POST", "/v1/switchover", Some(json!({ "to": target })));
+    assert_eq!(code, 200, "{body}");
+    cluster.wait_for(CONDITION_TIMEOUT, "the ManualSwitch hook", |_| {
+        std::fs::read_to_string(&record).is_ok_and(|text| text.contains("ManualSwitch|127.0.0.1|127.0.0.1|"))
+    });
+    let index = cluster.index_of(target);
+    cluster.kill(index);
+    let new = cluster.wait_leader(LEADER_TIMEOUT);
+    cluster.wait_for(CONDITION_TIMEOUT, "the Failover hook on the new primary", |_| {
+        std::fs::read_to_string(&record).is_ok_and(|text| text.contains(&format!("Failover|127.0.0.1|127.0.0.1|{new}")))
+    });
+    let status = cluster.status(cluster.index_of(new)).unwrap();
+    let alerts = status["alerts"].as_array().cloned().unwrap_or_default();
+    assert!(alerts.iter().any(|a| a["event"] == "Failover" && a["hook"]["state"] == "exited"), "{status}");
+}
