@@ -225,11 +225,6 @@ impl Checker {
         }
         state.acks.insert(index, AckRecord { node, log_id: *log_id, at_us, what });
     }
-
-    /// The liveness phase's catch-up check: the first entry applied at `index`, if any.
-    pub fn applied_at(&self, index: u64) -> Option<LogId> {
-        self.lock().applied.get(&index).map(|record| record.log_id)
-    }
 }
 
 impl ApplyObserver for Checker {

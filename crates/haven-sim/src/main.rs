@@ -11,6 +11,7 @@
 //! seed run.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -49,6 +50,13 @@ struct Args {
     verbose: bool,
 }
 
+/// `println!` that does not panic when stdout is closed early (`| head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let (first, count) = match (args.seed, args.seeds) {
@@ -61,6 +69,7 @@ fn main() -> ExitCode {
     let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
     let (mut steps, mut simulated_ms, mut ops, mut acks, mut events) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut slowest_recovery_ms = 0u64;
+    let mut slowest_convergence_ms = 0u64;
     for seed in first..first.saturating_add(count) {
         let options = SimOptions {
             seed,
@@ -77,7 +86,7 @@ fn main() -> ExitCode {
             }
         };
         if count == 1 || args.verbose {
-            println!("{}", report.summary_line());
+            out!("{}", report.summary_line());
         }
         steps += report.steps;
         simulated_ms += report.simulated_ms;
@@ -85,38 +94,40 @@ fn main() -> ExitCode {
         acks += report.checker.acks;
         ops += report.ops.reads + report.ops.writes + report.ops.cas + report.ops.deletes;
         slowest_recovery_ms = slowest_recovery_ms.max(report.recovery_ms.unwrap_or(0));
+        slowest_convergence_ms = slowest_convergence_ms.max(report.convergence_ms.unwrap_or(0));
         for (kind, n) in &report.faults {
             *faults.entry(kind).or_default() += n;
         }
         if !report.passed() {
-            if args.mutant == Mutant::None {
+            if args.mutant == Mutant::None || count == 1 {
                 eprintln!("{}", report.failure_text());
             } else {
-                println!("seed {seed}: mutant {} flagged: {}", args.mutant.name(), report.violations[0]);
+                out!("seed {seed}: mutant {} flagged: {}", args.mutant.name(), report.violations[0]);
             }
             failed.push(seed);
         }
     }
     let faults_text: Vec<String> = faults.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
-    println!(
+    out!(
         "seeds {count} (from {first}), mutant {}, {:.1} s wall, {} simulated s, {steps} steps, {events} events, \
-         {ops} ops, {acks} acks, slowest recovery {slowest_recovery_ms} ms",
+         {ops} ops, {acks} acks, slowest recovery {slowest_recovery_ms} ms, slowest convergence \
+         {slowest_convergence_ms} ms",
         args.mutant.name(),
         started.elapsed().as_secs_f64(),
         simulated_ms / 1000,
     );
-    println!("faults: {}", faults_text.join(", "));
+    out!("faults: {}", faults_text.join(", "));
     if args.mutant == Mutant::None {
-        println!("violations: {} seeds {:?}", failed.len(), failed);
+        out!("violations: {} seeds {:?}", failed.len(), failed);
         if failed.is_empty() {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         }
     } else {
-        println!("mutant {} flagged by {} of {count} seeds {:?}", args.mutant.name(), failed.len(), failed);
+        out!("mutant {} flagged by {} of {count} seeds {:?}", args.mutant.name(), failed.len(), failed);
         if failed.is_empty() {
-            println!("the mutant escaped: the checks missed a broken build");
+            out!("the mutant escaped: the checks missed a broken build");
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS

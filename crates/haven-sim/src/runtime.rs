@@ -87,10 +87,6 @@ impl NodeClock {
         *self.anchor.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn rate_ppm(&self) -> u64 {
-        self.anchor().rate_ppm
-    }
-
     /// From now on the clock runs at `rate_ppm` (1,000,000 = exact). Timers already set
     /// keep the deadline they were given in the simulation's time.
     pub fn set_rate_ppm(&self, rate_ppm: u64) {

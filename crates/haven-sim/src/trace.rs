@@ -66,7 +66,11 @@ impl Trace {
         state.hash = fnv1a_continue(state.hash, b"\n");
         state.events += 1;
         if state.print_all {
-            println!("{line}");
+            // A closed stdout (`| head`) ends the printing, not the run.
+            use std::io::Write;
+            if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+                state.print_all = false;
+            }
         }
         if state.tail.len() == TRACE_TAIL_LINES {
             state.tail.pop_front();
