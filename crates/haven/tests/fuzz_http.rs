@@ -60,7 +60,7 @@ fn body_strategy() -> impl Strategy<Value = Vec<u8>> {
     let json_value = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<i64>().prop_map(Value::from),
         "[ -~]{0,30}".prop_map(Value::String),
     ];
     let json_object = proptest::collection::btree_map(
