@@ -390,7 +390,10 @@ fn teardown_detaches_the_others_and_a_detached_node_can_start_standalone() {
         Some(b"v".to_vec())
     );
     put(&own, "td/own", "mine");
-    assert!(audit(&cluster, detached).iter().any(|r| r["action"] == "standalone"));
+    // Recorded by the HA loop once the node leads: wait for it rather than race it.
+    cluster.wait_for(CONDITION_TIMEOUT, "the standalone start in the audit log", |c| {
+        audit(c, detached).iter().any(|r| r["action"] == "standalone")
+    });
 }
 
 /// Guided recovery: refused while a majority is reachable or without naming exactly the
