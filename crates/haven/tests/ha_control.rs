@@ -180,7 +180,12 @@ fn config_draft_apply_and_audit_across_a_switchover() {
     let (status, body) = call_as(&cluster, 0, "POST", "/v1/switchover", Some(json!({ "to": target })), &alice);
     assert_eq!(status, 200, "{body}");
     assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), target);
-    let records = audit(&cluster, cluster.index_of(target));
+    // The new primary records its planned takeover from its HA loop: wait for it.
+    let on_target = cluster.index_of(target);
+    cluster.wait_for(CONDITION_TIMEOUT, "the planned takeover in the audit log", |c| {
+        audit(c, on_target).iter().any(|r| r["action"] == "primary.taken")
+    });
+    let records = audit(&cluster, on_target);
     let find = |action: &str| records.iter().filter(|r| r["action"] == action).cloned().collect::<Vec<_>>();
     let applies = find("config.apply");
     assert_eq!(applies.len(), 2, "{records:#?}");
