@@ -1014,7 +1014,11 @@ mod tests {
         let old: legacy::KvState = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(postcard::to_stdvec(&old).unwrap(), bytes, "one request id: no hash order involved");
         assert_eq!(old.entries["a"].value, "\u{0}\u{ff}3".as_bytes());
-        assert!(matches!(&old.history[0].kind, legacy::EventKind::Put { value, .. } if value == b"1"));
+        // Revisions 1-5 with 3 kept: the oldest kept event is revision 3, the second put of "a".
+        assert_eq!(old.history[0].revision, 3);
+        assert!(
+            matches!(&old.history[0].kind, legacy::EventKind::Put { value, .. } if value == "\u{0}\u{ff}3".as_bytes())
+        );
         let back: KvState = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, state);
         assert_eq!(serde_json::to_string(&state).unwrap(), serde_json::to_string(&old).unwrap());
