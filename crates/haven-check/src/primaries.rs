@@ -51,46 +51,17 @@ impl fmt::Display for LeaderId {
     }
 }
 
-/// One acknowledgement stamp: `Haven-Ack: node=2 term=7 index=1234 mono_ns=5678`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Ack {
-    /// The node of the entry's leader id (the leader that proposed and acknowledged it).
-    pub node: u64,
-    pub term: u64,
-    /// The entry's log index.
-    pub index: u64,
-    /// The leader's monotonic clock (ns) when it learned the entry was committed.
-    pub mono_ns: u64,
+/// One acknowledgement stamp (defined once, in `haven_core::ack`).
+pub use haven_core::ack::AckStamp as Ack;
+
+/// The leader id a stamp was acknowledged under.
+pub trait AckLeader {
+    fn leader(&self) -> LeaderId;
 }
 
-impl Ack {
-    pub fn leader(&self) -> LeaderId {
+impl AckLeader for Ack {
+    fn leader(&self) -> LeaderId {
         LeaderId { term: self.term, node: self.node }
-    }
-
-    /// Parses a `Haven-Ack` header value: the four fields, each once, in any order.
-    pub fn parse_header(text: &str) -> Result<Ack, String> {
-        const NAMES: [&str; 4] = ["node", "term", "index", "mono_ns"];
-        let mut fields = [None; 4];
-        for part in text.split_ascii_whitespace() {
-            let (name, value) = part.split_once('=').ok_or_else(|| format!("{part:?} is not name=value"))?;
-            let slot =
-                NAMES.iter().position(|known| *known == name).ok_or_else(|| format!("unknown field {name:?}"))?;
-            if fields[slot].is_some() {
-                return Err(format!("field {name} given twice"));
-            }
-            fields[slot] = Some(value.parse::<u64>().map_err(|_| format!("{name}={value:?} is not a number"))?);
-        }
-        match fields {
-            [Some(node), Some(term), Some(index), Some(mono_ns)] => Ok(Ack { node, term, index, mono_ns }),
-            _ => Err(format!("{text:?} lacks one of {}", NAMES.join(", "))),
-        }
-    }
-}
-
-impl fmt::Display for Ack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node={} term={} index={} mono_ns={}", self.node, self.term, self.index, self.mono_ns)
     }
 }
 
@@ -598,10 +569,10 @@ mod tests {
 
     #[test]
     fn headers_parse_strictly_and_round_trip() {
-        let ack = Ack::parse_header("node=2 term=7 index=1234 mono_ns=5678").unwrap();
+        let ack = Ack::parse("node=2 term=7 index=1234 mono_ns=5678").unwrap();
         assert_eq!(ack, Ack { node: 2, term: 7, index: 1234, mono_ns: 5678 });
-        assert_eq!(Ack::parse_header(&ack.to_string()), Ok(ack));
-        assert_eq!(Ack::parse_header(" mono_ns=5678 index=1234 term=7  node=2 "), Ok(ack));
+        assert_eq!(Ack::parse(&ack.to_string()), Ok(ack));
+        assert_eq!(Ack::parse(" mono_ns=5678 index=1234 term=7  node=2 "), Ok(ack));
         for bad in [
             "",
             "node=2 term=7 index=1234",
@@ -610,7 +581,7 @@ mod tests {
             "node=2 term=7 index=1 mono_ns=1 leader=2",
             "node:2 term=7 index=1 mono_ns=1",
         ] {
-            assert!(Ack::parse_header(bad).is_err(), "{bad:?}");
+            assert!(Ack::parse(bad).is_err(), "{bad:?}");
         }
     }
 

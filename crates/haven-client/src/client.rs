@@ -43,7 +43,7 @@ use crate::transport::exchange;
 use crate::transport::Answer;
 use crate::transport::Request;
 use crate::transport::HEADER_LEADER;
-use crate::types::Ack;
+use crate::types::ack_from_headers;
 use crate::types::Consistency;
 use crate::types::CreatedToken;
 use crate::types::DeleteResult;
@@ -176,7 +176,7 @@ impl Client {
         };
         let answer = self.execute(&request, &Kind::Write { request_id: Some(request_id) }).await?;
         let mut result: PutResult = decode(&answer)?;
-        result.ack = Ack::from_headers(&answer.headers);
+        result.ack = ack_from_headers(&answer.headers);
         Ok(result)
     }
 
@@ -186,7 +186,7 @@ impl Client {
         let request = Request { method: Method::DELETE, path: kv_path(key)?, query, body: None, streaming: false };
         let answer = self.execute(&request, &Kind::Write { request_id: Some(request_id) }).await?;
         let mut result: DeleteResult = decode(&answer)?;
-        result.ack = Ack::from_headers(&answer.headers);
+        result.ack = ack_from_headers(&answer.headers);
         Ok(result)
     }
 

@@ -70,46 +70,14 @@ pub struct DeleteResult {
 }
 
 /// Response header of the KV writes naming the acknowledging leader and log entry.
-pub const HEADER_ACK: &str = "haven-ack";
+pub const HEADER_ACK: &str = haven_core::ack::ACK_HEADER;
 
-/// The acknowledgement stamp of a committed write (`Haven-Ack: node=2 term=7 index=1234
-/// mono_ns=5678`): the log id of its entry — the leader id `(term, node)` it was proposed
-/// under and its index — and the leader's `CLOCK_MONOTONIC` in nanoseconds when it learned
-/// the entry was committed (comparable only between processes on one machine).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ack {
-    pub node: u64,
-    pub term: u64,
-    pub index: u64,
-    pub mono_ns: u64,
-}
+/// The acknowledgement stamp of a committed write (defined once, in `haven_core::ack`).
+pub use haven_core::ack::AckStamp as Ack;
 
-impl Ack {
-    /// Parses the header's value; `None` unless it holds exactly the four fields.
-    pub fn parse(text: &str) -> Option<Ack> {
-        let mut fields = [None; 4];
-        for part in text.split_ascii_whitespace() {
-            let (name, value) = part.split_once('=')?;
-            let slot = ["node", "term", "index", "mono_ns"].iter().position(|known| *known == name)?;
-            if fields[slot].is_some() {
-                return None;
-            }
-            fields[slot] = Some(value.parse::<u64>().ok()?);
-        }
-        let [node, term, index, mono_ns] = fields;
-        Some(Ack { node: node?, term: term?, index: index?, mono_ns: mono_ns? })
-    }
-
-    /// The stamp in an answer's headers, when there is a well-formed one.
-    pub(crate) fn from_headers(headers: &reqwest::header::HeaderMap) -> Option<Ack> {
-        headers.get(HEADER_ACK).and_then(|value| value.to_str().ok()).and_then(Ack::parse)
-    }
-}
-
-impl std::fmt::Display for Ack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "node={} term={} index={} mono_ns={}", self.node, self.term, self.index, self.mono_ns)
-    }
+/// The stamp in an answer's headers, when there is a well-formed one.
+pub(crate) fn ack_from_headers(headers: &reqwest::header::HeaderMap) -> Option<Ack> {
+    headers.get(HEADER_ACK).and_then(|value| value.to_str().ok()).and_then(|text| Ack::parse(text).ok())
 }
 
 /// One key with its value and revisions.
@@ -435,8 +403,8 @@ mod tests {
     fn ack_stamps_parse_from_the_header_and_back() {
         let ack = Ack::parse("node=2 term=7 index=1234 mono_ns=5678").unwrap();
         assert_eq!(ack, Ack { node: 2, term: 7, index: 1234, mono_ns: 5678 });
-        assert_eq!(Ack::parse(&ack.to_string()), Some(ack));
-        assert_eq!(Ack::parse("mono_ns=5678 index=1234  term=7 node=2"), Some(ack));
+        assert_eq!(Ack::parse(&ack.to_string()).ok(), Some(ack));
+        assert_eq!(Ack::parse("mono_ns=5678 index=1234  term=7 node=2").ok(), Some(ack));
         for bad in [
             "",
             "node=2 term=7 index=1234",
@@ -445,7 +413,7 @@ mod tests {
             "node=2 term=7 index=1 mono_ns=1 extra=1",
             "node 2",
         ] {
-            assert_eq!(Ack::parse(bad), None, "{bad:?}");
+            assert_eq!(Ack::parse(bad).ok(), None, "{bad:?}");
         }
         // The body never carries the stamp.
         let put: PutResult = serde_json::from_str(r#"{"key":"k","revision":3,"prev_mod_revision":0}"#).unwrap();

@@ -13,6 +13,7 @@
 //! takes its inputs (including time, where it matters) as arguments and returns a decision,
 //! so the decisions are tested directly and the simulator can drive them.
 
+pub mod ack;
 pub mod admin;
 pub mod auth;
 pub mod config;

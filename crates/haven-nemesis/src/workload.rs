@@ -493,7 +493,7 @@ impl Operation<'_> {
 
     /// Keeps the stamp of a committed write (see [`ClientStats::acks`]).
     fn stamp(&mut self, op: u64, window: (u64, u64), header: Option<String>) {
-        match header.as_deref().map(Ack::parse_header) {
+        match header.as_deref().map(Ack::parse) {
             Some(Ok(ack)) => {
                 let ack = Ack { mono_ns: self.clock.from_mono(ack.mono_ns), ..ack };
                 self.stats.acks.push(AckRecord { op, ack, window: Some(window) });

@@ -128,30 +128,11 @@ pub struct PingInfo {
     pub applied_index: u64,
 }
 
-/// The response header that carries an [`AckStamp`] to HTTP clients of the KV writes.
-pub const ACK_HEADER: &str = "haven-ack";
-
-/// Which log entry a leader acknowledged a write as, and when: the entry's log id (the
-/// leader id `(term, node)` it was proposed under, and its index) and the leader's
-/// `CLOCK_MONOTONIC` in nanoseconds at the moment it learned the entry was committed. Every
-/// process on one machine reads the same monotonic clock, so stamps of different nodes
-/// compare there (the nemesis relies on this; across machines only the log id is meaningful).
-///
-/// Sent to HTTP clients as `Haven-Ack: node=2 term=7 index=1234 mono_ns=5678` (the
-/// `Display` form).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AckStamp {
-    pub node: NodeId,
-    pub term: u64,
-    pub index: u64,
-    pub mono_ns: u64,
-}
-
-impl std::fmt::Display for AckStamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "node={} term={} index={} mono_ns={}", self.node, self.term, self.index, self.mono_ns)
-    }
-}
+// The acknowledgement stamp and its header are defined once, in the pure core. Every
+// process on one machine reads the same monotonic clock, so stamps of different nodes
+// compare there (the nemesis relies on this; across machines only the log id is meaningful).
+pub use haven_core::ack::AckStamp;
+pub use haven_core::ack::ACK_HEADER;
 
 /// A write the leader committed: what applying it did, and its acknowledgement stamp.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
