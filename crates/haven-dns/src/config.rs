@@ -96,7 +96,7 @@ pub struct NodeResponderConfig {
     pub listen: Option<String>,
 }
 
-/// RFC 2136 dynamic update of an external DNS server (BIND, Active Directory DNS, ...) on
+/// RFC 2136 dynamic update of an external DNS server (BIND, Knot, PowerDNS, ...) on
 /// failover and switchover, signed with TSIG: what seed 002's `nsupdate` hook script does,
 /// built in.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

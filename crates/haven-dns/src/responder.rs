@@ -85,6 +85,11 @@ const PORT_PAIR_BIND_ATTEMPTS_MAX: usize = 16;
 /// spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Log directives for the server's tracing filter: hickory-server logs every query at
+/// `info`, and a fleet that resolves the alias on every connection attempt would drown the
+/// node's log. Its warnings still show.
+pub const LOG_DIRECTIVES: &str = "hickory_server=warn,hickory_net=warn,hickory_proto=warn";
+
 /// The view with its SOA serial, which counts changes.
 #[derive(Debug, Clone)]
 struct Published {
