@@ -251,6 +251,40 @@ impl fmt::Debug for PresentedToken<'_> {
     }
 }
 
+/// A client's bearer token as it presented it, kept only while its request is served.
+///
+/// A follower that forwards a client's request to the leader sends this along over the
+/// mutually authenticated peer link, and the leader checks it against its own token table:
+/// the forwarding node vouches for nothing, so a member (or a joined impostor) cannot make
+/// the leader act for a token it does not hold. A token id alone would not do: ids are not
+/// secret, and every member holds every token's hash. Never printed (`Debug` redacts it),
+/// never logged, never stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Credential(String);
+
+impl Credential {
+    pub fn new(token: impl Into<String>) -> Credential {
+        Credential(token.into())
+    }
+
+    /// The token it carries, if it is one (a peer may send anything).
+    pub fn presented(&self) -> Result<PresentedToken<'_>, MalformedToken> {
+        parse_token(&self.0)
+    }
+
+    /// The token text, for the one place that sends it on (an HTTP client's header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
 /// Why a text is not a token. Deliberately says nothing about the text itself, so error
 /// messages and logs can never echo a (mistyped) secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -130,6 +130,45 @@ pub enum Command {
 }
 
 impl Command {
+    /// Commands the server proposes for itself, never on a client's behalf (the cluster id,
+    /// audit records of automatic actions): a leader refuses them from the wire, and no
+    /// client route builds them.
+    pub fn is_server_only(&self) -> bool {
+        match self {
+            Command::InitCluster { .. } | Command::RecordAudit { .. } => true,
+            Command::Put { .. }
+            | Command::Delete { .. }
+            | Command::CreateToken { .. }
+            | Command::RevokeToken { .. }
+            | Command::ConsumeJoinToken { .. }
+            | Command::Authorize
+            | Command::SetMaintenance { .. }
+            | Command::EditHaDraft { .. }
+            | Command::DiscardHaDraft
+            | Command::ApplyHaDraft { .. }
+            | Command::Teardown { .. } => false,
+        }
+    }
+
+    /// A short name for logs and refusals (never a key or value).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Put { .. } => "put",
+            Command::Delete { .. } => "delete",
+            Command::InitCluster { .. } => "init-cluster",
+            Command::CreateToken { .. } => "create-token",
+            Command::RevokeToken { .. } => "revoke-token",
+            Command::ConsumeJoinToken { .. } => "consume-join-token",
+            Command::Authorize => "authorize",
+            Command::SetMaintenance { .. } => "set-maintenance",
+            Command::EditHaDraft { .. } => "edit-draft",
+            Command::DiscardHaDraft => "discard-draft",
+            Command::ApplyHaDraft { .. } => "apply-draft",
+            Command::Teardown { .. } => "teardown",
+            Command::RecordAudit { .. } => "record-audit",
+        }
+    }
+
     /// What the command itself needs, whatever route it came through: `apply` checks the
     /// token against both this and the route's access, so a mislabelled request cannot
     /// borrow a weaker route's classification.

@@ -21,3 +21,4 @@ pub mod ha;
 pub mod key;
 pub mod kv;
 pub mod limits;
+pub mod log_limit;

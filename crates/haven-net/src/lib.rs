@@ -17,6 +17,7 @@
 pub mod accept;
 pub mod frame;
 pub mod in_process;
+pub mod log_limit;
 pub mod message;
 pub mod raft_network;
 pub mod snapshot;

@@ -1,5 +1,6 @@
 //! The messages nodes exchange.
 
+use haven_core::auth::Credential;
 use haven_core::kv::CommandResult;
 use haven_core::kv::Request;
 use haven_store::NodeId;
@@ -40,20 +41,34 @@ pub enum PeerRequest {
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// One piece of a snapshot; the last one installs it.
     SnapshotChunk(SnapshotChunk),
-    /// A client write received by a follower, for the leader to propose.
-    Forward(Request),
+    /// A client write received by a follower, for the leader to propose. The leader checks
+    /// the client's credential itself and proposes the request as that client's; the
+    /// server's own commands (cluster id, bootstrap token, audit records) are never
+    /// accepted this way.
+    Forward {
+        request: Request,
+        credential: Credential,
+    },
     /// A follower asks the leader for a read index (ReadIndex, Raft thesis §6.4).
     ReadIndex,
-    /// A join request received by a follower, for the leader to carry out.
-    Join(JoinRequest),
-    /// A member removal received by a follower, for the leader to carry out.
+    /// A join request received by a follower, for the leader to carry out as the client
+    /// whose credential it carries (a join or admin token).
+    Join {
+        request: JoinRequest,
+        credential: Credential,
+    },
+    /// A member removal received by a follower, for the leader to carry out as the client
+    /// whose credential it carries (an admin token).
     RemoveMember {
         node_id: NodeId,
         force: bool,
+        credential: Credential,
     },
-    /// A switchover received by a follower, for the leader to carry out.
+    /// A switchover received by a follower, for the leader to carry out as the client whose
+    /// credential it carries.
     Switchover {
         to: Option<NodeId>,
+        credential: Credential,
     },
     /// Liveness and progress probe.
     Ping,
@@ -190,9 +205,9 @@ impl PeerRequest {
             PeerRequest::PreVote(_) => "pre-vote",
             PeerRequest::TransferLeader(_) => "transfer-leader",
             PeerRequest::SnapshotChunk(_) => "snapshot-chunk",
-            PeerRequest::Forward(_) => "forward",
+            PeerRequest::Forward { .. } => "forward",
             PeerRequest::ReadIndex => "read-index",
-            PeerRequest::Join(_) => "join",
+            PeerRequest::Join { .. } => "join",
             PeerRequest::RemoveMember { .. } => "remove-member",
             PeerRequest::Switchover { .. } => "switchover",
             PeerRequest::Ping => "ping",

@@ -2,6 +2,7 @@
 //! valid frames. The decoder must return a message or an error, never panic, and never
 //! allocate past the frame limit (the length is checked before the buffer is made).
 
+use haven_core::auth::Credential;
 use haven_net::frame;
 use haven_net::PeerEnvelope;
 use haven_net::PeerRequest;
@@ -14,7 +15,7 @@ fn valid_frame() -> Vec<u8> {
         to: 2,
         to_incarnation: Some("b".repeat(32)),
         cluster_id: Some("c".repeat(32)),
-        body: PeerRequest::RemoveMember { node_id: 3, force: true },
+        body: PeerRequest::RemoveMember { node_id: 3, force: true, credential: Credential::new("hvn_x") },
     };
     frame::encode(&envelope).expect("encode")
 }
@@ -51,5 +52,5 @@ proptest! {
 fn a_valid_frame_round_trips() {
     let bytes = valid_frame();
     let back: PeerEnvelope = frame::decode(&bytes[4..]).unwrap();
-    assert!(matches!(back.body, PeerRequest::RemoveMember { node_id: 3, force: true }));
+    assert!(matches!(back.body, PeerRequest::RemoveMember { node_id: 3, force: true, .. }));
 }

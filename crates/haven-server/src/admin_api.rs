@@ -102,7 +102,7 @@ fn invalid(errors: &[HaConfigError]) -> ApiError {
 
 /// Commits `command` made by `caller` through the leader.
 async fn propose(node: &Node, caller: &Caller, command: Command) -> Result<CommandResult, ApiError> {
-    node.write(caller.stamp(kv::Request::new(None, command))).await
+    node.write(caller, kv::Request::new(None, command)).await
 }
 
 fn refused_or_unauthorized(result: CommandResult, what: &str) -> ApiError {

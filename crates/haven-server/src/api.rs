@@ -36,8 +36,6 @@ use axum::routing::MethodRouter;
 use axum::Json;
 use axum::Router;
 use base64::Engine;
-use haven_core::admin::AuditChange;
-use haven_core::admin::AuditEntry;
 use haven_core::auth::is_token_id;
 use haven_core::auth::validate_token_name;
 use haven_core::auth::validate_ttl_seconds;
@@ -398,7 +396,7 @@ async fn kv_put(
     }
     let command =
         Command::Put { key: key.clone(), value: value.to_vec(), prev_revision: params.number("prev_revision")? };
-    let acked = node.write_acked(caller.stamp(kv::Request::new(params.request_id()?, command))).await?;
+    let acked = node.write_acked(&caller, kv::Request::new(params.request_id()?, command)).await?;
     let ack = ack_header(&acked);
     Ok(match acked.result {
         CommandResult::Put { revision, prev_mod_revision } => {
@@ -419,7 +417,7 @@ async fn kv_delete(
     let params = QueryParams::parse(params, &["prev_revision", "request_id"])?;
     check_key(&key)?;
     let command = Command::Delete { key: key.clone(), prev_revision: params.number("prev_revision")? };
-    let acked = node.write_acked(caller.stamp(kv::Request::new(params.request_id()?, command))).await?;
+    let acked = node.write_acked(&caller, kv::Request::new(params.request_id()?, command)).await?;
     let ack = ack_header(&acked);
     Ok(match acked.result {
         CommandResult::Delete { revision, deleted } => {
@@ -645,9 +643,7 @@ async fn members_list(State(node): State<Shared>, params: Params) -> Result<Json
     Ok(Json(json!({ "members": status(&node).members })))
 }
 
-/// Admits a node. With a join token, the token is spent on this node through Raft first
-/// (so of two joins racing with one token exactly one gets in; the same node may repeat
-/// its join); with an admin token, the token is checked once more at a committed point.
+/// Admits a node, carried out by the leader for the caller (see `Node::join_as_leader`).
 async fn members_join(
     State(node): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -658,76 +654,8 @@ async fn members_join(
         .map_err(|error| ApiError::bad_request(format!("invalid join request: {error}")))?;
     // A malformed request must not spend the token.
     crate::node::validate_join(&join)?;
-    if join.dry_run {
-        // The joiner's preview changes nothing, so it spends nothing; it is refused,
-        // though, when the join itself would be.
-        check_join_token_unspent(&node, &caller, &join)?;
-    } else {
-        let command = match caller.role {
-            Role::Join => Command::ConsumeJoinToken {
-                id: caller.token_id.clone(),
-                node_id: join.node_id,
-                incarnation: join.incarnation.clone(),
-            },
-            _ => Command::Authorize,
-        };
-        authorize_through_log(&node, &caller, command).await?;
-    }
-    let (joiner, learner, dry_run) = (join.node_id, join.learner, join.dry_run);
-    let response = node.join(join).await?;
-    if !dry_run {
-        let kind = if learner { "learner" } else { "voter (promoted once caught up)" };
-        let entry = AuditEntry::new("member.add", format!("node {joiner} joined as a {kind}"))
-            .with_change(AuditChange::new(format!("member {joiner}"), None, Some(kind.to_string())));
-        record_audit(&node, &caller, entry).await;
-    }
+    let response = node.join(&caller, join).await?;
     Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?))
-}
-
-/// Refuses a join token already spent on another node (or the same node id with another
-/// data dir), as seen by this node's replica.
-fn check_join_token_unspent(node: &Node, caller: &Caller, join: &JoinRequest) -> Result<(), ApiError> {
-    if caller.role != Role::Join {
-        return Ok(());
-    }
-    let state = node.state.read();
-    let spent_on = state.kv.token(&caller.token_id).and_then(|record| record.used_by.clone());
-    match spent_on {
-        Some(claim) if claim.node_id != join.node_id || claim.incarnation != join.incarnation => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!(
-                "join token {} was already used by node {}; a join token admits one node",
-                caller.token_id, claim.node_id
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Commits `command` (an authorization check that changes nothing, or the spending of a
-/// join token) stamped with the caller's token, for actions that are not state machine
-/// commands themselves (membership changes): the token is checked at a point in the log
-/// after every revocation the leader had committed.
-async fn authorize_through_log(node: &Node, caller: &Caller, command: Command) -> Result<(), ApiError> {
-    match node.write(caller.stamp(kv::Request::new(None, command))).await? {
-        CommandResult::Unauthorized { reason } => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason)),
-        CommandResult::Ok { .. } => Ok(()),
-        other => Err(ApiError::internal(format!("unexpected answer to an authorization: {other:?}"))),
-    }
-}
-
-/// Records an administrative action that is not itself a state machine command, made by
-/// `caller`. Best effort: the action already happened, so a failure here is logged, not
-/// turned into an error for it.
-async fn record_audit(node: &Node, caller: &Caller, entry: AuditEntry) {
-    let action = entry.action.clone();
-    let request = caller.stamp(kv::Request::new(None, Command::RecordAudit { entry }));
-    match node.write(request).await {
-        Ok(CommandResult::Audited { .. }) => {}
-        Ok(other) => tracing::warn!(%action, ?other, "audit record refused"),
-        Err(error) => tracing::warn!(%action, error = %error.message, "audit record not written"),
-    }
 }
 
 async fn members_remove(
@@ -738,12 +666,8 @@ async fn members_remove(
 ) -> Result<Json<Value>, ApiError> {
     let params = QueryParams::parse(params, &["force"])?;
     let id: u64 = id.parse().map_err(|_| ApiError::bad_request("the member id must be a positive integer"))?;
-    authorize_through_log(&node, &caller, Command::Authorize).await?;
     let force = params.flag("force")?;
-    let response = node.remove_member(id, force).await?;
-    let entry = AuditEntry::new("member.remove", format!("node {id} removed{}", if force { " (forced)" } else { "" }))
-        .with_change(AuditChange::new(format!("member {id}"), Some("member".into()), None));
-    record_audit(&node, &caller, entry).await;
+    let response = node.remove_member(&caller, id, force).await?;
     Ok(Json(json!({ "removed": response.removed, "warning": response.warning })))
 }
 
@@ -768,26 +692,9 @@ async fn switchover(
         serde_json::from_slice(&body)
             .map_err(|error| ApiError::bad_request(format!("invalid switchover request: {error}")))?
     };
-    // Recorded first, with the caller's name: the node that takes over reads it and knows
-    // the change was planned (not a failover). A refusal is recorded after it.
-    let from = node.leader().map(|(id, _)| id.to_string());
-    let target = body.to.map_or_else(|| "the most caught-up voter".to_string(), |to| format!("node {to}"));
-    let entry = AuditEntry::new("switchover", format!("switchover to {target} requested"))
-        .with_change(AuditChange::new("primary", from, body.to.map(|to| to.to_string())));
-    let request = caller.stamp(kv::Request::new(None, Command::RecordAudit { entry }));
-    match node.write(request).await? {
-        CommandResult::Audited { .. } => {}
-        CommandResult::Unauthorized { reason } => return Err(crate::auth::revoked_in_flight(reason)),
-        other => return Err(ApiError::internal(format!("unexpected answer to an audit record: {other:?}"))),
-    }
-    match node.switchover(body.to).await {
-        Ok(response) => Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?)),
-        Err(error) => {
-            let entry = AuditEntry::new("switchover.failed", error.message.clone());
-            record_audit(&node, &caller, entry).await;
-            Err(error)
-        }
-    }
+    // Carried out (and recorded in the audit log) by the leader for the caller.
+    let response = node.switchover(&caller, body.to).await?;
+    Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?))
 }
 
 /// Body of `POST /v1/maintenance`.
@@ -811,7 +718,7 @@ async fn maintenance(
         node.resume_elections_locally_if_leaderless().await;
     }
     let command = Command::SetMaintenance { on: body.on };
-    match node.write(caller.stamp(kv::Request::new(None, command))).await? {
+    match node.write(&caller, kv::Request::new(None, command)).await? {
         CommandResult::Ok { .. } => Ok(Json(json!({ "maintenance": body.on }))),
         CommandResult::Unauthorized { reason } => Err(crate::auth::revoked_in_flight(reason)),
         other => Err(ApiError::internal(format!("unexpected answer to maintenance: {other:?}"))),
@@ -891,7 +798,7 @@ async fn tokens_create(
         sha256_hex: made.sha256_hex.clone(),
         ttl_ms: body.ttl_seconds.map(|seconds| seconds * 1000),
     };
-    match node.write(caller.stamp(kv::Request::new(None, command))).await? {
+    match node.write(&caller, kv::Request::new(None, command)).await? {
         CommandResult::TokenCreated { created_ms, expires_ms } => Ok(Json(json!({
             "token": made.token,
             "id": made.id,
@@ -920,7 +827,7 @@ async fn tokens_revoke(
         ));
     }
     let command = Command::RevokeToken { id: id.clone() };
-    match node.write(caller.stamp(kv::Request::new(params.request_id()?, command))).await? {
+    match node.write(&caller, kv::Request::new(params.request_id()?, command)).await? {
         CommandResult::TokenRevoked { revoked: true } => Ok(Json(json!({ "id": id, "revoked": true }))),
         CommandResult::TokenRevoked { revoked: false } => Err(ApiError::new(
             StatusCode::NOT_FOUND,

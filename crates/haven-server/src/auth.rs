@@ -42,6 +42,7 @@ use haven_core::auth::new_token;
 use haven_core::auth::parse_token;
 use haven_core::auth::permits;
 use haven_core::auth::Access;
+use haven_core::auth::Credential;
 use haven_core::auth::NewToken;
 use haven_core::auth::Role;
 use haven_core::auth::TOKEN_CHARS;
@@ -51,6 +52,9 @@ use haven_core::kv::Command;
 use haven_core::kv::CommandResult;
 use haven_core::kv::KvState;
 use haven_core::kv::Request as KvRequest;
+use haven_net::log_limit::Level;
+use haven_net::log_limit::RateLimitedLog;
+use haven_net::log_limit::LOG_INTERVAL;
 use rand::TryRngCore as _;
 use tokio::sync::watch;
 
@@ -95,6 +99,9 @@ pub struct Caller {
     pub access: Access,
     /// The node the request arrived at, recorded in the audit log.
     pub received_by: u64,
+    /// The token as presented: a node that does not lead sends it along with the request
+    /// it forwards, and the leader checks it itself (see `Credential`).
+    pub credential: Credential,
 }
 
 impl Caller {
@@ -139,26 +146,15 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
     if guard.access == Access::Public {
         return next.run(request).await;
     }
-    // The headers alone cross the await below (a request body is not `Sync`).
-    let headers = request.headers().clone();
-    let check = |node: &Node| {
-        let state = node.state.read();
-        authorize(&state.kv, &headers, guard.access, now_ms())
+    let source = match request.extensions().get::<ClientAddr>() {
+        Some(ClientAddr(remote)) => format!("client {}", remote.ip()),
+        None => "client".to_string(),
     };
-    let mut caller = check(&guard.node);
-    if caller.as_ref().is_err_and(|error| error.status == StatusCode::UNAUTHORIZED)
-        && token_unknown_here(&guard.node, &headers)
-    {
-        // A token created a moment ago may not have reached this replica yet (a new member,
-        // a follower a few entries behind): catch up with the leader once and check again.
-        // Bounded, so requests with made-up token ids cannot make every node chase the leader.
-        if let Ok(_permit) = guard.node.auth_catch_up.try_acquire() {
-            if guard.node.read_barrier().await.is_ok() {
-                caller = check(&guard.node);
-            }
-        }
-    }
-    match caller {
+    let Some(credential) = bearer_token(request.headers()).map(Credential::new) else {
+        log_failed_authentication(&source, &unauthorized());
+        return error_response(unauthorized());
+    };
+    match authenticate(&guard.node, &credential, guard.access, &source).await {
         Ok(mut caller) => {
             caller.received_by = guard.node.node_id;
             request.extensions_mut().insert(caller);
@@ -168,24 +164,87 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
     }
 }
 
-/// Whether the request presents a well-formed token whose id this replica does not hold.
-fn token_unknown_here(node: &Node, headers: &HeaderMap) -> bool {
-    let Some(presented) = bearer_token(headers).and_then(|token| parse_token(token).ok()) else {
-        return false;
-    };
-    node.state.read().kv.token(presented.id).is_none()
+/// Checks `credential` for `access` against this node's replica. A token that does not
+/// authenticate here may have been created a moment ago and not have reached this replica
+/// yet (a new member, a follower a few entries behind, a leader that has not applied its
+/// last commits): the node then catches up with the leader once (a read barrier) and checks
+/// again. Every well-formed token that fails gets that same catch-up, whether its id is
+/// unknown or its secret wrong, so the answer's timing does not tell which. Bounded by
+/// `AUTH_CATCH_UPS_MAX`, so made-up tokens cannot make every node chase the leader.
+///
+/// Used for the client port's requests and, on the leader, for the credentials that
+/// followers forward with their clients' requests. `source` (a client address, a
+/// forwarding member) names the sender in the log line of a failure, which is rate-limited
+/// and counted.
+pub async fn authenticate(
+    node: &Node,
+    credential: &Credential,
+    access: Access,
+    source: &str,
+) -> Result<Caller, ApiError> {
+    let result = authenticate_with_catch_up(node, credential, access).await;
+    if let Err(error) = &result {
+        node.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log_failed_authentication(source, error);
+    }
+    result
 }
 
-/// Requests that may wait for a read barrier at once because their token is not (yet) known
-/// here: enough for clients racing a token's creation, too few to turn a flood of made-up
-/// tokens into a flood of leader round trips.
+async fn authenticate_with_catch_up(node: &Node, credential: &Credential, access: Access) -> Result<Caller, ApiError> {
+    let check = || authorize_credential(&node.state.read().kv, credential, access, now_ms());
+    let caller = check();
+    let retry =
+        caller.as_ref().is_err_and(|error| error.status == StatusCode::UNAUTHORIZED) && credential.presented().is_ok();
+    if !retry {
+        return caller;
+    }
+    let Ok(_permit) = node.auth_catch_up.try_acquire() else {
+        return caller;
+    };
+    match node.read_barrier().await {
+        Ok(()) => check(),
+        Err(_) => caller,
+    }
+}
+
+/// The remote address of a client-port connection, put on each of its requests by the
+/// server (`crate::run::serve_http`) so failures can name it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// Failed authentications, one line per source and answer per interval (a guesser or a
+/// misconfigured agent would otherwise write a line per request).
+static AUTH_FAILURES: std::sync::LazyLock<RateLimitedLog<String>> =
+    std::sync::LazyLock::new(|| RateLimitedLog::new("authentication failed", Level::Warn, LOG_INTERVAL));
+
+fn log_failed_authentication(source: &str, error: &ApiError) {
+    let key = format!("{} from {source}", error.status.as_u16());
+    if let Some(suppressed) = AUTH_FAILURES.admit(key) {
+        // The message names the token by id at most (never its secret).
+        tracing::warn!(source, status = error.status.as_u16(), reason = %error.message, suppressed, "authentication failed");
+    }
+}
+
+/// Requests that may wait for a read barrier at once because their token did not
+/// authenticate here: enough for clients racing a token's creation, too few to turn a flood
+/// of made-up tokens into a flood of leader round trips.
 pub const AUTH_CATCH_UPS_MAX: usize = 16;
 
 /// The decision of [`require`], as a plain function of the token table, the headers, the
 /// route's access and the time.
 pub fn authorize(kv: &KvState, headers: &HeaderMap, access: Access, now_ms: u64) -> Result<Caller, ApiError> {
     let token = bearer_token(headers).ok_or_else(unauthorized)?;
-    let presented = parse_token(token).map_err(|_| unauthorized())?;
+    authorize_credential(kv, &Credential::new(token), access, now_ms)
+}
+
+/// Does `credential` authenticate against `kv` at `now_ms` with a role that allows `access`?
+pub fn authorize_credential(
+    kv: &KvState,
+    credential: &Credential,
+    access: Access,
+    now_ms: u64,
+) -> Result<Caller, ApiError> {
+    let presented = credential.presented().map_err(|_| unauthorized())?;
     let record = kv.authenticate(&presented, now_ms).ok_or_else(unauthorized)?;
     if !permits(record.role, access) {
         let roles: Vec<&str> = access.roles().into_iter().map(Role::as_str).collect();
@@ -201,7 +260,13 @@ pub fn authorize(kv: &KvState, headers: &HeaderMap, access: Access, now_ms: u64)
         )
         .with("needed_roles", roles));
     }
-    Ok(Caller { token_id: record.id.clone(), role: record.role, access, received_by: 0 })
+    Ok(Caller {
+        token_id: record.id.clone(),
+        role: record.role,
+        access,
+        received_by: 0,
+        credential: credential.clone(),
+    })
 }
 
 /// The token of the one `Authorization: Bearer` header, if there is exactly one and it is
@@ -348,13 +413,17 @@ async fn bootstrap_step(node: &Node) -> anyhow::Result<Step> {
         ttl_ms: None,
     };
     let request_id = format!("{BOOTSTRAP_TOKEN_NAME}-{}", presented.id);
-    match node.write(KvRequest::new(Some(request_id), command)).await {
-        Ok(CommandResult::TokenCreated { .. }) => {
-            publish(&pending, &path)?;
-            Ok(Step::Written(path))
-        }
-        Ok(other) => anyhow::bail!("the cluster refused the admin token: {other:?}"),
-        Err(error) => anyhow::bail!("{}", error.message),
+    // The server's own command: proposed here, as the leader, never forwarded (a leader
+    // accepts no server command from the wire). Lost leadership is retried by the caller.
+    match node.propose_as_leader(KvRequest::new(Some(request_id), command)).await {
+        Ok(acked) => match acked.result {
+            CommandResult::TokenCreated { .. } => {
+                publish(&pending, &path)?;
+                Ok(Step::Written(path))
+            }
+            other => anyhow::bail!("the cluster refused the admin token: {other:?}"),
+        },
+        Err(error) => anyhow::bail!("{error}"),
     }
 }
 

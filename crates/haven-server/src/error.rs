@@ -87,6 +87,8 @@ impl From<ApiError> for RemoteError {
 fn static_code(code: &str) -> &'static str {
     const CODES: &[&str] = &[
         "bad_request",
+        "unauthorized",
+        "forbidden",
         "invalid_key",
         "not_found",
         "compare_failed",

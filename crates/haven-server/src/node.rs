@@ -17,6 +17,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
+use haven_core::admin::AuditChange;
+use haven_core::admin::AuditEntry;
+use haven_core::auth::Role;
 use haven_core::config::NodeConfig;
 use haven_core::kv::Command;
 use haven_core::kv::CommandResult;
@@ -62,6 +65,7 @@ use openraft::ReadPolicy;
 use openraft::ServerState;
 use tokio::sync::Semaphore;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::run::TestHooks;
 
@@ -129,13 +133,16 @@ pub struct Node {
     pub alerts: crate::alerts::Alerter,
     /// See `crate::auth::AUTH_CATCH_UPS_MAX`.
     pub(crate) auth_catch_up: Semaphore,
+    /// Requests refused for their credential since start (shown in status).
+    pub auth_failures: std::sync::atomic::AtomicU64,
     db: Arc<redb::Database>,
     probes: Mutex<BTreeMap<NodeId, Probe>>,
     pub(crate) assembler: tokio::sync::Mutex<SnapshotAssembler>,
     /// Set while a join is under way or when it failed, for status.
     pub join_status: Mutex<Option<String>>,
-    /// Member keys learned while joining, trusted until our own membership lists them.
-    pub join_pins: Mutex<Vec<String>>,
+    /// The members (id and key) learned while joining, trusted until our own membership
+    /// lists them: the leader replicates to a joiner before the joiner holds any membership.
+    pub join_pins: Mutex<Vec<JoinMember>>,
     /// Set when an operator turned maintenance off on a node without a leader: elections
     /// resume here before the replicated flag (which needs a leader to change) follows.
     pub(crate) maintenance_override: std::sync::atomic::AtomicBool,
@@ -216,6 +223,7 @@ impl Node {
             transport,
             watchers: Arc::new(Semaphore::new(WATCHERS_PER_NODE_MAX)),
             auth_catch_up: Semaphore::new(crate::auth::AUTH_CATCH_UPS_MAX),
+            auth_failures: std::sync::atomic::AtomicU64::new(0),
             alerts: crate::alerts::Alerter::new(config.node_id),
             db,
             probes: Mutex::new(BTreeMap::new()),
@@ -252,16 +260,18 @@ impl Node {
         }
     }
 
-    /// Trusts exactly the keys of the latest membership, plus `extra` (learned while
-    /// joining, before this node holds a membership of its own).
-    pub fn sync_pins(&self, extra: &[String]) {
+    /// Trusts exactly the keys of the latest membership, plus those learned while joining
+    /// (before this node holds a membership of its own).
+    pub fn sync_pins(&self) {
         let membership = self.membership();
         let mut pins: Vec<String> = membership
             .nodes()
             .map(|(_, node)| node.fingerprint.clone())
             .filter(|fingerprint| !fingerprint.is_empty())
             .collect();
-        pins.extend(extra.iter().cloned());
+        let joined = self.join_pins.lock().unwrap_or_else(|e| e.into_inner());
+        pins.extend(joined.iter().map(|member| member.fingerprint.clone()).filter(|f| !f.is_empty()));
+        drop(joined);
         if !self.fingerprint.is_empty() {
             pins.push(self.fingerprint.clone());
         }
@@ -270,6 +280,17 @@ impl Node {
 
     pub fn membership(&self) -> Arc<StoredMembership> {
         self.metrics().membership_config.clone()
+    }
+
+    /// The key recorded for peer `node_id` and its data dir's incarnation (`None` when not
+    /// known): from the latest membership, or, before this node holds one, from the member
+    /// list it learned while joining (no incarnation then).
+    pub fn peer_record(&self, node_id: NodeId) -> Option<(String, Option<String>)> {
+        if let Some(member) = self.membership().get_node(&node_id) {
+            return Some((member.fingerprint.clone(), Some(member.incarnation.clone())));
+        }
+        let joined = self.join_pins.lock().unwrap_or_else(|e| e.into_inner());
+        joined.iter().find(|member| member.id == node_id).map(|member| (member.fingerprint.clone(), None))
     }
 
     /// The leader this node believes in, with how to reach it.
@@ -308,16 +329,19 @@ impl Node {
 
     // ---- writes -------------------------------------------------------------------
 
-    /// Commits `request` through the leader, following leader changes until
-    /// `WRITE_DEADLINE`.
-    pub async fn write(&self, request: Request) -> Result<CommandResult, ApiError> {
-        self.write_acked(request).await.map(|acked| acked.result)
+    /// Commits `request`, made by `caller`, through the leader, following leader changes
+    /// until `WRITE_DEADLINE`. A node that does not lead forwards the request with the
+    /// caller's credential, which the leader checks itself. (The server's own commands are
+    /// proposed with [`Node::propose_as_leader`] on the leader only: they never travel.)
+    pub async fn write(&self, caller: &Caller, request: Request) -> Result<CommandResult, ApiError> {
+        self.write_acked(caller, request).await.map(|acked| acked.result)
     }
 
     /// [`Node::write`], with the stamp of the leader that acknowledged it: the entry's log
     /// id and the leader's monotonic clock when it learned the entry was committed (the
     /// `Haven-Ack` header of the KV writes; the nemesis counts primaries from these).
-    pub async fn write_acked(&self, mut request: Request) -> Result<Acked, ApiError> {
+    pub async fn write_acked(&self, caller: &Caller, request: Request) -> Result<Acked, ApiError> {
+        let mut request = caller.stamp(request);
         if let Some(detached) = self.detached() {
             return Err(ApiError::new(
                 axum::http::StatusCode::CONFLICT,
@@ -346,7 +370,12 @@ impl Node {
                     }
                 }
                 Some((leader, node)) => self
-                    .forward(leader, &node, PeerRequest::Forward(request.clone()), remaining)
+                    .forward(
+                        leader,
+                        &node,
+                        PeerRequest::Forward { request: request.clone(), credential: caller.credential.clone() },
+                        remaining,
+                    )
                     .await
                     .and_then(|response| match response {
                         PeerResponse::Forward(result) => result,
@@ -373,8 +402,9 @@ impl Node {
         }
     }
 
-    /// Proposes `request` on this node, which must be the leader. Called for local writes
-    /// and for writes forwarded by followers (which are never forwarded again).
+    /// Proposes `request` on this node, which must be the leader. Called for local writes,
+    /// for the server's own commands and for writes forwarded by followers once their
+    /// credential checked out here (they are never forwarded again).
     ///
     /// The request is stamped with this leader's wall clock here, at the last moment before
     /// it enters the log: the state machine decides token expiry from the stamp, never
@@ -412,6 +442,62 @@ impl Node {
             Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(RemoteError::OutcomeUnknown),
             Err(RaftError::APIError(other)) => Err(RemoteError::Unavailable(other.to_string())),
             Err(RaftError::Fatal(fatal)) => Err(RemoteError::Unavailable(format!("raft stopped: {fatal}"))),
+        }
+    }
+
+    /// On the leader: commits `command` made by `caller` (never forwarded). A token that no
+    /// longer allows it at its point in the log is a 401.
+    pub async fn commit_as_leader(&self, caller: &Caller, command: Command) -> Result<CommandResult, RemoteError> {
+        let acked = self.propose_as_leader(caller.stamp(Request::new(None, command))).await?;
+        match acked.result {
+            CommandResult::Unauthorized { reason } => Err(crate::auth::revoked_in_flight(reason).into()),
+            result => Ok(result),
+        }
+    }
+
+    /// On the leader: commits `command` (an authorization check that changes nothing, or
+    /// the spending of a join token) for `caller`, for actions that are not state machine
+    /// commands themselves (membership changes): the token is checked at a point in the log
+    /// after every revocation this leader had committed.
+    async fn authorize_as_leader(&self, caller: &Caller, command: Command) -> Result<(), RemoteError> {
+        match self.commit_as_leader(caller, command).await? {
+            CommandResult::Ok { .. } => Ok(()),
+            other => Err(unexpected_result("an authorization", other)),
+        }
+    }
+
+    /// On the leader: records an administrative action made by `caller` that is not itself
+    /// a state machine command. Best effort: the action already happened, so a failure here
+    /// is logged, not turned into an error for it.
+    pub async fn record_audit_for(&self, caller: &Caller, entry: AuditEntry) {
+        let action = entry.action.clone();
+        match self.commit_as_leader(caller, Command::RecordAudit { entry }).await {
+            Ok(CommandResult::Audited { .. }) => {}
+            Ok(other) => tracing::warn!(%action, ?other, "audit record refused"),
+            Err(error) => tracing::warn!(%action, %error, "audit record not written"),
+        }
+    }
+
+    /// Refuses a join token already spent on another node (or the same node id with another
+    /// data dir), as seen by this node's replica.
+    fn check_join_token_unspent(&self, caller: &Caller, join: &JoinRequest) -> Result<(), RemoteError> {
+        if caller.role != Role::Join {
+            return Ok(());
+        }
+        let state = self.state.read();
+        let spent_on = state.kv.token(&caller.token_id).and_then(|record| record.used_by.clone());
+        match spent_on {
+            Some(claim) if claim.node_id != join.node_id || claim.incarnation != join.incarnation => {
+                Err(RemoteError::Rejected {
+                    status: 401,
+                    code: "unauthorized".into(),
+                    message: format!(
+                        "join token {} was already used by node {}; a join token admits one node",
+                        caller.token_id, claim.node_id
+                    ),
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -489,16 +575,17 @@ impl Node {
 
     // ---- membership ---------------------------------------------------------------
 
-    /// Admits a node (carried out by the leader).
-    pub async fn join(&self, request: JoinRequest) -> Result<JoinResponse, ApiError> {
+    /// Admits a node (carried out by the leader) for `caller`, a join or admin token.
+    pub async fn join(&self, caller: &Caller, request: JoinRequest) -> Result<JoinResponse, ApiError> {
         validate_join(&request)?;
         let deadline = Instant::now() + JOIN_DEADLINE;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = match self.leader() {
-                Some((leader, _)) if leader == self.node_id => self.join_as_leader(request.clone()).await,
+                Some((leader, _)) if leader == self.node_id => self.join_as_leader(caller, request.clone()).await,
                 Some((leader, node)) => {
-                    match self.forward(leader, &node, PeerRequest::Join(request.clone()), remaining).await {
+                    let body = PeerRequest::Join { request: request.clone(), credential: caller.credential.clone() };
+                    match self.forward(leader, &node, body, remaining).await {
                         Ok(PeerResponse::Join(result)) => result,
                         Ok(_) => Err(RemoteError::Unavailable("unexpected answer to join".into())),
                         Err(error) => Err(error),
@@ -517,10 +604,29 @@ impl Node {
         }
     }
 
-    pub async fn join_as_leader(&self, request: JoinRequest) -> Result<JoinResponse, RemoteError> {
+    /// On the leader: admits the joiner for `caller`. With a join token, the token is spent
+    /// on this node through Raft first (so of two joins racing with one token exactly one
+    /// gets in; the same node may repeat its join); with an admin token, the token is checked
+    /// once more at a committed point. The dry run (the joiner's preview) changes nothing
+    /// and spends nothing, but is refused when the join itself would be.
+    pub async fn join_as_leader(&self, caller: &Caller, request: JoinRequest) -> Result<JoinResponse, RemoteError> {
+        validate_join(&request).map_err(RemoteError::from)?;
         let Some(cluster_id) = self.cluster_id() else {
             return Err(RemoteError::Unavailable("the cluster id is not committed yet; retry".into()));
         };
+        if request.dry_run {
+            self.check_join_token_unspent(caller, &request)?;
+        } else {
+            let command = match caller.role {
+                Role::Join => Command::ConsumeJoinToken {
+                    id: caller.token_id.clone(),
+                    node_id: request.node_id,
+                    incarnation: request.incarnation.clone(),
+                },
+                _ => Command::Authorize,
+            };
+            self.authorize_as_leader(caller, command).await?;
+        }
         let _one_change_at_a_time = self.membership_changes.lock().await;
         let membership = self.membership();
         match membership.get_node(&request.node_id) {
@@ -550,6 +656,11 @@ impl Node {
                 // Not blocking: the joiner pins our keys from this answer, then catches up;
                 // the leader promotes it once it has (see `promote_caught_up_learners`).
                 self.raft.add_learner(request.node_id, node, false).await.map_err(membership_error)?;
+                let joiner = request.node_id;
+                let kind = if request.learner { "learner" } else { "voter (promoted once caught up)" };
+                let entry = AuditEntry::new("member.add", format!("node {joiner} joined as a {kind}"))
+                    .with_change(AuditChange::new(format!("member {joiner}"), None, Some(kind.to_string())));
+                self.record_audit_for(caller, entry).await;
             }
         }
         let membership = self.membership();
@@ -599,12 +710,17 @@ impl Node {
         }
     }
 
-    /// Removes a member (carried out by the leader).
-    pub async fn remove_member(&self, node_id: NodeId, force: bool) -> Result<RemoveResponse, ApiError> {
+    /// Removes a member (carried out by the leader) for `caller`, an admin token.
+    pub async fn remove_member(
+        &self,
+        caller: &Caller,
+        node_id: NodeId,
+        force: bool,
+    ) -> Result<RemoveResponse, ApiError> {
         match self.leader() {
-            Some((leader, _)) if leader == self.node_id => Ok(self.remove_as_leader(node_id, force).await?),
+            Some((leader, _)) if leader == self.node_id => Ok(self.remove_as_leader(caller, node_id, force).await?),
             Some((leader, node)) => {
-                let body = PeerRequest::RemoveMember { node_id, force };
+                let body = PeerRequest::RemoveMember { node_id, force, credential: caller.credential.clone() };
                 match self.forward(leader, &node, body, WRITE_DEADLINE).await? {
                     PeerResponse::RemoveMember(result) => Ok(result?),
                     _ => Err(ApiError::internal("unexpected answer to remove-member")),
@@ -614,7 +730,15 @@ impl Node {
         }
     }
 
-    pub async fn remove_as_leader(&self, node_id: NodeId, force: bool) -> Result<RemoveResponse, RemoteError> {
+    /// On the leader: removes `node_id` for `caller`, whose token is checked once more at a
+    /// committed point first, and records it in the audit log.
+    pub async fn remove_as_leader(
+        &self,
+        caller: &Caller,
+        node_id: NodeId,
+        force: bool,
+    ) -> Result<RemoveResponse, RemoteError> {
+        self.authorize_as_leader(caller, Command::Authorize).await?;
         let _one_change_at_a_time = self.membership_changes.lock().await;
         let membership = self.membership();
         if membership.get_node(&node_id).is_none() {
@@ -658,6 +782,10 @@ impl Node {
         };
         tracing::info!(node_id, force, "removing member");
         self.raft.change_membership(change, false).await.map_err(membership_error)?;
+        let entry =
+            AuditEntry::new("member.remove", format!("node {node_id} removed{}", if force { " (forced)" } else { "" }))
+                .with_change(AuditChange::new(format!("member {node_id}"), Some("member".into()), None));
+        self.record_audit_for(caller, entry).await;
         Ok(RemoveResponse { removed: node_id, warning })
     }
 
@@ -697,11 +825,12 @@ impl Node {
 
     /// Hands the primary role to `to` (or the most caught-up voter), carried out by the
     /// leader (seed 002's "swap roles").
-    pub async fn switchover(&self, to: Option<NodeId>) -> Result<SwitchoverResponse, ApiError> {
+    pub async fn switchover(&self, caller: &Caller, to: Option<NodeId>) -> Result<SwitchoverResponse, ApiError> {
         match self.leader() {
-            Some((leader, _)) if leader == self.node_id => Ok(self.switchover_as_leader(to).await?),
+            Some((leader, _)) if leader == self.node_id => Ok(self.switchover_as_leader(caller, to).await?),
             Some((leader, node)) => {
-                match self.forward(leader, &node, PeerRequest::Switchover { to }, SWITCHOVER_TIMEOUT * 2).await? {
+                let body = PeerRequest::Switchover { to, credential: caller.credential.clone() };
+                match self.forward(leader, &node, body, SWITCHOVER_TIMEOUT * 2).await? {
                     PeerResponse::Switchover(result) => Ok(result?),
                     _ => Err(ApiError::internal("unexpected answer to switchover")),
                 }
@@ -714,7 +843,34 @@ impl Node {
     /// stops proposing and the target campaigns as soon as it holds the leader's last
     /// entry), and confirms the target leads within `SWITCHOVER_TIMEOUT`. If it does not,
     /// this node keeps (or regains) the role and the answer says why.
-    pub async fn switchover_as_leader(&self, to: Option<NodeId>) -> Result<SwitchoverResponse, RemoteError> {
+    ///
+    /// Made by `caller`: the request is recorded in the audit log first, with the caller's
+    /// name (the node that takes over reads it and knows the change was planned, not a
+    /// failover); a refusal is recorded after it.
+    pub async fn switchover_as_leader(
+        &self,
+        caller: &Caller,
+        to: Option<NodeId>,
+    ) -> Result<SwitchoverResponse, RemoteError> {
+        let target = to.map_or_else(|| "the most caught-up voter".to_string(), |to| format!("node {to}"));
+        let entry = AuditEntry::new("switchover", format!("switchover to {target} requested"))
+            .with_change(AuditChange::new("primary", Some(self.node_id.to_string()), to.map(|to| to.to_string())));
+        match self.commit_as_leader(caller, Command::RecordAudit { entry }).await? {
+            CommandResult::Audited { .. } => {}
+            other => return Err(unexpected_result("an audit record", other)),
+        }
+        let result = self.carry_out_switchover(to).await;
+        if let Err(error) = &result {
+            let message = match error {
+                RemoteError::Rejected { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            self.record_audit_for(caller, AuditEntry::new("switchover.failed", message)).await;
+        }
+        result
+    }
+
+    async fn carry_out_switchover(&self, to: Option<NodeId>) -> Result<SwitchoverResponse, RemoteError> {
         let refuse = |message: String| RemoteError::Rejected { status: 409, code: "conflict".into(), message };
         let metrics = self.metrics();
         let last_log_index = metrics.last_log_index.unwrap_or(0);
@@ -952,6 +1108,16 @@ fn monotonic_ns() -> u64 {
         return 0;
     }
     (now.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec as u64)
+}
+
+/// A command result that the caller did not expect (a programming error, or a request id
+/// reused for another command).
+fn unexpected_result(what: &str, result: CommandResult) -> RemoteError {
+    RemoteError::Rejected {
+        status: 500,
+        code: "internal".into(),
+        message: format!("unexpected answer to {what}: {result:?}"),
+    }
 }
 
 fn membership_error(

@@ -1,18 +1,67 @@
-//! The peer handler: checks who is asking, then hands the request to Raft or the node.
+//! The peer handler: checks who is asking and whether its role lets it ask that, then
+//! hands the request to Raft or the node.
+//!
+//! ```text
+//!   envelope ──▶ refusal(): this node or the sender detached? meant for this node and this
+//!      │         data dir? same cluster? the sender a member (or, while this node joins, a
+//!      │         member it learned) whose recorded key is the connection's and whose
+//!      │         incarnation is the recorded one? Raft messages in the sender's own name?
+//!      │         forwarded writes naming a caller, never a server command?
+//!      ▼
+//!   Raft RPCs ─────────────────────────▶ openraft
+//!   Forward, Join, RemoveMember,  ─────▶ the leader only: the client's credential is
+//!   Switchover                           checked here, against this node's token table,
+//!                                        and the request is carried out as that client's
+//!   ReadIndex, Ping ───────────────────▶ the node
+//! ```
+//!
+//! A peer may only send what its role in the protocol needs: holding a member's key lets a
+//! node speak as that member, and nothing more. A follower forwards its clients' requests
+//! with their credentials and vouches for nothing itself, so a member (or an impostor that
+//! joined with a join token) cannot make the leader act beyond what a client credential it
+//! actually holds allows. Every refusal is logged (rate-limited, see `haven_net::log_limit`),
+//! and a refusal that a member's key earned by claiming what it is not is also recorded in
+//! the audit log.
 
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::Weak;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use haven_core::admin::AuditEntry;
+use haven_core::auth::Access;
+use haven_core::auth::Credential;
+use haven_core::kv::Request;
+use haven_net::log_limit::escaped;
+use haven_net::log_limit::Level;
+use haven_net::log_limit::RateLimitedLog;
+use haven_net::log_limit::LOG_INTERVAL;
+use haven_net::Acked;
 use haven_net::PeerEnvelope;
 use haven_net::PeerHandler;
 use haven_net::PeerRequest;
 use haven_net::PeerResponse;
 use haven_net::RemoteError;
+use haven_store::NodeId;
 use haven_store::Snapshot;
 
+use crate::auth::Caller;
 use crate::Node;
+
+/// How often at most one sender's refusals are recorded in the audit log: the log line
+/// says it at once; the audit log is for people to review and must not fill up with a
+/// flood (it keeps `AUDIT_RECORDS_MAX` records).
+pub const REFUSAL_AUDIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Refused peer requests, one line per sender and interval.
+static REFUSALS: LazyLock<RateLimitedLog<String>> =
+    LazyLock::new(|| RateLimitedLog::new("peer request refused", Level::Warn, LOG_INTERVAL));
+
+/// Refusals recorded in the audit log, one record per member key and interval.
+static REFUSAL_AUDITS: LazyLock<RateLimitedLog<String>> = LazyLock::new(|| {
+    RateLimitedLog::new("peer refusal not recorded in the audit log again", Level::Info, REFUSAL_AUDIT_INTERVAL)
+});
 
 /// Serves peer requests for one node. Holds the node weakly so a stopped node is freed.
 pub struct NodePeerHandler {
@@ -38,77 +87,227 @@ impl PeerHandler for NodePeerHandler {
     }
 }
 
-/// Why an envelope must not reach Raft, if it must not.
-pub fn refusal(node: &Node, envelope: &PeerEnvelope, peer_fingerprint: Option<&str>) -> Option<String> {
+/// Why an envelope must not be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// A short, fixed name of the rule that refused it (log lines are aggregated by it).
+    pub kind: &'static str,
+    pub reason: String,
+    /// The sender presented a key this node trusts and claimed to be, or asked for, what
+    /// that key does not allow (another member's id, a non-member, a request without its
+    /// client's authority): recorded in the audit log as well as logged.
+    pub violation: bool,
+}
+
+impl Refusal {
+    fn plain(kind: &'static str, reason: String) -> Option<Refusal> {
+        Some(Refusal { kind, reason, violation: false })
+    }
+
+    fn violation(kind: &'static str, reason: String) -> Option<Refusal> {
+        Some(Refusal { kind, reason, violation: true })
+    }
+}
+
+/// Why an envelope must not reach Raft or the node, if it must not.
+pub fn refusal(node: &Node, envelope: &PeerEnvelope, peer_fingerprint: Option<&str>) -> Option<Refusal> {
     if let Some(detached) = node.detached() {
-        return Some(format!(
-            "detached: node {} left cluster {} by teardown generation {}; it serves no cluster member",
-            node.node_id,
-            detached.cluster_id.as_deref().unwrap_or("(unknown)"),
-            detached.generation
-        ));
+        return Refusal::plain(
+            "this-node-detached",
+            format!(
+                "detached: node {} left cluster {} by teardown generation {}; it serves no cluster member",
+                node.node_id,
+                detached.cluster_id.as_deref().unwrap_or("(unknown)"),
+                detached.generation
+            ),
+        );
     }
     let generation = node.state.read().kv.admin().is_detached(envelope.from, &envelope.from_incarnation);
     if let Some(generation) = generation {
-        return Some(format!(
+        return Refusal::plain(
+            "sender-detached",
+            format!(
             "detached: node {} was detached by teardown generation {generation}; it can start standalone under a new \
              cluster id, or be wiped and join as a new member",
             envelope.from
-        ));
+        ),
+        );
     }
     if envelope.to != 0 && envelope.to != node.node_id {
-        return Some(format!("this is node {}, not node {}", node.node_id, envelope.to));
+        return Refusal::plain("misaddressed", format!("this is node {}, not node {}", node.node_id, envelope.to));
     }
     if let Some(expected) = &envelope.to_incarnation {
         if *expected != node.incarnation {
-            return Some(format!(
-                "incarnation mismatch: node {} expects this data dir to be incarnation {expected}, but it is {}; \
-                 the disk was wiped or replaced, so this node must be removed and join again as a new member",
-                envelope.from, node.incarnation
-            ));
+            return Refusal::plain(
+                "wrong-incarnation-here",
+                format!(
+                "incarnation mismatch: node {} expects this data dir to be incarnation {}, but it is {}; the disk was \
+                 wiped or replaced, so this node must be removed and join again as a new member",
+                envelope.from,
+                escaped(expected),
+                node.incarnation
+            ),
+            );
         }
     }
     if let (Some(theirs), Some(ours)) = (&envelope.cluster_id, node.cluster_id()) {
         if *theirs != ours {
-            return Some(format!(
-                "cluster mismatch: node {} belongs to cluster {theirs}, this node to cluster {ours}",
-                envelope.from
-            ));
+            return Refusal::plain(
+                "other-cluster",
+                format!(
+                    "cluster mismatch: node {} belongs to cluster {}, this node to cluster {ours}",
+                    envelope.from,
+                    escaped(theirs)
+                ),
+            );
         }
     }
-    let membership = node.membership();
-    if let Some(sender) = membership.get_node(&envelope.from) {
-        // The key the sender proved it holds must be the one recorded for the member it
-        // claims to be: one member cannot speak for another.
-        if let Some(presented) = peer_fingerprint {
-            if !sender.fingerprint.is_empty() && sender.fingerprint != presented {
-                return Some(format!(
-                    "node {} must present key {}, but this connection's key is {presented}",
-                    envelope.from, sender.fingerprint
-                ));
-            }
-        }
-        if sender.incarnation != envelope.from_incarnation {
-            return Some(format!(
-                "node {} has incarnation {}, but the membership records {}; it must be removed and join again",
-                envelope.from, envelope.from_incarnation, sender.incarnation
-            ));
-        }
-    }
-    None
+    sender_refusal(node, envelope, peer_fingerprint).or_else(|| body_refusal(envelope))
 }
 
-async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Option<String>) -> PeerResponse {
-    if let Some(reason) = refusal(node, &envelope, peer_fingerprint.as_deref()) {
+/// The sender must be a member whose recorded key is the one this connection proved (one
+/// member cannot speak for another, and a non-member cannot speak at all), with the data
+/// dir the membership records for it.
+fn sender_refusal(node: &Node, envelope: &PeerEnvelope, peer_fingerprint: Option<&str>) -> Option<Refusal> {
+    let from = envelope.from;
+    let Some((recorded_key, recorded_incarnation)) = node.peer_record(from) else {
+        return Refusal::violation("not-a-member", format!("node {from} is not a member of this cluster"));
+    };
+    match peer_fingerprint {
+        Some(presented) if presented != recorded_key => {
+            return Refusal::violation(
+                "wrong-key",
+                format!(
+                    "node {from} must present key {}, but this connection's key is {presented}",
+                    if recorded_key.is_empty() { "(none)" } else { &recorded_key }
+                ),
+            );
+        }
+        None if !recorded_key.is_empty() => {
+            return Refusal::violation(
+                "no-key",
+                format!("node {from} must present key {recorded_key}; this connection has none"),
+            );
+        }
+        _ => {}
+    }
+    match recorded_incarnation {
+        Some(recorded) if recorded != envelope.from_incarnation => Refusal::plain(
+            "stale-incarnation",
+            format!(
+            "node {from} has incarnation {}, but the membership records {recorded}; it must be removed and join again",
+            escaped(&envelope.from_incarnation)
+        ),
+        ),
+        _ => None,
+    }
+}
+
+/// What the sender asks must be its own to ask: Raft messages in its own name (a leader's
+/// entries and votes name their leader or candidate), forwarded writes naming the caller
+/// whose credential comes with them, and never one of the server's own commands.
+fn body_refusal(envelope: &PeerEnvelope) -> Option<Refusal> {
+    let from = envelope.from;
+    let named = match &envelope.body {
+        PeerRequest::AppendEntries(rpc) => Some(rpc.vote.leader_id.node_id),
+        PeerRequest::Vote(rpc) | PeerRequest::PreVote(rpc) => Some(rpc.vote.leader_id.node_id),
+        PeerRequest::TransferLeader(rpc) => Some(rpc.from_leader().leader_id.node_id),
+        PeerRequest::SnapshotChunk(chunk) => Some(chunk.vote.leader_id.node_id),
+        PeerRequest::Forward { request, credential } => return forward_refusal(request, credential),
+        PeerRequest::ReadIndex
+        | PeerRequest::Join { .. }
+        | PeerRequest::RemoveMember { .. }
+        | PeerRequest::Switchover { .. }
+        | PeerRequest::Ping => None,
+    };
+    match named {
+        Some(named) if named != from => Refusal::violation(
+            "impersonation",
+            format!("node {from} sent a {} message in the name of node {named}", envelope.body.name()),
+        ),
+        _ => None,
+    }
+}
+
+/// A forwarded write must be a client's request, naming the token whose credential comes
+/// with it: a request without a caller is one of the server's own, which it proposes
+/// itself and never accepts from the wire.
+fn forward_refusal(request: &Request, credential: &Credential) -> Option<Refusal> {
+    if request.command.is_server_only() {
+        return Refusal::violation(
+            "server-command",
+            format!(
+                "a forwarded {} is one of the server's own commands, which no peer may ask for",
+                request.command.name()
+            ),
+        );
+    }
+    let Some(auth) = &request.auth else {
+        return Refusal::violation(
+            "no-caller",
+            format!(
+                "a forwarded {} carries no caller; only client requests are forwarded, with their credential",
+                request.command.name()
+            ),
+        );
+    };
+    match credential.presented() {
+        Ok(presented) if presented.id == auth.token_id => None,
+        _ => Refusal::violation(
+            "credential-mismatch",
+            format!(
+                "a forwarded {} names token {} but does not carry that token",
+                request.command.name(),
+                escaped(&auth.token_id)
+            ),
+        ),
+    }
+}
+
+/// Logs a refusal (rate-limited per sender) and, for a violation by a trusted key on the
+/// leader, records it in the audit log (rate-limited per key).
+fn report_refusal(node: &Arc<Node>, envelope: &PeerEnvelope, peer_fingerprint: Option<&str>, refusal: &Refusal) {
+    let fingerprint = peer_fingerprint.unwrap_or("none");
+    let key = format!("{} by node {} with key {fingerprint}", refusal.kind, envelope.from);
+    if let Some(suppressed) = REFUSALS.admit(key) {
         tracing::warn!(
             from = envelope.from,
             request = envelope.body.name(),
-            fingerprint = peer_fingerprint.as_deref().unwrap_or("none"),
-            %reason,
+            fingerprint,
+            kind = refusal.kind,
+            reason = %refusal.reason,
+            suppressed,
             "peer request refused"
         );
-        return PeerResponse::Refused(reason);
     }
+    let Some(presented) = peer_fingerprint else { return };
+    if !refusal.violation || !node.is_leader() || REFUSAL_AUDITS.admit(presented.to_string()).is_none() {
+        return;
+    }
+    let owner = node.membership().nodes().find(|(_, member)| member.fingerprint == presented).map(|(id, _)| *id);
+    let holder = owner.map_or_else(|| "a key learned while joining".to_string(), |id| format!("node {id}'s key"));
+    let entry = AuditEntry::new(
+        "peer.refused",
+        format!(
+            "a peer with {holder} ({presented}) sent a {} as node {}: {}",
+            envelope.body.name(),
+            envelope.from,
+            refusal.reason
+        ),
+    );
+    let node = node.clone();
+    // Not on the answer's path: the refusal is answered at once.
+    tokio::spawn(async move {
+        node.record_audit(entry).await;
+    });
+}
+
+async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Option<String>) -> PeerResponse {
+    if let Some(refused) = refusal(node, &envelope, peer_fingerprint.as_deref()) {
+        report_refusal(node, &envelope, peer_fingerprint.as_deref(), &refused);
+        return PeerResponse::Refused(refused.reason);
+    }
+    let from = envelope.from;
     let raft = &node.raft;
     match envelope.body {
         PeerRequest::AppendEntries(rpc) => {
@@ -131,23 +330,148 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
             };
             PeerResponse::Snapshot(result)
         }
-        PeerRequest::Forward(request) => PeerResponse::Forward(node.propose_as_leader(request).await),
+        PeerRequest::Forward { request, credential } => {
+            PeerResponse::Forward(forwarded_write(node, from, request, &credential).await)
+        }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(node.read_index_as_leader().await),
-        PeerRequest::Join(request) => PeerResponse::Join(if node.is_leader() {
-            node.join_as_leader(request).await
-        } else {
-            Err(RemoteError::NotLeader { leader: node.leader().map(|(id, _)| id) })
-        }),
-        PeerRequest::RemoveMember { node_id, force } => PeerResponse::RemoveMember(if node.is_leader() {
-            node.remove_as_leader(node_id, force).await
-        } else {
-            Err(RemoteError::NotLeader { leader: node.leader().map(|(id, _)| id) })
-        }),
-        PeerRequest::Switchover { to } => PeerResponse::Switchover(if node.is_leader() {
-            node.switchover_as_leader(to).await
-        } else {
-            Err(RemoteError::NotLeader { leader: node.leader().map(|(id, _)| id) })
-        }),
+        PeerRequest::Join { request, credential } => PeerResponse::Join(
+            match leader_caller(node, from, &credential, route_access("/v1/members/join", "post")).await {
+                Ok(caller) => node.join_as_leader(&caller, request).await,
+                Err(error) => Err(error),
+            },
+        ),
+        PeerRequest::RemoveMember { node_id, force, credential } => PeerResponse::RemoveMember(
+            match leader_caller(node, from, &credential, route_access("/v1/members/{id}", "delete")).await {
+                Ok(caller) => node.remove_as_leader(&caller, node_id, force).await,
+                Err(error) => Err(error),
+            },
+        ),
+        PeerRequest::Switchover { to, credential } => PeerResponse::Switchover(
+            match leader_caller(node, from, &credential, route_access("/v1/switchover", "post")).await {
+                Ok(caller) => node.switchover_as_leader(&caller, to).await,
+                Err(error) => Err(error),
+            },
+        ),
         PeerRequest::Ping => PeerResponse::Ping(node.ping_info()),
+    }
+}
+
+/// The access the client route needs that a forwarded action came through (one table:
+/// `crate::api::ROUTES`); admin should the table ever lose the route.
+fn route_access(path: &str, method: &str) -> Access {
+    crate::api::access_of(path, method).unwrap_or(Access::Admin)
+}
+
+/// On the leader: the client whose credential a follower forwarded, checked here for
+/// `access`, with the forwarding member as the node that received the request.
+async fn leader_caller(
+    node: &Node,
+    from: NodeId,
+    credential: &Credential,
+    access: Access,
+) -> Result<Caller, RemoteError> {
+    if !node.is_leader() {
+        return Err(RemoteError::NotLeader { leader: node.leader().map(|(id, _)| id) });
+    }
+    let mut caller = crate::auth::authenticate(node, credential, access, &format!("node {from} (forwarded)")).await?;
+    caller.received_by = from;
+    Ok(caller)
+}
+
+/// On the leader: a write a follower received from a client, proposed as that client's once
+/// its credential checked out here for the route's access (`apply` checks the command's own
+/// access again).
+async fn forwarded_write(
+    node: &Node,
+    from: NodeId,
+    mut request: Request,
+    credential: &Credential,
+) -> Result<Acked, RemoteError> {
+    let Some(auth) = request.auth.take() else {
+        // `forward_refusal` refused it already; kept so this function stands on its own.
+        return Err(RemoteError::Rejected {
+            status: 401,
+            code: "unauthorized".into(),
+            message: "a forwarded request must carry its caller".into(),
+        });
+    };
+    let caller = leader_caller(node, from, credential, auth.access).await?;
+    node.propose_as_leader(caller.stamp(request)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use haven_core::auth::Access;
+    use haven_core::kv::Command;
+    use haven_store::Vote;
+    use openraft::raft::AppendEntriesRequest;
+    use openraft::raft::TransferLeaderRequest;
+    use openraft::raft::VoteRequest;
+
+    use super::*;
+
+    fn from(node: NodeId, body: PeerRequest) -> PeerEnvelope {
+        PeerEnvelope { from: node, from_incarnation: "i".into(), to: 0, to_incarnation: None, cluster_id: None, body }
+    }
+
+    /// Raft messages only in the sender's own name: entries and votes name their leader or
+    /// candidate, and node 2 cannot send node 1's.
+    #[test]
+    fn raft_messages_must_name_their_sender() {
+        let vote = Vote::new(3, 1);
+        let append = || {
+            PeerRequest::AppendEntries(AppendEntriesRequest {
+                vote,
+                prev_log_id: None,
+                entries: Vec::new(),
+                leader_commit: None,
+            })
+        };
+        let bodies = [
+            append(),
+            PeerRequest::Vote(VoteRequest::new(vote, None)),
+            PeerRequest::PreVote(VoteRequest::new(vote, None)),
+            PeerRequest::TransferLeader(TransferLeaderRequest::new(vote, 2, None)),
+        ];
+        for body in bodies {
+            let name = body.name();
+            assert_eq!(body_refusal(&from(1, body.clone())), None, "{name} in its own name");
+            let refused = body_refusal(&from(2, body)).unwrap_or_else(|| panic!("{name} in node 1's name"));
+            assert!(refused.violation && refused.kind == "impersonation", "{name}: {refused:?}");
+        }
+        assert_eq!(body_refusal(&from(2, PeerRequest::Ping)), None);
+    }
+
+    /// A forwarded write must name a caller whose credential it carries, and never be one of
+    /// the server's own commands.
+    #[test]
+    fn forwarded_writes_carry_their_caller() {
+        let made = haven_core::auth::new_token([1; 8], [2; 32]);
+        let credential = Credential::new(made.token.clone());
+        let put = Command::Put { key: "k".into(), value: b"v".to_vec(), prev_revision: None };
+        let forward = |request: Request, credential: &Credential| {
+            body_refusal(&from(2, PeerRequest::Forward { request, credential: credential.clone() }))
+        };
+        let good = Request::new(None, put.clone()).with_auth(&made.id, Access::Write);
+        assert_eq!(forward(good.clone(), &credential), None);
+        let kinds = [
+            (forward(Request::new(None, put.clone()), &credential), "no-caller"),
+            (forward(good.clone(), &Credential::new("hvn_garbage")), "credential-mismatch"),
+            (
+                forward(good, &Credential::new(haven_core::auth::new_token([3; 8], [2; 32]).token)),
+                "credential-mismatch",
+            ),
+            (
+                forward(
+                    Request::new(None, Command::InitCluster { cluster_id: "x".into() })
+                        .with_auth(&made.id, Access::Admin),
+                    &credential,
+                ),
+                "server-command",
+            ),
+        ];
+        for (refused, kind) in kinds {
+            assert_eq!(refused.map(|r| (r.kind, r.violation)), Some((kind, true)));
+        }
     }
 }

@@ -159,7 +159,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
         options.test_hooks,
     )
     .await?;
-    node.sync_pins(&[]);
+    node.sync_pins();
     tracing::info!(
         node_id = node.node_id,
         %client_url,
@@ -259,8 +259,16 @@ pub async fn serve_http(
     app: axum::Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    accept_loop(listener, tls, CLIENT_LIMITS, shutdown, move |stream, _accepted, permit| {
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+    accept_loop(listener, tls, CLIENT_LIMITS, shutdown, move |stream, accepted, permit| {
+        let remote = crate::auth::ClientAddr(accepted.remote);
+        let app = tower::ServiceBuilder::new()
+            .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request.extensions_mut().insert(remote);
+                request
+            })
+            .service(app.clone());
+        let service = hyper_util::service::TowerToHyperService::new(app);
         async move {
             let _permit = permit;
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -285,8 +293,7 @@ async fn follow_membership_pins(node: Arc<Node>) {
     loop {
         let membership = node.membership();
         if last.as_ref() != Some(&membership) {
-            let extra = node.join_pins.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            node.sync_pins(&extra);
+            node.sync_pins();
             last = Some(membership);
         }
         if metrics.changed().await.is_err() {
@@ -421,11 +428,9 @@ async fn join_through(node: &Node, join_url: &str) -> anyhow::Result<JoinRespons
             );
         }
     }
-    // Trust the members' keys before they start replicating to us.
-    let member_keys: Vec<String> =
-        preview.members.iter().map(|m| m.fingerprint.clone()).filter(|f| !f.is_empty()).collect();
-    *node.join_pins.lock().unwrap_or_else(|e| e.into_inner()) = member_keys.clone();
-    node.sync_pins(&member_keys);
+    // Trust the members (their ids and keys) before they start replicating to us.
+    *node.join_pins.lock().unwrap_or_else(|e| e.into_inner()) = preview.members.clone();
+    node.sync_pins();
     node.local.set_cluster_id(&preview.cluster_id);
     request.dry_run = false;
     post_join(node, &client, join_url, token.as_deref(), &request).await

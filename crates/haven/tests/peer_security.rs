@@ -56,28 +56,30 @@ fn client_config(server_pins: &haven_tls::PinSet, client: Option<(Vec<u8>, Vec<u
     }
 }
 
-/// Connects to a peer port with `config`, sends one ping envelope and returns the answer,
-/// or the error (TLS 1.3: a refused client certificate shows up only on the first read).
+/// Connects to a peer port with `config`, sends `envelope` and returns the answer, or the
+/// error (TLS 1.3: a refused client certificate shows up only on the first read).
+async fn send(peer_addr: &str, config: rustls::ClientConfig, envelope: &PeerEnvelope) -> Result<PeerResponse, String> {
+    let stream = tokio::net::TcpStream::connect(peer_addr).await.map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut stream =
+        connector.connect(ServerName::try_from("localhost").unwrap(), stream).await.map_err(|e| e.to_string())?;
+    haven_net::frame::write_frame(&mut stream, envelope).await.map_err(|e| e.to_string())?;
+    let body = haven_net::frame::read_frame(&mut stream).await.map_err(|e| e.to_string())?;
+    haven_net::frame::decode(&body).map_err(|e| e.to_string())
+}
+
+/// An envelope from `from` (with data dir `incarnation`) to whichever node receives it.
+fn envelope(from: u64, incarnation: &str, cluster_id: Option<String>, body: PeerRequest) -> PeerEnvelope {
+    PeerEnvelope { from, from_incarnation: incarnation.into(), to: 0, to_incarnation: None, cluster_id, body }
+}
+
+/// Sends one ping as the fake member 7 (see `add_fake_member`).
 async fn ping(
     peer_addr: &str,
     config: rustls::ClientConfig,
     cluster_id: Option<String>,
 ) -> Result<PeerResponse, String> {
-    let stream = tokio::net::TcpStream::connect(peer_addr).await.map_err(|e| e.to_string())?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let mut stream =
-        connector.connect(ServerName::try_from("localhost").unwrap(), stream).await.map_err(|e| e.to_string())?;
-    let envelope = PeerEnvelope {
-        from: 99,
-        from_incarnation: "intruder".into(),
-        to: 0,
-        to_incarnation: None,
-        cluster_id,
-        body: PeerRequest::Ping,
-    };
-    haven_net::frame::write_frame(&mut stream, &envelope).await.map_err(|e| e.to_string())?;
-    let body = haven_net::frame::read_frame(&mut stream).await.map_err(|e| e.to_string())?;
-    haven_net::frame::decode(&body).map_err(|e| e.to_string())
+    send(peer_addr, config, &envelope(7, "fake-member", cluster_id, PeerRequest::Ping)).await
 }
 
 /// Adds a member record with `fingerprint` (a learner at an address nobody listens on), so
@@ -251,4 +253,140 @@ fn a_join_with_the_wrong_fingerprint_stops_the_joiner() {
     let members = cluster.status(0).unwrap()["members"].as_array().unwrap().len();
     assert_eq!(members, 1, "membership unchanged");
     assert!(!log.contains(&cluster.admin_token), "the token is not in the joiner's log");
+}
+
+/// Issue 12's adversarial peer: a process that joins with a join token and its own key may
+/// speak as that member and do nothing more. Its forwarded `CreateToken(admin)` without a
+/// caller, with a made-up secret for the admin token's id, and with its own join token; a
+/// forwarded server command; an envelope from a non-member and one in another member's name:
+/// all refused, and logged; nothing is committed: no token, and nothing in the audit log but
+/// the refusal.
+#[test]
+fn a_joined_impostor_cannot_act_beyond_its_join_token() {
+    use haven_core::auth::Access;
+    use haven_core::auth::Credential;
+    use haven_core::auth::Role;
+    use haven_core::kv::Command;
+    use haven_core::kv::Request;
+    use haven_net::RemoteError;
+
+    let _serial = serial();
+    let mut cluster = TestCluster::start(1, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let peer_addr = cluster.nodes[0].peer_addr.clone();
+    let join = block_on(cluster.client().create_token("join", Some("impostor"), Some(600))).expect("join token");
+
+    // The impostor's own key, named in its join request.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let now = SystemTime::now();
+    let day = Duration::from_secs(24 * 3600);
+    let cert = certificate(&key, now - day, now + 365 * day);
+    let fingerprint = haven_tls::fingerprint(&cert).unwrap();
+    let url = format!("{}/v1/members/join", cluster.nodes[0].client_url);
+    for dry_run in [true, false] {
+        let body = serde_json::json!({
+            "node_id": 9,
+            "client_url": "https://127.0.0.1:9",
+            "peer_addr": "127.0.0.1:9",
+            "incarnation": "impostor",
+            "fingerprint": fingerprint,
+            "learner": true,
+            "dry_run": dry_run,
+        });
+        let response = block_on(cluster.http().post(&url).bearer_auth(&join.token).json(&body).send()).unwrap();
+        assert!(response.status().is_success(), "the join (dry run {dry_run}) is admitted: {}", response.status());
+    }
+    let tokens_before: Vec<(String, String)> = block_on(cluster.client().list_tokens())
+        .expect("tokens")
+        .into_iter()
+        .map(|token| (token.id, token.role))
+        .collect();
+    let admin_id = tokens_before.iter().find(|(_, role)| role == "admin").expect("admin token").0.clone();
+    let audit_before = block_on(cluster.client().audit_all(0)).expect("audit").last_seq;
+    let cluster_id = cluster.status(0).unwrap()["cluster_id"].as_str().unwrap().to_string();
+
+    let config = || client_config(&cluster.pins, Some((cert.clone(), key.serialize_der())));
+    let impostor = |body: PeerRequest| envelope(9, "impostor", Some(cluster_id.clone()), body);
+    // The admin token the impostor would like the cluster to hold.
+    let wanted = haven_core::auth::new_token([0x42; 8], [0x42; 32]);
+    let create_admin = Command::CreateToken {
+        id: wanted.id.clone(),
+        name: "owned".into(),
+        role: Role::Admin,
+        sha256_hex: wanted.sha256_hex.clone(),
+        ttl_ms: None,
+    };
+    let forged = Credential::new(format!("hvn_{admin_id}_{}", "A".repeat(43)));
+    let forward =
+        |request: Request, credential: &Credential| PeerRequest::Forward { request, credential: credential.clone() };
+    let own = Credential::new(join.token.clone());
+    let refused_because = |answer: Result<PeerResponse, String>, needle: &str, case: &str| match answer {
+        Ok(PeerResponse::Refused(reason)) => assert!(reason.contains(needle), "{case}: {reason}"),
+        other => panic!("{case}: must be refused, got {other:?}"),
+    };
+    let rejected_with = |answer: Result<PeerResponse, String>, expected: u16, case: &str| match answer {
+        Ok(PeerResponse::Forward(Err(RemoteError::Rejected { status, .. }))) => assert_eq!(status, expected, "{case}"),
+        other => panic!("{case}: must be rejected with {expected}, got {other:?}"),
+    };
+
+    block_on(async {
+        let no_caller = forward(Request::new(None, create_admin.clone()), &own);
+        refused_because(send(&peer_addr, config(), &impostor(no_caller)).await, "carries no caller", "no authority");
+
+        let as_admin = Request::new(None, create_admin.clone()).with_auth(&admin_id, Access::Admin);
+        let answer = send(&peer_addr, config(), &impostor(forward(as_admin.clone(), &forged))).await;
+        rejected_with(answer, 401, "the admin token's id with a made-up secret");
+
+        let as_joiner = Request::new(None, create_admin.clone()).with_auth(&join.id, Access::Admin);
+        let answer = send(&peer_addr, config(), &impostor(forward(as_joiner, &own))).await;
+        rejected_with(answer, 403, "its own join token");
+
+        let entry = haven_core::admin::AuditEntry::new("config.apply", "forged");
+        let server_command = Request::new(None, Command::RecordAudit { entry }).with_auth(&join.id, Access::Public);
+        let answer = send(&peer_addr, config(), &impostor(forward(server_command, &own))).await;
+        refused_because(answer, "server's own commands", "a server command");
+
+        let stranger = envelope(99, "impostor", Some(cluster_id.clone()), PeerRequest::Ping);
+        refused_because(send(&peer_addr, config(), &stranger).await, "not a member", "a non-member sender");
+
+        let as_leader = envelope(1, "impostor", Some(cluster_id.clone()), forward(as_admin, &forged));
+        refused_because(send(&peer_addr, config(), &as_leader).await, "must present key", "another member's id");
+
+        // The control: as itself, the impostor is served what its role allows.
+        let answer = send(&peer_addr, config(), &impostor(PeerRequest::Ping)).await;
+        assert!(matches!(answer, Ok(PeerResponse::Ping(_))), "a member's own ping is served: {answer:?}");
+    });
+
+    let tokens_after: Vec<(String, String)> = block_on(cluster.client().list_tokens())
+        .expect("tokens")
+        .into_iter()
+        .map(|token| (token.id, token.role))
+        .collect();
+    assert_eq!(tokens_after, tokens_before, "no token was created");
+    let mut audit = Vec::new();
+    cluster.wait_for(CONDITION_TIMEOUT, "the refusal in the audit log", |c| {
+        audit = block_on(c.client().audit_all(audit_before)).expect("audit").records;
+        !audit.is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let audit = block_on(cluster.client().audit_all(audit_before)).expect("audit").records;
+    assert!(
+        audit.iter().all(|record| record.action == "peer.refused"),
+        "nothing but the refusal in the audit log: {audit:?}"
+    );
+    assert!(audit[0].summary.contains(&fingerprint) && audit[0].summary.contains("node 9's key"), "{audit:?}");
+
+    let log = cluster.nodes[0].log();
+    let refusals: Vec<&str> =
+        log.lines().filter(|line| line.contains("peer request refused") && line.contains(&fingerprint)).collect();
+    for kind in ["no-caller", "server-command", "not-a-member", "wrong-key"] {
+        assert!(refusals.iter().any(|line| line.contains(kind)), "a {kind} refusal is logged:\n{log}");
+    }
+    let failed: Vec<&str> =
+        log.lines().filter(|l| l.contains("authentication failed") && l.contains("node 9")).collect();
+    assert!(
+        failed.iter().any(|l| l.contains("status=401")) && failed.iter().any(|l| l.contains("status=403")),
+        "{log}"
+    );
+    assert!(!log.contains(&"A".repeat(43)), "the made-up secret is not logged");
 }
