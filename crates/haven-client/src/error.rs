@@ -196,6 +196,9 @@ pub const CODE_STALE_DRAFT: &str = "stale_draft";
 pub const CODE_NOT_STABLE: &str = "not_stable";
 /// A recovery the node refuses (409); the message says why and what to do instead.
 pub const CODE_RECOVER_REFUSED: &str = "recover_refused";
+/// The token used the `request_id` before for a different request (409); nothing was
+/// applied. Send the request with a new id.
+pub const CODE_REQUEST_ID_REUSED: &str = "request_id_reused";
 /// Used when the server's error body has no code we can read.
 pub const CODE_UNKNOWN: &str = "unknown";
 

@@ -98,6 +98,7 @@ pub use error::CODE_NOT_STABLE;
 pub use error::CODE_NO_LEADER;
 pub use error::CODE_OUTCOME_UNKNOWN;
 pub use error::CODE_RECOVER_REFUSED;
+pub use error::CODE_REQUEST_ID_REUSED;
 pub use error::CODE_STALE_DRAFT;
 pub use error::CODE_UNAVAILABLE;
 pub use error::CODE_UNKNOWN;

@@ -19,6 +19,14 @@
 //! flight cannot make that write land. Token changes are bookkeeping: they do not advance
 //! the KV revision and are not in the watch history.
 //!
+//! Request ids: a request may carry an id so that a retry applies at most once. The id is
+//! the caller's, not the cluster's: the state machine remembers each result under the
+//! caller (the token id the request was made with, or the server itself for its own
+//! requests) and the id, with a digest of the command. A retry (same caller, id and
+//! command) gets the remembered result and changes nothing; the same id with a different
+//! command is refused (`RequestIdReused`) and changes nothing; another caller's same id is
+//! another request. The last `REQUEST_IDS_REMEMBERED` ids are remembered.
+//!
 //! Representation: `KvState` is built from persistent data structures (`imbl`'s B-tree map,
 //! RRB vector and HAMT, and copy-on-write `Arc`s for the rarely changed parts), so `clone`
 //! is O(1) and a snapshot can take a consistent copy of the whole state between two applies
@@ -26,6 +34,11 @@
 //! collections they replaced (a map as a map, a sequence as a sequence), and byte values
 //! encode as byte strings, which postcard writes exactly like a sequence of `u8`: snapshots
 //! and log entries written before read the same.
+//!
+//! Stored layouts: log entries (`Request`) keep the layout they always had. The state's
+//! layout changed once, when request ids got their caller and command digest; snapshots
+//! written before that (format 0, [`format_v0`]) are read through the old layout and
+//! converted (the store marks newer snapshots with their format number).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,6 +69,8 @@ use crate::auth::TOKEN_TTL_SECONDS_MIN;
 use crate::key::key_has_prefix;
 use crate::limits::HISTORY_REVISIONS_DEFAULT;
 use crate::limits::REQUEST_IDS_REMEMBERED;
+
+pub mod format_v0;
 
 /// A change to the store, as proposed through Raft.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,6 +303,9 @@ pub enum CommandResult {
     TornDown { generation: u64 },
     /// The audit record got sequence number `seq`.
     Audited { seq: u64 },
+    /// The request id was used before by the same caller for a different request (or by a
+    /// version that did not record callers); nothing was applied. `reason` names the id.
+    RequestIdReused { reason: String },
 }
 
 impl Default for CommandResult {
@@ -346,10 +364,10 @@ pub struct KvState {
     /// Watchers may resume from any `after_revision >= compact_revision`.
     compact_revision: u64,
     history_revisions: u64,
-    /// Results of recent requests by id, for at-most-once retries; `request_order` evicts
-    /// the oldest first so the memory is bounded.
-    request_results: HashMap<String, CommandResult>,
-    request_order: Vector<String>,
+    /// Results of recent requests by caller and id, for at-most-once retries;
+    /// `request_order` evicts the oldest first so the memory is bounded.
+    request_results: HashMap<RequestKey, Remembered>,
+    request_order: Vector<RequestKey>,
     /// Bearer tokens by id (hashes only), at most `TOKENS_MAX`.
     tokens: CopyOnWrite<BTreeMap<String, TokenRecord>>,
     /// Maintenance mode: on since this time (the proposing leader's clock), or off.
@@ -523,11 +541,17 @@ impl KvState {
                 }
             }
         }
-        if let Some(id) = &request.request_id {
-            if let Some(result) = self.request_results.get(id) {
-                return result.clone();
+        let remember_as = match &request.request_id {
+            Some(id) => {
+                let key = RequestKey::of(request, id);
+                let fingerprint = RequestFingerprint::of(&request.command);
+                if let Some(earlier) = self.recall(&key, &fingerprint) {
+                    return earlier;
+                }
+                Some((key, fingerprint))
             }
-        }
+            None => None,
+        };
         // Named before applying: a revocation may remove the caller's own token.
         let actor = match &request.auth {
             Some(auth) => self.tokens.get(&auth.token_id).map_or_else(|| auth.token_id.clone(), |t| t.name.clone()),
@@ -546,10 +570,45 @@ impl KvState {
             }
             None => result,
         };
-        if let Some(id) = &request.request_id {
-            self.remember(id.clone(), result.clone());
+        if let Some((key, fingerprint)) = remember_as {
+            self.remember(key, fingerprint, result.clone());
         }
         result
+    }
+
+    /// What a request with `key` and `fingerprint` gets without being applied: the
+    /// remembered result of a retry, or a refusal of a reused id. `None`: a new request.
+    fn recall(&self, key: &RequestKey, fingerprint: &RequestFingerprint) -> Option<CommandResult> {
+        let caller = match &key.scope {
+            RequestScope::Server => "this cluster's servers".to_string(),
+            RequestScope::Token(token_id) => format!("token {token_id}"),
+            RequestScope::Unrecorded => "an unrecorded caller".to_string(),
+        };
+        if let Some(earlier) = self.request_results.get(key) {
+            if earlier.fingerprint == *fingerprint {
+                return Some(earlier.result.clone());
+            }
+            return Some(CommandResult::RequestIdReused {
+                reason: format!(
+                    "request id {:?} was already used by {caller} for a different request; nothing was applied. A \
+                     retry must repeat the request exactly; a new request needs a new id (a random 128-bit one)",
+                    key.id
+                ),
+            });
+        }
+        let unrecorded = RequestKey { scope: RequestScope::Unrecorded, id: key.id.clone() };
+        if self.request_results.contains_key(&unrecorded) {
+            return Some(CommandResult::RequestIdReused {
+                reason: format!(
+                    "request id {:?} was used before this cluster was upgraded, when ids were remembered without \
+                     their caller and request, so this request cannot be told from a retry of that one; nothing was \
+                     applied. If it is a retry, the first attempt was applied (read the key to check); otherwise \
+                     send it with a new id",
+                    key.id
+                ),
+            });
+        }
+        None
     }
 
     fn apply_command(&mut self, command: &Command, now_ms: u64, auth: Option<&Auth>) -> CommandResult {
@@ -808,9 +867,9 @@ impl KvState {
         }
     }
 
-    fn remember(&mut self, id: String, result: CommandResult) {
-        if self.request_results.insert(id.clone(), result).is_none() {
-            self.request_order.push_back(id);
+    fn remember(&mut self, key: RequestKey, fingerprint: RequestFingerprint, result: CommandResult) {
+        if self.request_results.insert(key.clone(), Remembered { fingerprint, result }).is_none() {
+            self.request_order.push_back(key);
         }
         while self.request_order.len() > REQUEST_IDS_REMEMBERED {
             if let Some(oldest) = self.request_order.pop_front() {
@@ -842,6 +901,67 @@ impl KvState {
         }
         hash
     }
+}
+
+/// Whose request id it is: ids are chosen by callers, so two callers may pick the same
+/// one and still make two different requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RequestScope {
+    /// The servers' own requests (no token: the cluster id, the bootstrap token, audit
+    /// records). Their ids are random, drawn by the server.
+    Server,
+    /// Requests made with this token (by id).
+    Token(String),
+    /// Remembered by a version that did not record the caller or the command (snapshot
+    /// format 0): such an id can be told neither from a retry nor from a new request.
+    Unrecorded,
+}
+
+/// A remembered request id, with its caller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestKey {
+    pub scope: RequestScope,
+    pub id: String,
+}
+
+impl RequestKey {
+    /// The key `request` is remembered under: its token's id, or the server scope for a
+    /// request without a token (which only a server can propose).
+    pub fn of(request: &Request, id: &str) -> RequestKey {
+        let scope = match &request.auth {
+            Some(auth) => RequestScope::Token(auth.token_id.clone()),
+            None => RequestScope::Server,
+        };
+        RequestKey { scope, id: id.to_string() }
+    }
+}
+
+/// A digest of a command: its kind, key, value and conditions (every field), so a retry
+/// can be told from a different request under the same id. The first 128 bits of the
+/// SHA-256 of the command's encoding: far beyond any chance of two different commands of
+/// one caller and one id agreeing, at half the memory of the whole digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestFingerprint(pub [u8; 16]);
+
+impl RequestFingerprint {
+    pub fn of(command: &Command) -> RequestFingerprint {
+        // Encoding a command cannot fail (strings, bytes, numbers, sequences of known
+        // length); were it to, every command would get the same digest of nothing and a
+        // reused id would be taken for a retry, so say so loudly in tests.
+        let digest = crate::codec::sha256(command);
+        debug_assert!(digest.is_ok(), "a command failed to encode: {digest:?}");
+        let digest = digest.unwrap_or_default();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        RequestFingerprint(first)
+    }
+}
+
+/// What the state machine remembers of a request with an id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub fingerprint: RequestFingerprint,
+    pub result: CommandResult,
 }
 
 /// A value shared between clones of the state until one of them changes it: `Deref` reads
@@ -989,7 +1109,8 @@ mod tests {
 
         use crate::admin::AdminState;
         use crate::auth::TokenRecord;
-        use crate::kv::CommandResult;
+        use crate::kv::Remembered;
+        use crate::kv::RequestKey;
 
         #[derive(Serialize, Deserialize)]
         pub struct Entry {
@@ -1020,8 +1141,8 @@ mod tests {
             pub history: VecDeque<Event>,
             pub compact_revision: u64,
             pub history_revisions: u64,
-            pub request_results: HashMap<String, CommandResult>,
-            pub request_order: VecDeque<String>,
+            pub request_results: HashMap<RequestKey, Remembered>,
+            pub request_order: VecDeque<RequestKey>,
             pub tokens: BTreeMap<String, TokenRecord>,
             #[serde(default)]
             pub maintenance_since_ms: Option<u64>,
@@ -1049,23 +1170,24 @@ mod tests {
         state.apply(&Request::new(None, Command::SetMaintenance { on: true }));
         assert_eq!(state.compact_revision(), 2, "the history was trimmed");
 
-        let bytes = postcard::to_stdvec(&state).unwrap();
-        let old: legacy::KvState = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!(postcard::to_stdvec(&old).unwrap(), bytes, "one request id: no hash order involved");
+        let bytes = crate::codec::encode(&state).unwrap();
+        let old: legacy::KvState = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(crate::codec::encode(&old).unwrap(), bytes, "one request id: no hash order involved");
         assert_eq!(old.entries["a"].value, "\u{0}\u{ff}3".as_bytes());
         // Revisions 1-5 with 3 kept: the oldest kept event is revision 3, the second put of "a".
         assert_eq!(old.history[0].revision, 3);
         assert!(
             matches!(&old.history[0].kind, legacy::EventKind::Put { value, .. } if value == "\u{0}\u{ff}3".as_bytes())
         );
-        let back: KvState = postcard::from_bytes(&bytes).unwrap();
+        let back: KvState = crate::codec::decode(&bytes).unwrap();
         assert_eq!(back, state);
-        assert_eq!(serde_json::to_string(&state).unwrap(), serde_json::to_string(&old).unwrap());
+        // (No JSON comparison of the whole state any more: remembered request ids are keyed
+        // by caller and id, which JSON maps cannot hold, and the state is never JSON.)
 
         let value = vec![7u8; 300];
         let command = Command::Put { key: "k".into(), value: value.clone(), prev_revision: Some(3) };
         let old_command = legacy::Command::Put { key: "k".into(), value, prev_revision: Some(3) };
-        assert_eq!(postcard::to_stdvec(&command).unwrap(), postcard::to_stdvec(&old_command).unwrap());
+        assert_eq!(crate::codec::encode(&command).unwrap(), crate::codec::encode(&old_command).unwrap());
         let json = serde_json::to_string(&old_command).unwrap();
         assert_eq!(serde_json::to_string(&command).unwrap(), json);
         assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), command, "a JSON array of bytes reads back");
@@ -1111,6 +1233,89 @@ mod tests {
         assert_eq!(state.revision(), 2);
     }
 
+    fn with_id(mut request: Request, id: &str) -> Request {
+        request.request_id = Some(id.to_string());
+        request
+    }
+
+    fn reused(result: CommandResult) -> String {
+        match result {
+            CommandResult::RequestIdReused { reason } => reason,
+            other => panic!("expected RequestIdReused, got {other:?}"),
+        }
+    }
+
+    /// Issue 11, first sequence: one token sends `put a` and then `put b` under the same
+    /// id. The second is refused, names the id, and writes nothing; a real retry of the
+    /// first still gets the first's result.
+    #[test]
+    fn a_reused_id_with_another_command_is_refused_and_applies_nothing() {
+        let mut state = KvState::default();
+        let operator = create(&mut state, 1, Role::Operator, None);
+        let as_operator = |request: Request| stamped(with_id(request, "req-42"), &operator.id, Access::Write, T0);
+        let first = state.apply(&as_operator(put("a", "one")));
+        assert_eq!(first, CommandResult::Put { revision: 1, prev_mod_revision: 0 });
+        let digest = state.digest();
+        let reason = reused(state.apply(&as_operator(put("b", "two"))));
+        assert!(reason.contains("\"req-42\"") && reason.contains("different request"), "{reason}");
+        assert_eq!((state.digest(), state.revision()), (digest, 1), "nothing was applied");
+        assert!(state.get("b").is_none());
+        // The same key with another value, or another condition, is another request too.
+        reused(state.apply(&as_operator(put("a", "uno"))));
+        reused(state.apply(&as_operator(cas("a", "one", 0))));
+        reused(state.apply(&as_operator(del("a"))));
+        // The retry of the first request: its own result, describing its own key.
+        assert_eq!(state.apply(&as_operator(put("a", "one"))), first);
+        assert_eq!(state.revision(), 1);
+    }
+
+    /// Issue 11, second sequence: the same id from another token is another request, and
+    /// so is the same id from the servers themselves.
+    #[test]
+    fn the_same_id_from_another_caller_is_an_independent_request() {
+        let mut state = KvState::default();
+        let alice = create(&mut state, 1, Role::Operator, None);
+        let bob = create(&mut state, 2, Role::Operator, None);
+        let by = |token: &str, key: &str| stamped(with_id(put(key, "v"), "req-42"), token, Access::Write, T0);
+        assert!(matches!(state.apply(&by(&alice.id, "a")), CommandResult::Put { revision: 1, .. }));
+        assert!(matches!(state.apply(&by(&bob.id, "c")), CommandResult::Put { revision: 2, .. }));
+        assert!(matches!(state.apply(&with_id(put("s", "v"), "req-42")), CommandResult::Put { revision: 3, .. }));
+        assert!(state.get("a").is_some() && state.get("c").is_some() && state.get("s").is_some());
+        // Each caller's retry still finds its own result.
+        assert_eq!(state.apply(&by(&bob.id, "c")), CommandResult::Put { revision: 2, prev_mod_revision: 0 });
+        assert_eq!(state.revision(), 3);
+    }
+
+    /// Issue 11, third sequence: across kinds of command. A revocation under an id that
+    /// the same token used for a put is refused as a reused id (it was answered with the
+    /// put's result, which the API turned into a 500), and one under an id another token
+    /// used is revoked (it was answered 404 for a token that exists).
+    #[test]
+    fn a_reused_id_across_kinds_of_command_is_refused_or_independent() {
+        let mut state = KvState::default();
+        let admin = create(&mut state, 1, Role::Admin, None);
+        let operator = create(&mut state, 2, Role::Operator, None);
+        let victim = create(&mut state, 3, Role::Reader, None);
+        let revoke = |token: &str| {
+            stamped(
+                with_id(Request::new(None, Command::RevokeToken { id: victim.id.clone() }), "0"),
+                token,
+                Access::Admin,
+                T0,
+            )
+        };
+        state.apply(&stamped(with_id(put("a", "v"), "0"), &admin.id, Access::Write, T0));
+        let reason = reused(state.apply(&revoke(&admin.id)));
+        assert!(reason.contains("\"0\""), "{reason}");
+        assert!(state.token(&victim.id).is_some(), "nothing was revoked");
+        // The operator put under "0" too; the admin's own "0" is taken, so it uses "1"...
+        state.apply(&stamped(with_id(put("b", "v"), "1"), &operator.id, Access::Write, T0));
+        let mut revoke_1 = revoke(&admin.id);
+        revoke_1.request_id = Some("1".into());
+        assert_eq!(state.apply(&revoke_1), CommandResult::TokenRevoked { revoked: true });
+        assert!(state.token(&victim.id).is_none());
+    }
+
     #[test]
     fn remembered_request_ids_are_bounded() {
         let mut state = KvState::new(10);
@@ -1121,7 +1326,8 @@ mod tests {
         }
         assert_eq!(state.request_results.len(), REQUEST_IDS_REMEMBERED);
         assert_eq!(state.request_order.len(), REQUEST_IDS_REMEMBERED);
-        assert!(!state.request_results.contains_key("id-0"), "the oldest id is forgotten first");
+        let oldest = RequestKey { scope: RequestScope::Server, id: "id-0".into() };
+        assert!(!state.request_results.contains_key(&oldest), "the oldest id is forgotten first");
     }
 
     #[test]

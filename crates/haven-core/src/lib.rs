@@ -6,7 +6,7 @@
 //!                        ▼
 //!                  haven-core  ◀── you are here: limits, key rules, the KV state
 //!                                  machine, tokens and roles, node configuration
-//!                                  validation
+//!                                  validation, the one binary encoding (codec)
 //! ```
 //!
 //! Nothing here touches a socket, a file, a clock or an async runtime: every function
@@ -16,6 +16,7 @@
 pub mod ack;
 pub mod admin;
 pub mod auth;
+pub mod codec;
 pub mod config;
 pub mod ha;
 pub mod key;

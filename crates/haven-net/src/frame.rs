@@ -1,4 +1,5 @@
-//! Length-prefixed frames: a 4-byte big-endian length, then a postcard-encoded message.
+//! Length-prefixed frames: a 4-byte big-endian length, then the message in Haven's one
+//! binary encoding (`haven_core::codec`, the same as the log and snapshots).
 //!
 //! The length is checked against `PEER_FRAME_BYTES_MAX` before anything is allocated, so a
 //! peer (or anyone who reaches the port) cannot make a node allocate more than that.
@@ -26,7 +27,8 @@ pub enum FrameError {
 /// Encodes a message into a frame (length prefix included).
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     // Room for the length prefix first, filled in once the body's length is known.
-    let mut out = postcard::to_extend(message, vec![0u8; 4]).map_err(|e| FrameError::Decode(e.to_string()))?;
+    let mut out =
+        haven_core::codec::encode_after(vec![0u8; 4], message).map_err(|e| FrameError::Decode(e.to_string()))?;
     let body = out.len() - 4;
     if body > PEER_FRAME_BYTES_MAX {
         return Err(FrameError::TooLarge(body));
@@ -37,7 +39,7 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
 
 /// Decodes a frame body (without the length prefix). Never panics on any input.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    postcard::from_bytes(body).map_err(|e| FrameError::Decode(e.to_string()))
+    haven_core::codec::decode(body).map_err(|e| FrameError::Decode(e.to_string()))
 }
 
 /// Writes one message as a frame.

@@ -443,8 +443,8 @@ fn command_failure(key: &str, result: CommandResult) -> ApiError {
             format!("key {key:?} is at mod_revision {current_revision} (0 = absent), not the expected one"),
         )
         .with("current_revision", current_revision),
-        // A retried request id that first belonged to another kind of command.
-        other => ApiError::new(StatusCode::CONFLICT, "conflict", format!("request id already used for {other:?}")),
+        // Not an answer a put or delete gets (a reused id is answered in `Node::write_acked`).
+        other => ApiError::internal(format!("unexpected answer to a write of key {key:?}: {other:?}")),
     }
 }
 

@@ -52,6 +52,12 @@ impl ApiError {
         .with("outcome", "unknown")
     }
 
+    /// A request id the caller used before for a different request (issue 11): nothing
+    /// was applied. Retrying does not help; a new request needs a new id.
+    pub fn request_id_reused(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "request_id_reused", reason)
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
@@ -96,6 +102,7 @@ fn static_code(code: &str) -> &'static str {
         "quorum_at_risk",
         "switchover_timeout",
         "conflict",
+        "request_id_reused",
         "unavailable",
         "internal",
     ];

@@ -384,6 +384,11 @@ impl Node {
                 None => Err(RemoteError::NotLeader { leader: None }),
             };
             match attempt {
+                // Committed, but as a refusal that applied nothing: every route answers it
+                // the same way, whatever command it carried.
+                Ok(Acked { result: CommandResult::RequestIdReused { reason }, .. }) => {
+                    return Err(ApiError::request_id_reused(reason))
+                }
                 Ok(result) => return Ok(result),
                 Err(RemoteError::Rejected { status, code, message }) => {
                     return Err(RemoteError::Rejected { status, code, message }.into())

@@ -56,13 +56,13 @@ impl NodeIdentity {
         let Some(bytes) = table.get(IDENTITY_KEY).map_err(|e| io_error("read identity", e))? else {
             return Ok(None);
         };
-        let identity = postcard::from_bytes(bytes.value()).map_err(|e| io_error("decode identity", e))?;
+        let identity = crate::log_store::decode("the node identity", bytes.value())?;
         Ok(Some(identity))
     }
 
     /// Writes the identity durably.
     pub fn save(&self, db: &Arc<redb::Database>) -> std::io::Result<()> {
-        let bytes = postcard::to_stdvec(self).map_err(|e| io_error("encode identity", e))?;
+        let bytes = crate::log_store::encode(self)?;
         let txn = db.begin_write().map_err(|e| io_error("write identity", e))?;
         {
             let mut table = txn.open_table(META).map_err(|e| io_error("write identity", e))?;

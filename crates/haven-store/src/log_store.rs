@@ -112,7 +112,7 @@ impl LogStore {
         let Some((_, value)) = table.last().map_err(|e| io_error("read log", e))? else {
             return Ok(None);
         };
-        let entry: Entry = decode(value.value())?;
+        let entry: Entry = decode("the last log entry", value.value())?;
         Ok(Some(entry.log_id()))
     }
 }
@@ -195,18 +195,28 @@ fn write_batch_inner(db: &redb::Database, batch: &[WriteOp], sync: SyncMode) -> 
 }
 
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| io_error("encode", e))
+    haven_core::codec::encode(value).map_err(|e| io_error("encode", e))
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| io_error("decode stored record", e))
+/// Decodes a record of `raft.redb` (a log entry, the vote, the committed or purged id).
+/// A record this version cannot read stops the node with what to do about it.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> io::Result<T> {
+    haven_core::codec::decode(bytes).map_err(|error| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "cannot read the Raft log (raft.redb in the data dir): {what} does not decode: {error}. {}",
+                crate::state_machine::UNREADABLE_DATA_ADVICE
+            ),
+        )
+    })
 }
 
 pub(crate) fn read_meta<T: serde::de::DeserializeOwned>(db: &redb::Database, key: &str) -> io::Result<Option<T>> {
     let txn = db.begin_read().map_err(|e| io_error("read meta", e))?;
     let table = txn.open_table(META).map_err(|e| io_error("read meta", e))?;
     match table.get(key).map_err(|e| io_error("read meta", e))? {
-        Some(bytes) => Ok(Some(decode(bytes.value())?)),
+        Some(bytes) => Ok(Some(decode(&format!("the {key} record"), bytes.value())?)),
         None => Ok(None),
     }
 }
@@ -247,7 +257,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let mut out = Vec::new();
             for item in table.range::<u64>(bounds).map_err(|e| io_error("read log", e))? {
                 let (index, value) = item.map_err(|e| io_error("read log", e))?;
-                out.push((index.value(), decode(value.value())?));
+                let index = index.value();
+                out.push((index, decode(&format!("log entry {index}"), value.value())?));
             }
             Ok(out)
         })

@@ -208,7 +208,7 @@ pub fn reinitialize_as_single_voter(
     let revision = applied.kv.revision();
 
     // 1. The commit point: the new snapshot, atomically.
-    let data = postcard::to_stdvec(&applied).map_err(|e| io_error("encode snapshot", e))?;
+    let data = crate::state_machine::encode_applied(&applied)?;
     let meta = SnapshotMeta { last_log_id: Some(last), last_membership: membership };
     write_snapshot_file(data_dir, &SnapshotFile { meta, data })?;
 
@@ -257,7 +257,7 @@ fn replay_log(
     for item in table.range(from..).map_err(|e| io_error("read log", e))? {
         let (index, value) = item.map_err(|e| io_error("read log", e))?;
         let index = index.value();
-        let entry: Entry = decode(value.value())?;
+        let entry: Entry = decode(&format!("log entry {index}"), value.value())?;
         if entry.log_id.index != index {
             return Err(io::Error::other(format!("log entry {} is stored at index {index}", entry.log_id)));
         }
@@ -312,7 +312,7 @@ fn reset_log(db: &Arc<redb::Database>, last: LogId, vote: &Vote, identity: &Node
     let last_purged = encode(&last)?;
     let committed = encode(&Some(last))?;
     let vote = encode(vote)?;
-    let identity = postcard::to_stdvec(identity).map_err(|e| io_error("encode identity", e))?;
+    let identity = encode(identity)?;
     let write = |e: &dyn std::fmt::Display| io_error("reset the log", e);
     let txn = db.begin_write().map_err(|e| write(&e))?;
     {

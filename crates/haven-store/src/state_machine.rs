@@ -9,6 +9,18 @@
 //! so the builder takes an O(1) copy of the state between two applies (under the lock for
 //! microseconds) and encodes and writes it on a blocking thread, off the async workers that
 //! serve requests and heartbeats.
+//!
+//! The encoded state (the snapshot's data, also what InstallSnapshot sends) is versioned:
+//!
+//! ```text
+//!   format 1 and later:  "HVNS" format-number  Applied (haven_core::codec)
+//!   format 0 (no marker): Applied with the state of `haven_core::kv::format_v0`, converted
+//! ```
+//!
+//! A format-0 snapshot begins with the encoded `Option<LogId>` of its last applied entry,
+//! whose first byte is 0 or 1, so it can never be taken for a marked one. Snapshots written
+//! by any earlier version keep reading; a newer format than this version knows is refused
+//! with a message saying so.
 
 use std::io;
 use std::io::Cursor;
@@ -22,6 +34,9 @@ use std::time::Instant;
 
 use futures::Stream;
 use futures::TryStreamExt;
+use haven_core::codec;
+use haven_core::codec::DecodeError;
+use haven_core::kv::format_v0::KvStateV0;
 use haven_core::kv::CommandResult;
 use haven_core::kv::KvState;
 use openraft::storage::EntryResponder;
@@ -41,14 +56,60 @@ use crate::SnapshotMeta;
 use crate::StoredMembership;
 use crate::TypeConfig;
 
-const SNAPSHOT_FILE: &str = "snapshot.bin";
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// Marks an encoded state of format 1 or later; the format number follows.
+const SNAPSHOT_FORMAT_MARKER: &[u8; 4] = b"HVNS";
+
+/// The format this version writes. 1: request ids remembered with their caller and a
+/// digest of their command (issue 11). Readable: 0 and 1.
+pub const SNAPSHOT_FORMAT: u8 = 1;
+
+/// What to do about data this version cannot read, for every such error.
+pub const UNREADABLE_DATA_ADVICE: &str = "Nothing was changed; keep this data dir as it is. To bring the node \
+    back: if the other members are healthy, move the data dir aside and start the node again with `--join` (it \
+    gets every key from them); if the cluster lost its majority, run `haven recover` on a surviving member whose \
+    data reads; if this node holds the only copy, restore the data dir from a backup, or run the haven version \
+    that wrote it";
 
 /// The replicated state at one log position.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub kv: KvState,
+}
+
+/// `Applied` in snapshot format 0.
+#[derive(Deserialize)]
+struct AppliedV0 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    kv: KvStateV0,
+}
+
+/// Encodes the state as snapshot data of the current format.
+pub fn encode_applied(applied: &Applied) -> io::Result<Vec<u8>> {
+    let mut prefix = SNAPSHOT_FORMAT_MARKER.to_vec();
+    prefix.push(SNAPSHOT_FORMAT);
+    codec::encode_after(prefix, applied).map_err(|e| io_error("encode snapshot", e))
+}
+
+/// Decodes snapshot data of any format this version reads.
+pub fn decode_applied(bytes: &[u8]) -> Result<Applied, DecodeError> {
+    let refused = |problem: String| DecodeError { path: String::new(), problem };
+    match bytes.strip_prefix(SNAPSHOT_FORMAT_MARKER) {
+        None => {
+            let old: AppliedV0 = codec::decode(bytes)?;
+            Ok(Applied { last_applied: old.last_applied, membership: old.membership, kv: old.kv.into() })
+        }
+        Some([SNAPSHOT_FORMAT, rest @ ..]) => codec::decode(rest),
+        Some([format, ..]) => Err(refused(format!(
+            "the snapshot has format {format}, newer than this version of haven reads ({SNAPSHOT_FORMAT}); run the \
+             version that wrote it, or a newer one"
+        ))),
+        Some([]) => Err(refused("the snapshot ends right after its format marker".into())),
+    }
 }
 
 /// A snapshot as stored on disk: its metadata and the encoded `Applied`.
@@ -83,8 +144,9 @@ impl StateMachine {
     /// Loads the last snapshot in `data_dir`, if any.
     pub fn open(data_dir: &Path, history_revisions: u64) -> io::Result<StateMachine> {
         let snapshot_dir = data_dir.to_path_buf();
+        let path = snapshot_dir.join(SNAPSHOT_FILE);
         let mut state = match read_snapshot_file(&snapshot_dir)? {
-            Some(file) => decode_applied(&file.data)?,
+            Some(file) => decode_applied(&file.data).map_err(|error| unreadable(&path, "the state in it", &error))?,
             None => Applied::default(),
         };
         state.kv.set_history_revisions(history_revisions);
@@ -113,8 +175,16 @@ impl StateMachine {
     }
 }
 
-fn decode_applied(bytes: &[u8]) -> io::Result<Applied> {
-    postcard::from_bytes(bytes).map_err(|e| io_error("decode snapshot", e))
+/// The error for a snapshot file this version cannot read: which file, what failed, what
+/// to do.
+fn unreadable(path: &Path, what: &str, error: &dyn std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "cannot read the snapshot {}: {what} does not decode: {error}. {UNREADABLE_DATA_ADVICE}",
+            path.display()
+        ),
+    )
 }
 
 fn read_snapshot_file(dir: &Path) -> io::Result<Option<SnapshotFile>> {
@@ -122,21 +192,21 @@ fn read_snapshot_file(dir: &Path) -> io::Result<Option<SnapshotFile>> {
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error),
+        Err(error) => return Err(io::Error::new(error.kind(), format!("cannot read {}: {error}", path.display()))),
     };
-    let file = postcard::from_bytes(&bytes).map_err(|e| io_error(&format!("decode {}", path.display()), e))?;
+    let file = codec::decode(&bytes).map_err(|error| unreadable(&path, "its header", &error))?;
     Ok(Some(file))
 }
 
 /// Write, fsync, rename, fsync the directory: the snapshot is either wholly there or not.
 ///
-/// The bytes are those of `postcard::to_stdvec(file)`: the encoded meta, then the data as a
+/// The bytes are those of `codec::encode(file)`: the encoded meta, then the data as a
 /// varint length and the bytes, written without copying the data into a second buffer.
 /// They go out a megabyte at a time, each piece flushed before the next is written: the log
 /// shares the disk and its fsync must not wait behind tens of megabytes of dirty snapshot
 /// pages (with ext4's ordered journal, a log commit can have to flush them first).
 pub(crate) fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> io::Result<()> {
-    let header = postcard::to_stdvec(&(&file.meta, file.data.len())).map_err(|e| io_error("encode snapshot", e))?;
+    let header = codec::encode(&(&file.meta, file.data.len())).map_err(|e| io_error("encode snapshot", e))?;
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     {
         let mut out = std::fs::File::create(&tmp)?;
@@ -168,7 +238,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (file, encode_ms, write_ms) = tokio::task::spawn_blocking(move || -> io::Result<_> {
             let started = Instant::now();
             let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership.clone() };
-            let data = postcard::to_stdvec(&applied).map_err(|e| io_error("encode snapshot", e))?;
+            let data = encode_applied(&applied)?;
             // Dropped here, not on an async worker: the parts that applies have replaced since
             // the copy was taken are freed now.
             drop(applied);
@@ -242,7 +312,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let history_revisions = self.shared.history_revisions;
         let file = SnapshotFile { meta: meta.clone(), data };
         let mut applied = tokio::task::spawn_blocking(move || -> io::Result<Applied> {
-            let mut applied = decode_applied(&file.data)?;
+            let mut applied = decode_applied(&file.data).map_err(|error| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "cannot install the snapshot {} sent by the leader: it does not decode: {error}. Nothing was \
+                         changed; the leader and this node may run versions that do not share a snapshot format",
+                        file.meta
+                    ),
+                )
+            })?;
             applied.kv.set_history_revisions(history_revisions);
             write_snapshot_file(&dir, &file)?;
             Ok(applied)

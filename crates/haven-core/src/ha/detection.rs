@@ -63,10 +63,13 @@ const _: () = assert!(FAILED_PINGS_MIN >= 2);
 
 /// A named pair of ping interval and failed pings.
 ///
-/// Read through [`FromStr`] (case-insensitive, with an error that lists the profiles),
-/// written in lowercase.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
+/// Written as an enum variant: in JSON and TOML its lowercase name, in the binary encoding
+/// of logs and snapshots its index (so the order of the variants is fixed: append only).
+/// Read back the same way: a name through [`FromStr`] (case-insensitive, with an error that
+/// lists the profiles) in JSON and TOML, an index in the binary encoding. Reading a name in
+/// both (as before the fix of issue 10) made every snapshot with a profile unreadable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Profile {
     #[default]
     Fast,
@@ -134,11 +137,36 @@ impl FromStr for Profile {
     }
 }
 
-impl TryFrom<String> for Profile {
-    type Error = UnknownProfile;
+impl<'de> Deserialize<'de> for Profile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Profile, D::Error> {
+        use serde::de::Error;
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            return text.parse().map_err(D::Error::custom);
+        }
+        deserializer.deserialize_enum("Profile", &["fast", "lan", "wan", "seed"], ProfileIndexVisitor)
+    }
+}
 
-    fn try_from(text: String) -> Result<Profile, UnknownProfile> {
-        text.parse()
+/// Reads a profile the way the derived `Serialize` writes it in a binary format: the
+/// variant's index, then its (empty) unit content.
+struct ProfileIndexVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ProfileIndexVisitor {
+    type Value = Profile;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a detection profile (fast, lan, wan or seed)")
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Profile, A::Error> {
+        use serde::de::Error;
+        use serde::de::VariantAccess;
+        let (index, variant) = data.variant::<u32>()?;
+        variant.unit_variant()?;
+        Profile::ALL.get(index as usize).copied().ok_or_else(|| {
+            A::Error::custom(format!("unknown detection profile number {index}; choose one of fast, lan, wan, seed"))
+        })
     }
 }
 
@@ -282,6 +310,23 @@ mod tests {
         let error = "turbo".parse::<Profile>().unwrap_err().to_string();
         assert!(error.contains("turbo") && error.contains("fast, lan, wan, seed"), "{error}");
         assert!("".parse::<Profile>().is_err());
+    }
+
+    /// Issue 10: in the binary encoding of logs and snapshots a profile is written as its
+    /// variant index and must read back as the same profile, alone and inside the HA
+    /// configuration, whatever follows it.
+    #[test]
+    fn profiles_round_trip_through_the_binary_encoding() {
+        for (index, profile) in Profile::ALL.into_iter().enumerate() {
+            let bytes = crate::codec::encode(&profile).unwrap();
+            assert_eq!(bytes, [index as u8], "the index, as every snapshot written so far holds it");
+            assert_eq!(crate::codec::decode::<Profile>(&bytes).unwrap(), profile);
+            let config = crate::ha::config::HaConfig { profile: Some(profile), ..Default::default() };
+            let bytes = crate::codec::encode(&config).unwrap();
+            assert_eq!(crate::codec::decode::<crate::ha::config::HaConfig>(&bytes).unwrap(), config);
+        }
+        let error = crate::codec::decode::<Profile>(&[4]).unwrap_err();
+        assert!(!error.problem.is_empty(), "{error}");
     }
 
     #[test]

@@ -30,8 +30,10 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The `haven` binary under test: this build's, or the one `HAVEN_TEST_BINARY` names (to
+/// show that a test fails on an older build, as every test of a bug fix must).
 pub fn haven_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_haven"))
+    std::env::var_os("HAVEN_TEST_BINARY").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_haven")), PathBuf::from)
 }
 
 pub struct TestNode {

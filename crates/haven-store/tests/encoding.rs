@@ -1,0 +1,109 @@
+//! The encoding of stored data (issue 10): data written by earlier versions stays
+//! readable, and everything written now reads back as it was.
+
+use std::path::Path;
+use std::path::PathBuf;
+
+use haven_core::ha::detection::Profile;
+use haven_core::kv::Command;
+use haven_core::kv::CommandResult;
+use haven_core::kv::Request;
+use haven_store::state_machine::decode_applied;
+use haven_store::state_machine::encode_applied;
+use haven_store::StateMachine;
+
+/// The data dir a one-node cluster of main at 27b6131 left after `kill -9`: profile `lan`
+/// and every other HA key applied, snapshot format 0 (see `fixtures/make_data_dir.sh`).
+/// That version could not read its own snapshot back ("decode snapshot: Serde
+/// Deserialization Error").
+pub const FIXTURE_27B6131: &str = "data_dir_27b6131_profile_lan";
+
+fn copy_fixture(name: &str, to: &Path) {
+    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    for entry in std::fs::read_dir(from).expect("fixture dir") {
+        let entry = entry.expect("fixture entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy fixture");
+    }
+}
+
+/// The snapshot written by 27b6131 with a profile applied opens, with every part as that
+/// version wrote it: keys, tokens, the HA configuration with the profile, the pending
+/// draft, the audit log. Fails on 27b6131 itself (the profile does not decode).
+#[test]
+fn a_format_0_snapshot_with_a_profile_opens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_fixture(FIXTURE_27B6131, dir.path());
+    let machine = StateMachine::open(dir.path(), 1000).expect("the old snapshot opens");
+    let applied = machine.read().clone();
+    assert_eq!(applied.last_applied.map(|id| id.index), Some(89));
+    let kv = &applied.kv;
+    assert_eq!((kv.revision(), kv.len()), (63, 63));
+    for i in 0..63 {
+        let entry = kv.get(&format!("fixture/{i:02}")).expect("every key written before the snapshot");
+        assert_eq!(entry.value, format!("value {i:02}").into_bytes());
+    }
+    let config = &kv.admin().ha_config;
+    assert_eq!((config.version, config.value.profile), (1, Some(Profile::Lan)));
+    assert_eq!(config.value.timing().ping_interval_ms, 100);
+    assert!(config.value.failback);
+    assert_eq!(config.value.smtp.port, 2525);
+    assert_eq!(config.value.node(1).priority, 250);
+    assert_eq!(config.value.node(1).ping_targets, ["192.0.2.1", "gateway.example.com"]);
+    let draft = kv.admin().draft.as_ref().expect("the pending draft");
+    assert_eq!(draft.changes.get("hook_timeout_s"), Some(&Some("50".to_string())));
+    let actions: Vec<String> = kv.admin().audit.since(0, 100).into_iter().map(|record| record.action).collect();
+    assert_eq!(
+        actions,
+        [
+            "leader.elected",
+            "cluster.init",
+            "token.create",
+            "config.apply",
+            "token.create",
+            "maintenance",
+            "maintenance"
+        ]
+    );
+    let mut names: Vec<&str> = kv.tokens().map(|token| token.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["bootstrap-admin", "fixture-reader"]);
+
+    // The request ids that version remembered (by id alone) are refused, not answered with
+    // another request's result, whoever sends them (issue 11).
+    let mut kv = kv.clone();
+    let reuse = Request::new(
+        Some("fixture-req-10".into()),
+        Command::Put { key: "other".into(), value: b"x".to_vec(), prev_revision: None },
+    );
+    assert!(matches!(kv.apply(&reuse), CommandResult::RequestIdReused { .. }));
+    assert!(kv.get("other").is_none());
+
+    // Converted on first use: the state re-encodes in the current format and reads back.
+    let bytes = encode_applied(&applied).expect("encode");
+    assert_eq!(decode_applied(&bytes).expect("decode"), applied);
+}
+
+/// A snapshot this version cannot read stops the node with a message that names the
+/// file, says what failed and what to do, and changes nothing.
+#[test]
+fn an_unreadable_snapshot_names_the_file_and_what_to_do() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_fixture(FIXTURE_27B6131, dir.path());
+    let path = dir.path().join("snapshot.bin");
+    let mut bytes = std::fs::read(&path).expect("snapshot");
+    // Cut the state short: the header still reads, the state does not.
+    bytes.truncate(bytes.len() - 100);
+    std::fs::write(&path, &bytes).expect("write");
+    let error = StateMachine::open(dir.path(), 1000).err().expect("must fail").to_string();
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert!(error.contains("does not decode") && error.contains("ends early"), "{error}");
+    assert!(error.contains("haven recover") && error.contains("backup") && error.contains("--join"), "{error}");
+    assert_eq!(std::fs::read(&path).expect("snapshot"), bytes, "nothing was changed");
+
+    // A format newer than this version reads is refused as such.
+    let applied = haven_store::state_machine::Applied::default();
+    let mut newer = encode_applied(&applied).expect("encode");
+    newer[4] = haven_store::state_machine::SNAPSHOT_FORMAT + 1;
+    let error = decode_applied(&newer).unwrap_err().to_string();
+    assert!(error.contains("newer than this version"), "{error}");
+}
