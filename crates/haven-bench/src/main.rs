@@ -13,6 +13,7 @@
 mod api;
 mod cluster;
 mod failover;
+mod files;
 mod load;
 mod report;
 mod stability;
@@ -48,8 +49,14 @@ const FAULTS: [Fault; 2] = [Fault::Kill, Fault::Stop];
 const SEED: u64 = 0x4856_4E42;
 
 #[derive(Parser, Debug)]
-#[command(name = "haven-bench", about = "Benchmark Haven against etcd on this machine")]
+#[command(
+    name = "haven-bench",
+    about = "Benchmark Haven against etcd on this machine",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The haven binary to run (build it with `cargo build --release -p haven`).
     #[arg(long, default_value = "target/release/haven")]
     haven_bin: PathBuf,
@@ -78,6 +85,12 @@ struct Args {
     keep_files: bool,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Replicated directories (haven-files) against rsync between two local directories.
+    Files(files::FilesArgs),
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Only {
     Haven,
@@ -85,7 +98,16 @@ enum Only {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Files(files_args)) = args.command.take() {
+        return match files::main(files_args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("haven-bench files: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The workspace builds reqwest with rustls but no crypto provider; clients cannot be
     // built until one is installed (plain HTTP needs none, but reqwest insists). An error
     // means another provider was installed first, which serves as well.

@@ -8,7 +8,7 @@
 //!     "var/empty"        Dir     { mode }              (empty directories are kept)
 //! ```
 //!
-//! The encoding is postcard, like everything else Haven stores or sends, and canonical:
+//! The encoding is Haven's one encoding (`haven_core::codec`, postcard), and canonical:
 //! [`Manifest::decode`] refuses bytes that do not re-encode to themselves, so the digest
 //! (BLAKE3 of the encoding) names exactly one tree. A manifest from a peer is untrusted:
 //! decode checks size, order, every path, that every parent is a directory (so no entry
@@ -120,6 +120,41 @@ pub enum ManifestError {
     Chunks(String),
     #[error("{0}: symlink target is empty, contains NUL, or is longer than {SYMLINK_TARGET_BYTES_MAX} bytes")]
     SymlinkTarget(String),
+    #[error("delta is from generation {expected}, this node has {found}; fetch the whole manifest")]
+    DeltaBase { expected: Hash, found: Hash },
+    #[error("delta does not produce generation {expected} (it produces {found}); fetch the whole manifest")]
+    DeltaTarget { expected: Hash, found: Hash },
+}
+
+/// The difference between two generations: what a node needs, once it has the first, to
+/// build the second. Sent (and committed) instead of a whole manifest it is a few entries
+/// for a few changed files, where the whole manifest of a large tree is hundreds of KiB.
+/// Both ends are named by digest, so a delta applied to the wrong base, or one that does
+/// not produce its target, is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestDelta {
+    pub base: Hash,
+    pub target: Hash,
+    /// Entries new or different in the target, in path order.
+    pub upserts: Vec<Entry>,
+    /// Paths the target no longer has, in path order.
+    pub removals: Vec<RelPath>,
+}
+
+impl ManifestDelta {
+    /// The encoding (`haven_core::codec`).
+    pub fn encode(&self) -> Vec<u8> {
+        // As for a manifest: nothing in a delta can fail to encode.
+        haven_core::codec::encode(self).expect("a manifest delta always encodes")
+    }
+
+    /// Decodes a delta from untrusted bytes; its entries are checked when it is applied.
+    pub fn decode(bytes: &[u8]) -> Result<ManifestDelta, ManifestError> {
+        if bytes.len() > MANIFEST_BYTES_MAX {
+            return Err(ManifestError::TooLarge(bytes.len()));
+        }
+        haven_core::codec::decode(bytes).map_err(|error| ManifestError::Undecodable(error.to_string()))
+    }
 }
 
 impl Manifest {
@@ -166,8 +201,9 @@ impl Manifest {
 
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        // Encoding a Vec-backed value into a Vec cannot fail.
-        postcard::to_stdvec(self).expect("postcard encodes a manifest into a Vec")
+        // Only sequences of unknown length or refusing values fail to encode; a manifest
+        // has neither.
+        haven_core::codec::encode(self).expect("a manifest always encodes")
     }
 
     /// The generation's name: BLAKE3 of the canonical encoding.
@@ -181,7 +217,7 @@ impl Manifest {
             return Err(ManifestError::TooLarge(bytes.len()));
         }
         let manifest: Manifest =
-            postcard::from_bytes(bytes).map_err(|error| ManifestError::Undecodable(error.to_string()))?;
+            haven_core::codec::decode(bytes).map_err(|error| ManifestError::Undecodable(error.to_string()))?;
         if manifest.format != MANIFEST_FORMAT {
             return Err(ManifestError::UnknownFormat(manifest.format));
         }
@@ -189,6 +225,68 @@ impl Manifest {
         // Over-long varints decode to the same values; refusing them keeps one digest per tree.
         if manifest.encode() != bytes {
             return Err(ManifestError::NotCanonical);
+        }
+        Ok(manifest)
+    }
+
+    /// What turns this generation into `target`.
+    pub fn delta_to(&self, target: &Manifest) -> ManifestDelta {
+        let mut upserts = Vec::new();
+        let mut removals = Vec::new();
+        let (mut old, mut new) = (self.entries.iter().peekable(), target.entries.iter().peekable());
+        loop {
+            match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a.path == b.path => {
+                    if a.kind != b.kind {
+                        upserts.push((*b).clone());
+                    }
+                    old.next();
+                    new.next();
+                }
+                (Some(a), Some(b)) if a.path < b.path => {
+                    removals.push(a.path.clone());
+                    old.next();
+                }
+                (Some(a), None) => {
+                    removals.push(a.path.clone());
+                    old.next();
+                }
+                (_, Some(b)) => {
+                    upserts.push((*b).clone());
+                    new.next();
+                }
+            }
+        }
+        ManifestDelta { base: self.digest(), target: target.digest(), upserts, removals }
+    }
+
+    /// The generation `delta` leads to from this one, checked like any manifest from a
+    /// peer, and refused unless this is its base and the result its target.
+    pub fn apply_delta(&self, delta: &ManifestDelta) -> Result<Manifest, ManifestError> {
+        let found = self.digest();
+        if found != delta.base {
+            return Err(ManifestError::DeltaBase { expected: delta.base, found });
+        }
+        if self.entries.len() + delta.upserts.len() > ENTRIES_MAX + delta.removals.len() {
+            return Err(ManifestError::TooManyEntries);
+        }
+        let removed: HashSet<&RelPath> = delta.removals.iter().collect();
+        let mut entries: std::collections::BTreeMap<&RelPath, &Kind> = self
+            .entries
+            .iter()
+            .filter(|entry| !removed.contains(&entry.path))
+            .map(|entry| (&entry.path, &entry.kind))
+            .collect();
+        for entry in &delta.upserts {
+            entries.insert(&entry.path, &entry.kind);
+        }
+        let entries =
+            entries.into_iter().map(|(path, kind)| Entry { path: path.clone(), kind: kind.clone() }).collect();
+        let manifest = Manifest::new(entries)?;
+        let produced = manifest.digest();
+        if produced != delta.target {
+            return Err(ManifestError::DeltaTarget { expected: delta.target, found: produced });
         }
         Ok(manifest)
     }
@@ -295,7 +393,7 @@ mod tests {
 
     /// Builds the bytes a hostile peer could send: any entries, in the given order.
     fn raw(entries: Vec<Entry>) -> Vec<u8> {
-        postcard::to_stdvec(&Manifest { format: MANIFEST_FORMAT, entries }).unwrap()
+        haven_core::codec::encode(&Manifest { format: MANIFEST_FORMAT, entries }).unwrap()
     }
 
     #[test]
@@ -366,7 +464,9 @@ mod tests {
         assert!(matches!(Manifest::decode(&[1, 0xff, 0xff]).unwrap_err(), ManifestError::Undecodable(_)));
         let mut trailing = raw(vec![dir(b"d")]);
         trailing.push(0);
-        assert_eq!(Manifest::decode(&trailing).unwrap_err(), ManifestError::NotCanonical);
+        assert!(
+            matches!(Manifest::decode(&trailing).unwrap_err(), ManifestError::Undecodable(why) if why.contains("left over"))
+        );
     }
 
     #[test]
@@ -374,6 +474,27 @@ mod tests {
         // Format 1, then the entry count 0 as a two-byte varint (0x80 0x00) instead of 0x00.
         assert_eq!(Manifest::decode(&[1, 0x80, 0x00]).unwrap_err(), ManifestError::NotCanonical);
         assert_eq!(Manifest::decode(&[1, 0x00]).unwrap(), Manifest::empty());
+    }
+
+    #[test]
+    fn a_delta_rebuilds_the_target_and_only_from_its_base() {
+        let old = Manifest::new(vec![dir(b"d"), file(b"d/a", b"1"), file(b"d/b", b"2"), link(b"l", b"d/a")]).unwrap();
+        let new = Manifest::new(vec![dir(b"d"), file(b"d/a", b"1"), file(b"d/c", b"3"), link(b"l", b"d/c")]).unwrap();
+        let delta = old.delta_to(&new);
+        assert_eq!(delta.removals, vec![path(b"d/b")]);
+        assert_eq!(delta.upserts.iter().map(|e| e.path.clone()).collect::<Vec<_>>(), vec![path(b"d/c"), path(b"l")]);
+        let decoded = ManifestDelta::decode(&delta.encode()).unwrap();
+        assert_eq!(old.apply_delta(&decoded).unwrap(), new);
+        assert!(matches!(new.apply_delta(&delta), Err(ManifestError::DeltaBase { .. })));
+        // A delta whose entries do not produce the named target is refused.
+        let mut lying = delta.clone();
+        lying.removals.clear();
+        assert!(matches!(old.apply_delta(&lying), Err(ManifestError::DeltaTarget { .. })));
+        // And one whose result breaks a rule is refused for that rule.
+        let mut hostile = delta;
+        hostile.upserts.push(file(b"l/escape", b"x"));
+        assert!(matches!(old.apply_delta(&hostile), Err(ManifestError::NoParentDir(_))));
+        assert!(old.delta_to(&old).upserts.is_empty());
     }
 
     #[test]

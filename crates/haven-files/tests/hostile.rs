@@ -64,7 +64,7 @@ fn a_manifest_entry_under_a_symlink_or_with_dot_dot_is_refused_before_anything_i
     }
     let encode = |entries: Vec<(&[u8], RawKind)>| {
         let entries = entries.into_iter().map(|(path, kind)| (path.to_vec(), kind)).collect();
-        postcard::to_stdvec(&RawManifest { format: 1, entries }).unwrap()
+        haven_core::codec::encode(&RawManifest { format: 1, entries }).unwrap()
     };
     let through_link = encode(vec![
         (b"l", RawKind::Symlink { target: b"/etc".to_vec() }),
