@@ -82,3 +82,36 @@ fn reading_the_tree_is_not_a_change() {
     reader.join().unwrap();
     assert!(published.is_none(), "scanned for {:?}", published.map(|p| p.reason));
 }
+
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into `now`, which lives for the call.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) }, 0);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+#[test]
+fn an_idle_directory_costs_nothing_measurable() {
+    let cluster = Cluster::new();
+    for n in 0..2000 {
+        write(&cluster.path(&format!("pkg{}/file{n}", n % 20)), b"content");
+    }
+    let mut publisher = started(&cluster, Policy::default());
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(6 * S);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let before = thread_cpu_time();
+    let published = publisher.next(&cluster.primary.store, &stop).unwrap();
+    let used = thread_cpu_time() - before;
+    stopper.join().unwrap();
+    assert!(published.is_none());
+    // Six seconds idle over 2,000 files: a wake-up a second to look at the stop flag, no
+    // scan. A single scan of the tree would cost tens of milliseconds.
+    assert!(used < Duration::from_millis(20), "{used:?} of CPU while idle");
+}
