@@ -22,7 +22,6 @@
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::process::ExitStatusExt as _;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -31,6 +30,8 @@ use std::time::Duration;
 use std::time::Instant;
 use std::time::SystemTime;
 
+use haven_core::events::delivery::MAIL_SEND_TIMEOUT_MS;
+use haven_core::events::sanitize_arg;
 use haven_core::ha::config::HaConfig;
 use haven_core::ha::config::SmtpConfig;
 use haven_core::ha::config::HOOK_TIMEOUT_S_MAX;
@@ -49,8 +50,11 @@ use lettre::Message;
 use lettre::Tokio1Executor;
 use serde::Deserialize;
 use serde::Serialize;
-use tokio::io::AsyncRead;
-use tokio::io::AsyncReadExt as _;
+
+use crate::process::run_bounded;
+use crate::process::spawn_error;
+use crate::process::Ended;
+use crate::process::Output;
 
 /// Outcomes kept for status. HA events are rare (a failover, a standby going away and
 /// coming back): 32 covers a bad day's worth, and with the bounded output of each hook
@@ -68,25 +72,16 @@ pub const HOOK_QUEUE_MAX: usize = 16;
 /// alerts, not a backlog.
 pub const MAIL_QUEUE_MAX: usize = 16;
 
-/// Bytes of a hook's stdout, and again of its stderr, kept for the log and the outcome.
-/// Seed 002's example script prints a line or two (`nsupdate` with `debug yes` prints a
-/// few hundred bytes); 4 KiB shows a whole error, the rest is read and counted but dropped
-/// so a chatty script can neither block on a full pipe nor fill memory.
-pub const HOOK_OUTPUT_BYTES_MAX: usize = 4096;
-
-/// How long to keep reading a hook's output after the script exited or was killed: a
-/// background process it left behind may hold the pipes open forever.
-pub const HOOK_OUTPUT_GRACE: Duration = Duration::from_secs(1);
-
-/// How long to wait for a killed hook to be reaped. SIGKILL cannot be ignored; this only
-/// bounds a process stuck in uninterruptible sleep (a dead NFS mount).
-pub const HOOK_REAP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Longest argument passed to the script and put in the mail. Host names are at most 253
-/// bytes and replication errors a line or two; 4 KiB keeps a runaway message out of the
-/// log and the mail, far below Linux's 128 KiB per argument (longer ones are cut on a
-/// character boundary). NUL bytes cannot travel in argv and become U+FFFD.
-pub const ARG_BYTES_MAX: usize = 4096;
+/// Bytes of a hook's stdout, and again of its stderr, kept for the log and the outcome
+/// (the shared runner's bound, `crate::process`).
+pub use crate::process::OUTPUT_BYTES_MAX as HOOK_OUTPUT_BYTES_MAX;
+/// How long to keep reading a hook's output after the script exited or was killed.
+pub use crate::process::OUTPUT_GRACE as HOOK_OUTPUT_GRACE;
+/// How long to wait for a killed hook to be reaped.
+pub use crate::process::REAP_TIMEOUT as HOOK_REAP_TIMEOUT;
+/// Longest argument passed to the script and put in the mail (defined with the events, in
+/// `haven_core::events`).
+pub use haven_core::events::ARG_BYTES_MAX;
 
 /// Timeout of each SMTP step (connect, each command, TLS handshake). RFC 5321 section
 /// 4.5.3.2 suggests minutes for a mail transfer agent; an alert goes to a relay that
@@ -94,8 +89,9 @@ pub const ARG_BYTES_MAX: usize = 4096;
 pub const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Timeout of one whole send (all steps), so a relay that trickles answers cannot hold
-/// the mail queue: two command timeouts.
-pub const MAIL_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// the mail queue: two command timeouts. The event log's re-delivery bound counts on it
+/// (`haven_core::events::delivery::MAIL_SEND_TIMEOUT_MS`).
+pub const MAIL_SEND_TIMEOUT: Duration = Duration::from_millis(MAIL_SEND_TIMEOUT_MS);
 
 /// Largest password file read. A password is at most a few hundred bytes; anything larger
 /// is the wrong file (a key, a log) and is refused rather than sent to the relay.
@@ -105,55 +101,10 @@ pub const PASSWORD_FILE_BYTES_MAX: u64 = 4096;
 /// every other port STARTTLS.
 pub const SMTPS_PORT: u16 = 465;
 
-/// An HA event, with what seed 002's custom script receives for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event")]
-pub enum AlertEvent {
-    /// The standby took over: `"Failover" <active host> <standby host>`, on the new primary.
-    Failover { active: String, standby: String },
-    /// A standby stopped answering: `"StandbyOffline" <standby node> <active node>`, on the
-    /// primary.
-    StandbyOffline { standby: String, active: String },
-    /// Haven's addition, the clear the seed lacks ("The StandbyOffline case does not have a
-    /// clear"): `"StandbyOnline" <standby node> <active node>`, on the primary.
-    StandbyOnline { standby: String, active: String },
-    /// A role swap (switchover): `"ManualSwitch" <active host> <standby host>`, on the new
-    /// primary.
-    ManualSwitch { active: String, standby: String },
-    /// Replication error: `"RaiseAlarm" <alarm condition as text> <error message>`.
-    RaiseAlarm { condition: String, error: String },
-    /// Replication recovery: `"ClearAlarm" <text containing alarm condition and error message>`.
-    ClearAlarm { text: String },
-}
-
-impl AlertEvent {
-    /// The seed's event name: the script's first parameter and `HAVEN_EVENT`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            AlertEvent::Failover { .. } => "Failover",
-            AlertEvent::StandbyOffline { .. } => "StandbyOffline",
-            AlertEvent::StandbyOnline { .. } => "StandbyOnline",
-            AlertEvent::ManualSwitch { .. } => "ManualSwitch",
-            AlertEvent::RaiseAlarm { .. } => "RaiseAlarm",
-            AlertEvent::ClearAlarm { .. } => "ClearAlarm",
-        }
-    }
-
-    /// Exactly the seed's parameters, the event name first.
-    pub fn args(&self) -> Vec<String> {
-        let name = self.name().to_string();
-        match self {
-            AlertEvent::Failover { active, standby } | AlertEvent::ManualSwitch { active, standby } => {
-                vec![name, active.clone(), standby.clone()]
-            }
-            AlertEvent::StandbyOffline { standby, active } | AlertEvent::StandbyOnline { standby, active } => {
-                vec![name, standby.clone(), active.clone()]
-            }
-            AlertEvent::RaiseAlarm { condition, error } => vec![name, condition.clone(), error.clone()],
-            AlertEvent::ClearAlarm { text } => vec![name, text.clone()],
-        }
-    }
-}
+/// An HA event, with what seed 002's custom script receives for it: the events and
+/// their positional arguments are defined once, in `haven_core::events` (the replicated
+/// event log keeps the same kinds).
+pub use haven_core::events::EventKind as AlertEvent;
 
 /// What became of an event's hook script.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -485,57 +436,15 @@ async fn run_hook(node_id: u64, job: &HookJob) -> HookResult {
         .env("HAVEN_EVENT", job.event)
         .env("HAVEN_NODE_ID", node_id.to_string())
         .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so the timeout kills whatever the script started too.
-        .process_group(0)
-        .kill_on_drop(true);
-    let started = Instant::now();
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(error) => {
-            let why = match error.raw_os_error() {
-                Some(libc::ENOEXEC) => {
-                    format!("hook script {} cannot be executed: {error} (missing #! line?)", job.script)
-                }
-                Some(libc::EACCES) => format!("hook script {} cannot be executed: permission denied", job.script),
-                Some(libc::ENOENT) => {
-                    format!("hook script {} cannot be started: {error} (its #! interpreter missing?)", job.script)
-                }
-                _ => format!("hook script {} cannot be started: {error}", job.script),
-            };
-            return failed(why);
-        }
+        .stdin(Stdio::null());
+    let ran = match run_bounded(command, Duration::from_secs(job.timeout_s)).await {
+        Ok(ran) => ran,
+        Err(error) => return failed(spawn_error("hook script", &job.script, &error)),
     };
-    let pid = child.id();
-    let stdout = child.stdout.take().map(|pipe| tokio::spawn(read_bounded(pipe)));
-    let stderr = child.stderr.take().map(|pipe| tokio::spawn(read_bounded(pipe)));
-    let timeout = Duration::from_secs(job.timeout_s);
-    let waited = tokio::time::timeout(timeout, child.wait()).await;
-    let status = match waited {
-        Ok(status) => Some(status),
-        Err(_elapsed) => {
-            // Not yet reaped, so the pid (and group id) cannot have been reused.
-            if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
-                // SAFETY: kill(2) with a negative pid signals that process group; no memory
-                // is involved.
-                unsafe {
-                    libc::kill(-pid, libc::SIGKILL);
-                }
-            }
-            let _ = child.start_kill();
-            if tokio::time::timeout(HOOK_REAP_TIMEOUT, child.wait()).await.is_err() {
-                tracing::error!(script = %job.script, "HA hook killed but not reaped within {HOOK_REAP_TIMEOUT:?}");
-            }
-            None
-        }
-    };
-    let duration_ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
-    let stdout = collect_output(stdout).await;
-    let stderr = collect_output(stderr).await;
-    match status {
-        None => {
+    let duration_ms = ran.duration_ms();
+    let Output { stdout, stderr } = ran.output;
+    match ran.ended {
+        Ok(Ended::TimedOut) => {
             tracing::error!(
                 event = job.event,
                 script = %job.script,
@@ -546,71 +455,30 @@ async fn run_hook(node_id: u64, job: &HookJob) -> HookResult {
             );
             HookResult::TimedOut { timeout_s: job.timeout_s, stdout, stderr }
         }
-        Some(Err(error)) => failed(format!("waiting for hook script {}: {error}", job.script)),
-        Some(Ok(status)) => match (status.code(), status.signal()) {
-            (Some(code), _) => {
-                if code == 0 {
-                    tracing::info!(event = job.event, duration_ms, stdout = %stdout, stderr = %stderr, "HA hook ran");
-                } else {
-                    tracing::warn!(
-                        event = job.event,
-                        duration_ms,
-                        stdout = %stdout,
-                        stderr = %stderr,
-                        "HA hook exited with code {code}"
-                    );
-                }
-                HookResult::Exited { code, duration_ms, stdout, stderr }
-            }
-            (None, signal) => {
-                let signal = signal.unwrap_or(0);
+        Err(error) => failed(format!("waiting for hook script {}: {error}", job.script)),
+        Ok(Ended::Exited(code)) => {
+            if code == 0 {
+                tracing::info!(event = job.event, duration_ms, stdout = %stdout, stderr = %stderr, "HA hook ran");
+            } else {
                 tracing::warn!(
                     event = job.event,
                     duration_ms,
                     stdout = %stdout,
                     stderr = %stderr,
-                    "HA hook ended by signal {signal}"
+                    "HA hook exited with code {code}"
                 );
-                HookResult::Signalled { signal, duration_ms, stdout, stderr }
             }
-        },
-    }
-}
-
-/// Reads a pipe to its end, keeping the first [`HOOK_OUTPUT_BYTES_MAX`] bytes and
-/// counting the rest.
-async fn read_bounded(mut pipe: impl AsyncRead + Unpin) -> (Vec<u8>, u64) {
-    let mut kept = Vec::new();
-    let mut dropped = 0u64;
-    let mut buffer = [0u8; 4096];
-    loop {
-        match pipe.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let take = n.min(HOOK_OUTPUT_BYTES_MAX - kept.len());
-                kept.extend_from_slice(&buffer[..take]);
-                dropped += (n - take) as u64;
-            }
+            HookResult::Exited { code, duration_ms, stdout, stderr }
         }
-    }
-    (kept, dropped)
-}
-
-/// The output read so far as text (within [`HOOK_OUTPUT_GRACE`] once the script ended).
-async fn collect_output(reader: Option<tokio::task::JoinHandle<(Vec<u8>, u64)>>) -> String {
-    let Some(mut reader) = reader else { return String::new() };
-    match tokio::time::timeout(HOOK_OUTPUT_GRACE, &mut reader).await {
-        Ok(Ok((kept, dropped))) => {
-            let mut text = String::from_utf8_lossy(&kept).into_owned();
-            if dropped > 0 {
-                text.push_str(&format!("\n[... {dropped} more bytes not kept]"));
-            }
-            text
-        }
-        Ok(Err(_join_error)) => String::new(),
-        Err(_elapsed) => {
-            reader.abort();
-            "[output not collected: a process the script left behind holds it open]".to_string()
+        Ok(Ended::Signalled(signal)) => {
+            tracing::warn!(
+                event = job.event,
+                duration_ms,
+                stdout = %stdout,
+                stderr = %stderr,
+                "HA hook ended by signal {signal}"
+            );
+            HookResult::Signalled { signal, duration_ms, stdout, stderr }
         }
     }
 }
@@ -742,20 +610,6 @@ fn host_name() -> Option<String> {
     Some(name.to_string())
 }
 
-/// An argument as it can travel in argv: NUL bytes replaced, cut to [`ARG_BYTES_MAX`] on
-/// a character boundary.
-fn sanitize_arg(arg: &str) -> String {
-    let mut text = arg.replace('\0', "\u{FFFD}");
-    if text.len() > ARG_BYTES_MAX {
-        let mut end = ARG_BYTES_MAX;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -792,13 +646,5 @@ mod tests {
         assert_eq!(format_utc_ms(1_795_321_557_000), "2026-11-22T04:25:57.000Z");
         // No panic at the far end.
         let _ = format_utc_ms(u64::MAX);
-    }
-
-    #[test]
-    fn arguments_are_cut_on_character_boundaries() {
-        assert_eq!(sanitize_arg("a\0b"), "a\u{FFFD}b");
-        let long = "é".repeat(ARG_BYTES_MAX);
-        let cut = sanitize_arg(&long);
-        assert!(cut.len() <= ARG_BYTES_MAX && cut.len() >= ARG_BYTES_MAX - 1);
     }
 }

@@ -20,6 +20,7 @@ pub mod files;
 pub mod ha;
 pub mod node;
 pub mod peer;
+pub mod process;
 pub mod recover;
 pub mod run;
 pub mod status;
