@@ -83,13 +83,18 @@ pub struct SwitchoverResponse {
 }
 
 /// A piece of a snapshot. Snapshots are sent in chunks of at most `SNAPSHOT_CHUNK_BYTES`
-/// so the frame limit does not limit the size of the database.
+/// so the frame limit does not limit the size of the database. The whole snapshot is an
+/// image with checksums of its own (`haven_store::snapshot_file`), checked when the last
+/// chunk arrives; each chunk carries the BLAKE3 of its data too, so a damaged chunk is
+/// refused as soon as it arrives, naming its offset.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotChunk {
     pub vote: Vote,
     pub meta: SnapshotMeta,
     pub offset: u64,
     pub total_bytes: u64,
+    /// BLAKE3 of `data`.
+    pub data_hash: [u8; 32],
     pub data: Vec<u8>,
 }
 

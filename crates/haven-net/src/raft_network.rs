@@ -1,6 +1,8 @@
 //! openraft's network over a `Transport`.
 
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -78,11 +80,19 @@ impl LocalPeer {
 pub struct PeerNetworkFactory {
     transport: Arc<dyn Transport>,
     local: Arc<LocalPeer>,
+    chunk_damage: Option<Arc<ChunkDamageHook>>,
 }
 
 impl PeerNetworkFactory {
     pub fn new(transport: Arc<dyn Transport>, local: Arc<LocalPeer>) -> PeerNetworkFactory {
-        PeerNetworkFactory { transport, local }
+        PeerNetworkFactory { transport, local, chunk_damage: None }
+    }
+
+    /// TEST ONLY (fault tests, `--unsafe-test-mode`): damage the first snapshot chunk this
+    /// node sends, once, as `damage` says.
+    pub fn damage_first_snapshot_chunk(mut self, damage: ChunkDamage) -> PeerNetworkFactory {
+        self.chunk_damage = Some(Arc::new(ChunkDamageHook { damage, used: AtomicBool::new(false) }));
+        self
     }
 }
 
@@ -90,7 +100,44 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &HavenNode) -> PeerNetwork {
-        PeerNetwork { target, node: node.clone(), transport: self.transport.clone(), local: self.local.clone() }
+        PeerNetwork {
+            target,
+            node: node.clone(),
+            transport: self.transport.clone(),
+            local: self.local.clone(),
+            chunk_damage: self.chunk_damage.clone(),
+        }
+    }
+}
+
+/// Where a test hook damages a snapshot chunk it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkDamage {
+    /// After the chunk's checksum was computed: damage in transit, which the receiver's
+    /// per-chunk check catches.
+    AfterChecksum,
+    /// Before it: damage in the sender's memory, which only the image's own checksums
+    /// (computed when the snapshot was built) can catch.
+    BeforeChecksum,
+}
+
+/// A [`ChunkDamage`] that fires once per process.
+pub struct ChunkDamageHook {
+    damage: ChunkDamage,
+    used: AtomicBool,
+}
+
+impl ChunkDamageHook {
+    fn take(&self) -> Option<ChunkDamage> {
+        (!self.used.swap(true, Ordering::AcqRel)).then_some(self.damage)
+    }
+}
+
+/// Flips one bit in the middle of a chunk.
+fn damage_chunk(data: &mut [u8]) {
+    let middle = data.len() / 2;
+    if let Some(byte) = data.get_mut(middle) {
+        *byte ^= 0x20;
     }
 }
 
@@ -100,6 +147,7 @@ pub struct PeerNetwork {
     node: HavenNode,
     transport: Arc<dyn Transport>,
     local: Arc<LocalPeer>,
+    chunk_damage: Option<Arc<ChunkDamageHook>>,
 }
 
 fn rpc_error(error: TransportError) -> RPCError<TypeConfig> {
@@ -140,12 +188,30 @@ impl PeerNetwork {
         let mut offset = 0usize;
         loop {
             let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+            let mut chunk_data = data[offset..end].to_vec();
+            let damage = self.chunk_damage.as_ref().and_then(|damage| damage.take());
+            if damage == Some(ChunkDamage::BeforeChecksum) {
+                damage_chunk(&mut chunk_data);
+            }
+            let data_hash = haven_store::integrity::hash(&chunk_data);
+            if damage == Some(ChunkDamage::AfterChecksum) {
+                damage_chunk(&mut chunk_data);
+            }
+            if damage.is_some() {
+                tracing::warn!(
+                    target = self.target,
+                    offset,
+                    ?damage,
+                    "TEST HOOK: damaged a snapshot chunk on its way out"
+                );
+            }
             let chunk = SnapshotChunk {
                 vote,
                 meta: snapshot.meta.clone(),
                 offset: offset as u64,
                 total_bytes,
-                data: data[offset..end].to_vec(),
+                data_hash,
+                data: chunk_data,
             };
             let response = self.call(PeerRequest::SnapshotChunk(chunk), SNAPSHOT_CHUNK_TIMEOUT).await?;
             let PeerResponse::Snapshot(result) = response else {

@@ -1,6 +1,12 @@
-//! Reassembling a snapshot from its chunks on the receiving node.
+//! Reassembling a snapshot from its chunks on the receiving node, checking each chunk's
+//! checksum as it arrives and the whole image's checksums after the last one, before
+//! openraft sees any of it: a damaged transfer is refused (the sender starts again from
+//! offset 0) and never installed.
 
 use haven_core::limits::SNAPSHOT_BYTES_MAX;
+use haven_store::integrity::hash;
+use haven_store::snapshot_file::is_image;
+use haven_store::snapshot_file::SnapshotImage;
 use haven_store::SnapshotMeta;
 use haven_store::Vote;
 
@@ -41,10 +47,31 @@ impl SnapshotAssembler {
             self.in_progress = None;
             return Err("snapshot chunk past the announced size".into());
         }
+        if hash(&chunk.data) != chunk.data_hash {
+            self.in_progress = None;
+            return Err(format!(
+                "snapshot chunk at bytes {}..{}: checksum mismatch (damaged in transfer); resend from offset 0",
+                chunk.offset,
+                chunk.offset + chunk.data.len() as u64
+            ));
+        }
         buffer.extend_from_slice(&chunk.data);
         if (buffer.len() as u64) < *total {
             return Ok(None);
         }
-        Ok(self.in_progress.take().map(|(meta, _, data)| CompleteSnapshot { vote: chunk.vote, meta, data }))
+        let Some((meta, _, data)) = self.in_progress.take() else {
+            return Ok(None);
+        };
+        // An older sender sends the bare encoded state (no image, nothing to check here).
+        if is_image(&data) {
+            let origin = std::path::Path::new("the snapshot received");
+            let image =
+                SnapshotImage::verify(data, origin).map_err(|error| format!("{error}; resend from offset 0"))?;
+            if image.meta() != &meta {
+                return Err("the snapshot image does not hold the snapshot its chunks announced; resend".into());
+            }
+            return Ok(Some(CompleteSnapshot { vote: chunk.vote, meta, data: image.into_bytes() }));
+        }
+        Ok(Some(CompleteSnapshot { vote: chunk.vote, meta, data }))
     }
 }

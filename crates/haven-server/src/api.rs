@@ -615,6 +615,11 @@ async fn get_status(State(node): State<Shared>, params: Params) -> Result<Json<V
 // only, not the whole status (members, probes, HA evaluation).
 
 async fn health(State(node): State<Shared>) -> Response {
+    if let Some(reason) = node.core_stopped() {
+        let reason = format!("the Raft core stopped (the node is exiting): {reason}");
+        let body = json!({ "ok": false, "node_id": node.node_id, "leader": null, "reason": reason });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let metrics = node.metrics();
     let leader = metrics.current_leader;
     let member = metrics.membership_config.get_node(&node.node_id).is_some();

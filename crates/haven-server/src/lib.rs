@@ -18,6 +18,7 @@ pub mod auth;
 pub mod error;
 pub mod files;
 pub mod ha;
+pub mod integrity;
 pub mod node;
 pub mod peer;
 pub mod process;

@@ -199,13 +199,14 @@ impl Node {
         };
         crate::recover::carry_out_pending(&config.data_dir, config.node_id, sole_member, config.history_revisions)?;
         let detached = crate::ha::recorded_detachment(&config.data_dir);
-        let db = haven_store::open_database_with_backend(&config.data_dir, test_hooks.backend)?;
-        let identity = NodeIdentity::load_or_create(&db, config.node_id)?;
-        let log = LogStore::open(db.clone(), sync)?;
-        let state = StateMachine::open(&config.data_dir, config.history_revisions)?;
+        let (db, identity, log, state) = open_storage(&config, test_hooks.backend, sync)
+            .map_err(|error| crate::integrity::explain_storage_error(config.node_id, &config.data_dir, error))?;
         let cluster_id = identity.cluster_id.clone().or_else(|| state.read().kv.cluster_id().map(str::to_string));
         let local = LocalPeer::new(config.node_id, identity.incarnation.clone(), cluster_id);
-        let network = PeerNetworkFactory::new(transport.clone(), local.clone());
+        let mut network = PeerNetworkFactory::new(transport.clone(), local.clone());
+        if let Some(damage) = test_hooks.damage_snapshot_chunk {
+            network = network.damage_first_snapshot_chunk(damage);
+        }
         let raft_config = raft_config(&config)?;
         let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log, state.clone())
             .await
@@ -1101,6 +1102,21 @@ impl Node {
             Err(error) => tracing::warn!(%error, "no successor took over in time; stopping anyway"),
         }
     }
+}
+
+/// The node's storage, opened and checked: the redb file (pages, format, every record read
+/// from it), the snapshot (its checksums) and that the log continues the snapshot.
+fn open_storage(
+    config: &NodeConfig,
+    backend: haven_store::DatabaseBackend,
+    sync: SyncMode,
+) -> std::io::Result<(Arc<redb::Database>, NodeIdentity, LogStore, StateMachine)> {
+    let db = haven_store::open_database_with_backend(&config.data_dir, backend)?;
+    let identity = NodeIdentity::load_or_create(&db, config.node_id)?;
+    let log = LogStore::open(db.clone(), &config.data_dir.join(haven_store::DATABASE_FILE), sync)?;
+    let state = StateMachine::open(&config.data_dir, config.history_revisions)?;
+    haven_store::check_log_continues_snapshot(&config.data_dir, &log, &state)?;
+    Ok((db, identity, log, state))
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of acknowledgement stamps, shared by every

@@ -326,7 +326,10 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
                     let snapshot_data = Snapshot { meta: snapshot.meta, snapshot: std::io::Cursor::new(snapshot.data) };
                     raft.install_full_snapshot(snapshot.vote, snapshot_data).await.map(Some).map_err(|e| e.to_string())
                 }
-                Err(reason) => Err(reason),
+                Err(reason) => {
+                    tracing::warn!(from = envelope.from, %reason, "snapshot transfer refused");
+                    Err(reason)
+                }
             };
             PeerResponse::Snapshot(result)
         }

@@ -54,6 +54,8 @@ pub struct TestHooks {
     pub backend: haven_store::DatabaseBackend,
     /// Mutant: linearizable reads skip the ReadIndex and serve local state.
     pub skip_read_index: bool,
+    /// Damage the first snapshot chunk this node sends (the receiver must refuse it).
+    pub damage_snapshot_chunk: Option<haven_net::raft_network::ChunkDamage>,
 }
 
 /// The names `haven serve --unsafe-test-mode` accepts, with what each one does.
@@ -61,6 +63,8 @@ pub const UNSAFE_TEST_MODES: &[(&str, &str)] = &[
     ("crash-sim", "crash-simulation storage, otherwise a correct node"),
     ("crash-sim-ack-before-fsync", "MUTANT: crash-simulation storage and log writes acknowledged without fsync"),
     ("stale-reads", "MUTANT: crash-simulation storage and reads served without a ReadIndex"),
+    ("damage-snapshot-chunk", "the first snapshot chunk this node sends is damaged after its checksum (in transit)"),
+    ("damage-snapshot-image", "the first snapshot chunk this node sends is damaged before its checksum (in memory)"),
 ];
 
 /// The sync mode and hooks for `--unsafe-test-mode NAME`; `None` is a real node. Refused
@@ -75,8 +79,11 @@ pub fn unsafe_test_mode(name: Option<&str>, env_confirmed: bool) -> anyhow::Resu
              {UNSAFE_TEST_MODE_ENV}=1 to confirm"
         );
     }
-    let crash_sim = TestHooks { backend: haven_store::DatabaseBackend::CrashSim, skip_read_index: false };
+    let crash_sim = TestHooks { backend: haven_store::DatabaseBackend::CrashSim, ..TestHooks::default() };
+    let damage = |damage| TestHooks { damage_snapshot_chunk: Some(damage), ..TestHooks::default() };
     match name {
+        "damage-snapshot-chunk" => Ok((SyncMode::Fsync, damage(haven_net::raft_network::ChunkDamage::AfterChecksum))),
+        "damage-snapshot-image" => Ok((SyncMode::Fsync, damage(haven_net::raft_network::ChunkDamage::BeforeChecksum))),
         "crash-sim" => Ok((SyncMode::Fsync, crash_sim)),
         "crash-sim-ack-before-fsync" => Ok((SyncMode::NoSync, crash_sim)),
         "stale-reads" => Ok((SyncMode::Fsync, TestHooks { skip_read_index: true, ..crash_sim })),
@@ -202,17 +209,29 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     let restart_requested = async move {
         let _ = restart.wait_for(|restart| *restart).await;
     };
+    // Fail-stop (crate::integrity): a node whose Raft core stopped exits with the reason.
+    let core_stopped = {
+        let node = node.clone();
+        async move {
+            let reason = crate::integrity::core_stopped(&node).await;
+            tracing::error!(%reason, "the Raft core stopped; this node cannot go on and exits (a restart recovers)");
+            anyhow::anyhow!("the Raft core stopped: {reason}. Restart the node once the cause is fixed")
+        }
+    };
     tokio::pin!(shutdown);
     tokio::pin!(restart_requested);
+    tokio::pin!(core_stopped);
     let outcome = tokio::select! {
         _ = &mut shutdown => Ok(RunOutcome::Stopped),
         _ = &mut restart_requested => Ok(RunOutcome::Restart),
+        error = &mut core_stopped => Err(error),
         result = membership => match result {
             Ok(Ok(())) => {
                 // Joined or bootstrapped; keep serving until told to stop or restart.
                 tokio::select! {
                     _ = &mut shutdown => Ok(RunOutcome::Stopped),
                     _ = &mut restart_requested => Ok(RunOutcome::Restart),
+                    error = &mut core_stopped => Err(error),
                 }
             }
             Ok(Err(error)) => Err(error),
@@ -222,7 +241,9 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
 
     tracing::info!("stopping");
     node.record_applied_timing();
-    node.hand_over_leadership().await;
+    if node.core_stopped().is_none() {
+        node.hand_over_leadership().await;
+    }
     let _ = stop.send(true);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, http_server).await;
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, peer_server).await;

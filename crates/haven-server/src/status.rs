@@ -71,6 +71,9 @@ pub struct Status {
     pub failback: Option<String>,
     /// The latest alerts this node fired (hook and e-mail outcomes), newest last.
     pub alerts: Vec<crate::alerts::AlertOutcome>,
+    /// Set once this node's Raft core stopped (a storage error): why. The node serves
+    /// nothing and is exiting.
+    pub core_stopped: Option<String>,
 }
 
 pub fn status(node: &Node) -> Status {
@@ -134,8 +137,16 @@ pub fn status(node: &Node) -> Status {
         haven_core::ha::gating::Gate::Withheld { reason } => Some(reason),
     };
     let detached = node.detached();
-    // A detached node follows no leader, whatever its last vote says.
-    let leader = metrics.current_leader.filter(|_| detached.is_none());
+    let core_stopped = node.core_stopped();
+    // A detached node follows no leader, whatever its last vote says; a node whose core
+    // stopped follows nobody any more.
+    let leader = metrics.current_leader.filter(|_| detached.is_none() && core_stopped.is_none());
+    if let Some(reason) = &core_stopped {
+        warnings.insert(0, format!("this node's Raft core stopped and the node is exiting: {reason}"));
+        for member in members.iter_mut() {
+            member.leader = false;
+        }
+    }
     let pending_restart = node.pending_restart();
     if let Some(detached) = &detached {
         warnings.push(format!(
@@ -150,6 +161,9 @@ pub fn status(node: &Node) -> Status {
     let mut ha = ha_status(node, &members, leader_has_quorum, candidacy_withheld.clone());
     if detached.is_some() {
         ha.reasons.insert(0, "detached by a teardown".into());
+    }
+    if core_stopped.is_some() {
+        ha.reasons.insert(0, "this node's Raft core stopped".into());
     }
     Status {
         cluster_id: node.cluster_id(),
@@ -179,6 +193,7 @@ pub fn status(node: &Node) -> Status {
         candidacy_withheld,
         failback,
         alerts: node.alerts.recent().into_iter().rev().take(STATUS_ALERTS_MAX).rev().collect(),
+        core_stopped,
     }
 }
 

@@ -53,20 +53,15 @@ impl NodeIdentity {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(error) => return Err(io_error("read identity", error)),
         };
-        let Some(bytes) = table.get(IDENTITY_KEY).map_err(|e| io_error("read identity", e))? else {
-            return Ok(None);
-        };
-        let identity = crate::log_store::decode("the node identity", bytes.value())?;
-        Ok(Some(identity))
+        crate::stored::get_meta(&table, IDENTITY_KEY, std::path::Path::new(crate::DATABASE_FILE))
     }
 
     /// Writes the identity durably.
     pub fn save(&self, db: &Arc<redb::Database>) -> std::io::Result<()> {
-        let bytes = crate::log_store::encode(self)?;
         let txn = db.begin_write().map_err(|e| io_error("write identity", e))?;
         {
             let mut table = txn.open_table(META).map_err(|e| io_error("write identity", e))?;
-            table.insert(IDENTITY_KEY, bytes.as_slice()).map_err(|e| io_error("write identity", e))?;
+            crate::stored::put_meta(&mut table, IDENTITY_KEY, self).map_err(|e| io_error("write identity", e))?;
         }
         txn.commit().map_err(|e| io_error("commit identity", e))
     }

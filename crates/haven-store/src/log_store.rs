@@ -7,6 +7,9 @@
 //!               readers ◀── redb + pending ──────────────────  callback in order
 //! ```
 //!
+//! Entries and metadata are stored sealed (a checksum each, `crate::stored`) and checked on
+//! every read: a damaged entry is an error naming the file and the index, never an entry.
+//!
 //! The writer is a plain OS thread: an fsync that takes 500 ms blocks it alone, never the
 //! async workers that send heartbeats. Operations are applied in the order they were
 //! queued, so a vote saved after an append is never on disk before it.
@@ -16,6 +19,8 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::Bound;
 use std::ops::RangeBounds;
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -33,6 +38,11 @@ use tokio::sync::oneshot;
 
 use crate::identity::META;
 use crate::io_error;
+use crate::stored::entry_from_record;
+use crate::stored::entry_record;
+use crate::stored::meta_record;
+use crate::stored::put_meta_record;
+use crate::stored::read_meta;
 use crate::Entry;
 use crate::LogId;
 use crate::TypeConfig;
@@ -55,12 +65,13 @@ pub enum SyncMode {
     NoSync,
 }
 
+/// Each op carries its records already encoded and sealed (`crate::stored`).
 enum WriteOp {
     Append { entries: Vec<(u64, LogId, Vec<u8>)>, callback: IOFlushed<TypeConfig> },
-    SaveVote { bytes: Vec<u8>, done: oneshot::Sender<io::Result<()>> },
-    SaveCommitted { bytes: Vec<u8> },
+    SaveVote { record: Vec<u8>, done: oneshot::Sender<io::Result<()>> },
+    SaveCommitted { record: Vec<u8> },
     TruncateAfter { first_removed: u64, done: oneshot::Sender<io::Result<()>> },
-    Purge { upto: u64, bytes: Vec<u8>, done: oneshot::Sender<io::Result<()>> },
+    Purge { upto: u64, record: Vec<u8>, done: oneshot::Sender<io::Result<()>> },
 }
 
 /// Entries handed to the writer but not yet committed, readable meanwhile.
@@ -70,21 +81,25 @@ type Pending = Arc<Mutex<BTreeMap<u64, Entry>>>;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<redb::Database>,
+    /// The database file, for errors that name it.
+    file: Arc<PathBuf>,
     pending: Pending,
     queue: mpsc::Sender<WriteOp>,
     last_purged: Arc<Mutex<Option<LogId>>>,
 }
 
 impl LogStore {
-    /// Opens the log in `db` and starts its writer thread.
-    pub fn open(db: Arc<redb::Database>, sync: SyncMode) -> io::Result<LogStore> {
+    /// Opens the log in `db` (opened from `file` by [`crate::open_database`], which brought
+    /// it to the current storage format) and starts its writer thread.
+    pub fn open(db: Arc<redb::Database>, file: &Path, sync: SyncMode) -> io::Result<LogStore> {
         // Create the tables so readers never see "table does not exist".
         let txn = db.begin_write().map_err(|e| io_error("open log", e))?;
         txn.open_table(LOG).map_err(|e| io_error("open log", e))?;
         txn.open_table(META).map_err(|e| io_error("open log", e))?;
         txn.commit().map_err(|e| io_error("open log", e))?;
 
-        let last_purged = read_meta::<LogId>(&db, LAST_PURGED_KEY)?;
+        let file = Arc::new(file.to_path_buf());
+        let last_purged = read_meta::<LogId>(&db, LAST_PURGED_KEY, &file)?;
         let pending: Pending = Arc::default();
         let (queue, receiver) = mpsc::channel();
         let writer_db = db.clone();
@@ -93,7 +108,12 @@ impl LogStore {
             .name("haven-log-writer".into())
             .spawn(move || run_writer(writer_db, writer_pending, receiver, sync))
             .map_err(|e| io_error("start log writer", e))?;
-        Ok(LogStore { db, pending, queue, last_purged: Arc::new(Mutex::new(last_purged)) })
+        Ok(LogStore { db, file, pending, queue, last_purged: Arc::new(Mutex::new(last_purged)) })
+    }
+
+    /// The last entry removed from the front of the log (covered by the snapshot), if any.
+    pub fn last_purged(&self) -> Option<LogId> {
+        *self.last_purged.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn submit(&self, op: WriteOp) -> io::Result<()> {
@@ -109,10 +129,10 @@ impl LogStore {
     fn last_in_db(&self) -> io::Result<Option<LogId>> {
         let txn = self.db.begin_read().map_err(|e| io_error("read log", e))?;
         let table = txn.open_table(LOG).map_err(|e| io_error("read log", e))?;
-        let Some((_, value)) = table.last().map_err(|e| io_error("read log", e))? else {
+        let Some((index, value)) = table.last().map_err(|e| io_error("read log", e))? else {
             return Ok(None);
         };
-        let entry: Entry = decode("the last log entry", value.value())?;
+        let entry = entry_from_record(index.value(), value.value(), &self.file)?;
         Ok(Some(entry.log_id()))
     }
 }
@@ -174,51 +194,20 @@ fn write_batch_inner(db: &redb::Database, batch: &[WriteOp], sync: SyncMode) -> 
                         log.insert(*index, bytes.as_slice())?;
                     }
                 }
-                WriteOp::SaveVote { bytes, .. } => {
-                    meta.insert(VOTE_KEY, bytes.as_slice())?;
-                }
-                WriteOp::SaveCommitted { bytes } => {
-                    meta.insert(COMMITTED_KEY, bytes.as_slice())?;
-                }
+                WriteOp::SaveVote { record, .. } => put_meta_record(&mut meta, VOTE_KEY, record)?,
+                WriteOp::SaveCommitted { record } => put_meta_record(&mut meta, COMMITTED_KEY, record)?,
                 WriteOp::TruncateAfter { first_removed, .. } => {
                     log.retain_in(*first_removed.., |_, _| false)?;
                 }
-                WriteOp::Purge { upto, bytes, .. } => {
+                WriteOp::Purge { upto, record, .. } => {
                     log.retain_in(..=*upto, |_, _| false)?;
-                    meta.insert(LAST_PURGED_KEY, bytes.as_slice())?;
+                    put_meta_record(&mut meta, LAST_PURGED_KEY, record)?;
                 }
             }
         }
     }
     txn.commit()?;
     Ok(())
-}
-
-pub(crate) fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    haven_core::codec::encode(value).map_err(|e| io_error("encode", e))
-}
-
-/// Decodes a record of `raft.redb` (a log entry, the vote, the committed or purged id).
-/// A record this version cannot read stops the node with what to do about it.
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> io::Result<T> {
-    haven_core::codec::decode(bytes).map_err(|error| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "cannot read the Raft log (raft.redb in the data dir): {what} does not decode: {error}. {}",
-                crate::state_machine::UNREADABLE_DATA_ADVICE
-            ),
-        )
-    })
-}
-
-pub(crate) fn read_meta<T: serde::de::DeserializeOwned>(db: &redb::Database, key: &str) -> io::Result<Option<T>> {
-    let txn = db.begin_read().map_err(|e| io_error("read meta", e))?;
-    let table = txn.open_table(META).map_err(|e| io_error("read meta", e))?;
-    match table.get(key).map_err(|e| io_error("read meta", e))? {
-        Some(bytes) => Ok(Some(decode(&format!("the {key} record"), bytes.value())?)),
-        None => Ok(None),
-    }
 }
 
 fn range_to_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
@@ -251,6 +240,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         let mut entries = BTreeMap::new();
         let db = self.db.clone();
+        let file = self.file.clone();
         let stored = tokio::task::spawn_blocking(move || -> io::Result<Vec<(u64, Entry)>> {
             let txn = db.begin_read().map_err(|e| io_error("read log", e))?;
             let table = txn.open_table(LOG).map_err(|e| io_error("read log", e))?;
@@ -258,7 +248,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             for item in table.range::<u64>(bounds).map_err(|e| io_error("read log", e))? {
                 let (index, value) = item.map_err(|e| io_error("read log", e))?;
                 let index = index.value();
-                out.push((index, decode(&format!("log entry {index}"), value.value())?));
+                out.push((index, entry_from_record(index, value.value(), &file)?));
             }
             Ok(out)
         })
@@ -270,7 +260,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        read_meta(&self.db, VOTE_KEY)
+        read_meta(&self.db, VOTE_KEY, &self.file)
     }
 }
 
@@ -295,18 +285,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let bytes = encode(vote)?;
-        self.submit_and_wait(|done| WriteOp::SaveVote { bytes, done }).await
+        let record = meta_record(vote)?;
+        self.submit_and_wait(|done| WriteOp::SaveVote { record, done }).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // Not awaited: the committed id only speeds up re-applying the log on restart,
         // and openraft tolerates an older value.
-        self.submit(WriteOp::SaveCommitted { bytes: encode(&committed)? })
+        self.submit(WriteOp::SaveCommitted { record: meta_record(&committed)? })
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(read_meta::<Option<LogId>>(&self.db, COMMITTED_KEY)?.flatten())
+        Ok(read_meta::<Option<LogId>>(&self.db, COMMITTED_KEY, &self.file)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
@@ -319,7 +309,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             for entry in entries {
                 let log_id = entry.log_id();
-                encoded.push((log_id.index(), log_id, encode(&entry)?));
+                encoded.push((log_id.index(), log_id, entry_record(&entry)?));
                 pending.insert(log_id.index(), entry);
             }
         }
@@ -341,8 +331,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.retain(|index, _| *index > upto);
         }
-        let bytes = encode(&log_id)?;
-        self.submit_and_wait(|done| WriteOp::Purge { upto, bytes, done }).await?;
+        let record = meta_record(&log_id)?;
+        self.submit_and_wait(|done| WriteOp::Purge { upto, record, done }).await?;
         *self.last_purged.lock().unwrap_or_else(|e| e.into_inner()) = Some(log_id);
         Ok(())
     }

@@ -74,22 +74,21 @@ use redb::ReadableDatabase;
 use crate::identity::IDENTITY_KEY;
 use crate::identity::META;
 use crate::io_error;
-use crate::log_store::decode;
-use crate::log_store::encode;
-use crate::log_store::read_meta;
 use crate::log_store::COMMITTED_KEY;
 use crate::log_store::LAST_PURGED_KEY;
 use crate::log_store::LOG;
 use crate::log_store::VOTE_KEY;
-use crate::state_machine::write_snapshot_file;
-use crate::state_machine::SnapshotFile;
+use crate::snapshot_file::write_snapshot_file;
+use crate::state_machine::image_of;
+use crate::stored::entry_from_record;
+use crate::stored::put_meta;
+use crate::stored::read_meta;
 use crate::Entry;
 use crate::HavenNode;
 use crate::LogId;
 use crate::Membership;
 use crate::NodeId;
 use crate::NodeIdentity;
-use crate::SnapshotMeta;
 use crate::StateMachine;
 use crate::StoredMembership;
 use crate::TypeConfig;
@@ -186,8 +185,8 @@ pub fn reinitialize_as_single_voter(
     // state machine's own apply.
     let machine = StateMachine::open(data_dir, history_revisions)?;
     let snapshot_last = machine.read().last_applied;
-    let last_purged = read_meta::<LogId>(&db, LAST_PURGED_KEY)?;
-    let (entries_applied, last_in_log) = replay_log(&db, &machine, snapshot_last)?;
+    let last_purged = read_meta::<LogId>(&db, LAST_PURGED_KEY, &db_path)?;
+    let (entries_applied, last_in_log) = replay_log(&db, &db_path, &machine, snapshot_last)?;
     let last = std::cmp::max(snapshot_last, last_in_log).ok_or_else(not_initialised)?;
     if last_purged.is_some_and(|purged| purged > last) {
         return Err(io::Error::other(format!(
@@ -202,19 +201,16 @@ pub fn reinitialize_as_single_voter(
     applied.kv.move_to_new_cluster(new_cluster_id);
     let membership = Membership::new(vec![BTreeSet::from([node_id])], BTreeMap::from([(node_id, node)]))
         .map_err(|e| io_error("build the membership", e))?;
-    let membership = StoredMembership::new(Some(last), membership);
     applied.last_applied = Some(last);
-    applied.membership = membership.clone();
+    applied.membership = StoredMembership::new(Some(last), membership);
     let revision = applied.kv.revision();
 
     // 1. The commit point: the new snapshot, atomically.
-    let data = crate::state_machine::encode_applied(&applied)?;
-    let meta = SnapshotMeta { last_log_id: Some(last), last_membership: membership };
-    write_snapshot_file(data_dir, &SnapshotFile { meta, data })?;
+    write_snapshot_file(data_dir, &image_of(&applied)?)?;
 
     // 2. One redb transaction: the log starts after the snapshot, the vote lets this node
     //    campaign in a higher term than any it has seen, the identity names the new cluster.
-    let stored_vote = read_meta::<Vote>(&db, VOTE_KEY)?;
+    let stored_vote = read_meta::<Vote>(&db, VOTE_KEY, &db_path)?;
     let term = std::cmp::max(last.leader_id.term, stored_vote.map_or(0, |vote| vote.leader_id().term));
     let vote = Vote::new(term, node_id);
     identity.cluster_id = Some(new_cluster_id.to_string());
@@ -239,6 +235,7 @@ pub fn reinitialize_as_single_voter(
 /// id in the log (which may be below the snapshot when a purge was still pending).
 fn replay_log(
     db: &redb::Database,
+    file: &Path,
     machine: &StateMachine,
     snapshot_last: Option<LogId>,
 ) -> io::Result<(u64, Option<LogId>)> {
@@ -257,10 +254,7 @@ fn replay_log(
     for item in table.range(from..).map_err(|e| io_error("read log", e))? {
         let (index, value) = item.map_err(|e| io_error("read log", e))?;
         let index = index.value();
-        let entry: Entry = decode(&format!("log entry {index}"), value.value())?;
-        if entry.log_id.index != index {
-            return Err(io::Error::other(format!("log entry {} is stored at index {index}", entry.log_id)));
-        }
+        let entry: Entry = entry_from_record(index, value.value(), file)?;
         last_in_log = Some(entry.log_id);
         if let Some(snapshot_last) = snapshot_last {
             if index == snapshot_last.index {
@@ -308,21 +302,20 @@ fn apply_entries(machine: &StateMachine, entries: Vec<Entry>) -> io::Result<u64>
 /// The log store's state after the rewrite, in one durable transaction with the same
 /// tables, keys and encodings as [`crate::LogStore`] (purge, save_committed, save_vote)
 /// and [`NodeIdentity::save`].
+/// The log store's state after the rewrite, in one durable transaction with the same
+/// tables, keys and records as [`crate::LogStore`] (purge, save_committed, save_vote)
+/// and [`NodeIdentity::save`].
 fn reset_log(db: &Arc<redb::Database>, last: LogId, vote: &Vote, identity: &NodeIdentity) -> io::Result<()> {
-    let last_purged = encode(&last)?;
-    let committed = encode(&Some(last))?;
-    let vote = encode(vote)?;
-    let identity = encode(identity)?;
     let write = |e: &dyn std::fmt::Display| io_error("reset the log", e);
     let txn = db.begin_write().map_err(|e| write(&e))?;
     {
         let mut log = txn.open_table(LOG).map_err(|e| write(&e))?;
         log.retain(|_, _| false).map_err(|e| write(&e))?;
         let mut meta = txn.open_table(META).map_err(|e| write(&e))?;
-        meta.insert(LAST_PURGED_KEY, last_purged.as_slice()).map_err(|e| write(&e))?;
-        meta.insert(COMMITTED_KEY, committed.as_slice()).map_err(|e| write(&e))?;
-        meta.insert(VOTE_KEY, vote.as_slice()).map_err(|e| write(&e))?;
-        meta.insert(IDENTITY_KEY, identity.as_slice()).map_err(|e| write(&e))?;
+        put_meta(&mut meta, LAST_PURGED_KEY, &last).map_err(|e| write(&*e))?;
+        put_meta(&mut meta, COMMITTED_KEY, &Some(last)).map_err(|e| write(&*e))?;
+        put_meta(&mut meta, VOTE_KEY, vote).map_err(|e| write(&*e))?;
+        put_meta(&mut meta, IDENTITY_KEY, identity).map_err(|e| write(&*e))?;
     }
     txn.commit().map_err(|e| io_error("commit the log reset", e))
 }

@@ -3,7 +3,8 @@
 //! On start the last snapshot is loaded and openraft re-applies the log after it, so the
 //! state after a restart is exactly the state before it. A snapshot is written to a
 //! temporary file, fsynced, renamed over `snapshot.bin`, and the directory fsynced, so a
-//! crash leaves either the old snapshot or the new one, never a torn one.
+//! crash leaves either the old snapshot or the new one, never a torn one. Its bytes carry
+//! checksums (`crate::snapshot_file`), checked when it is loaded, sent and installed.
 //!
 //! Building a snapshot never stops applies: `KvState` is made of persistent data structures,
 //! so the builder takes an O(1) copy of the state between two applies (under the lock for
@@ -24,7 +25,6 @@
 
 use std::io;
 use std::io::Cursor;
-use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,7 +48,14 @@ use serde::Deserialize;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::integrity::byte_range;
+use crate::integrity::CorruptData;
 use crate::io_error;
+use crate::snapshot_file::is_image;
+use crate::snapshot_file::read_snapshot_file;
+use crate::snapshot_file::snapshot_path;
+use crate::snapshot_file::write_snapshot_file;
+use crate::snapshot_file::SnapshotImage;
 use crate::LogId;
 use crate::Snapshot;
 use crate::SnapshotData;
@@ -56,7 +63,7 @@ use crate::SnapshotMeta;
 use crate::StoredMembership;
 use crate::TypeConfig;
 
-pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+pub use crate::snapshot_file::SNAPSHOT_FILE;
 
 /// Marks an encoded state of format 1 or later; the format number follows.
 const SNAPSHOT_FORMAT_MARKER: &[u8; 4] = b"HVNS";
@@ -71,6 +78,9 @@ pub const UNREADABLE_DATA_ADVICE: &str = "Nothing was changed; keep this data di
     gets every key from them); if the cluster lost its majority, run `haven recover` on a surviving member whose \
     data reads; if this node holds the only copy, restore the data dir from a backup, or run the haven version \
     that wrote it";
+
+/// How errors name a snapshot that arrived from a peer (it has no file yet).
+const RECEIVED_SNAPSHOT: &str = "the snapshot received from the leader";
 
 /// The replicated state at one log position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,9 +100,14 @@ struct AppliedV0 {
 
 /// Encodes the state as snapshot data of the current format.
 pub fn encode_applied(applied: &Applied) -> io::Result<Vec<u8>> {
-    let mut prefix = SNAPSHOT_FORMAT_MARKER.to_vec();
-    prefix.push(SNAPSHOT_FORMAT);
-    codec::encode_after(prefix, applied).map_err(|e| io_error("encode snapshot", e))
+    encode_applied_after(Vec::new(), applied)
+}
+
+/// [`encode_applied`], appended to `buffer`.
+fn encode_applied_after(mut buffer: Vec<u8>, applied: &Applied) -> io::Result<Vec<u8>> {
+    buffer.extend_from_slice(SNAPSHOT_FORMAT_MARKER);
+    buffer.push(SNAPSHOT_FORMAT);
+    codec::encode_after(buffer, applied).map_err(|e| io_error("encode snapshot", e))
 }
 
 /// Decodes snapshot data of any format this version reads.
@@ -112,20 +127,6 @@ pub fn decode_applied(bytes: &[u8]) -> Result<Applied, DecodeError> {
     }
 }
 
-/// A snapshot as stored on disk: its metadata and the encoded `Applied`.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct SnapshotFile {
-    pub(crate) meta: SnapshotMeta,
-    /// Postcard writes a byte string exactly like a sequence of `u8`; decoding it as one
-    /// copies it at once instead of byte by byte.
-    #[serde(with = "haven_core::kv::byte_string")]
-    pub(crate) data: Vec<u8>,
-}
-
-/// Writes of a snapshot file go to disk in pieces of this size, each flushed before the
-/// next (see [`write_snapshot_file`]).
-const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 1 << 20;
-
 struct Shared {
     state: RwLock<Applied>,
     /// The cluster revision after each applied batch; watchers wait on it.
@@ -142,11 +143,24 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Loads the last snapshot in `data_dir`, if any.
+    /// A damaged or undecodable `snapshot.bin` is an `InvalidData` error carrying
+    /// [`CorruptData`] (file, byte range, problem). A version 1 file (no checksums) is
+    /// rewritten as version 2 here, once it decoded.
     pub fn open(data_dir: &Path, history_revisions: u64) -> io::Result<StateMachine> {
         let snapshot_dir = data_dir.to_path_buf();
         let path = snapshot_dir.join(SNAPSHOT_FILE);
         let mut state = match read_snapshot_file(&snapshot_dir)? {
-            Some(file) => decode_applied(&file.data).map_err(|error| unreadable(&path, "the state in it", &error))?,
+            Some(read) => {
+                let applied = applied_from_image(&read.image, &path)?;
+                if read.was_version_1 {
+                    write_snapshot_file(&snapshot_dir, &read.image)?;
+                    tracing::info!(
+                        file = %snapshot_path(&snapshot_dir).display(),
+                        "snapshot rewritten in format version 2 (with checksums)"
+                    );
+                }
+                applied
+            }
             None => Applied::default(),
         };
         state.kv.set_history_revisions(history_revisions);
@@ -175,9 +189,9 @@ impl StateMachine {
     }
 }
 
-/// The error for a snapshot file this version cannot read: which file, what failed, what
-/// to do.
-fn unreadable(path: &Path, what: &str, error: &dyn std::fmt::Display) -> io::Error {
+/// The error for a snapshot this version cannot read (its checksums hold, so it is not
+/// damage): which file, what failed, what to do.
+pub(crate) fn unreadable(path: &Path, what: &str, error: &dyn std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         format!(
@@ -187,39 +201,20 @@ fn unreadable(path: &Path, what: &str, error: &dyn std::fmt::Display) -> io::Err
     )
 }
 
-fn read_snapshot_file(dir: &Path) -> io::Result<Option<SnapshotFile>> {
-    let path = dir.join(SNAPSHOT_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(io::Error::new(error.kind(), format!("cannot read {}: {error}", path.display()))),
-    };
-    let file = codec::decode(&bytes).map_err(|error| unreadable(&path, "its header", &error))?;
-    Ok(Some(file))
+/// The state held in a verified image. Its checksums passed, so a failure here is not
+/// damage on disk but data this version cannot read.
+pub(crate) fn applied_from_image(image: &SnapshotImage, origin: &Path) -> io::Result<Applied> {
+    decode_applied(image.data()).map_err(|error| {
+        let start = image.data_offset();
+        let place = format!("the state in it ({})", byte_range(start, start + image.data().len() as u64));
+        unreadable(origin, &place, &error)
+    })
 }
 
-/// Write, fsync, rename, fsync the directory: the snapshot is either wholly there or not.
-///
-/// The bytes are those of `codec::encode(file)`: the encoded meta, then the data as a
-/// varint length and the bytes, written without copying the data into a second buffer.
-/// They go out a megabyte at a time, each piece flushed before the next is written: the log
-/// shares the disk and its fsync must not wait behind tens of megabytes of dirty snapshot
-/// pages (with ext4's ordered journal, a log commit can have to flush them first).
-pub(crate) fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> io::Result<()> {
-    let header = codec::encode(&(&file.meta, file.data.len())).map_err(|e| io_error("encode snapshot", e))?;
-    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    {
-        let mut out = std::fs::File::create(&tmp)?;
-        out.write_all(&header)?;
-        for chunk in file.data.chunks(SNAPSHOT_WRITE_CHUNK_BYTES) {
-            out.write_all(chunk)?;
-            out.sync_data()?;
-        }
-        out.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+/// A snapshot image of `applied`, its state encoded in place.
+pub(crate) fn image_of(applied: &Applied) -> io::Result<SnapshotImage> {
+    let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership.clone() };
+    SnapshotImage::build(&meta, |buffer| encode_applied_after(buffer, applied))
 }
 
 /// Builds one snapshot from the copy of the state taken when it was created.
@@ -235,28 +230,27 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let applied = self.applied.take().ok_or_else(|| io::Error::other("this snapshot builder was used already"))?;
         let dir = self.snapshot_dir.clone();
         // Encoding tens of megabytes takes milliseconds of CPU: not on an async worker.
-        let (file, encode_ms, write_ms) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+        let (image, encode_ms, write_ms) = tokio::task::spawn_blocking(move || -> io::Result<_> {
             let started = Instant::now();
-            let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership.clone() };
-            let data = encode_applied(&applied)?;
+            let image = image_of(&applied)?;
             // Dropped here, not on an async worker: the parts that applies have replaced since
             // the copy was taken are freed now.
             drop(applied);
             let encoded = Instant::now();
-            let file = SnapshotFile { meta, data };
-            write_snapshot_file(&dir, &file)?;
-            Ok((file, (encoded - started).as_millis(), encoded.elapsed().as_millis()))
+            write_snapshot_file(&dir, &image)?;
+            Ok((image, (encoded - started).as_millis(), encoded.elapsed().as_millis()))
         })
         .await
         .map_err(|e| io_error("snapshot task", e))??;
         tracing::info!(
-            last_log_id = ?file.meta.last_log_id,
-            bytes = file.data.len(),
+            last_log_id = ?image.meta().last_log_id,
+            bytes = image.bytes().len(),
             encode_ms,
             write_ms,
             "snapshot written"
         );
-        Ok(Snapshot { meta: file.meta, snapshot: Cursor::new(file.data) })
+        let meta = image.meta().clone();
+        Ok(Snapshot { meta, snapshot: Cursor::new(image.into_bytes()) })
     }
 }
 
@@ -306,24 +300,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder { applied: Some(self.read().clone()), snapshot_dir: self.shared.snapshot_dir.clone() }
     }
 
+    /// `snapshot` is a version 2 image (verified again here: the peer layer checked it on
+    /// receipt, before openraft saw it) or, from a node of an older version, the bare
+    /// encoded state, which is wrapped in an image.
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
-        let data = snapshot.into_inner();
+        let bytes = snapshot.into_inner();
         let dir = self.shared.snapshot_dir.clone();
         let history_revisions = self.shared.history_revisions;
-        let file = SnapshotFile { meta: meta.clone(), data };
+        let meta_given = meta.clone();
         let mut applied = tokio::task::spawn_blocking(move || -> io::Result<Applied> {
-            let mut applied = decode_applied(&file.data).map_err(|error| {
+            let origin = Path::new(RECEIVED_SNAPSHOT);
+            let image = if is_image(&bytes) {
+                let image = SnapshotImage::verify(bytes, origin).map_err(CorruptData::into_io)?;
+                if image.meta() != &meta_given {
+                    return Err(CorruptData::new(
+                        origin,
+                        "the header",
+                        format!("the image holds {:?}, the transfer announced {:?}", image.meta(), meta_given),
+                    )
+                    .into_io());
+                }
+                image
+            } else {
+                SnapshotImage::from_legacy_transfer(&meta_given, &bytes)?
+            };
+            let mut applied = applied_from_image(&image, origin).map_err(|error| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "cannot install the snapshot {} sent by the leader: it does not decode: {error}. Nothing was \
-                         changed; the leader and this node may run versions that do not share a snapshot format",
-                        file.meta
+                        "cannot install the snapshot {meta_given} sent by the leader: {error}. Nothing was changed; the \
+                         leader and this node may run versions that do not share a snapshot format"
                     ),
                 )
             })?;
             applied.kv.set_history_revisions(history_revisions);
-            write_snapshot_file(&dir, &file)?;
+            write_snapshot_file(&dir, &image)?;
             Ok(applied)
         })
         .await
@@ -342,11 +353,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The snapshot on disk, verified before it is sent anywhere: a damaged one is an error
+    /// (which stops this node's Raft core; see docs/architecture.md, "Integrity"), never a
+    /// transfer.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let dir = self.shared.snapshot_dir.clone();
-        let file = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+        let read = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
             .await
             .map_err(|e| io_error("snapshot task", e))??;
-        Ok(file.map(|file| Snapshot { meta: file.meta, snapshot: Cursor::new(file.data) }))
+        Ok(read.map(|read| {
+            let meta = read.image.meta().clone();
+            Snapshot { meta, snapshot: Cursor::new(read.image.into_bytes()) }
+        }))
     }
 }

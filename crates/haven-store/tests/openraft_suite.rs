@@ -16,7 +16,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnD
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = haven_store::open_database(dir.path()).expect("open database");
-        let log = LogStore::open(db, SyncMode::Fsync).expect("open log");
+        let log = LogStore::open(db, &dir.path().join(haven_store::DATABASE_FILE), SyncMode::Fsync).expect("open log");
         let state_machine = StateMachine::open(dir.path(), 1000).expect("open state machine");
         Ok((dir, log, state_machine))
     }

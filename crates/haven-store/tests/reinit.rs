@@ -185,7 +185,7 @@ async fn start(id: NodeId, dir: &Path, router: &Router) -> Running {
     let db = haven_store::open_database(dir).expect("open database");
     let identity = NodeIdentity::load_or_create(&db, id).expect("identity");
     let weak = Arc::downgrade(&db);
-    let log = LogStore::open(db, SyncMode::Fsync).expect("open log");
+    let log = LogStore::open(db, &dir.join(haven_store::DATABASE_FILE), SyncMode::Fsync).expect("open log");
     let state = StateMachine::open(dir, HISTORY_REVISIONS).expect("open state machine");
     let raft = Raft::new(id, raft_config(), router.clone(), log, state.clone()).await.expect("start raft");
     router.rafts.lock().unwrap().insert(id, raft.clone());

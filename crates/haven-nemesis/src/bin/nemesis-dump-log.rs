@@ -37,7 +37,8 @@ async fn main() -> ExitCode {
 
 async fn dump(dir: &std::path::Path, from: u64, to: u64) -> std::io::Result<()> {
     let db = haven_store::open_database(dir)?;
-    let mut log = haven_store::LogStore::open(db, haven_store::log_store::SyncMode::Fsync)?;
+    let file = dir.join(haven_store::DATABASE_FILE);
+    let mut log = haven_store::LogStore::open(db, &file, haven_store::log_store::SyncMode::Fsync)?;
     println!("vote {:?}", log.read_vote().await?);
     println!("committed {:?}", log.read_committed().await?);
     println!("state {:?}", log.get_log_state().await?);
