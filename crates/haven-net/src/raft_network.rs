@@ -43,6 +43,38 @@ use crate::TransportError;
 /// snapshots; 30 s covers a 4 MiB chunk over a slow WAN link and a large install.
 pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Time allowed per MiB of log entries in one AppendEntries, on top of openraft's timeout.
+/// openraft gives every append one heartbeat interval (50 ms by default), which suits a
+/// heartbeat or a few small writes; a batch of large values (up to 64 x 512 KiB) must also be
+/// sent, stored and fsynced by the follower. 100 ms per MiB allows 10 MiB/s for all of that,
+/// well below a LAN and a disk, so a follower catching up with large values is never timed
+/// out on every batch (which would leave it behind for good, and a cluster that lost another
+/// member without a quorum).
+pub const APPEND_TIMEOUT_PER_MIB: Duration = Duration::from_millis(100);
+
+/// The bytes a batch of entries carries, roughly: each entry's value and key, or
+/// `ENTRY_OVERHEAD_BYTES_MAX` for anything else (membership, bookkeeping).
+fn append_payload_bytes(rpc: &AppendEntriesRequest<TypeConfig>) -> usize {
+    use haven_core::kv::Command;
+    use haven_core::limits::ENTRY_OVERHEAD_BYTES_MAX;
+    rpc.entries
+        .iter()
+        .map(|entry| match &entry.payload {
+            openraft::EntryPayload::Normal(request) => match &request.command {
+                Command::Put { key, value, .. } => key.len() + value.len() + ENTRY_OVERHEAD_BYTES_MAX,
+                _ => ENTRY_OVERHEAD_BYTES_MAX,
+            },
+            _ => ENTRY_OVERHEAD_BYTES_MAX,
+        })
+        .sum()
+}
+
+/// openraft's timeout for an append, plus [`APPEND_TIMEOUT_PER_MIB`] for what it carries.
+pub fn append_timeout(soft_ttl: Duration, rpc: &AppendEntriesRequest<TypeConfig>) -> Duration {
+    let mib = append_payload_bytes(rpc).div_ceil(1 << 20) as u32;
+    soft_ttl + APPEND_TIMEOUT_PER_MIB * mib
+}
+
 /// Who this node is, as stamped on every envelope it sends.
 pub struct LocalPeer {
     pub node_id: NodeId,
@@ -234,7 +266,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::AppendEntries(rpc), option.soft_ttl()).await? {
+        let timeout = append_timeout(option.soft_ttl(), &rpc);
+        match self.call(PeerRequest::AppendEntries(rpc), timeout).await? {
             PeerResponse::AppendEntries(result) => result.map_err(|reason| remote_failed("append-entries", reason)),
             _ => Err(unexpected("append-entries")),
         }
@@ -293,5 +326,41 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             PeerResponse::TransferLeader(result) => result.map_err(|reason| remote_failed("transfer-leader", reason)),
             _ => Err(unexpected("transfer-leader")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use haven_core::kv::Command;
+    use haven_core::kv::Request;
+    use haven_core::limits::APPEND_ENTRIES_MAX;
+    use haven_core::limits::VALUE_BYTES_MAX;
+    use haven_store::Entry;
+    use openraft::EntryPayload;
+
+    use super::*;
+
+    fn append_of(values: usize, value_bytes: usize) -> AppendEntriesRequest<TypeConfig> {
+        let entries = (0..values as u64)
+            .map(|index| {
+                let command = Command::Put { key: "k".into(), value: vec![0; value_bytes], prev_revision: None };
+                Entry {
+                    log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
+                    payload: EntryPayload::Normal(Request::new(None, command)),
+                }
+            })
+            .collect();
+        AppendEntriesRequest { vote: Vote::new(1, 1), prev_log_id: None, entries, leader_commit: None }
+    }
+
+    /// A heartbeat keeps openraft's timeout; a full batch of the largest values gets time for
+    /// its 32 MiB.
+    #[test]
+    fn append_timeouts_grow_with_what_the_append_carries() {
+        let soft = Duration::from_millis(37);
+        assert_eq!(append_timeout(soft, &append_of(0, 0)), soft);
+        assert_eq!(append_timeout(soft, &append_of(3, 10)), soft + APPEND_TIMEOUT_PER_MIB);
+        let full = append_timeout(soft, &append_of(APPEND_ENTRIES_MAX as usize, VALUE_BYTES_MAX));
+        assert!(full >= soft + APPEND_TIMEOUT_PER_MIB * 32, "{full:?}");
     }
 }

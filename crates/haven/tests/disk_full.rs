@@ -130,7 +130,10 @@ fn disk_full_fails_stop_and_recovers(cluster: &mut TestCluster, full: usize, tmp
         (0..c.nodes.len()).filter(|i| *i != full).any(|i| c.leader_of(i).is_some_and(|id| id != c.nodes[full].id))
     });
     let client = cluster.client();
-    block_on(client.put("after/full", b"still writable", WriteOptions::default())).expect("write after");
+    if let Err(error) = block_on(client.put("after/full", b"still writable", WriteOptions::default())) {
+        cluster.dump_logs();
+        panic!("the others do not take writes after node {} stopped: {error:?}", cluster.nodes[full].id);
+    }
     for key in &acknowledged {
         let entry = block_on(client.get(key, Consistency::Linearizable)).expect("read").expect("acknowledged write");
         assert_eq!(entry.value.len(), VALUE_BYTES, "{key}");
@@ -148,15 +151,22 @@ fn disk_full_fails_stop_and_recovers(cluster: &mut TestCluster, full: usize, tmp
     }
 }
 
-#[test]
-fn a_follower_with_a_full_disk_fails_stop_and_recovers_after_a_restart() {
+/// A running three-node cluster and its leader, or `None` (with a SKIPPED line) when the
+/// test cannot mount a tmpfs.
+fn three_nodes_as_root() -> Option<(std::sync::MutexGuard<'static, ()>, TestCluster, u64)> {
     if !is_root() {
         eprintln!("SKIPPED: mounting a tmpfs for the full disk needs root");
-        return;
+        return None;
     }
-    let _serial = serial();
+    let serial = serial();
     let mut cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    Some((serial, cluster, leader))
+}
+
+#[test]
+fn a_follower_with_a_full_disk_fails_stop_and_recovers_after_a_restart() {
+    let Some((_serial, mut cluster, leader)) = three_nodes_as_root() else { return };
     let follower = (0..3).find(|i| cluster.nodes[*i].id != leader).unwrap();
     let tmpfs = move_onto_tmpfs(&mut cluster, follower);
     cluster.wait_leader(LEADER_TIMEOUT);
@@ -165,13 +175,7 @@ fn a_follower_with_a_full_disk_fails_stop_and_recovers_after_a_restart() {
 
 #[test]
 fn a_leader_with_a_full_disk_fails_stop_and_the_others_take_over() {
-    if !is_root() {
-        eprintln!("SKIPPED: mounting a tmpfs for the full disk needs root");
-        return;
-    }
-    let _serial = serial();
-    let mut cluster = TestCluster::start(3, &[]);
-    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    let Some((_serial, mut cluster, leader)) = three_nodes_as_root() else { return };
     let index = cluster.index_of(leader);
     let tmpfs = move_onto_tmpfs(&mut cluster, index);
     // It comes back as a follower; hand it the leadership again.
