@@ -38,6 +38,10 @@ pub struct RunOptions {
     pub sync: SyncMode,
     /// Test-only deviations; the default changes nothing.
     pub test_hooks: TestHooks,
+    /// Told once the node serves: its store is open, both ports accept (joining or not
+    /// yet), and `haven.pid`/`addr.json` are written. The binary tells systemd
+    /// (`READY=1`); not waiting for a leader, so each machine's unit starts on its own.
+    pub serving: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 // ---- test-only modes (fault tests; see docs/nemesis.md) ---------------------------------
@@ -197,6 +201,9 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
             pid: std::process::id(),
         },
     )?;
+    if let Some(serving) = options.serving {
+        let _ = serving.send(());
+    }
 
     let background = tokio::spawn(background_loop(node.clone(), stopped.clone()));
     let ha_loop = tokio::spawn(ha_loop(node.clone(), stopped.clone()));

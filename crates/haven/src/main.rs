@@ -2,14 +2,17 @@
 //!
 //! Thin on purpose: argument parsing here, the work in `haven-server` and `haven-client`.
 
+mod cli_docs;
 mod client_cmds;
 mod dev;
 mod keys;
 mod serve;
+mod service;
 mod tokens_cmd;
 
 use std::process::ExitCode;
 
+use clap::CommandFactory;
 use clap::Parser;
 use clap::Subcommand;
 
@@ -60,6 +63,12 @@ enum Command {
     /// After a majority is lost for good: make the node at the first endpoint a new
     /// one-voter cluster with all its data (or start a detached node, --standalone).
     Recover(client_cmds::RecoverArgs),
+    /// Print a shell completion script (a packaging step; see deploy/build-deb).
+    #[command(hide = true)]
+    Completions(cli_docs::CompletionsArgs),
+    /// Write the man pages into a directory (a packaging step; see deploy/build-deb).
+    #[command(hide = true)]
+    Man(cli_docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,7 +82,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            // Under systemd the reason a node stops on an error goes to its status line too.
+            Command::Serve(args) => serve::run(args).await.inspect_err(|error| service::failed(&format!("{error:#}"))),
             Command::Dev(args) => dev::run(args).await,
             Command::Status(args) => client_cmds::status(args).await,
             Command::Kv(command) => client_cmds::kv(command).await,
@@ -89,6 +99,8 @@ fn main() -> ExitCode {
             Command::Recover(args) => client_cmds::recover(args).await,
             Command::Keygen(args) => keys::keygen(args),
             Command::Fingerprint(args) => keys::fingerprint(args),
+            Command::Completions(args) => cli_docs::completions(args, Cli::command()),
+            Command::Man(args) => cli_docs::man_pages(args, Cli::command()),
         }
     });
     match result {

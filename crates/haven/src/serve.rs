@@ -129,10 +129,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "failure detection"
     );
     let bound = (client_listener.local_addr()?, peer_listener.local_addr()?);
-    let options = RunOptions { config, client_listener, peer_listener, sync, test_hooks };
-    match haven_server::run(options, stop_signal()).await? {
+    let (serving, serving_told) = tokio::sync::oneshot::channel();
+    let ready_status = format!("serving: node {}, clients on {}, peers on {}", config.node_id, bound.0, bound.1);
+    tokio::spawn(async move {
+        if serving_told.await.is_ok() {
+            crate::service::ready(&ready_status);
+        }
+    });
+    let options = RunOptions { config, client_listener, peer_listener, sync, test_hooks, serving: Some(serving) };
+    let shutdown = async {
+        stop_signal().await;
+        crate::service::stopping();
+    };
+    match haven_server::run(options, shutdown).await? {
         haven_server::RunOutcome::Stopped => Ok(ExitCode::SUCCESS),
-        haven_server::RunOutcome::Restart => restart_process(bound),
+        haven_server::RunOutcome::Restart => {
+            crate::service::reloading();
+            restart_process(bound)
+        }
     }
 }
 
