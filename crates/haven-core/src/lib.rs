@@ -24,3 +24,4 @@ pub mod key;
 pub mod kv;
 pub mod limits;
 pub mod log_limit;
+pub mod roles;

@@ -590,16 +590,24 @@ pub struct HaConfigError {
     pub rule: String,
 }
 
+/// Every broken rule of a configuration (or a role definition: `roles::definition`),
+/// collected so they are all named at once.
 #[derive(Default)]
-struct Errors(Vec<HaConfigError>);
+pub(crate) struct Errors(pub(crate) Vec<HaConfigError>);
 
 impl Errors {
-    fn push(&mut self, key: impl Into<String>, value: impl Into<String>, kind: RuleKind, rule: impl Into<String>) {
+    pub(crate) fn push(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        kind: RuleKind,
+        rule: impl Into<String>,
+    ) {
         self.0.push(HaConfigError { key: key.into(), value: value.into(), kind, rule: rule.into() });
     }
 
     /// Checks `min..=max`; true if in range.
-    fn range(&mut self, key: &str, value: u64, min: u64, max: u64, why: &str) -> bool {
+    pub(crate) fn range(&mut self, key: &str, value: u64, min: u64, max: u64, why: &str) -> bool {
         let ok = (min..=max).contains(&value);
         if !ok {
             self.push(
@@ -612,7 +620,7 @@ impl Errors {
         ok
     }
 
-    fn finish(self) -> Result<(), Vec<HaConfigError>> {
+    pub(crate) fn finish(self) -> Result<(), Vec<HaConfigError>> {
         if self.0.is_empty() {
             Ok(())
         } else {
@@ -626,11 +634,11 @@ fn to_json<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
+pub(crate) fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-fn join<T: ToString>(items: impl Iterator<Item = T>) -> String {
+pub(crate) fn join<T: ToString>(items: impl Iterator<Item = T>) -> String {
     items.map(|item| item.to_string()).collect::<Vec<_>>().join(", ")
 }
 

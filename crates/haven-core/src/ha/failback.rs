@@ -32,6 +32,10 @@
 //!
 //! Ties between equal priorities go to the lowest node id; failback never moves leadership
 //! between equal priorities (that would be churn for nothing).
+//!
+//! The failback rule itself ([`failback_step`]: the best steady contender, after the
+//! stabilisation delay, passing over a flapping one) is shared with the operator's roles
+//! (`roles::placement`), so a role fails back exactly as the primary does.
 
 use std::collections::VecDeque;
 
@@ -67,8 +71,72 @@ impl Candidate {
     }
 
     fn flapping(&self, now_ms: u64, anti_flap_ms: u64) -> bool {
-        self.last_lost_primary_ms.is_some_and(|lost_ms| now_ms.saturating_sub(lost_ms) < anti_flap_ms)
+        flapping(self.last_lost_primary_ms, now_ms, anti_flap_ms)
     }
+}
+
+/// Whether something that lost its place at `last_lost_ms` is still within the anti-flap
+/// delay at `now_ms`.
+pub fn flapping(last_lost_ms: Option<u64>, now_ms: u64, anti_flap_ms: u64) -> bool {
+    last_lost_ms.is_some_and(|lost_ms| now_ms.saturating_sub(lost_ms) < anti_flap_ms)
+}
+
+/// A node that outranks the current holder of a place (the primary role, or a role in
+/// `roles::placement`) and is ready to take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contender {
+    pub id: u64,
+    /// Higher is preferred.
+    pub rank: u32,
+    /// Healthy without interruption since then.
+    pub healthy_since_ms: u64,
+    /// When it last lost the place.
+    pub last_lost_ms: Option<u64>,
+}
+
+/// Where failback stands for one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailbackStep {
+    /// Nobody outranks the holder.
+    NoneBetter,
+    /// The best contender lost the place `lost_ago_ms` ago: passed over for the anti-flap
+    /// delay, and no steady contender outranks the holder.
+    Flapping { id: u64, lost_ago_ms: u64 },
+    /// The best steady contender may take over in `remaining_ms`.
+    Waiting { id: u64, remaining_ms: u64 },
+    /// The best steady contender takes over now.
+    Move { id: u64 },
+}
+
+/// The failback rule, shared by the primary role ([`decide`]) and the operator's roles:
+/// the best contender (highest rank, then lowest id) that is not within the anti-flap
+/// delay takes the place once it has been healthy, and the holder has held the place, for
+/// the stabilisation delay. `contenders` are only those that outrank the holder and are
+/// ready; the failback flag and maintenance are the caller's to check.
+pub fn failback_step(contenders: &[Contender], holder_since_ms: u64, now_ms: u64, policy: &Policy) -> FailbackStep {
+    let best = |steady_only: bool| {
+        contenders
+            .iter()
+            .filter(|contender| !steady_only || !flapping(contender.last_lost_ms, now_ms, policy.anti_flap_ms))
+            .max_by(|a, b| a.rank.cmp(&b.rank).then(b.id.cmp(&a.id)))
+    };
+    let Some(target) = best(true) else {
+        return match best(false) {
+            Some(flapper) => FailbackStep::Flapping {
+                id: flapper.id,
+                lost_ago_ms: now_ms.saturating_sub(flapper.last_lost_ms.unwrap_or(now_ms)),
+            },
+            None => FailbackStep::NoneBetter,
+        };
+    };
+    // Both must have settled: the holder's tenure (no ping-pong right after a move) and
+    // the target's health (it must have stayed up, not just come up).
+    let settled_since_ms = holder_since_ms.max(target.healthy_since_ms);
+    let ready_at_ms = settled_since_ms.saturating_add(policy.stabilisation_delay_ms);
+    if now_ms < ready_at_ms {
+        return FailbackStep::Waiting { id: target.id, remaining_ms: ready_at_ms - now_ms };
+    }
+    FailbackStep::Move { id: target.id }
 }
 
 /// The cluster-wide failback settings (from `ha::config::HaConfig::failback_policy`).
@@ -145,40 +213,38 @@ pub fn decide(situation: &Situation<'_>, policy: &Policy) -> Decision {
     if !policy.failback {
         return Decision::Stay(format!("failback is off: node {leader_id} stays primary"));
     }
-    let outranking = || others().filter(|member| member.ready() && member.priority > leader.priority);
-    let Some(target) = best(outranking().filter(|member| !member.flapping(now_ms, policy.anti_flap_ms))) else {
-        return match best(outranking()) {
-            Some(flapping) => Decision::Stay(format!(
-                "node {} lost the primary role {} ms ago; failback passes it over for {} ms",
-                flapping.id,
-                now_ms.saturating_sub(flapping.last_lost_primary_ms.unwrap_or(now_ms)),
-                policy.anti_flap_ms
-            )),
-            None => Decision::Stay(format!(
-                "node {leader_id} (priority {}) is the preferred primary among healthy, caught-up nodes",
+    let contenders: Vec<Contender> = others()
+        .filter(|member| member.ready() && member.priority > leader.priority)
+        .map(|member| Contender {
+            id: member.id,
+            rank: member.priority,
+            healthy_since_ms: member.healthy_since_ms.unwrap_or(now_ms),
+            last_lost_ms: member.last_lost_primary_ms,
+        })
+        .collect();
+    let priority_of = |id: u64| contenders.iter().find(|contender| contender.id == id).map_or(0, |c| c.rank);
+    match failback_step(&contenders, situation.leader_since_ms, now_ms, policy) {
+        FailbackStep::NoneBetter => Decision::Stay(format!(
+            "node {leader_id} (priority {}) is the preferred primary among healthy, caught-up nodes",
+            leader.priority
+        )),
+        FailbackStep::Flapping { id, lost_ago_ms } => Decision::Stay(format!(
+            "node {id} lost the primary role {lost_ago_ms} ms ago; failback passes it over for {} ms",
+            policy.anti_flap_ms
+        )),
+        FailbackStep::Waiting { id, remaining_ms } => {
+            Decision::Stay(format!("failback to node {id} waits for stabilisation: {remaining_ms} ms more"))
+        }
+        FailbackStep::Move { id } => Decision::TransferTo(
+            id,
+            format!(
+                "failback: node {id} (priority {}) has been healthy and caught up for the stabilisation delay and \
+                 outranks primary node {leader_id} (priority {})",
+                priority_of(id),
                 leader.priority
-            )),
-        };
-    };
-    // Both must have settled: the leader's term (no ping-pong right after an election) and
-    // the target's health (it must have stayed up, not just come up).
-    let settled_since_ms = situation.leader_since_ms.max(target.healthy_since_ms.unwrap_or(now_ms));
-    let ready_at_ms = settled_since_ms.saturating_add(policy.stabilisation_delay_ms);
-    if now_ms < ready_at_ms {
-        return Decision::Stay(format!(
-            "failback to node {} waits for stabilisation: {} ms more",
-            target.id,
-            ready_at_ms - now_ms
-        ));
-    }
-    Decision::TransferTo(
-        target.id,
-        format!(
-            "failback: node {} (priority {}) has been healthy and caught up for the stabilisation delay and outranks \
-             primary node {leader_id} (priority {})",
-            target.id, target.priority, leader.priority
+            ),
         ),
-    )
+    }
 }
 
 /// The window of the failover counter: "failovers per hour".
