@@ -49,13 +49,14 @@ type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 pub const ADMIN_BODY_BYTES_MAX: usize = 256 * 1024;
 
 async fn json_body<T: for<'de> Deserialize<'de> + Default>(request: Request, what: &str) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(request.into_body(), ADMIN_BODY_BYTES_MAX).await.map_err(|_| {
+    let bytes = crate::body::read_limited(request, ADMIN_BODY_BYTES_MAX, || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("a {what} request is at most {ADMIN_BODY_BYTES_MAX} bytes"),
         )
-    })?;
+    })
+    .await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

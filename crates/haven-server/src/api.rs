@@ -368,13 +368,14 @@ async fn kv_get(
 
 /// Reads a request body up to `REQUEST_BODY_BYTES_MAX`, answering 413 beyond it.
 async fn read_body(request: Request) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(request.into_body(), REQUEST_BODY_BYTES_MAX).await.map_err(|_| {
+    crate::body::read_limited(request, REQUEST_BODY_BYTES_MAX, || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the request body exceeds {REQUEST_BODY_BYTES_MAX} bytes"),
         )
     })
+    .await
 }
 
 async fn kv_put(

@@ -15,6 +15,7 @@ pub mod admin_api;
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod files;
 pub mod ha;

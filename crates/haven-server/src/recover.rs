@@ -120,9 +120,15 @@ pub async fn recover(
     Extension(caller): Extension<Caller>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = axum::body::to_bytes(request.into_body(), crate::admin_api::ADMIN_BODY_BYTES_MAX)
-        .await
-        .map_err(|_| ApiError::bad_request("the recover request is too large"))?;
+    let limit = crate::admin_api::ADMIN_BODY_BYTES_MAX;
+    let bytes = crate::body::read_limited(request, limit, || {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a recover request is at most {limit} bytes"),
+        )
+    })
+    .await?;
     let body: RecoverBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         RecoverBody::default()
     } else {
