@@ -71,6 +71,8 @@ use crate::limits::HISTORY_REVISIONS_DEFAULT;
 use crate::limits::REQUEST_IDS_REMEMBERED;
 
 pub mod format_v0;
+#[cfg(test)]
+mod properties;
 
 /// A change to the store, as proposed through Raft.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

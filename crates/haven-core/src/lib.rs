@@ -25,3 +25,5 @@ pub mod kv;
 pub mod limits;
 pub mod log_limit;
 pub mod roles;
+#[cfg(any(test, feature = "strategies"))]
+pub mod strategies;

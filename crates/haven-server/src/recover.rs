@@ -161,6 +161,9 @@ pub async fn recover(
         actor,
         standalone: body.standalone,
     };
+    // The restart rewrites this state into a snapshot: make sure it reads back before
+    // promising anything, so a recovery never leaves a node that cannot start (issue 10).
+    check_rewrite_reads_back(&node, &plan.new_cluster_id).await?;
     if !body.dry_run {
         crate::ha::write_json(&node.config.data_dir.join(RECOVER_FILE), &plan)
             .map_err(|error| ApiError::internal(format!("cannot record the recovery plan: {error}")))?;
@@ -173,6 +176,21 @@ pub async fn recover(
         "new_cluster_id": if body.dry_run { None } else { Some(plan.new_cluster_id) },
         "restarting": !body.dry_run,
     })))
+}
+
+/// Encodes the state as the rewrite will (under the new cluster id) and checks it decodes
+/// to the same state. On a blocking thread: the state may be tens of megabytes.
+async fn check_rewrite_reads_back(node: &Node, new_cluster_id: &str) -> Result<(), ApiError> {
+    let mut applied = node.state.read().clone();
+    let new_cluster_id = new_cluster_id.to_string();
+    tokio::task::spawn_blocking(move || {
+        applied.kv.move_to_new_cluster(&new_cluster_id);
+        let data = haven_store::state_machine::encode_applied(&applied)?;
+        haven_store::reinit::check_reads_back(&applied, &data)
+    })
+    .await
+    .map_err(|error| ApiError::internal(format!("the recovery check did not finish: {error}")))?
+    .map_err(|error| ApiError::internal(format!("cannot recover this node: {error}")))
 }
 
 /// Every voter with what this node knows of it now (its own log included).

@@ -14,6 +14,8 @@
 //! acknowledged only once a quorum has it on disk.
 
 pub mod crash_sim;
+#[cfg(test)]
+mod encoding_properties;
 pub mod identity;
 pub mod integrity;
 pub mod log_store;

@@ -80,6 +80,7 @@ use crate::log_store::LOG;
 use crate::log_store::VOTE_KEY;
 use crate::snapshot_file::write_snapshot_file;
 use crate::state_machine::image_of;
+use crate::state_machine::Applied;
 use crate::stored::entry_from_record;
 use crate::stored::put_meta;
 use crate::stored::read_meta;
@@ -205,8 +206,11 @@ pub fn reinitialize_as_single_voter(
     applied.membership = StoredMembership::new(Some(last), membership);
     let revision = applied.kv.revision();
 
-    // 1. The commit point: the new snapshot, atomically.
-    write_snapshot_file(data_dir, &image_of(&applied)?)?;
+    // 1. The commit point: the new snapshot, atomically; only if it reads back as it is,
+    //    so the rewrite can never leave a dir that does not start (issue 10).
+    let image = image_of(&applied)?;
+    check_reads_back(&applied, image.data())?;
+    write_snapshot_file(data_dir, &image)?;
 
     // 2. One redb transaction: the log starts after the snapshot, the vote lets this node
     //    campaign in a higher term than any it has seen, the identity names the new cluster.
@@ -215,6 +219,9 @@ pub fn reinitialize_as_single_voter(
     let vote = Vote::new(term, node_id);
     identity.cluster_id = Some(new_cluster_id.to_string());
     reset_log(&db, last, &vote, &identity)?;
+
+    // 3. Success is reported only for a dir that opens as the new cluster.
+    check_rewritten_dir_opens(&db, &db_path, data_dir, history_revisions, &applied, &vote, &identity)?;
     drop(db);
 
     tracing::info!(
@@ -228,6 +235,55 @@ pub fn reinitialize_as_single_voter(
         old_cluster_id,
         new_cluster_id: new_cluster_id.to_string(),
     })
+}
+
+/// Refuses to write snapshot `data` unless it decodes to `applied`: a state the encoding
+/// cannot carry must fail here, with nothing changed, not at the next start.
+pub fn check_reads_back(applied: &Applied, data: &[u8]) -> io::Result<()> {
+    match crate::state_machine::decode_applied(data) {
+        Ok(back) if back == *applied => Ok(()),
+        Ok(_) => Err(io::Error::other(
+            "the rewritten state does not read back as it was (a value the snapshot encoding cannot carry); nothing \
+             was changed: report this as a bug and keep the data dir",
+        )),
+        Err(error) => Err(io::Error::other(format!(
+            "the rewritten state does not decode ({error}); nothing was changed: report this as a bug and keep the \
+             data dir"
+        ))),
+    }
+}
+
+/// Opens the rewritten dir as a node would (the snapshot through `StateMachine::open`, the
+/// log store's records) and checks it holds what was written.
+fn check_rewritten_dir_opens(
+    db: &Arc<redb::Database>,
+    db_path: &Path,
+    data_dir: &Path,
+    history_revisions: u64,
+    applied: &Applied,
+    vote: &Vote,
+    identity: &NodeIdentity,
+) -> io::Result<()> {
+    let failed = |what: String| {
+        io::Error::other(format!(
+            "the data dir {} was rewritten but does not open as the new cluster: {what}. Do not start the node from \
+             it; restore the data dir from a backup or report this as a bug",
+            data_dir.display()
+        ))
+    };
+    let machine = StateMachine::open(data_dir, history_revisions).map_err(|error| failed(error.to_string()))?;
+    if *machine.read() != *applied {
+        return Err(failed("the snapshot holds another state than the one written".into()));
+    }
+    let last = applied.last_applied;
+    if read_meta::<LogId>(db, LAST_PURGED_KEY, db_path)? != last
+        || read_meta::<Option<LogId>>(db, COMMITTED_KEY, db_path)? != Some(last)
+        || read_meta::<Vote>(db, VOTE_KEY, db_path)?.as_ref() != Some(vote)
+        || NodeIdentity::load(db)?.as_ref() != Some(identity)
+    {
+        return Err(failed("the log store does not hold the records written".into()));
+    }
+    Ok(())
 }
 
 /// Applies every log entry after `snapshot_last` to `machine`, checking that the log

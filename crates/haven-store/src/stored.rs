@@ -56,7 +56,7 @@ fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
 
 /// Decodes a record whose checksum holds: a failure is not damage but data this version
 /// cannot read, which stops the node with what to do about it.
-fn decode<T: DeserializeOwned>(bytes: &[u8], file: &Path, what: &str) -> io::Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], file: &Path, what: &str) -> io::Result<T> {
     haven_core::codec::decode(bytes).map_err(|error| {
         io::Error::new(
             io::ErrorKind::InvalidData,

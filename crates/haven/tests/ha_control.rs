@@ -13,49 +13,6 @@ use haven_client::WriteOptions;
 use serde_json::json;
 use serde_json::Value;
 
-/// One API call with the admin token (or `token`); returns the status and the JSON body.
-fn call_as(
-    cluster: &TestCluster,
-    index: usize,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-    token: &str,
-) -> (u16, Value) {
-    let http = cluster.http();
-    let url = format!("{}{path}", cluster.nodes[index].client_url);
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    block_on(async move {
-        let mut request = http.request(method, url).bearer_auth(token).timeout(Duration::from_secs(30));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let body = response.json::<Value>().await.unwrap_or(Value::Null);
-                (status, body)
-            }
-            Err(error) => (0, json!({ "transport_error": error.to_string() })),
-        }
-    })
-}
-
-fn call(cluster: &TestCluster, index: usize, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    call_as(cluster, index, method, path, body, &cluster.admin_token.clone())
-}
-
-/// Sets draft keys and applies them; returns the new version.
-fn apply_config(cluster: &TestCluster, index: usize, set: Value) -> u64 {
-    let (status, body) = call(cluster, index, "PUT", "/v1/config/draft", Some(json!({ "set": set })));
-    assert_eq!(status, 200, "draft edit: {body}");
-    let base = body["draft"]["base_version"].as_u64().expect("base version");
-    let (status, body) = call(cluster, index, "POST", "/v1/config/apply", Some(json!({ "base_version": base })));
-    assert_eq!(status, 200, "apply: {body}");
-    assert_eq!(body["applied"], true, "{body}");
-    body["version"].as_u64().expect("version")
-}
-
 /// A PUT through node `index`; the node that acknowledged it, from the `haven-ack`
 /// header (`node=N term=T ...`), or `None` when it was not acknowledged.
 fn raw_put_acker(cluster: &TestCluster, index: usize, key: &str) -> Option<u64> {
@@ -78,15 +35,6 @@ fn raw_put_stamp(cluster: &TestCluster, index: usize, key: &str) -> Option<(u64,
         };
         Some((field("index=")?, field("term=")?, field("node=")?))
     })
-}
-
-/// This machine's first global-scope IPv4 address (`ip -o -4 addr show scope global`).
-fn own_network_address() -> Option<String> {
-    let output =
-        std::process::Command::new("ip").args(["-o", "-4", "addr", "show", "scope", "global"]).output().ok()?;
-    let text = String::from_utf8(output.stdout).ok()?;
-    let field = text.split_whitespace().skip_while(|word| *word != "inet").nth(1)?;
-    field.split('/').next().map(str::to_string)
 }
 
 fn put(client: &haven_client::Client, key: &str, value: &str) {

@@ -9,6 +9,8 @@
 //! ```
 
 use std::process::ExitCode;
+use std::time::Duration;
+use std::time::Instant;
 
 use haven_client::Error;
 use haven_client::RecoverRequest;
@@ -108,6 +110,16 @@ fn describe_teardown(result: &TeardownResult) -> Vec<String> {
     ]
 }
 
+/// How long `haven recover` waits for the node to come back as the new cluster's leader
+/// before it says the recovery failed. The rewrite replays the log since the last snapshot
+/// (at most `snapshot_threshold` entries, well under a second) and the node elects itself
+/// alone (one election timeout, 270 s at most with the slowest profile, `seed`); a minute
+/// covers every profile but `seed`, whose operators are told to wait longer.
+pub const RECOVER_COMEBACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Between two status polls while waiting for the recovered node.
+const RECOVER_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Runs `haven recover`.
 pub async fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
     finish(recover_inner(args).await)
@@ -127,6 +139,11 @@ async fn recover_inner(args: RecoverArgs) -> anyhow::Result<ExitCode> {
         ),
         error => explain(&format!("cannot recover through {endpoint}"), error),
     })?;
+    // Success is the node back and leading the new cluster, never just the node's promise
+    // to restart: a rewrite that cannot start must not read as a recovery (issue 10).
+    if let (false, Some(new_cluster_id)) = (request.dry_run, result.new_cluster_id.as_deref()) {
+        wait_for_recovered(&client, &endpoint, result.this_node, new_cluster_id).await?;
+    }
     if args.client.json {
         print_json(&result)?;
     } else {
@@ -137,13 +154,48 @@ async fn recover_inner(args: RecoverArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Polls `endpoint` until it answers as the leader of `new_cluster_id`, for at most
+/// [`RECOVER_COMEBACK_TIMEOUT`].
+async fn wait_for_recovered(
+    client: &haven_client::Client,
+    endpoint: &str,
+    node_id: u64,
+    new_cluster_id: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + RECOVER_COMEBACK_TIMEOUT;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        tokio::time::sleep(RECOVER_POLL_INTERVAL).await;
+        match client.status_of(endpoint).await {
+            Ok(status) if status.cluster_id.as_deref() == Some(new_cluster_id) && status.leader == Some(node_id) => {
+                return Ok(())
+            }
+            Ok(status) => {
+                last = format!(
+                    "it answers as cluster {} with leader {:?}",
+                    status.cluster_id.as_deref().unwrap_or("(none)"),
+                    status.leader
+                )
+            }
+            Err(error) => last = error.to_string(),
+        }
+    }
+    anyhow::bail!(
+        "node {node_id} ({endpoint}) was asked to restart as cluster {new_cluster_id} but is not leading it after {} s \
+         ({last}). Its log says why (a recovery that cannot be carried out stops the node with the reason and changes \
+         nothing); with the `seed` detection profile the first election alone can take minutes: check again with \
+         `haven status --endpoints {endpoint}`",
+        RECOVER_COMEBACK_TIMEOUT.as_secs()
+    )
+}
+
 fn describe_recover(result: &RecoverResult, request: &RecoverRequest, endpoint: &str) -> Vec<String> {
-    let what = if request.standalone { "start as a cluster of its own" } else { "become a new one-voter cluster" };
+    let what = if request.standalone { "run as a cluster of its own" } else { "become a new one-voter cluster" };
     let mut lines = if request.dry_run {
         vec![format!("dry run: the checks pass; node {} ({endpoint}) would {what} with all its data", result.this_node)]
     } else {
         vec![format!(
-            "node {} ({endpoint}) restarts now to {what}{} with all its data",
+            "node {} ({endpoint}) restarted to {what}{} with all its data",
             result.this_node,
             result.new_cluster_id.as_deref().map(|id| format!(" (cluster {id})")).unwrap_or_default()
         )]
@@ -172,8 +224,8 @@ fn describe_recover(result: &RecoverResult, request: &RecoverRequest, endpoint: 
     if !request.dry_run {
         lines.push(String::new());
         lines.push(format!(
-            "`haven status --endpoints {endpoint}` shows it leading in a few seconds. The other old members can only \
-             come back as new members, with wiped data dirs"
+            "it is back and leads the new cluster (`haven status --endpoints {endpoint}`). The other old members can \
+             only come back as new members, with wiped data dirs"
         ));
     }
     lines

@@ -15,6 +15,7 @@ use std::sync::MutexGuard;
 use std::time::Duration;
 use std::time::Instant;
 
+use serde_json::json;
 use serde_json::Value;
 
 /// A new leader must appear within this long (generous: these machines are shared).
@@ -100,6 +101,49 @@ impl TestCluster {
             cluster.add_node(id, &join);
         }
         cluster.wait_for(CONDITION_TIMEOUT, "all nodes to be voters", |c| c.voter_count(0) == count as usize);
+        cluster
+    }
+
+    /// Starts nodes on copies of existing data dirs (`(node id, dir)`, e.g. a fixture
+    /// written by an older version): no bootstrap, no join; the admin token is the first
+    /// dir's `admin.token`. Returns once every node has bound its ports.
+    pub fn start_on(dirs: &[(u64, &std::path::Path)], common_args: &[&str]) -> TestCluster {
+        let mut cluster = TestCluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            nodes: Vec::new(),
+            common_args: common_args.iter().map(|s| s.to_string()).collect(),
+            pins: haven_tls::PinSet::default(),
+            admin_token: String::new(),
+        };
+        for (id, source) in dirs {
+            let data_dir = cluster.dir.path().join(format!("n{id}"));
+            std::fs::create_dir_all(&data_dir).expect("data dir");
+            for entry in std::fs::read_dir(source).expect("source dir") {
+                let entry = entry.expect("source entry");
+                std::fs::copy(entry.path(), data_dir.join(entry.file_name())).expect("copy");
+            }
+            // A checkout does not keep the key's mode; a node keeps its key private.
+            use std::os::unix::fs::PermissionsExt;
+            let key = data_dir.join("node.key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("key mode");
+            let identity = haven_tls::NodeIdentityKey::load(&data_dir).expect("key").expect("a node key");
+            cluster.pins.insert(identity.fingerprint().to_string());
+            if cluster.admin_token.is_empty() {
+                let token = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin.token");
+                cluster.admin_token = token.trim().to_string();
+            }
+            let mut node = TestNode {
+                id: *id,
+                data_dir,
+                client_url: String::new(),
+                client_addr: "127.0.0.1:0".into(),
+                peer_addr: "127.0.0.1:0".into(),
+                extra_args: Vec::new(),
+                child: None,
+            };
+            spawn(&mut node, &cluster.common_args);
+            cluster.nodes.push(node);
+        }
         cluster
     }
 
@@ -350,6 +394,60 @@ fn spawn(node: &mut TestNode, common_args: &[String]) {
         assert!(Instant::now() < deadline, "node {} wrote no addr.json:\n{}", node.id, node.log());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ---- HTTP calls with the admin token (shared by the HA and restart tests) ---------------
+
+/// One API call with the admin token (or `token`); returns the status and the JSON body.
+pub fn call_as(
+    cluster: &TestCluster,
+    index: usize,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: &str,
+) -> (u16, Value) {
+    let http = cluster.http();
+    let url = format!("{}{path}", cluster.nodes[index].client_url);
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    block_on(async move {
+        let mut request = http.request(method, url).bearer_auth(token).timeout(Duration::from_secs(30));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.json::<Value>().await.unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(error) => (0, json!({ "transport_error": error.to_string() })),
+        }
+    })
+}
+
+pub fn call(cluster: &TestCluster, index: usize, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    call_as(cluster, index, method, path, body, &cluster.admin_token.clone())
+}
+
+/// Sets draft keys and applies them; returns the new version.
+pub fn apply_config(cluster: &TestCluster, index: usize, set: Value) -> u64 {
+    let (status, body) = call(cluster, index, "PUT", "/v1/config/draft", Some(json!({ "set": set })));
+    assert_eq!(status, 200, "draft edit: {body}");
+    let base = body["draft"]["base_version"].as_u64().expect("base version");
+    let (status, body) = call(cluster, index, "POST", "/v1/config/apply", Some(json!({ "base_version": base })));
+    assert_eq!(status, 200, "apply: {body}");
+    assert_eq!(body["applied"], true, "{body}");
+    body["version"].as_u64().expect("version")
+}
+
+/// This machine's first global-scope IPv4 address (`ip -o -4 addr show scope global`).
+pub fn own_network_address() -> Option<String> {
+    let output =
+        std::process::Command::new("ip").args(["-o", "-4", "addr", "show", "scope", "global"]).output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let field = text.split_whitespace().skip_while(|word| *word != "inet").nth(1)?;
+    field.split('/').next().map(str::to_string)
 }
 
 /// A minimal blocking HTTPS GET over pinned TLS (status checks must not depend on the
