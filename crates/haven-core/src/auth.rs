@@ -222,8 +222,7 @@ impl TokenRecord {
 
     /// Does `presented` carry this token's secret? Constant time in the secret.
     pub fn matches(&self, presented: &PresentedToken<'_>) -> bool {
-        presented.id == self.id
-            && constant_time_eq(token_sha256_hex(presented.text).as_bytes(), self.sha256_hex.as_bytes())
+        presented.id == self.id && presented.hashes_to(&self.sha256_hex)
     }
 }
 
@@ -243,6 +242,20 @@ pub struct PresentedToken<'a> {
     /// The whole token text, which is what is hashed.
     text: &'a str,
 }
+
+impl PresentedToken<'_> {
+    /// Is `sha256_hex` the hash of this token's text? Hashes and compares in constant time
+    /// in the secret.
+    pub fn hashes_to(&self, sha256_hex: &str) -> bool {
+        constant_time_eq(token_sha256_hex(self.text).as_bytes(), sha256_hex.as_bytes())
+    }
+}
+
+/// Compared against when a presented token's id is unknown, so an unknown id costs the same
+/// hash and comparison as a known id with a wrong secret. No token hashes to it.
+pub const UNKNOWN_TOKEN_SHA256_HEX: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const _: () = assert!(UNKNOWN_TOKEN_SHA256_HEX.len() == SHA256_HEX_CHARS);
 
 impl fmt::Debug for PresentedToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -445,8 +445,13 @@ impl KvState {
     /// constant time) and it has not expired at `now_ms`. Which of these failed is not
     /// told apart on purpose: the caller answers one "unauthorized" for all of them.
     pub fn authenticate(&self, presented: &PresentedToken<'_>, now_ms: u64) -> Option<&TokenRecord> {
-        let record = self.tokens.get(presented.id)?;
-        (record.matches(presented) && !record.expired_at(now_ms)).then_some(record)
+        let record = self.tokens.get(presented.id);
+        // An unknown id is hashed and compared like a known one, so the work (and the time
+        // it takes) does not tell a guesser which ids exist.
+        let stored = record.map_or(crate::auth::UNKNOWN_TOKEN_SHA256_HEX, |record| record.sha256_hex.as_str());
+        let secret_matches = presented.hashes_to(stored);
+        let record = record?;
+        (secret_matches && !record.expired_at(now_ms)).then_some(record)
     }
 
     /// Is token `token_id` still good for `access` at `now_ms`? The apply-time check, also

@@ -169,11 +169,11 @@ pub async fn serve(
         Some((acceptor, pins)) => (Some(acceptor), Some(pins)),
         None => (None, None),
     };
-    accept_loop(listener, acceptor, PEER_LIMITS, shutdown, move |stream, accepted, permit| {
+    accept_loop(listener, acceptor, PEER_LIMITS, shutdown, move |stream, accepted, slot| {
         let handler = handler.clone();
         let pins = pins.clone();
         async move {
-            let _permit = permit;
+            let _slot = slot;
             serve_connection(stream, accepted, handler, pins).await;
         }
     })
@@ -191,15 +191,27 @@ async fn serve_connection(
         (Some(_), None) => false,
         (None, _) => true,
     };
+    let removed = || {
+        tracing::info!(remote = %accepted.remote, fingerprint = ?accepted.peer_fingerprint, "closing the connection of a removed member");
+    };
     loop {
-        let body = tokio::select! {
-            body = frame::read_frame(&mut stream) => body,
-            _ = tokio::time::sleep(MEMBERSHIP_RECHECK_INTERVAL) => {
-                if still_member(&pins) {
-                    continue;
+        // One read of one frame, kept across the membership re-checks: a frame whose bytes
+        // take longer than the re-check interval to arrive (a 4 MiB snapshot chunk on a slow
+        // link, a TCP stall) must not be dropped half-read, which would lose the frame and
+        // the framing with it.
+        let body = {
+            let read = frame::read_frame(&mut stream);
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    body = &mut read => break body,
+                    _ = tokio::time::sleep(MEMBERSHIP_RECHECK_INTERVAL) => {
+                        if !still_member(&pins) {
+                            removed();
+                            return;
+                        }
+                    }
                 }
-                tracing::info!(remote = %accepted.remote, fingerprint = ?accepted.peer_fingerprint, "closing the connection of a removed member");
-                return;
             }
         };
         let body = match body {
@@ -211,7 +223,7 @@ async fn serve_connection(
             }
         };
         if !still_member(&pins) {
-            tracing::info!(remote = %accepted.remote, fingerprint = ?accepted.peer_fingerprint, "closing the connection of a removed member");
+            removed();
             return;
         }
         let response = match frame::decode::<PeerEnvelope>(&body) {

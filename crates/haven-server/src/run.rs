@@ -287,7 +287,7 @@ pub async fn serve_http(
     app: axum::Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    accept_loop(listener, tls, CLIENT_LIMITS, shutdown, move |stream, accepted, permit| {
+    accept_loop(listener, tls, CLIENT_LIMITS, shutdown, move |stream, accepted, slot| {
         let remote = crate::auth::ClientAddr(accepted.remote);
         let app = tower::ServiceBuilder::new()
             .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -298,7 +298,7 @@ pub async fn serve_http(
             .service(app.clone());
         let service = hyper_util::service::TowerToHyperService::new(app);
         async move {
-            let _permit = permit;
+            let _slot = slot;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(hyper_util::rt::TokioTimer::new())

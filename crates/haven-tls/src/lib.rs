@@ -19,6 +19,7 @@ pub mod verify;
 
 pub use identity::fingerprint;
 pub use identity::NodeIdentityKey;
+pub use verify::CertificateRefused;
 pub use verify::PinSet;
 pub use verify::PinnedClientVerifier;
 pub use verify::PinnedServerVerifier;

@@ -2,8 +2,10 @@
 //!
 //! Both directions check, in order: the certificate parses; its key's fingerprint is
 //! pinned; its validity dates cover now; and (in the handshake) the signature made with the
-//! private key verifies. Every refusal is logged as one line with the reason and the
-//! presented fingerprint, so an operator can tell a stranger from a misconfigured member.
+//! private key verifies. Every refusal carries its reason and the presented fingerprint
+//! ([`CertificateRefused`]), so an operator can tell a stranger from a misconfigured member:
+//! the accepting side logs it (rate-limited, `haven_net::accept`), the dialling side gets it
+//! in its error.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -84,50 +86,76 @@ impl PinSet {
     }
 
     /// The checks common to both directions (not the signature, which comes later).
-    fn check(&self, role: &str, cert: &CertificateDer<'_>, now: UnixTime) -> Result<String, rustls::Error> {
+    fn check(&self, cert: &CertificateDer<'_>, now: UnixTime) -> Result<String, rustls::Error> {
         let Ok(presented) = fingerprint(cert) else {
-            tracing::warn!(role, reason = "unparsable certificate", "TLS certificate refused");
-            return Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding));
+            return Err(CertificateRefused::error("unparsable certificate", None));
         };
         self.write().last_presented = Some(presented.clone());
         if !self.contains(&presented) {
-            tracing::warn!(role, reason = "key fingerprint not pinned (not a member)", fingerprint = %presented, "TLS certificate refused");
-            return Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
+            return Err(CertificateRefused::error("key fingerprint not pinned (not a member)", Some(presented)));
         }
         let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding));
+            return Err(CertificateRefused::error("unparsable certificate", Some(presented)));
         };
         let now_secs = now.as_secs() as i64;
         let validity = parsed.validity();
         if now_secs < validity.not_before.timestamp() {
-            tracing::warn!(role, reason = "certificate not valid yet", fingerprint = %presented, "TLS certificate refused");
-            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidYet));
+            return Err(CertificateRefused::error("certificate not valid yet", Some(presented)));
         }
         if now_secs > validity.not_after.timestamp() {
-            tracing::warn!(role, reason = "certificate expired", fingerprint = %presented, "TLS certificate refused");
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+            return Err(CertificateRefused::error("certificate expired", Some(presented)));
         }
         Ok(presented)
     }
 }
 
+/// Why a certificate was refused, with the fingerprint of the key it presented (when it
+/// parsed): carried inside rustls's error so whoever sees the failed handshake can say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRefused {
+    pub reason: &'static str,
+    pub fingerprint: Option<String>,
+}
+
+impl CertificateRefused {
+    fn error(reason: &'static str, fingerprint: Option<String>) -> rustls::Error {
+        let refused = CertificateRefused { reason, fingerprint };
+        rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(refused))))
+    }
+
+    /// The refusal inside a failed handshake's error, if a verifier of this crate made it.
+    pub fn of(error: &rustls::Error) -> Option<&CertificateRefused> {
+        match error {
+            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => other.0.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CertificateRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.fingerprint {
+            Some(fingerprint) => write!(f, "{}; the presented key is {fingerprint}", self.reason),
+            None => f.write_str(self.reason),
+        }
+    }
+}
+
+impl std::error::Error for CertificateRefused {}
+
 /// Verifies the handshake signature: proof that the peer holds the private key.
 fn verify_signature(
-    role: &str,
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
 ) -> Result<HandshakeSignatureValid, rustls::Error> {
     let provider = crate::provider();
-    rustls::crypto::verify_tls13_signature(message, cert, dss, &provider.signature_verification_algorithms).inspect_err(
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &provider.signature_verification_algorithms).map_err(
         |_| {
-            let presented = fingerprint(cert).unwrap_or_else(|_| "unparsable".into());
-            tracing::warn!(
-                role,
-                reason = "handshake signature invalid (certificate presented without its private key?)",
-                fingerprint = %presented,
-                "TLS certificate refused"
-            );
+            CertificateRefused::error(
+                "handshake signature invalid (certificate presented without its private key?)",
+                fingerprint(cert).ok(),
+            )
         },
     )
 }
@@ -135,7 +163,7 @@ fn verify_signature(
 /// The signature methods both verifier traits share: TLS 1.2 refused (TLS 1.3 only), TLS 1.3
 /// signatures checked against the presented certificate's key, the provider's schemes.
 macro_rules! handshake_signature_methods {
-    ($role:literal) => {
+    () => {
         fn verify_tls12_signature(
             &self,
             _: &[u8],
@@ -151,7 +179,7 @@ macro_rules! handshake_signature_methods {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_signature($role, message, cert, dss)
+            verify_signature(message, cert, dss)
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -186,10 +214,10 @@ impl ServerCertVerifier for PinnedServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         // The name is not checked: the pinned key is the identity (addresses change).
-        self.pins.check("server", end_entity, now).map(|_| ServerCertVerified::assertion())
+        self.pins.check(end_entity, now).map(|_| ServerCertVerified::assertion())
     }
 
-    handshake_signature_methods!("server");
+    handshake_signature_methods!();
 }
 
 /// Used when accepting: the client must present a pinned key (mutual TLS).
@@ -219,8 +247,8 @@ impl ClientCertVerifier for PinnedClientVerifier {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.pins.check("peer", end_entity, now).map(|_| ClientCertVerified::assertion())
+        self.pins.check(end_entity, now).map(|_| ClientCertVerified::assertion())
     }
 
-    handshake_signature_methods!("peer");
+    handshake_signature_methods!();
 }

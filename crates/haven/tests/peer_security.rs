@@ -390,3 +390,75 @@ fn a_joined_impostor_cannot_act_beyond_its_join_token() {
     );
     assert!(!log.contains(&"A".repeat(43)), "the made-up secret is not logged");
 }
+
+/// Issue 12's connection exhaustion: twice the per-address cap of idle TLS connections,
+/// opened as fast as possible, cannot keep a client (new connection per write) or the health
+/// check out; the idle ones are closed once the first-request timeout passes; and the flood
+/// costs a bounded number of log lines, not one per connection.
+#[test]
+fn idle_tls_connections_cannot_crowd_out_clients() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(1, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let limits = haven_net::accept::CLIENT_LIMITS;
+    let addr = cluster.nodes[0].client_url.trim_start_matches("https://").to_string();
+    let flood = 2 * limits.per_source_max;
+    let log_lines_before = cluster.nodes[0].log().lines().count();
+    block_on(async {
+        let config = Arc::new(client_config(&cluster.pins, None));
+        let started = std::time::Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..flood {
+            let stream = tokio::net::TcpStream::connect(&addr).await.expect("flood connection");
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            if let Ok(Ok(tls)) = tokio::time::timeout(
+                Duration::from_secs(5),
+                connector.connect(ServerName::try_from("localhost").unwrap(), stream),
+            )
+            .await
+            {
+                held.push((tokio::time::Instant::now(), tls));
+            }
+        }
+        eprintln!("{} idle TLS connections opened in {:?}", held.len(), started.elapsed());
+        for i in 0..20 {
+            let client = cluster.client_of(0);
+            let put = tokio::time::timeout(
+                Duration::from_secs(10),
+                client.put(&format!("idle-flood/{i}"), b"v", Default::default()),
+            )
+            .await;
+            assert!(matches!(put, Ok(Ok(_))), "write {i} during the flood: {put:?}");
+        }
+        let health = common::https_get(&format!("{}/v1/health", cluster.nodes[0].client_url), &cluster.pins, None);
+        assert!(health.is_some_and(|body| body.contains("\"ok\":true")), "the health check answers");
+        // Every idle connection is closed by the node within the first-request timeout of its
+        // opening (plus slack for a loaded machine, well under the 10 s request-head timeout
+        // that would close it otherwise): reading from it ends.
+        for (index, (opened, mut stream)) in held.into_iter().enumerate() {
+            use tokio::io::AsyncReadExt;
+            let mut byte = [0u8; 1];
+            let deadline = opened + limits.first_request_timeout + Duration::from_secs(4);
+            let read = tokio::time::timeout_at(deadline, stream.read(&mut byte)).await;
+            assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "idle connection {index} still open: {read:?}");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let log = cluster.nodes[0].log();
+    let flood_lines: Vec<&str> = log
+        .lines()
+        .skip(log_lines_before)
+        .filter(|line| line.contains("connection refused") || line.contains("connection closed"))
+        .collect();
+    assert!(
+        flood_lines.iter().any(|line| line.contains("to make room") || line.contains("from this address")),
+        "the per-address bound was reached and said so:\n{}",
+        flood_lines.join("\n")
+    );
+    assert!(
+        flood_lines.len() <= 10,
+        "{} lines for {flood} connections:\n{}",
+        flood_lines.len(),
+        flood_lines.join("\n")
+    );
+}
