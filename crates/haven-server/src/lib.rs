@@ -24,6 +24,7 @@ pub mod node;
 pub mod peer;
 pub mod process;
 pub mod recover;
+pub mod role_process;
 pub mod run;
 pub mod status;
 pub mod targets;

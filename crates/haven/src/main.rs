@@ -72,6 +72,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A role's guard process is this binary too (haven_server::role_process): it must
+    // start before anything else, in particular before any thread.
+    haven_server::role_process::run_guard_if_requested();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
