@@ -211,11 +211,12 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAVEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    // The journal stamps each line itself.
+    let _ = if crate::service::stderr_is_journal() { logs.without_time().try_init() } else { logs.try_init() };
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@
 //! the async runtime still runs, which a hung node can still do; a node whose storage fails
 //! stops by itself and the unit's `Restart=on-failure` covers that.
 //!
+//! Logs: under systemd stderr goes to the journal, which stamps every line itself, so the
+//! node's own timestamp is left out there (`stderr_is_journal`).
+//!
 //! Outside systemd `NOTIFY_SOCKET` is unset and every call here does nothing. The
 //! variable is left in the environment on purpose: the in-place restart execs the same
 //! binary, which must find it to say `READY=1` again (systemd accepts messages only from
@@ -59,4 +62,22 @@ fn send(states: &[NotifyState]) {
     if let Err(error) = sd_notify::notify(states) {
         tracing::warn!(%error, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
+}
+
+/// Whether stderr is the journal: systemd sets `JOURNAL_STREAM` to that stream's
+/// `device:inode`; comparing it with stderr's own ignores the variable in a process that
+/// inherited it with stderr redirected elsewhere.
+pub fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(metadata) = std::fs::File::from(stderr).metadata() else {
+        return false;
+    };
+    stream.to_str() == Some(format!("{}:{}", metadata.dev(), metadata.ino()).as_str())
 }
