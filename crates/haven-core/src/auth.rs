@@ -66,6 +66,10 @@ pub const TOKENS_MAX: usize = 10_000;
 /// under a second, so a one-second token still expires at the same moment everywhere.
 pub const TOKEN_TTL_SECONDS_MIN: u64 = 1;
 
+/// Lifetime of a join token created without one: an hour covers starting a new node, and a
+/// join token forgotten in a provisioning script stops admitting anyone soon after.
+pub const JOIN_TOKEN_TTL_SECONDS_DEFAULT: u64 = 60 * 60;
+
 /// Longest token lifetime: ten years. A token that should never expire simply has no TTL;
 /// the bound keeps `now + ttl` far from overflowing and catches unit mistakes (ms for s).
 pub const TOKEN_TTL_SECONDS_MAX: u64 = 10 * 365 * 24 * 60 * 60;
@@ -73,6 +77,9 @@ pub const TOKEN_TTL_SECONDS_MAX: u64 = 10 * 365 * 24 * 60 * 60;
 const _: () = assert!(TOKEN_SECRET_CHARS == 43);
 const _: () = assert!(TOKEN_CHARS == 64);
 const _: () = assert!(TOKEN_TTL_SECONDS_MIN >= 1 && TOKEN_TTL_SECONDS_MIN <= TOKEN_TTL_SECONDS_MAX);
+const _: () = assert!(
+    JOIN_TOKEN_TTL_SECONDS_DEFAULT >= TOKEN_TTL_SECONDS_MIN && JOIN_TOKEN_TTL_SECONDS_DEFAULT <= TOKEN_TTL_SECONDS_MAX
+);
 // now_ms (about 2^41 today) + the longest TTL in ms must not come near u64::MAX.
 const _: () = assert!(TOKEN_TTL_SECONDS_MAX.checked_mul(1000).is_some());
 
@@ -87,7 +94,9 @@ pub enum Role {
     Operator,
     /// Reads and `/metrics`.
     Reader,
-    /// Joining one node, once (the token is consumed through Raft by the join).
+    /// Joining one node, once: the join claims the token for its node id and data dir, and
+    /// the token is deleted once that node is admitted (so it admits nobody after, even when
+    /// the node is removed). Expires after an hour unless created with another TTL.
     Join,
 }
 

@@ -144,6 +144,13 @@ pub enum Command {
     RecordAudit {
         entry: AuditEntry,
     },
+    /// Deletes join token `id` once the node it was claimed for (`node_id`) is admitted:
+    /// a join token admits one node, once, and nobody after (not even that node once it
+    /// has been removed). Made with the token itself.
+    SpendJoinToken {
+        id: String,
+        node_id: u64,
+    },
 }
 
 impl Command {
@@ -163,7 +170,8 @@ impl Command {
             | Command::EditHaDraft { .. }
             | Command::DiscardHaDraft
             | Command::ApplyHaDraft { .. }
-            | Command::Teardown { .. } => false,
+            | Command::Teardown { .. }
+            | Command::SpendJoinToken { .. } => false,
         }
     }
 
@@ -183,6 +191,7 @@ impl Command {
             Command::ApplyHaDraft { .. } => "apply-draft",
             Command::Teardown { .. } => "teardown",
             Command::RecordAudit { .. } => "record-audit",
+            Command::SpendJoinToken { .. } => "spend-join-token",
         }
     }
 
@@ -192,7 +201,7 @@ impl Command {
     pub fn required_access(&self) -> Access {
         match self {
             Command::Put { .. } | Command::Delete { .. } => Access::Write,
-            Command::ConsumeJoinToken { .. } => Access::Join,
+            Command::ConsumeJoinToken { .. } | Command::SpendJoinToken { .. } => Access::Join,
             Command::Authorize | Command::RecordAudit { .. } => Access::Public,
             Command::InitCluster { .. }
             | Command::CreateToken { .. }
@@ -252,6 +261,7 @@ impl std::fmt::Display for Request {
             }
             Command::RevokeToken { id } => write!(f, "revoke token {id}"),
             Command::ConsumeJoinToken { id, node_id, .. } => write!(f, "consume join token {id} for node {node_id}"),
+            Command::SpendJoinToken { id, node_id } => write!(f, "spend join token {id} on admitted node {node_id}"),
             Command::Authorize => write!(f, "authorize"),
             Command::SetMaintenance { on } => write!(f, "maintenance {}", if *on { "on" } else { "off" }),
             Command::EditHaDraft { edits } => {
@@ -702,6 +712,23 @@ impl KvState {
                     }
                 }
             }
+            Command::SpendJoinToken { id, node_id } => {
+                // A caller spends its own token, never someone else's.
+                if auth.is_some_and(|auth| auth.token_id != *id) {
+                    return CommandResult::Unauthorized { reason: format!("token {id} is not the caller's token") };
+                }
+                let claimed_by = self.tokens.get(id).filter(|record| record.role == Role::Join).map(|r| &r.used_by);
+                match claimed_by {
+                    Some(Some(claim)) if claim.node_id == *node_id => {
+                        self.tokens.remove(id);
+                        CommandResult::Ok { revision: self.revision }
+                    }
+                    Some(_) => CommandResult::Refused {
+                        reason: format!("join token {id} was not claimed by node {node_id}; nothing was spent"),
+                    },
+                    None => CommandResult::Unauthorized { reason: format!("token {id} is unknown or was revoked") },
+                }
+            }
             Command::Authorize => CommandResult::Ok { revision: self.revision },
             Command::SetMaintenance { on } => {
                 self.maintenance_since_ms = on.then_some(self.maintenance_since_ms.unwrap_or(now_ms));
@@ -790,9 +817,11 @@ impl KvState {
                 let result = self.apply_command(command, now_ms, auth);
                 (result, first.then(|| AuditEntry::new("cluster.init", format!("cluster {cluster_id} created"))))
             }
-            Command::Put { .. } | Command::Delete { .. } | Command::ConsumeJoinToken { .. } | Command::Authorize => {
-                (self.apply_command(command, now_ms, auth), None)
-            }
+            Command::Put { .. }
+            | Command::Delete { .. }
+            | Command::ConsumeJoinToken { .. }
+            | Command::SpendJoinToken { .. }
+            | Command::Authorize => (self.apply_command(command, now_ms, auth), None),
         }
     }
 
@@ -1623,6 +1652,30 @@ mod tests {
         );
         unauthorized(state.apply(&theft));
         assert!(!state.token(&fresh.id).unwrap().used());
+    }
+
+    /// A join token is deleted once its node is admitted: it admits nobody after, not even
+    /// the same node id and data dir once that node has been removed.
+    #[test]
+    fn an_admitted_join_spends_the_token_for_good() {
+        let mut state = KvState::default();
+        let join = create(&mut state, 8, Role::Join, Some(600_000));
+        let with_join_token = |command: Command| stamped(Request::new(None, command), &join.id, Access::Join, T0 + 1);
+        let consume = Command::ConsumeJoinToken { id: join.id.clone(), node_id: 4, incarnation: "inc-a".into() };
+        let spend = |node_id: u64| Command::SpendJoinToken { id: join.id.clone(), node_id };
+        // Not claimed yet, or claimed by another node: nothing is spent.
+        assert!(matches!(state.apply(&with_join_token(spend(4))), CommandResult::Refused { .. }));
+        assert_eq!(state.apply(&with_join_token(consume.clone())), CommandResult::Ok { revision: 0 });
+        assert!(matches!(state.apply(&with_join_token(spend(5))), CommandResult::Refused { .. }));
+        // Another caller cannot spend it.
+        let other = create(&mut state, 9, Role::Join, None);
+        let theft = stamped(Request::new(None, spend(4)), &other.id, Access::Join, T0 + 1);
+        unauthorized(state.apply(&theft));
+        assert!(state.token(&join.id).is_some());
+        // Its node admitted: spent, and then useless, even for the same claim.
+        assert_eq!(state.apply(&with_join_token(spend(4))), CommandResult::Ok { revision: 0 });
+        assert!(state.token(&join.id).is_none());
+        unauthorized(state.apply(&with_join_token(consume)));
     }
 
     #[test]

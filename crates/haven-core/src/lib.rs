@@ -18,6 +18,7 @@ pub mod admin;
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod endpoint;
 pub mod events;
 pub mod ha;
 pub mod key;

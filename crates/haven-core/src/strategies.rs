@@ -107,6 +107,7 @@ pub fn command() -> impl Strategy<Value = Command> {
         (any::<u64>(), vec((any::<u64>(), any_text()), 0..3))
             .prop_map(|(keep, detached)| Command::Teardown { keep, detached }),
         audit_entry().prop_map(|entry| Command::RecordAudit { entry }),
+        (token_id(), any::<u64>()).prop_map(|(id, node_id)| Command::SpendJoinToken { id, node_id }),
     ]
 }
 

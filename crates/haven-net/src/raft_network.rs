@@ -193,7 +193,11 @@ fn rpc_error(error: TransportError) -> RPCError<TypeConfig> {
 fn remote_failed(what: &str, reason: String) -> RPCError<TypeConfig> {
     // The peer answered but could not act (shutting down, refused our envelope): treat it
     // as unreachable so openraft backs off instead of hammering it.
-    RPCError::Unreachable(Unreachable::from_string(format!("{what} refused by peer: {reason}")))
+    // The reason is the peer's text, and openraft logs it: escaped, so it cannot forge a line.
+    RPCError::Unreachable(Unreachable::from_string(format!(
+        "{what} refused by peer: {}",
+        crate::log_limit::escaped(&reason)
+    )))
 }
 
 fn unexpected(what: &str) -> RPCError<TypeConfig> {

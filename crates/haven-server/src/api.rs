@@ -659,7 +659,7 @@ async fn members_join(
     let join: JoinRequest = serde_json::from_slice(&body)
         .map_err(|error| ApiError::bad_request(format!("invalid join request: {error}")))?;
     // A malformed request must not spend the token.
-    crate::node::validate_join(&join)?;
+    node.validate_join(&join)?;
     let response = node.join(&caller, join).await?;
     Ok(Json(serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?))
 }
@@ -741,7 +741,7 @@ struct CreateTokenBody {
     #[serde(default)]
     name: Option<String>,
     role: String,
-    /// Lifetime; absent: the token does not expire.
+    /// Lifetime; absent: the token does not expire (a join token: `JOIN_TOKEN_TTL_SECONDS_DEFAULT`).
     #[serde(default)]
     ttl_seconds: Option<u64>,
 }
@@ -796,13 +796,18 @@ async fn tokens_create(
     if let Some(ttl_seconds) = body.ttl_seconds {
         validate_ttl_seconds(ttl_seconds).map_err(ApiError::bad_request)?;
     }
+    // A join token always expires: an hour unless the admin asks for another lifetime.
+    let ttl_seconds = match (role, body.ttl_seconds) {
+        (Role::Join, None) => Some(haven_core::auth::JOIN_TOKEN_TTL_SECONDS_DEFAULT),
+        (_, ttl_seconds) => ttl_seconds,
+    };
     let made = crate::auth::mint_token()?;
     let command = Command::CreateToken {
         id: made.id.clone(),
         name: name.clone(),
         role,
         sha256_hex: made.sha256_hex.clone(),
-        ttl_ms: body.ttl_seconds.map(|seconds| seconds * 1000),
+        ttl_ms: ttl_seconds.map(|seconds| seconds * 1000),
     };
     match node.write(&caller, kv::Request::new(None, command)).await? {
         CommandResult::TokenCreated { created_ms, expires_ms } => Ok(Json(json!({

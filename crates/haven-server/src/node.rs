@@ -80,6 +80,9 @@ pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 /// Pause between attempts while there is no leader: short, because elections are fast.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
+/// Longest data-dir incarnation a join may name (they are random ids of 32 hex digits).
+pub const INCARNATION_CHARS_MAX: usize = 64;
+
 /// How long a join may take: adding a learner waits until it has caught up, which for a
 /// large database includes sending a snapshot.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(120);
@@ -583,7 +586,7 @@ impl Node {
 
     /// Admits a node (carried out by the leader) for `caller`, a join or admin token.
     pub async fn join(&self, caller: &Caller, request: JoinRequest) -> Result<JoinResponse, ApiError> {
-        validate_join(&request)?;
+        self.validate_join(&request)?;
         let deadline = Instant::now() + JOIN_DEADLINE;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -610,13 +613,55 @@ impl Node {
         }
     }
 
+    /// Checks every field of a join request (before anything is spent or changed): the
+    /// addresses must be exactly addresses (they go into the membership, every member dials
+    /// and logs them), the key must be a well-formed fingerprint (none only in an
+    /// `--insecure-dev` cluster, which has no keys at all).
+    pub fn validate_join(&self, request: &JoinRequest) -> Result<(), ApiError> {
+        use haven_core::endpoint::validate_client_url;
+        use haven_core::endpoint::validate_host_port;
+        let insecure = self.fingerprint.is_empty();
+        if request.node_id == 0 || request.node_id > NODE_ID_MAX {
+            return Err(ApiError::bad_request(format!("node_id must be 1..={NODE_ID_MAX}")));
+        }
+        let incarnation_ok = (1..=INCARNATION_CHARS_MAX).contains(&request.incarnation.len())
+            && request.incarnation.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !incarnation_ok {
+            return Err(ApiError::bad_request(format!(
+                "incarnation must be 1-{INCARNATION_CHARS_MAX} letters, digits, `-`, `_` or `.`"
+            )));
+        }
+        validate_client_url(&request.client_url, insecure)
+            .map_err(|reason| ApiError::bad_request(format!("client_url {reason}")))?;
+        validate_host_port(&request.peer_addr)
+            .map_err(|reason| ApiError::bad_request(format!("peer_addr {reason}")))?;
+        let fingerprint_ok = if insecure {
+            request.fingerprint.is_empty()
+        } else {
+            haven_core::config::parse_fingerprint(&request.fingerprint).as_deref() == Some(request.fingerprint.as_str())
+        };
+        if !fingerprint_ok {
+            return Err(ApiError::bad_request(if insecure {
+                "fingerprint must be empty: this --insecure-dev cluster has no keys".to_string()
+            } else {
+                "fingerprint is required: `sha256:` followed by 64 lowercase hex digits (`haven fingerprint`)"
+                    .to_string()
+            }));
+        }
+        Ok(())
+    }
+
     /// On the leader: admits the joiner for `caller`. With a join token, the token is spent
     /// on this node through Raft first (so of two joins racing with one token exactly one
     /// gets in; the same node may repeat its join); with an admin token, the token is checked
     /// once more at a committed point. The dry run (the joiner's preview) changes nothing
     /// and spends nothing, but is refused when the join itself would be.
+    ///
+    /// A join token is deleted once its node is admitted (`Command::SpendJoinToken`): it
+    /// admits one node once, and nobody after, not even that node once it has been removed.
+    /// The node is bound to the key it names: a member with another key is refused.
     pub async fn join_as_leader(&self, caller: &Caller, request: JoinRequest) -> Result<JoinResponse, RemoteError> {
-        validate_join(&request).map_err(RemoteError::from)?;
+        self.validate_join(&request).map_err(RemoteError::from)?;
         let Some(cluster_id) = self.cluster_id() else {
             return Err(RemoteError::Unavailable("the cluster id is not committed yet; retry".into()));
         };
@@ -648,6 +693,16 @@ impl Node {
                     ),
                 });
             }
+            Some(existing) if existing.fingerprint != request.fingerprint => {
+                return Err(RemoteError::Rejected {
+                    status: 409,
+                    code: "conflict".into(),
+                    message: format!(
+                        "node {} is already a member with key {}, not {}: a member keeps the key it joined with",
+                        request.node_id, existing.fingerprint, request.fingerprint
+                    ),
+                });
+            }
             Some(_) => {}
             None if request.dry_run => {}
             None => {
@@ -668,6 +723,13 @@ impl Node {
                     .with_change(AuditChange::new(format!("member {joiner}"), None, Some(kind.to_string())));
                 self.record_audit_for(caller, entry).await;
             }
+        }
+        if !request.dry_run && caller.role == Role::Join {
+            // Admitted (now or by an earlier attempt whose answer was lost): the token is
+            // spent for good. A failure here is answered as one, so the joiner repeats the
+            // join and the repeat spends it.
+            let spend = Command::SpendJoinToken { id: caller.token_id.clone(), node_id: request.node_id };
+            self.authorize_as_leader(caller, spend).await?;
         }
         let membership = self.membership();
         let voter = membership.voter_ids().any(|id| id == request.node_id);
@@ -1157,25 +1219,6 @@ fn membership_error(
         RaftError::APIError(other) => RemoteError::Unavailable(other.to_string()),
         RaftError::Fatal(fatal) => RemoteError::Unavailable(format!("raft stopped: {fatal}")),
     }
-}
-
-pub(crate) fn validate_join(request: &JoinRequest) -> Result<(), ApiError> {
-    if request.node_id == 0 || request.node_id > NODE_ID_MAX {
-        return Err(ApiError::bad_request(format!("node_id must be 1..={NODE_ID_MAX}")));
-    }
-    if request.incarnation.is_empty() || request.incarnation.len() > 64 {
-        return Err(ApiError::bad_request("incarnation must be 1-64 characters"));
-    }
-    if request.client_url.is_empty() || request.peer_addr.is_empty() {
-        return Err(ApiError::bad_request("client_url and peer_addr are required"));
-    }
-    if !request.fingerprint.is_empty() && haven_core::config::parse_fingerprint(&request.fingerprint).is_none() {
-        return Err(ApiError::bad_request("fingerprint must be sha256: followed by 64 hex digits"));
-    }
-    if request.client_url.len() > 256 || request.peer_addr.len() > 256 {
-        return Err(ApiError::bad_request("client_url and peer_addr must be at most 256 characters"));
-    }
-    Ok(())
 }
 
 /// openraft's configuration from the node's: timing in the operator's terms, pre-vote on,

@@ -461,8 +461,31 @@ async fn join_through(node: &Node, join_url: &str) -> anyhow::Result<JoinRespons
     node.sync_pins();
     node.local.set_cluster_id(&preview.cluster_id);
     request.dry_run = false;
-    post_join(node, &client, join_url, token.as_deref(), &request).await
+    match post_join(node, &client, join_url, token.as_deref(), &request).await {
+        Ok(response) => Ok(response),
+        Err(error) => {
+            // The admission may have happened although this attempt failed: an earlier
+            // attempt's answer was lost, the repeat found the join token spent (it is deleted
+            // once its node is admitted). The leader replicates to a new member at once, so
+            // this node soon sees itself in its own membership.
+            let admitted = node
+                .raft
+                .wait(Some(JOIN_ADMISSION_WAIT))
+                .metrics(|metrics| metrics.membership_config.get_node(&node.node_id).is_some(), "admitted")
+                .await
+                .is_ok();
+            if !admitted {
+                return Err(error);
+            }
+            tracing::info!("the join's answer was lost, but this node is a member: admitted");
+            Ok(JoinResponse { cluster_id: preview.cluster_id, voter: false, members: preview.members })
+        }
+    }
 }
+
+/// How long a joiner whose join was refused or failed waits to see whether it was admitted
+/// all the same (the leader replicates to a new member within a heartbeat or two).
+pub const JOIN_ADMISSION_WAIT: Duration = Duration::from_secs(5);
 
 async fn post_join(
     node: &Node,

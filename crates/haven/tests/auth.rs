@@ -275,15 +275,15 @@ fn join_tokens_admit_one_node_each() {
     let with_token: Vec<&str> = with_token.iter().map(String::as_str).collect();
     cluster.add_node(3, &with_token);
     cluster.wait_for(CONDITION_TIMEOUT, "node 3 to become a voter", |c| c.voter_count(0) == 2);
+    // Spent by the admission: gone from the list.
     let listed = block_on(cluster.client().list_tokens()).expect("tokens");
-    let record = listed.iter().find(|t| t.id == join.id).expect("join token listed");
-    assert_eq!((record.used, record.used_by_node), (true, Some(3)));
+    assert!(listed.iter().all(|t| t.id != join.id), "the spent join token is gone: {listed:?}");
 
     // ... and nobody after it.
     let index = cluster.add_node(4, &with_token);
     cluster.wait_for(CONDITION_TIMEOUT, "node 4 to be refused", |c| !c.nodes[index].is_running());
     let log = cluster.nodes[index].log();
-    assert!(log.contains("already used by node 3"), "{log}");
+    assert!(log.contains("refused to admit node 4 (401"), "{log}");
     assert_eq!(member_ids(&cluster), [1, 3]);
 
     // Two nodes racing with one fresh token: exactly one gets in.
@@ -308,6 +308,95 @@ fn join_tokens_admit_one_node_each() {
 
 /// Bootstrap writes the first admin token once, mode 0600, and says where, not what; a
 /// restart of the bootstrapping node does not mint another.
+/// Issue 12: a join token expires by default, every field of a join request is checked
+/// before anything is spent (400, token untouched), a token is spent by the admission it
+/// made (so it cannot re-admit its node after an admin removed it), a node keeps the key it
+/// joined with, and an expired join token admits nobody.
+#[test]
+fn join_tokens_expire_are_spent_and_check_every_field() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(1, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let key = format!("sha256:{}", "a".repeat(64));
+    let body = |node_id: u64, incarnation: &str, fingerprint: &str| {
+        json!({
+            "node_id": node_id,
+            "client_url": "https://127.0.0.1:9",
+            "peer_addr": "127.0.0.1:9",
+            "incarnation": incarnation,
+            "fingerprint": fingerprint,
+            "learner": true,
+        })
+    };
+    let join = |token: &str, body: Value| -> (u16, String) {
+        let request = json!(body).to_string().into_bytes();
+        let (status, _, text) = block_on(call(&cluster, 0, Method::POST, "/v1/members/join", Some(token), request));
+        (status, text)
+    };
+    let token_ids = || -> Vec<String> {
+        block_on(cluster.client().list_tokens()).expect("tokens").into_iter().map(|t| t.id).collect()
+    };
+
+    // No TTL given: a join token still expires, after an hour.
+    let made = create_token(&cluster, "join", "default-ttl", None);
+    let expires_ms = made.expires_ms.expect("a join token expires");
+    let lifetime_ms = expires_ms - made.created_ms;
+    assert_eq!(lifetime_ms, haven_core::auth::JOIN_TOKEN_TTL_SECONDS_DEFAULT * 1000);
+
+    // Every malformed field: 400, and the token is neither spent nor claimed.
+    let mut malformed: Vec<(&str, Value)> = vec![
+        ("no fingerprint", body(5, "inc-5", "")),
+        ("a malformed fingerprint", body(5, "inc-5", "sha256:xyz")),
+        ("an upper-case fingerprint", body(5, "inc-5", &key.to_uppercase())),
+        ("node id 0", body(0, "inc-5", &key)),
+        ("an incarnation with a newline", body(5, "inc\nforged", &key)),
+    ];
+    for (what, field, value) in [
+        ("a URL with a newline", "client_url", "https://127.0.0.1:9\n2025-01-01T00:00:00Z INFO forged"),
+        ("a plaintext URL", "client_url", "http://127.0.0.1:9"),
+        ("a URL with a path", "client_url", "https://127.0.0.1:9/x"),
+        ("a URL with user info", "client_url", "https://u@127.0.0.1:9"),
+        ("a peer address without a port", "peer_addr", "127.0.0.1"),
+        ("a peer address with a space", "peer_addr", "127.0.0.1 :9"),
+    ] {
+        let mut request = body(5, "inc-5", &key);
+        request[field] = json!(value);
+        malformed.push((what, request));
+    }
+    let mut long = body(5, "inc-5", &key);
+    long["client_url"] = json!(format!("https://{}.example:9", "a".repeat(250)));
+    malformed.push(("a 256-character URL", long));
+    for (what, request) in malformed {
+        let (status, text) = join(&made.token, request);
+        assert_eq!(status, 400, "{what}: {text}");
+    }
+    let listed = block_on(cluster.client().list_tokens()).expect("tokens");
+    let record = listed.iter().find(|t| t.id == made.id).expect("still there");
+    assert!(!record.used, "a refused join claims nothing");
+
+    // A good join admits node 5 and spends the token.
+    let (status, text) = join(&made.token, body(5, "inc-5", &key));
+    assert_eq!(status, 200, "{text}");
+    assert!(!token_ids().contains(&made.id), "spent by the admission");
+    // The same node, another key: refused even with an admin token.
+    let other_key = format!("sha256:{}", "b".repeat(64));
+    let (status, text) = join(&cluster.admin_token, body(5, "inc-5", &other_key));
+    assert_eq!(status, 409, "a member keeps its key: {text}");
+
+    // The admin removes node 5; its join token cannot bring it (or anyone) back.
+    block_on(cluster.client().remove_member(5, false)).expect("remove node 5");
+    let (status, text) = join(&made.token, body(5, "inc-5", &key));
+    assert_eq!(status, 401, "reuse after removal: {text}");
+    let members: Vec<u64> = block_on(cluster.client().members()).expect("members").iter().map(|m| m.id).collect();
+    assert_eq!(members, [1]);
+
+    // An expired join token admits nobody.
+    let short = create_token(&cluster, "join", "short", Some(1));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, text) = join(&short.token, body(6, "inc-6", &key));
+    assert_eq!(status, 401, "expired: {text}");
+}
+
 #[test]
 fn bootstrap_writes_one_admin_token() {
     use std::os::unix::fs::PermissionsExt as _;

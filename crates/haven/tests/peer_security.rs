@@ -257,7 +257,8 @@ fn a_join_with_the_wrong_fingerprint_stops_the_joiner() {
 
 /// Issue 12's adversarial peer: a process that joins with a join token and its own key may
 /// speak as that member and do nothing more. Its forwarded `CreateToken(admin)` without a
-/// caller, with a made-up secret for the admin token's id, and with its own join token; a
+/// caller, with a made-up secret for the admin token's id, and with its own (spent) join
+/// token; a
 /// forwarded server command; an envelope from a non-member and one in another member's name:
 /// all refused, and logged; nothing is committed: no token, and nothing in the audit log but
 /// the refusal.
@@ -296,6 +297,7 @@ fn a_joined_impostor_cannot_act_beyond_its_join_token() {
         let response = block_on(cluster.http().post(&url).bearer_auth(&join.token).json(&body).send()).unwrap();
         assert!(response.status().is_success(), "the join (dry run {dry_run}) is admitted: {}", response.status());
     }
+    let reader = block_on(cluster.client().create_token("reader", Some("stolen"), None)).expect("reader token");
     let tokens_before: Vec<(String, String)> = block_on(cluster.client().list_tokens())
         .expect("tokens")
         .into_iter()
@@ -339,7 +341,15 @@ fn a_joined_impostor_cannot_act_beyond_its_join_token() {
 
         let as_joiner = Request::new(None, create_admin.clone()).with_auth(&join.id, Access::Admin);
         let answer = send(&peer_addr, config(), &impostor(forward(as_joiner, &own))).await;
-        rejected_with(answer, 403, "its own join token");
+        // Its join token was spent by its admission: it holds no credential at all now.
+        rejected_with(answer, 401, "its own (spent) join token");
+
+        // A reader token it got hold of allows what a reader may do, through a peer as
+        // through the client port: no token creation.
+        let as_reader = Request::new(None, create_admin.clone()).with_auth(&reader.id, Access::Admin);
+        let answer =
+            send(&peer_addr, config(), &impostor(forward(as_reader, &Credential::new(reader.token.clone())))).await;
+        rejected_with(answer, 403, "a reader token");
 
         let entry = haven_core::admin::AuditEntry::new("config.apply", "forged");
         let server_command = Request::new(None, Command::RecordAudit { entry }).with_auth(&join.id, Access::Public);
