@@ -10,6 +10,8 @@
 //!    of a set, and nothing invented? (Jepsen's `set-full`, final read only.)
 //! 3. [`check_watchers`]: did every watcher see every committed change of its
 //!    prefix, in order, once?
+//! 4. [`check_holders`]: did a role run on one node at a time, with epochs that only
+//!    increase? (From the `NODE EPOCH START/STOP` lines its copies wrote.)
 //!
 //! Every report has `passed()`, which is true only when the property was proven. A
 //! checker that runs out of budget, or is given malformed input, fails.
@@ -19,12 +21,14 @@
 //! of [`CheckBudget`], which the caller opts into.) No input makes it panic.
 
 pub mod history;
+pub mod holders;
 pub mod linearizable;
 pub mod primaries;
 pub mod set;
 pub mod watch;
 
 pub use history::{FailReason, Failure, History, HistoryRecorder, OkResult, Op, OpKind, Outcome, RecordError};
+pub use holders::{check_holders, HolderProblem, HolderReport, RoleCopy};
 pub use linearizable::{check_linearizable, BudgetExhausted, CheckBudget, LinFailure, LinReport, LinResult};
 pub use set::{check_no_lost_writes, SetElement, SetReport};
 pub use watch::{

@@ -272,6 +272,40 @@ fn checks_pass_fail_and_time_out() {
     });
 }
 
+/// The shared-file checker over real copies of the role: two holders one after the
+/// other (node 1 epoch 1 stopped before node 2 epoch 2 starts) pass; started the other
+/// way round (node 3 epoch 3 while node 2 runs), it names the overlap.
+fn the_holder_checker_passes_handovers_and_flags_a_real_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let start = CommandLine::new(role_script(dir.path()), &[shared.to_str().unwrap()]);
+    let noop = CommandLine::new(script(dir.path(), "noop.sh", "#!/bin/sh\n"), &[]);
+    let holder = |node, epoch| RoleEnv { node, epoch, ..env() };
+    let wait_lines = |count| wait_until("the role wrote its line", SETTLE, || lines(&shared).len() == count);
+    runtime().block_on(async {
+        let lease = boottime_ms() + 60_000;
+        let mut first = RoleProcess::start(&holder(1, 1), &start, lease).await.unwrap();
+        wait_lines(1);
+        first.stop(&holder(1, 1), &noop, lease).await;
+        let mut second = RoleProcess::start(&holder(2, 2), &start, lease).await.unwrap();
+        wait_lines(3);
+        let report = haven_check::check_holders(&std::fs::read_to_string(&shared).unwrap());
+        assert!(report.passed(), "{report:?}");
+        assert_eq!(report.running_at_end, Some(haven_check::RoleCopy { node: 2, epoch: 2 }));
+        let mut third = RoleProcess::start(&holder(3, 3), &start, lease).await.unwrap();
+        wait_lines(4);
+        second.stop(&holder(2, 2), &noop, lease).await;
+        third.stop(&holder(3, 3), &noop, lease).await;
+        let report = haven_check::check_holders(&std::fs::read_to_string(&shared).unwrap());
+        assert!(!report.passed());
+        assert!(
+            matches!(report.problems[0], haven_check::HolderProblem::Overlap { line: 4, .. }),
+            "{:?}",
+            report.problems
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // A supervising process ("Haven") that can be killed or stopped: this binary again, in
 // ROLE_TEST_MODE=supervise.
@@ -473,6 +507,10 @@ fn main() {
         ("kill_9_of_the_guard_leaves_nothing", kill_9_of_the_guard_leaves_nothing),
         ("start_errors_are_reported", start_errors_are_reported),
         ("checks_pass_fail_and_time_out", checks_pass_fail_and_time_out),
+        (
+            "the_holder_checker_passes_handovers_and_flags_a_real_overlap",
+            the_holder_checker_passes_handovers_and_flags_a_real_overlap,
+        ),
         ("kill_9_of_the_supervisor_leaves_no_orphan", kill_9_of_the_supervisor_leaves_no_orphan),
         ("the_start_command_dies_with_its_guard", the_start_command_dies_with_its_guard),
         (
