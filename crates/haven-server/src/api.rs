@@ -53,7 +53,6 @@ use haven_core::limits::LIST_PAGE_MAX;
 use haven_core::limits::REQUEST_BODY_BYTES_MAX;
 use haven_core::limits::REQUEST_ID_BYTES_MAX;
 use haven_core::limits::VALUE_BYTES_MAX;
-use haven_core::limits::WATCHERS_PER_NODE_MAX;
 use haven_net::JoinRequest;
 use serde_json::json;
 use serde_json::Value;
@@ -507,7 +506,7 @@ async fn watch(
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_watchers",
-            format!("this node serves {WATCHERS_PER_NODE_MAX} watchers already; use another node or retry later"),
+            format!("this node serves {} watchers already; use another node or retry later", node.watchers_max),
         ));
     };
     let start = {

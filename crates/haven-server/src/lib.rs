@@ -17,6 +17,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod fd_budget;
 pub mod files;
 pub mod ha;
 pub mod integrity;

@@ -27,7 +27,6 @@ use haven_core::kv::Request;
 use haven_core::limits::APPEND_ENTRIES_MAX;
 use haven_core::limits::NODE_ID_MAX;
 use haven_core::limits::VOTERS_MAX;
-use haven_core::limits::WATCHERS_PER_NODE_MAX;
 use haven_net::raft_network::SNAPSHOT_CHUNK_TIMEOUT;
 use haven_net::snapshot::SnapshotAssembler;
 use haven_net::AckStamp;
@@ -132,6 +131,8 @@ pub struct Node {
     pub local: Arc<LocalPeer>,
     pub transport: Arc<dyn Transport>,
     pub watchers: Arc<Semaphore>,
+    /// Watch streams this node serves at once (`crate::fd_budget`).
+    pub watchers_max: usize,
     /// Seed 002's hook script and alert e-mail.
     pub alerts: crate::alerts::Alerter,
     /// See `crate::auth::AUTH_CATCH_UPS_MAX`.
@@ -169,6 +170,8 @@ pub struct Node {
 
 impl Node {
     /// Opens the data dir and starts the Raft member (not yet initialised on a new dir).
+    /// `watchers_max` comes from the descriptor budget (`crate::fd_budget`).
+    #[allow(clippy::too_many_arguments)] // each is a separate input of the node; run() is the one caller
     pub async fn open(
         config: NodeConfig,
         client_url: String,
@@ -177,6 +180,7 @@ impl Node {
         transport: Arc<dyn Transport>,
         sync: SyncMode,
         test_hooks: TestHooks,
+        watchers_max: usize,
     ) -> anyhow::Result<Arc<Node>> {
         let (fingerprint, pins) = tls;
         let mut config = config;
@@ -225,7 +229,8 @@ impl Node {
             state,
             local,
             transport,
-            watchers: Arc::new(Semaphore::new(WATCHERS_PER_NODE_MAX)),
+            watchers: Arc::new(Semaphore::new(watchers_max)),
+            watchers_max,
             auth_catch_up: Semaphore::new(crate::auth::AUTH_CATCH_UPS_MAX),
             auth_failures: std::sync::atomic::AtomicU64::new(0),
             alerts: crate::alerts::Alerter::new(config.node_id),

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use haven_core::config::NodeConfig;
 use haven_net::accept::accept_loop;
-use haven_net::accept::CLIENT_LIMITS;
 use haven_net::tcp::TcpTransport;
 use haven_net::JoinRequest;
 use haven_net::JoinResponse;
@@ -142,6 +141,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
              for real data"
         );
     }
+    let fds = crate::fd_budget::establish()?;
     let identity = load_identity(&options.config, &[client_addr.ip(), peer_addr.ip()])?;
     let pins = PinSet::default();
     let (transport, scheme): (Arc<dyn Transport>, &str) = match &identity {
@@ -168,6 +168,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
         transport,
         options.sync,
         options.test_hooks,
+        fds.watchers_max,
     )
     .await?;
     node.sync_pins();
@@ -191,7 +192,8 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
         wait_stop(stopped.clone()),
     ));
     let app = crate::api::router(node.clone());
-    let http_server = tokio::spawn(serve_http(options.client_listener, client_tls, app, wait_stop(stopped.clone())));
+    let http_server =
+        tokio::spawn(serve_http(options.client_listener, client_tls, fds.client, app, wait_stop(stopped.clone())));
     files::write_pid_and_addr(
         &data_dir,
         &files::AddrFile {
@@ -280,14 +282,16 @@ fn client_port_tls(
 }
 
 /// Serves the HTTP API on `listener` (TLS when `tls` is given) under the client-port
-/// connection bounds, until `shutdown` resolves.
+/// connection bounds `limits` (from the descriptor budget, `crate::fd_budget`), until
+/// `shutdown` resolves.
 pub async fn serve_http(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: haven_net::accept::AcceptLimits,
     app: axum::Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    accept_loop(listener, tls, CLIENT_LIMITS, shutdown, move |stream, accepted, slot| {
+    accept_loop(listener, tls, limits, shutdown, move |stream, accepted, slot| {
         let remote = crate::auth::ClientAddr(accepted.remote);
         let app = tower::ServiceBuilder::new()
             .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
