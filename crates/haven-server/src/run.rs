@@ -133,6 +133,8 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     let client_addr = options.client_listener.local_addr()?;
     let peer_addr = options.peer_listener.local_addr()?;
     let data_dir = options.config.data_dir.clone();
+    // Before anything is read or written there: the data dir must be this user's alone.
+    files::secure_data_dir(&data_dir)?;
     if options.test_hooks != TestHooks::default() || options.sync != SyncMode::Fsync {
         tracing::warn!(
             sync = ?options.sync,

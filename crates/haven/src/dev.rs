@@ -105,6 +105,9 @@ pub struct DevArgs {
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM; see the module documentation.
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    // The nodes' data, configs, logs and env file (it holds the token file's path) are this
+    // user's alone; the nodes it starts inherit the mask.
+    haven_server::files::restrict_umask();
     if let Some(nodes) = args.nodes {
         validate_nodes(nodes).map_err(|message| anyhow!("--nodes {message}"))?;
     }
@@ -542,7 +545,7 @@ fn write_configs(plans: &[NodePlan], first_fingerprint: &str) -> anyhow::Result<
     };
     for plan in plans {
         fs::create_dir_all(&plan.data_dir).with_context(|| format!("cannot create {}", plan.data_dir.display()))?;
-        write_file_atomically(&plan.config_path(), &render_config(plan, first, first_fingerprint)?, 0o644)?;
+        write_file_atomically(&plan.config_path(), &render_config(plan, first, first_fingerprint)?, 0o600)?;
     }
     Ok(())
 }

@@ -28,6 +28,9 @@ pub struct FingerprintArgs {
 }
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    // The dir is the node's data dir: created private, like `haven serve` would.
+    haven_server::files::restrict_umask();
+    haven_server::files::secure_data_dir(&args.dir)?;
     if NodeIdentityKey::load(&args.dir)?.is_some() {
         anyhow::bail!(
             "{} already holds a node key; a node's key is its identity in the cluster, so it is never replaced. Use \

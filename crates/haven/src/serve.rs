@@ -99,6 +99,9 @@ impl ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Everything the node creates (database, snapshots, keys, pid and address files) is its
+    // user's alone.
+    haven_server::files::restrict_umask();
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -33,7 +33,10 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(path: &Path, bytes: u64) -> Tmpfs {
         std::fs::create_dir_all(path).expect("mount point");
-        run("mount", &["-t", "tmpfs", "-o", &format!("size={}k", bytes / 1024), "tmpfs", &path.display().to_string()]);
+        // mode=0700: a tmpfs root is 1777 by default, and a node refuses a data dir that
+        // others can write.
+        let options = format!("size={}k,mode=0700", bytes / 1024);
+        run("mount", &["-t", "tmpfs", "-o", &options, "tmpfs", &path.display().to_string()]);
         Tmpfs { path: path.to_path_buf() }
     }
 
