@@ -24,6 +24,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
@@ -58,12 +60,22 @@ pub(crate) const LAST_PURGED_KEY: &str = "last_purged";
 const GROUP_COMMIT_OPS_MAX: usize = 256;
 
 /// How writes reach the disk. `Fsync` is the only mode for real nodes; `NoSync` exists for
-/// the mutant build that proves the fault tests catch an acknowledgement before fsync.
+/// the mutant build that proves the fault tests catch an acknowledgement before fsync: it
+/// acknowledges each write at once and makes it durable up to [`NO_SYNC_WRITEBACK`] later,
+/// as an OS writing dirty pages back would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
     Fsync,
     NoSync,
 }
+
+/// How long the `NoSync` mutant keeps acknowledged writes unsynced. A mutant that never
+/// synced would lose the cluster's own membership in a power cut and leave a cluster that
+/// cannot form again, which hides what the checkers must see: acknowledged entries lost,
+/// and the next leader acknowledging others at the same log indexes. With a bounded lag a
+/// power cut loses exactly the last second of acknowledged writes, like a real machine
+/// whose OS had not yet written its dirty pages back (the simulator draws 0.5-5 s).
+pub const NO_SYNC_WRITEBACK: Duration = Duration::from_secs(1);
 
 /// Each op carries its records already encoded and sealed (`crate::stored`).
 enum WriteOp {
@@ -138,7 +150,25 @@ impl LogStore {
 }
 
 fn run_writer(db: Arc<redb::Database>, pending: Pending, receiver: mpsc::Receiver<WriteOp>, sync: SyncMode) {
-    while let Ok(first) = receiver.recv() {
+    // NoSync only: when the oldest write not yet synced was committed.
+    let mut unsynced_since: Option<Instant> = None;
+    loop {
+        let first = match unsynced_since {
+            None => receiver.recv().map_err(|_| ()),
+            Some(since) => match receiver.recv_timeout(NO_SYNC_WRITEBACK.saturating_sub(since.elapsed())) {
+                Ok(op) => Ok(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle: the "OS" writes the dirty pages back now.
+                    if let Err(error) = sync_now(&db) {
+                        tracing::error!(%error, "log sync failed");
+                    }
+                    unsynced_since = None;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+            },
+        };
+        let Ok(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_OPS_MAX {
             match receiver.try_recv() {
@@ -146,7 +176,15 @@ fn run_writer(db: Arc<redb::Database>, pending: Pending, receiver: mpsc::Receive
                 Err(_) => break,
             }
         }
-        let result = write_batch(&db, &batch, sync);
+        let durable = match (sync, unsynced_since) {
+            (SyncMode::Fsync, _) => true,
+            (SyncMode::NoSync, Some(since)) => since.elapsed() >= NO_SYNC_WRITEBACK,
+            (SyncMode::NoSync, None) => false,
+        };
+        let result = write_batch(&db, &batch, durable);
+        if result.is_ok() && sync == SyncMode::NoSync {
+            unsynced_since = if durable { None } else { unsynced_since.or(Some(Instant::now())) };
+        }
         if let Err(error) = &result {
             tracing::error!(%error, "log write failed; the node cannot make progress");
         }
@@ -175,13 +213,21 @@ fn run_writer(db: Arc<redb::Database>, pending: Pending, receiver: mpsc::Receive
     }
 }
 
-fn write_batch(db: &redb::Database, batch: &[WriteOp], sync: SyncMode) -> Result<(), String> {
-    write_batch_inner(db, batch, sync).map_err(|error| error.to_string())
+/// Writes `batch` in one transaction; `durable`: committed with fsync (and with it every
+/// earlier commit that was not).
+fn write_batch(db: &redb::Database, batch: &[WriteOp], durable: bool) -> Result<(), String> {
+    write_batch_inner(db, batch, durable).map_err(|error| error.to_string())
 }
 
-fn write_batch_inner(db: &redb::Database, batch: &[WriteOp], sync: SyncMode) -> Result<(), Box<dyn std::error::Error>> {
+/// The `NoSync` mutant's delayed writeback: an empty durable commit makes every earlier
+/// unsynced one durable.
+fn sync_now(db: &redb::Database) -> Result<(), String> {
+    write_batch(db, &[], true)
+}
+
+fn write_batch_inner(db: &redb::Database, batch: &[WriteOp], durable: bool) -> Result<(), Box<dyn std::error::Error>> {
     let mut txn = db.begin_write()?;
-    if sync == SyncMode::NoSync {
+    if !durable {
         txn.set_durability(redb::Durability::None)?;
     }
     {
