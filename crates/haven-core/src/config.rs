@@ -63,6 +63,9 @@ pub struct NodeConfigFile {
     /// A certificate and key (PEM) for the client port instead of the node's own.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The only directory secret files the HA configuration names (`smtp.password_file`)
+    /// may be read from; default [`crate::secret_file::SECRETS_DIR_DEFAULT`].
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl NodeConfigFile {
@@ -99,6 +102,7 @@ impl NodeConfigFile {
             insecure_dev: overrides.insecure_dev.or(self.insecure_dev),
             tls_cert: overrides.tls_cert.or(self.tls_cert),
             tls_key: overrides.tls_key.or(self.tls_key),
+            secrets_dir: overrides.secrets_dir.or(self.secrets_dir),
         }
     }
 
@@ -203,6 +207,14 @@ impl NodeConfigFile {
                 message: "tls_cert and tls_key go together; give both or neither".into(),
             });
         }
+        let secrets_dir = self.secrets_dir.unwrap_or_else(|| PathBuf::from(crate::secret_file::SECRETS_DIR_DEFAULT));
+        if !secrets_dir.is_absolute() {
+            return Err(ConfigError::Invalid {
+                key: "secrets_dir",
+                value: secrets_dir.display().to_string(),
+                reason: "must be an absolute path".into(),
+            });
+        }
         Ok(NodeConfig {
             node_id,
             data_dir,
@@ -221,6 +233,7 @@ impl NodeConfigFile {
             insecure_dev,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
+            secrets_dir,
         })
     }
 }
@@ -254,6 +267,7 @@ pub struct NodeConfig {
     pub insecure_dev: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub secrets_dir: PathBuf,
 }
 
 impl std::fmt::Debug for NodeConfig {

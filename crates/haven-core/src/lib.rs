@@ -26,5 +26,6 @@ pub mod kv;
 pub mod limits;
 pub mod log_limit;
 pub mod roles;
+pub mod secret_file;
 #[cfg(any(test, feature = "strategies"))]
 pub mod strategies;

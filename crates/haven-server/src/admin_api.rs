@@ -180,6 +180,7 @@ pub async fn draft_edit(
     if body.set.is_empty() && body.unset.is_empty() {
         return Err(ApiError::bad_request("nothing to edit: give \"set\": {key: value} or \"unset\": [key]"));
     }
+    check_named_secret_files(&node, &body.set).await?;
     let mut edits: Vec<(String, Option<String>)> =
         body.set.iter().map(|(key, value)| (key.clone(), Some(value.to_string()))).collect();
     edits.extend(body.unset.iter().map(|key| (key.clone(), None)));
@@ -188,6 +189,23 @@ pub async fn draft_edit(
         CommandResult::Ok { .. } => draft_show(State(node), Ok(Query(HashMap::new()))).await,
         other => Err(refused_or_unauthorized(other, "a draft edit")),
     }
+}
+
+/// A draft that names a secret file (`smtp.password_file`, as a key or inside `smtp`) is
+/// refused at once when this node would refuse to read that file at send time (outside its
+/// `secrets_dir`, not a private file of its user, a key or a token): the admin learns it
+/// now, not from an alert that never arrives. Each node checks again when it sends.
+async fn check_named_secret_files(node: &Shared, set: &BTreeMap<String, Value>) -> Result<(), ApiError> {
+    let named = set
+        .get("smtp.password_file")
+        .or_else(|| set.get("smtp").and_then(|smtp| smtp.get("password_file")))
+        .and_then(Value::as_str);
+    let Some(path) = named else { return Ok(()) };
+    let (path, secrets_dir) = (path.to_string(), node.config.secrets_dir.clone());
+    tokio::task::spawn_blocking(move || crate::alerts::read_password_file(&path, &secrets_dir).map(drop))
+        .await
+        .map_err(|error| ApiError::internal(format!("checking smtp.password_file: {error}")))?
+        .map_err(ApiError::bad_request)
 }
 
 pub async fn draft_discard(

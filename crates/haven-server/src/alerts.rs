@@ -22,6 +22,8 @@
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -38,6 +40,9 @@ use haven_core::ha::config::HOOK_TIMEOUT_S_MAX;
 use haven_core::ha::config::HOOK_TIMEOUT_S_MIN;
 use haven_core::ha::syntax::check_absolute_path;
 use haven_core::ha::syntax::check_host_name;
+use haven_core::secret_file;
+use haven_core::secret_file::SecretFileMeta;
+use haven_core::secret_file::SECRETS_DIR_DEFAULT;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -93,9 +98,9 @@ pub const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// (`haven_core::events::delivery::MAIL_SEND_TIMEOUT_MS`).
 pub const MAIL_SEND_TIMEOUT: Duration = Duration::from_millis(MAIL_SEND_TIMEOUT_MS);
 
-/// Largest password file read. A password is at most a few hundred bytes; anything larger
-/// is the wrong file (a key, a log) and is refused rather than sent to the relay.
-pub const PASSWORD_FILE_BYTES_MAX: u64 = 4096;
+/// Largest password file read (a password is a few dozen bytes; anything larger is the
+/// wrong file and is refused rather than sent to the relay).
+pub use haven_core::secret_file::SECRET_FILE_BYTES_MAX as PASSWORD_FILE_BYTES_MAX;
 
 /// The SMTPS port (RFC 8314): with `smtp.starttls = true` this port gets implicit TLS,
 /// every other port STARTTLS.
@@ -210,6 +215,8 @@ pub struct Alerter {
 
 struct Shared {
     node_id: u64,
+    /// The node's `secrets_dir`: the only place `smtp.password_file` is read from.
+    secrets_dir: PathBuf,
     state: Mutex<State>,
 }
 
@@ -259,8 +266,14 @@ impl State {
 }
 
 impl Alerter {
+    /// An alerter that reads secret files only from [`SECRETS_DIR_DEFAULT`].
     pub fn new(node_id: u64) -> Alerter {
-        Alerter { shared: Arc::new(Shared { node_id, state: Mutex::new(State::default()) }) }
+        Alerter::with_secrets_dir(node_id, PathBuf::from(SECRETS_DIR_DEFAULT))
+    }
+
+    /// An alerter that reads secret files (`smtp.password_file`) only from `secrets_dir`.
+    pub fn with_secrets_dir(node_id: u64, secrets_dir: PathBuf) -> Alerter {
+        Alerter { shared: Arc::new(Shared { node_id, secrets_dir, state: Mutex::new(State::default()) }) }
     }
 
     /// Records the event and queues its hook run and e-mail as the configuration says.
@@ -397,7 +410,7 @@ async fn mail_worker(shared: Arc<Shared>) {
                 }
             }
         };
-        let result = send_mail(shared.node_id, &job).await;
+        let result = send_mail(shared.node_id, &shared.secrets_dir, &job).await;
         shared.lock().set_mail(job.seq, result);
     }
 }
@@ -483,9 +496,9 @@ async fn run_hook(node_id: u64, job: &HookJob) -> HookResult {
     }
 }
 
-async fn send_mail(node_id: u64, job: &MailJob) -> MailResult {
+async fn send_mail(node_id: u64, secrets_dir: &Path, job: &MailJob) -> MailResult {
     let started = Instant::now();
-    match tokio::time::timeout(MAIL_SEND_TIMEOUT, try_send_mail(node_id, job)).await {
+    match tokio::time::timeout(MAIL_SEND_TIMEOUT, try_send_mail(node_id, secrets_dir, job)).await {
         Ok(Ok(response)) => {
             let duration_ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
             tracing::info!(event = job.event, to = %job.to, duration_ms, "HA alert mail sent: {response}");
@@ -525,8 +538,15 @@ pub fn mail_body(node_id: u64, args: &[String], at_ms: u64) -> String {
     body
 }
 
-async fn try_send_mail(node_id: u64, job: &MailJob) -> Result<String, String> {
+async fn try_send_mail(node_id: u64, secrets_dir: &Path, job: &MailJob) -> Result<String, String> {
     let smtp = &job.smtp;
+    // Checked here too, not only when the configuration is applied: a password never
+    // leaves the node in the clear, whatever configuration got through.
+    if smtp.username.is_some() && !smtp.starttls {
+        return Err("smtp.username is set but smtp.starttls is false: a password is never sent over an \
+                    unencrypted connection, so nothing was sent"
+            .into());
+    }
     let host = smtp.host.as_deref().ok_or("smtp.host is unset")?;
     let from = smtp.from.as_deref().ok_or("smtp.from is unset: alerts need a sender address")?;
     let from: Mailbox = from.parse().map_err(|error| format!("smtp.from {from:?}: {error}"))?;
@@ -568,7 +588,10 @@ async fn try_send_mail(node_id: u64, job: &MailJob) -> Result<String, String> {
     }
     if let Some(username) = &smtp.username {
         let path = smtp.password_file.as_deref().ok_or("smtp.username is set but smtp.password_file is not")?;
-        let password = read_password(path).await?;
+        let (path, secrets_dir) = (path.to_string(), secrets_dir.to_path_buf());
+        let password = tokio::task::spawn_blocking(move || read_password_file(&path, &secrets_dir))
+            .await
+            .map_err(|error| format!("reading smtp.password_file: {error}"))??;
         builder = builder.credentials(Credentials::new(username.clone(), password));
     }
     let transport = builder.build();
@@ -577,18 +600,47 @@ async fn try_send_mail(node_id: u64, job: &MailJob) -> Result<String, String> {
     Ok(format!("{} {text}", response.code()))
 }
 
-/// Reads the SMTP password at send time (so a rotated password needs no restart). One
-/// trailing newline is dropped (editors add it). The content is never logged.
-async fn read_password(path: &str) -> Result<String, String> {
+/// Reads the SMTP password (at send time, so a rotated password needs no restart; and when
+/// a draft names the file, to refuse it at once). The file must lie inside `secrets_dir`
+/// once every symlink is resolved, be opened without following a symlink, be a private
+/// regular file of this node's user, and hold neither a PEM block nor a Haven token (see
+/// `haven_core::secret_file`). One trailing newline is dropped (editors add it). The
+/// content is never logged.
+pub fn read_password_file(path: &str, secrets_dir: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let refused = |why: String| format!("smtp.password_file {path} {why}");
     check_absolute_path(path).map_err(|why| format!("smtp.password_file {path:?} {why}"))?;
-    let metadata = tokio::fs::metadata(path).await.map_err(|error| format!("smtp.password_file {path}: {error}"))?;
-    if metadata.len() > PASSWORD_FILE_BYTES_MAX {
-        return Err(format!(
-            "smtp.password_file {path} is larger than {PASSWORD_FILE_BYTES_MAX} bytes: not a password"
-        ));
+    let resolved = std::fs::canonicalize(path).map_err(|error| refused(format!("cannot be read: {error}")))?;
+    let secrets = std::fs::canonicalize(secrets_dir).map_err(|error| {
+        refused(format!("cannot be checked: the secrets directory {}: {error}", secrets_dir.display()))
+    })?;
+    secret_file::check_inside(&resolved, &secrets).map_err(refused)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&resolved)
+        .map_err(|error| refused(format!("cannot be opened: {error}")))?;
+    let metadata = file.metadata().map_err(|error| refused(error.to_string()))?;
+    let meta = SecretFileMeta {
+        is_regular: metadata.is_file(),
+        owner: metadata.uid(),
+        mode: metadata.mode() & 0o7777,
+        len: metadata.len(),
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    secret_file::check_meta(meta, unsafe { libc::geteuid() }).map_err(refused)?;
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(PASSWORD_FILE_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| refused(format!("cannot be read: {error}")))?;
+    if bytes.len() as u64 > PASSWORD_FILE_BYTES_MAX {
+        return Err(refused(format!("is larger than {PASSWORD_FILE_BYTES_MAX} bytes: not a password")));
     }
-    let bytes = tokio::fs::read(path).await.map_err(|error| format!("smtp.password_file {path}: {error}"))?;
-    let mut password = String::from_utf8(bytes).map_err(|_| format!("smtp.password_file {path} is not UTF-8 text"))?;
+    secret_file::check_content(&bytes).map_err(refused)?;
+    let mut password = String::from_utf8(bytes).map_err(|_| refused("is not UTF-8 text".into()))?;
     if password.ends_with('\n') {
         password.pop();
         if password.ends_with('\r') {
@@ -596,7 +648,7 @@ async fn read_password(path: &str) -> Result<String, String> {
         }
     }
     if password.is_empty() {
-        return Err(format!("smtp.password_file {path} is empty"));
+        return Err(refused("is empty".into()));
     }
     Ok(password)
 }

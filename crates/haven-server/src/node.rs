@@ -233,7 +233,7 @@ impl Node {
             watchers_max,
             auth_catch_up: Semaphore::new(crate::auth::AUTH_CATCH_UPS_MAX),
             auth_failures: std::sync::atomic::AtomicU64::new(0),
-            alerts: crate::alerts::Alerter::new(config.node_id),
+            alerts: crate::alerts::Alerter::with_secrets_dir(config.node_id, config.secrets_dir.clone()),
             db,
             probes: Mutex::new(BTreeMap::new()),
             assembler: tokio::sync::Mutex::new(SnapshotAssembler::default()),

@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// PKCS#8 private key (PEM) for --tls-cert.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// The only directory secret files (smtp.password_file) may be read from [default: /etc/haven].
+    #[arg(long)]
+    secrets_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -94,6 +97,7 @@ impl ServeArgs {
             insecure_dev: self.insecure_dev.then_some(true),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            secrets_dir: self.secrets_dir.clone(),
         }
     }
 }

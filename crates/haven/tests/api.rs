@@ -170,3 +170,49 @@ fn oversized_bodies_get_413_with_or_without_expect_continue() {
         assert_eq!(status, 200);
     });
 }
+
+/// A draft naming `smtp.password_file` is refused at once (400, with the reason) unless the
+/// file is one this node would send: inside its `secrets_dir`, a private file of its user,
+/// not a key or a token. Without the check, an admin reads any file of a node (its key) by
+/// naming it as the password of a relay they run (issue 12).
+#[test]
+fn a_draft_naming_an_unsafe_password_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _serial = serial();
+    let secrets = tempfile::tempdir().expect("secrets dir");
+    let secrets_arg = format!("--secrets-dir={}", secrets.path().display());
+    let cluster = TestCluster::start(1, &[&secrets_arg]);
+    let node_key = cluster.nodes[0].data_dir.join("node.key");
+    let copied_key = secrets.path().join("copied.key");
+    std::fs::copy(&node_key, &copied_key).expect("copy the key");
+    let password = secrets.path().join("smtp.pw");
+    std::fs::write(&password, "s3cret-Pa55\n").expect("password");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let draft = |path: &std::path::Path| {
+        call(
+            &cluster,
+            0,
+            "PUT",
+            "/v1/config/draft",
+            Some(serde_json::json!({ "set": {
+                "smtp.username": "haven",
+                "smtp.password_file": path.to_str().unwrap(),
+            }})),
+        )
+    };
+    for (path, reason) in [
+        (node_key.as_path(), "outside the secrets directory"),
+        (copied_key.as_path(), "PEM"),
+        (std::path::Path::new("/etc/shadow"), "outside the secrets directory"),
+    ] {
+        let (status, body) = draft(path);
+        assert_eq!(status, 400, "{path:?}: {body}");
+        let message = body.to_string();
+        assert!(message.contains(reason) && message.contains("smtp.password_file"), "{path:?}: {message}");
+        assert!(!message.contains("BEGIN"), "{message}");
+    }
+    let (_, shown) = call(&cluster, 0, "GET", "/v1/config/draft", None);
+    assert_eq!(shown["draft"], Value::Null, "nothing was drafted: {shown}");
+    let (status, body) = draft(&password);
+    assert_eq!(status, 200, "a private password file in the secrets dir is accepted: {body}");
+}

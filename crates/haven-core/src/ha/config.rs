@@ -440,6 +440,15 @@ impl HaConfig {
                 errors.push("smtp.password_file", json_text(path), RuleKind::Invalid, why);
             }
         }
+        if self.smtp.username.is_some() && !self.smtp.starttls {
+            errors.push(
+                "smtp.starttls",
+                "false",
+                RuleKind::Contradiction,
+                "a password is never sent over an unencrypted connection: with smtp.username set, smtp.starttls must \
+                 be true",
+            );
+        }
     }
 
     fn validate_nodes(&self, members: &[NodeAddresses], errors: &mut Errors) {
@@ -1181,6 +1190,20 @@ mod tests {
             "smtp.password_file",
             RuleKind::Invalid,
         );
+        add(
+            "smtp password over plaintext",
+            HaConfig {
+                smtp: SmtpConfig {
+                    username: Some("u".into()),
+                    password_file: Some("/etc/haven/smtp.pw".into()),
+                    starttls: false,
+                    ..smtp.clone()
+                },
+                ..base()
+            },
+            "smtp.starttls",
+            RuleKind::Contradiction,
+        );
         // Nodes, roles and priorities.
         let node = |role, priority| NodeHaConfig { role, priority, ping_targets: vec![] };
         let nodes = |entries: Vec<(u64, NodeHaConfig)>| HaConfig { nodes: entries.into_iter().collect(), ..base() };
@@ -1264,7 +1287,7 @@ mod tests {
                 from: Some("haven@example.com".into()),
                 username: Some("haven".into()),
                 password_file: Some("/etc/haven/smtp.pw".into()),
-                starttls: false,
+                starttls: true,
             },
             ..base()
         };
