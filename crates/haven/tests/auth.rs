@@ -545,3 +545,25 @@ fn tokens_never_appear_in_logs_status_or_errors() {
         assert!(!everything.contains(&hash), "a token hash leaked (token id {})", &secret[4..20]);
     }
 }
+
+/// `haven restart --node N` sends the admin token only to an endpoint it was configured
+/// with: with node 1 alone in `HAVEN_ENDPOINTS`, node 2's advertised URL (what an impostor
+/// admitted with a join token would name) gets nothing, and node 2 keeps running; with
+/// node 2 configured too, the restart goes ahead (issue 12).
+#[test]
+fn the_cli_sends_the_token_only_to_configured_endpoints() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(2, &[]);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let pid = cluster.nodes[1].pid();
+    let first = cluster.nodes[0].client_url.clone();
+    let output = cluster.cli(&["restart", "--node", "2", "--no-wait"], &[("HAVEN_ENDPOINTS", &first)]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("not one of your endpoints"), "{stderr}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(cluster.nodes[1].is_running() && cluster.nodes[1].pid() == pid, "node 2 was restarted");
+    assert!(!cluster.nodes[1].log().contains("restart requested"), "{}", cluster.nodes[1].log());
+    let output = cluster.cli(&["restart", "--node", "2", "--no-wait"], &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -11,7 +11,10 @@
 //! ```
 //!
 //! Every node is reached at the client URL the cluster's status gives it, so the machine
-//! running this must reach them all.
+//! running this must reach them all, and only when that URL is one of the endpoints this
+//! CLI was configured with (`HAVEN_ENDPOINTS` / `--endpoints`): the admin token goes only
+//! where its holder sent it, never to an address a member merely advertises (a member
+//! admitted with a join token could otherwise name itself and collect the token).
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -103,7 +106,7 @@ impl Progress {
 async fn single(client: &Client, args: &RestartArgs, progress: &Progress) -> anyhow::Result<()> {
     let view = client.status().await.map_err(|error| explain("cannot get the cluster status", error))?;
     let (id, url) = match args.node {
-        Some(id) => (id, member_url(&view, id)?),
+        Some(id) => (id, member_url(client, &view, id)?),
         None => {
             let endpoint = client.config().endpoints[0].clone();
             let own = client
@@ -160,7 +163,7 @@ async fn rolling(client: &Client, pending_only: bool, progress: &Progress) -> an
                     hand_over(client, id, progress).await?;
                     healthy = wait_healthy(client, id).await?;
                 }
-                let url = member_url(&healthy, id)?;
+                let url = member_url(client, &healthy, id)?;
                 progress.note(&format!("restarting node {id} ({url}) ..."))?;
                 let took = restart_and_wait(client, id, &url, healthy.commit_index, progress).await?;
                 progress.say(
@@ -296,7 +299,7 @@ async fn leader_view(client: &Client) -> anyhow::Result<Status> {
     if first.view_of == leader {
         return Ok(first);
     }
-    let url = member_url(&first, leader)?;
+    let url = member_url(client, &first, leader)?;
     let view = client
         .status_of(&url)
         .await
@@ -330,7 +333,7 @@ async fn wait_healthy(client: &Client, next: u64) -> anyhow::Result<Status> {
 async fn pending_nodes(client: &Client, view: &Status) -> anyhow::Result<BTreeSet<u64>> {
     let mut pending = BTreeSet::new();
     for member in &view.members {
-        let url = member_url(view, member.id)?;
+        let url = member_url(client, view, member.id)?;
         let own = client.status_of(&url).await.map_err(|error| {
             explain(&format!("cannot ask node {} at {url} whether it needs a restart", member.id), error)
         })?;
@@ -341,15 +344,30 @@ async fn pending_nodes(client: &Client, view: &Status) -> anyhow::Result<BTreeSe
     Ok(pending)
 }
 
-/// Node `id`'s client URL from a status, normalised.
-fn member_url(status: &Status, id: u64) -> anyhow::Result<String> {
+/// Node `id`'s client URL from a status, normalised, if it is one of the endpoints the
+/// client was configured with (see the module documentation).
+fn member_url(client: &Client, status: &Status, id: u64) -> anyhow::Result<String> {
+    configured_member_url(&client.config().endpoints, status, id)
+}
+
+fn configured_member_url(endpoints: &[String], status: &Status, id: u64) -> anyhow::Result<String> {
     let member = status
         .members
         .iter()
         .find(|member| member.id == id)
         .ok_or_else(|| anyhow::anyhow!("node {id} is not a member of the cluster (see `haven members list`)"))?;
-    haven_client::normalize_endpoint(&member.client_url)
-        .map_err(|error| anyhow::anyhow!("node {id} has a bad client URL {:?}: {error}", member.client_url))
+    let url = haven_client::normalize_endpoint(&member.client_url)
+        .map_err(|error| anyhow::anyhow!("node {id} has a bad client URL {:?}: {error}", member.client_url))?;
+    let configured =
+        endpoints.iter().any(|endpoint| haven_client::normalize_endpoint(endpoint).is_ok_and(|e| e == url));
+    if !configured {
+        anyhow::bail!(
+            "node {id} gives its client URL as {url}, which is not one of your endpoints ({}); haven sends your token \
+             only to endpoints you configured. If {url} really is node {id}, add it to HAVEN_ENDPOINTS or --endpoints",
+            endpoints.join(",")
+        );
+    }
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -364,5 +382,26 @@ mod tests {
             "rolling restart, one node at a time: restart node 2, then hand the primary role from node 1 to a \
              caught-up data voter, then restart node 1"
         );
+    }
+
+    /// The token goes only to configured endpoints: a member that advertises any other
+    /// URL (an impostor admitted with a join token naming itself) gets nothing.
+    #[test]
+    fn only_configured_endpoints_are_restarted_at() {
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "node_id": 1, "view_of": 1, "leader": 1, "term": 2, "commit_index": 9, "applied_index": 9,
+            "revision": 3, "voters": 2,
+            "members": [
+                { "id": 1, "client_url": "https://10.0.0.1:7001", "peer_addr": "10.0.0.1:7101", "voter": true },
+                { "id": 2, "client_url": "https://203.0.113.9:7001/", "peer_addr": "203.0.113.9:7101", "voter": true },
+            ],
+        }))
+        .unwrap();
+        let endpoints = vec!["https://10.0.0.1:7001".to_string(), "https://10.0.0.2:7001".to_string()];
+        assert_eq!(configured_member_url(&endpoints, &status, 1).unwrap(), "https://10.0.0.1:7001");
+        let error = configured_member_url(&endpoints, &status, 2).unwrap_err().to_string();
+        assert!(error.contains("https://203.0.113.9:7001, which is not one of your endpoints"), "{error}");
+        assert!(error.contains("add it to HAVEN_ENDPOINTS or --endpoints"), "{error}");
+        assert!(configured_member_url(&endpoints, &status, 3).unwrap_err().to_string().contains("not a member"));
     }
 }
