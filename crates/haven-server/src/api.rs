@@ -502,6 +502,20 @@ async fn watch(
 ) -> Result<Response, ApiError> {
     let params = QueryParams::parse(params, &["prefix", "after_revision"])?;
     let prefix = params.string("prefix").unwrap_or("").to_string();
+    let Some(token_slot) = node.token_watchers.try_take(&caller.token_id) else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_watchers",
+            format!(
+                "token {} holds {} watchers on this node already, the most one token may (a share of the node's {}); \
+                 close some, or give other clients their own tokens",
+                caller.token_id,
+                node.token_watchers.max(),
+                node.watchers_max
+            ),
+        )
+        .with("max_per_token", node.token_watchers.max()));
+    };
     let Ok(permit) = node.watchers.clone().try_acquire_owned() else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -524,7 +538,7 @@ async fn watch(
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(WATCH_BUFFER_LINES);
     tokio::spawn(async move {
-        let _permit = permit;
+        let _permits = (permit, token_slot);
         stream_events(node, caller, prefix, start, sender).await;
     });
     let body = Body::from_stream(tokio_stream_from(receiver));

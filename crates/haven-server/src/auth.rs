@@ -156,6 +156,18 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
     };
     match authenticate(&guard.node, &credential, guard.access, &source).await {
         Ok(mut caller) => {
+            let Some(_slot) = guard.node.token_requests.try_take(&caller.token_id) else {
+                return error_response(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    format!(
+                        "token {} has {} requests in progress on this node already, the most one token may; retry \
+                         when some have finished",
+                        caller.token_id,
+                        guard.node.token_requests.max()
+                    ),
+                ));
+            };
             caller.received_by = guard.node.node_id;
             request.extensions_mut().insert(caller);
             next.run(request).await

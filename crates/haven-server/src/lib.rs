@@ -29,6 +29,7 @@ pub mod role_process;
 pub mod run;
 pub mod status;
 pub mod targets;
+pub mod token_slots;
 
 pub use node::Node;
 pub use run::run;

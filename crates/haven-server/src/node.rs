@@ -133,6 +133,10 @@ pub struct Node {
     pub watchers: Arc<Semaphore>,
     /// Watch streams this node serves at once (`crate::fd_budget`).
     pub watchers_max: usize,
+    /// Watch streams per token: a share of `watchers_max` (`crate::token_slots`).
+    pub token_watchers: Arc<crate::token_slots::TokenSlots>,
+    /// Requests in progress per token (`crate::token_slots::REQUESTS_PER_TOKEN_MAX`).
+    pub token_requests: Arc<crate::token_slots::TokenSlots>,
     /// Seed 002's hook script and alert e-mail.
     pub alerts: crate::alerts::Alerter,
     /// See `crate::auth::AUTH_CATCH_UPS_MAX`.
@@ -231,6 +235,8 @@ impl Node {
             transport,
             watchers: Arc::new(Semaphore::new(watchers_max)),
             watchers_max,
+            token_watchers: crate::token_slots::TokenSlots::new(watchers_max / crate::token_slots::WATCHER_SHARES),
+            token_requests: crate::token_slots::TokenSlots::new(crate::token_slots::REQUESTS_PER_TOKEN_MAX),
             auth_catch_up: Semaphore::new(crate::auth::AUTH_CATCH_UPS_MAX),
             auth_failures: std::sync::atomic::AtomicU64::new(0),
             alerts: crate::alerts::Alerter::with_secrets_dir(config.node_id, config.secrets_dir.clone()),

@@ -1,7 +1,8 @@
 //! The descriptor budget (issue 13, item 6) with a real node started under a low open-file
 //! limit: it raises its soft limit to the hard one, derives its connection and watcher caps
 //! from it, and refuses watchers with 429 before it runs out of descriptors, while writes
-//! and reads go on.
+//! and reads go on. One token alone gets only its share of the watchers (issue 12: a
+//! reader token could take every slot of a node).
 
 mod common;
 
@@ -27,17 +28,20 @@ const WATCHERS_OVER_CAP: usize = 20;
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
-/// Opens a watch stream on its own TLS connection; returns the status code and the
-/// connection (kept open by the caller).
-fn open_watch(cluster: &TestCluster) -> (u16, Tls) {
+/// Tokens the watchers are spread over once one token has its share: enough that none of
+/// them reaches its share before the node is full.
+const TOKENS: usize = 8;
+
+/// Opens a watch stream with `token` on its own TLS connection; returns the status code and
+/// the connection (kept open by the caller).
+fn open_watch(cluster: &TestCluster, token: &str) -> (u16, Tls) {
     let addr: std::net::SocketAddr = cluster.nodes[0].client_addr.parse().unwrap();
     let socket = TcpStream::connect(addr).expect("connect");
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let config = Arc::new(haven_tls::client_config(cluster.pins.clone(), None).unwrap());
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), socket);
-    let head =
-        format!("GET /v1/watch HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n", cluster.admin_token);
+    let head = format!("GET /v1/watch HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n");
     tls.write_all(head.as_bytes()).expect("send");
     let mut answer = Vec::new();
     let mut byte = [0u8; 1];
@@ -77,20 +81,34 @@ fn watchers_and_connections_are_capped_by_the_descriptors_available() {
     assert_eq!(numbers, [HARD_LIMIT.to_string(), HARD_LIMIT.to_string()], "{open_files}");
 
     let budget = haven_server::fd_budget::budget_for(HARD_LIMIT).unwrap();
+    let client = cluster.client();
+    let tokens: Vec<String> = (0..TOKENS)
+        .map(|i| block_on(client.create_token("reader", Some(&format!("watcher-{i}")), None)).expect("token").token)
+        .collect();
     let mut streams = Vec::new();
-    let mut refused = 0;
-    for _ in 0..budget.watchers_max + WATCHERS_OVER_CAP {
-        let (status, stream) = open_watch(&cluster);
-        match status {
-            200 => streams.push(stream),
-            429 => refused += 1,
-            other => panic!("a watcher got {other}"),
+    // Opens `count` watchers, the i-th with `token_for(i)`; returns how many got 429.
+    let mut open = |count: usize, token_for: &dyn Fn(usize) -> usize, streams: &mut Vec<Tls>| {
+        let mut refused = 0;
+        for i in 0..count {
+            let (status, stream) = open_watch(&cluster, &tokens[token_for(i)]);
+            match status {
+                200 => streams.push(stream),
+                429 => refused += 1,
+                other => panic!("a watcher got {other}"),
+            }
         }
-    }
+        refused
+    };
+    // One token: its share, then 429 while the node still has room.
+    let share = budget.watchers_max / haven_server::token_slots::WATCHER_SHARES;
+    assert!(share * (TOKENS - 1) >= budget.watchers_max, "too few tokens to fill the node: {budget:?}");
+    let refused = open(share + WATCHERS_OVER_CAP, &|_| 0, &mut streams);
+    assert_eq!((streams.len(), refused), (share, WATCHERS_OVER_CAP), "one token's share of {budget:?}");
+    // The others fill the node up to its cap, then 429.
+    let refused = open(budget.watchers_max - share + WATCHERS_OVER_CAP, &|i| 1 + i % (TOKENS - 1), &mut streams);
     assert_eq!((streams.len(), refused), (budget.watchers_max, WATCHERS_OVER_CAP));
 
     // With every watcher slot taken, writes and reads go on.
-    let client = cluster.client();
     block_on(client.put("still", b"writable", WriteOptions::default())).expect("write with watchers at the cap");
     let entry = block_on(client.get("still", Consistency::Linearizable)).expect("read").expect("present");
     assert_eq!(entry.value, b"writable");
