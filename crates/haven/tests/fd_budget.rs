@@ -87,7 +87,7 @@ fn watchers_and_connections_are_capped_by_the_descriptors_available() {
         .collect();
     let mut streams = Vec::new();
     // Opens `count` watchers, the i-th with `token_for(i)`; returns how many got 429.
-    let mut open = |count: usize, token_for: &dyn Fn(usize) -> usize, streams: &mut Vec<Tls>| {
+    let open = |count: usize, token_for: &dyn Fn(usize) -> usize, streams: &mut Vec<Tls>| {
         let mut refused = 0;
         for i in 0..count {
             let (status, stream) = open_watch(&cluster, &tokens[token_for(i)]);
