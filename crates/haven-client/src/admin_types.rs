@@ -399,6 +399,21 @@ pub struct DetachedInfo {
     pub kept: Option<u64>,
 }
 
+/// `storage` of the status: what the node stores, each size in bytes with its bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageSizes {
+    pub kv_bytes: u64,
+    pub kv_bytes_max: u64,
+    pub history_bytes: u64,
+    pub history_bytes_max: u64,
+    pub history_events: u64,
+    pub log_bytes_since_snapshot: u64,
+    pub log_bytes_since_snapshot_max: u64,
+    #[serde(default)]
+    pub snapshot_bytes: Option<u64>,
+    pub snapshot_bytes_max: u64,
+}
+
 /// Typed views of the status fields beyond the KV core (kept raw in `extra`, so `--json`
 /// prints the server's answer unchanged). Each is `None` (or empty) when the server did
 /// not send the field or sent something else.
@@ -420,6 +435,11 @@ impl Status {
     /// Failovers (unplanned leader changes) in the last hour.
     pub fn failovers_last_hour(&self) -> Option<u64> {
         self.field("failovers_last_hour")
+    }
+
+    /// What this node stores, with the bounds.
+    pub fn storage(&self) -> Option<StorageSizes> {
+        self.field("storage")
     }
 
     /// Why this node needs a restart, when it does.

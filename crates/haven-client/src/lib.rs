@@ -61,6 +61,7 @@ pub use admin_types::RecoverResult;
 pub use admin_types::RestartNeeded;
 pub use admin_types::RestartResult;
 pub use admin_types::RuleViolation;
+pub use admin_types::StorageSizes;
 pub use admin_types::Survivor;
 pub use admin_types::TeardownResult;
 pub use admin_types::HA_STATE_STABLE;

@@ -8,8 +8,13 @@
 //! (a put, or a delete of a present key), like etcd's. A compare that fails, a delete of an
 //! absent key and a retried request change nothing and do not advance it.
 //!
-//! History: the last `history_revisions` change events are kept so a watcher can resume
-//! from any revision at or after `compact_revision` with none skipped or repeated.
+//! History: the last `history_revisions` change events, and at most `HISTORY_BYTES_MAX`
+//! bytes of them, are kept so a watcher can resume from any revision at or after
+//! `compact_revision` with none skipped or repeated.
+//!
+//! Size: the keys and values together are bounded by `KV_BYTES_MAX`; a put that would go
+//! beyond it is refused (`CommandResult::Refused`) and changes nothing. Both sizes are
+//! counted as the state changes (`sized`), so the checks are O(1) and deterministic.
 //!
 //! Tokens: the bearer tokens (hashes only, see `crate::auth`) live here too, so creating
 //! and revoking one is a Raft write like any other and every node authenticates against
@@ -44,7 +49,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use imbl::HashMap;
-use imbl::OrdMap;
 use imbl::Vector;
 use serde::Deserialize;
 use serde::Serialize;
@@ -67,12 +71,19 @@ use crate::auth::TOKENS_MAX;
 use crate::auth::TOKEN_TTL_SECONDS_MAX;
 use crate::auth::TOKEN_TTL_SECONDS_MIN;
 use crate::key::key_has_prefix;
+use crate::limits::HISTORY_BYTES_MAX;
 use crate::limits::HISTORY_REVISIONS_DEFAULT;
+use crate::limits::KV_BYTES_MAX;
 use crate::limits::REQUEST_IDS_REMEMBERED;
 
 pub mod format_v0;
 #[cfg(test)]
 mod properties;
+mod sized;
+
+pub use sized::entry_bytes;
+pub use sized::Entries;
+pub use sized::History;
 
 /// A change to the store, as proposed through Raft.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,11 +379,11 @@ pub enum HistoryError {
 /// The whole replicated state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
-    entries: OrdMap<String, Entry>,
+    entries: Entries,
     revision: u64,
     cluster_id: Option<String>,
     /// Events with revisions `compact_revision + 1 ..= revision`, contiguous.
-    history: Vector<Event>,
+    history: History,
     /// Watchers may resume from any `after_revision >= compact_revision`.
     compact_revision: u64,
     history_revisions: u64,
@@ -398,10 +409,10 @@ impl Default for KvState {
 impl KvState {
     pub fn new(history_revisions: u64) -> Self {
         KvState {
-            entries: OrdMap::new(),
+            entries: Entries::default(),
             revision: 0,
             cluster_id: None,
-            history: Vector::new(),
+            history: History::default(),
             compact_revision: 0,
             history_revisions: history_revisions.max(1),
             request_results: HashMap::new(),
@@ -436,6 +447,16 @@ impl KvState {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Bytes of keys and values held (bounded by `KV_BYTES_MAX`).
+    pub fn kv_bytes(&self) -> u64 {
+        self.entries.bytes()
+    }
+
+    /// Bytes of change history kept (bounded by `HISTORY_BYTES_MAX`).
+    pub fn history_bytes(&self) -> u64 {
+        self.history.bytes()
     }
 
     pub fn get(&self, key: &str) -> Option<&Entry> {
@@ -636,6 +657,10 @@ impl KvState {
                     if *expected != current {
                         return CommandResult::CompareFailed { current_revision: current };
                     }
+                }
+                let replaced = self.entries.get(key).map_or(0, |old| entry_bytes(key, &old.value));
+                if let Err(reason) = put_fits(self.entries.bytes(), replaced, entry_bytes(key, value)) {
+                    return CommandResult::Refused { reason };
                 }
                 self.revision += 1;
                 let revision = self.revision;
@@ -896,7 +921,12 @@ impl KvState {
     }
 
     fn trim_history(&mut self) {
-        while self.history.len() as u64 > self.history_revisions {
+        // The newest event always stays (a watcher at the current revision resumes from it),
+        // even when it alone is over the byte bound (it cannot be: a value is at most
+        // VALUE_BYTES_MAX).
+        while self.history.len() as u64 > self.history_revisions
+            || (self.history.bytes() > HISTORY_BYTES_MAX && self.history.len() > 1)
+        {
             if let Some(dropped) = self.history.pop_front() {
                 self.compact_revision = dropped.revision;
             }
@@ -926,7 +956,7 @@ impl KvState {
             }
         };
         feed(&self.revision.to_le_bytes());
-        for (key, entry) in &self.entries {
+        for (key, entry) in self.entries.iter() {
             feed(&(key.len() as u64).to_le_bytes());
             feed(key.as_bytes());
             feed(&(entry.value.len() as u64).to_le_bytes());
@@ -937,6 +967,24 @@ impl KvState {
         }
         hash
     }
+}
+
+/// How a refusal for a full store begins (the API answers it with 507).
+pub const STORE_FULL: &str = "the store is full";
+
+/// Whether a put that replaces `replaced` bytes with `added` in a store of `held` bytes
+/// stays within `KV_BYTES_MAX`. A put that does not grow the store always fits, so a full
+/// store can still be changed and cleaned up.
+fn put_fits(held: u64, replaced: u64, added: u64) -> Result<(), String> {
+    let after = held - replaced + added;
+    if after <= KV_BYTES_MAX || added <= replaced {
+        return Ok(());
+    }
+    Err(format!(
+        "{STORE_FULL}: this put would bring the keys and values to {after} bytes, over the limit of {KV_BYTES_MAX} \
+         (KV_BYTES_MAX); nothing was changed. Delete keys you no longer need, or keep large payloads in a \
+         replicated directory"
+    ))
 }
 
 /// Whose request id it is: ids are chosen by callers, so two callers may pick the same
@@ -1364,6 +1412,54 @@ mod tests {
         assert_eq!(state.request_order.len(), REQUEST_IDS_REMEMBERED);
         let oldest = RequestKey { scope: RequestScope::Server, id: "id-0".into() };
         assert!(!state.request_results.contains_key(&oldest), "the oldest id is forgotten first");
+    }
+
+    /// The history is bounded by bytes too: large values trim it long before the revision
+    /// count would, the newest event always stays, and the kept events stay contiguous.
+    #[test]
+    fn history_is_bounded_by_bytes() {
+        let mut state = KvState::new(HISTORY_REVISIONS_DEFAULT);
+        let value = vec![7u8; 300 * 1024];
+        let puts = 300;
+        for _ in 0..puts {
+            let request =
+                Request::new(None, Command::Put { key: "k".into(), value: value.clone(), prev_revision: None });
+            state.apply(&request);
+        }
+        let event_bytes = entry_bytes("k", &value);
+        assert!(state.history_bytes() <= HISTORY_BYTES_MAX, "{}", state.history_bytes());
+        assert!(state.history_bytes() > HISTORY_BYTES_MAX - event_bytes, "trimmed more than needed");
+        let kept = state.history.len() as u64;
+        assert_eq!(kept, HISTORY_BYTES_MAX / event_bytes);
+        assert_eq!(state.compact_revision(), puts - kept);
+        assert_eq!(state.history.back().map(|event| event.revision), Some(puts));
+        assert_eq!(state.kv_bytes(), event_bytes, "one key");
+        let (events, _) = state.events_after(state.compact_revision(), "", 1000).unwrap();
+        assert_eq!(events.len() as u64, kept);
+        assert!(state.events_after(state.compact_revision() - 1, "", 1).is_err());
+    }
+
+    /// The store's byte bound: a put that grows the store past `KV_BYTES_MAX` is refused
+    /// naming the limit; one that does not grow it always fits (a full store can still be
+    /// changed and cleaned up). Checked on the decision itself: filling 1 GiB in a unit test
+    /// would cost 1 GiB of memory.
+    #[test]
+    fn the_store_is_bounded_by_bytes() {
+        assert_eq!(put_fits(0, 0, 1000), Ok(()));
+        assert_eq!(put_fits(KV_BYTES_MAX - 1000, 0, 1000), Ok(()));
+        let refused = put_fits(KV_BYTES_MAX - 1000, 0, 1001).unwrap_err();
+        assert!(refused.starts_with(STORE_FULL) && refused.contains("KV_BYTES_MAX"), "{refused}");
+        assert!(put_fits(KV_BYTES_MAX, 500, 501).is_err());
+        assert_eq!(put_fits(KV_BYTES_MAX + 10, 500, 500), Ok(()), "a same-size put into a full store");
+        assert_eq!(put_fits(KV_BYTES_MAX + 10, 500, 100), Ok(()), "a shrinking put into a full store");
+        // apply counts what it holds: puts, replacements and deletes.
+        let mut state = KvState::default();
+        state.apply(&put("a", "12345"));
+        state.apply(&put("b", "1"));
+        state.apply(&put("a", "1234567890"));
+        assert_eq!(state.kv_bytes(), entry_bytes("a", b"1234567890") + entry_bytes("b", b"1"));
+        state.apply(&Request::new(None, Command::Delete { key: "a".into(), prev_revision: None }));
+        assert_eq!(state.kv_bytes(), entry_bytes("b", b"1"));
     }
 
     #[test]

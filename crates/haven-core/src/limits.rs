@@ -35,6 +35,35 @@ pub const HISTORY_REVISIONS_MIN: u64 = 100;
 /// Largest allowed history: the history lives in memory and in every snapshot.
 pub const HISTORY_REVISIONS_MAX: u64 = 10_000_000;
 
+/// Bytes counted for one stored key or history event beyond its key and value (its
+/// revisions, version and its share of the persistent map's nodes), so that many tiny
+/// records are bounded too.
+pub const RECORD_OVERHEAD_BYTES: u64 = 64;
+
+/// Most bytes of change history kept for watchers (keys and values of the kept events plus
+/// [`RECORD_OVERHEAD_BYTES`] each), whatever the revision count allows: the history lives
+/// in memory on every node and in every snapshot, and 100,000 revisions of 512 KiB values
+/// would be 50 GiB (issue 13: 600 such puts cost 1 GiB of memory per node). 64 MiB holds
+/// the default 100,000 revisions of events averaging 600 bytes (configuration records), or
+/// 127 revisions of the largest values; a watcher further behind than that gets 410 and
+/// lists again, as it does past the revision count.
+pub const HISTORY_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Most bytes of keys and values the store holds (plus [`RECORD_OVERHEAD_BYTES`] per key).
+/// The whole state is in memory on every node and in every snapshot, which a follower
+/// assembles in memory before installing it; 1 GiB of data keeps a snapshot far under
+/// [`SNAPSHOT_BYTES_MAX`] (see the sum checked below). A put that would go beyond it is
+/// refused (507) and changes nothing; deletes and smaller puts still work, so the store can
+/// be cleaned up. Large payloads belong in replicated directories, not in the store.
+pub const KV_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// Bytes of log entries applied since the last snapshot that trigger a new one, whatever
+/// the entry count (`snapshot_threshold`) says: the log after a snapshot is what a restart
+/// replays and what a lagging follower is sent entry by entry, and 10,000 entries of
+/// 512 KiB would be 5 GiB of it. 256 MiB replays in seconds; with it the log between two
+/// snapshots is bounded by bytes as well as by count.
+pub const LOG_BYTES_SINCE_SNAPSHOT_MAX: u64 = 256 * 1024 * 1024;
+
 /// Default page size of a list request.
 pub const LIST_PAGE_DEFAULT: usize = 100;
 
@@ -71,6 +100,15 @@ pub const PEER_FRAME_BYTES_MAX: usize = 48 * 1024 * 1024;
 const _: () = assert!(PEER_FRAME_BYTES_MAX >= APPEND_ENTRIES_MAX as usize * ENTRY_BYTES_MAX + 64 * 1024);
 const _: () = assert!(PEER_FRAME_BYTES_MAX >= SNAPSHOT_CHUNK_BYTES + 64 * 1024);
 const _: () = assert!(REQUEST_BODY_BYTES_MAX > VALUE_BYTES_MAX);
+
+// A snapshot holds the store, the history, the remembered request ids (each with its
+// caller's token id, a digest and a result: under 1 KiB), the tokens and the audit log (each
+// bounded in their modules, under 100 MiB together): it must stay well under the largest
+// snapshot a follower accepts, or a lagging follower could never catch up.
+const _: () = assert!(
+    KV_BYTES_MAX + HISTORY_BYTES_MAX + REQUEST_IDS_REMEMBERED as u64 * 1024 + 100 * 1024 * 1024
+        <= SNAPSHOT_BYTES_MAX / 2
+);
 
 /// Node ids are small positive integers an operator types; 0 is reserved as "none".
 pub const NODE_ID_MAX: u64 = 1_000_000;

@@ -443,6 +443,9 @@ fn command_failure(key: &str, result: CommandResult) -> ApiError {
             format!("key {key:?} is at mod_revision {current_revision} (0 = absent), not the expected one"),
         )
         .with("current_revision", current_revision),
+        CommandResult::Refused { reason } if reason.starts_with(kv::STORE_FULL) => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "store_full", reason)
+        }
         // Not an answer a put or delete gets (a reused id is answered in `Node::write_acked`).
         other => ApiError::internal(format!("unexpected answer to a write of key {key:?}: {other:?}")),
     }

@@ -28,6 +28,7 @@ pub mod recover;
 pub mod role_process;
 pub mod run;
 pub mod status;
+pub mod storage_size;
 pub mod targets;
 pub mod token_slots;
 

@@ -356,6 +356,7 @@ async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
         node.housekeeping(&mut recorded_cluster_id).await;
         node.promote_caught_up_learners().await;
         node.apply_maintenance();
+        node.snapshot_when_the_log_is_large().await;
         let voters = node.membership().voter_ids().count();
         if voters != last_voters {
             if voters.is_multiple_of(2) && voters > 0 {

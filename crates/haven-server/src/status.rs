@@ -74,6 +74,8 @@ pub struct Status {
     /// Set once this node's Raft core stopped (a storage error): why. The node serves
     /// nothing and is exiting.
     pub core_stopped: Option<String>,
+    /// What this node stores, each size with its byte bound.
+    pub storage: crate::storage_size::StorageSizes,
 }
 
 pub fn status(node: &Node) -> Status {
@@ -194,6 +196,7 @@ pub fn status(node: &Node) -> Status {
         failback,
         alerts: node.alerts.recent().into_iter().rev().take(STATUS_ALERTS_MAX).rev().collect(),
         core_stopped,
+        storage: node.storage_sizes(),
     }
 }
 

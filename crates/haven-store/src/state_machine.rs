@@ -27,6 +27,8 @@ use std::io;
 use std::io::Cursor;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::RwLockReadGuard;
@@ -37,8 +39,10 @@ use futures::TryStreamExt;
 use haven_core::codec;
 use haven_core::codec::DecodeError;
 use haven_core::kv::format_v0::KvStateV0;
+use haven_core::kv::Command;
 use haven_core::kv::CommandResult;
 use haven_core::kv::KvState;
+use haven_core::limits::RECORD_OVERHEAD_BYTES;
 use openraft::storage::EntryResponder;
 use openraft::storage::RaftStateMachine;
 use openraft::EntryPayload;
@@ -127,12 +131,30 @@ pub fn decode_applied(bytes: &[u8]) -> Result<Applied, DecodeError> {
     }
 }
 
+/// What one log entry counts for the log's byte bound: its key and value, plus the
+/// bookkeeping every entry carries (a good enough measure of its encoded size: the value
+/// dominates any entry that matters for the bound).
+fn entry_bytes(entry: &crate::Entry) -> u64 {
+    match &entry.payload {
+        EntryPayload::Normal(request) => match &request.command {
+            Command::Put { key, value, .. } => haven_core::kv::entry_bytes(key, value),
+            Command::Delete { key, .. } => haven_core::kv::entry_bytes(key, &[]),
+            _ => RECORD_OVERHEAD_BYTES,
+        },
+        EntryPayload::Blank | EntryPayload::Membership(_) => RECORD_OVERHEAD_BYTES,
+    }
+}
+
 struct Shared {
     state: RwLock<Applied>,
     /// The cluster revision after each applied batch; watchers wait on it.
     revision: watch::Sender<u64>,
     snapshot_dir: PathBuf,
     history_revisions: u64,
+    /// Bytes of log entries applied since the state was last copied for a snapshot (or
+    /// installed from one): the log a restart would replay (see
+    /// `haven_core::limits::LOG_BYTES_SINCE_SNAPSHOT_MAX`).
+    log_bytes_since_snapshot: AtomicU64,
 }
 
 /// openraft's state machine. Cheap to clone; clones share the state.
@@ -166,8 +188,25 @@ impl StateMachine {
         state.kv.set_history_revisions(history_revisions);
         let (revision, _) = watch::channel(state.kv.revision());
         Ok(StateMachine {
-            shared: Arc::new(Shared { state: RwLock::new(state), revision, snapshot_dir, history_revisions }),
+            shared: Arc::new(Shared {
+                state: RwLock::new(state),
+                revision,
+                snapshot_dir,
+                history_revisions,
+                log_bytes_since_snapshot: AtomicU64::new(0),
+            }),
         })
+    }
+
+    /// Bytes of log entries applied since the last snapshot was taken or installed
+    /// (counted as [`entry_bytes`] each).
+    pub fn log_bytes_since_snapshot(&self) -> u64 {
+        self.shared.log_bytes_since_snapshot.load(Ordering::Relaxed)
+    }
+
+    /// The size of `snapshot.bin`, if there is one.
+    pub fn snapshot_file_bytes(&self) -> Option<u64> {
+        std::fs::metadata(snapshot_path(&self.shared.snapshot_dir)).ok().map(|metadata| metadata.len())
     }
 
     /// Read access to the current state. Hold it briefly: applies wait for it.
@@ -269,6 +308,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut revision = None;
         while let Some((entry, responder)) = entries.try_next().await? {
+            self.shared.log_bytes_since_snapshot.fetch_add(entry_bytes(&entry), Ordering::Relaxed);
             let result = {
                 let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
                 state.last_applied = Some(entry.log_id);
@@ -297,6 +337,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     /// O(1): the persistent structures share everything with the live state until an apply
     /// changes it.
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.shared.log_bytes_since_snapshot.store(0, Ordering::Relaxed);
         SnapshotBuilder { applied: Some(self.read().clone()), snapshot_dir: self.shared.snapshot_dir.clone() }
     }
 
@@ -348,6 +389,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         // Freed outside the lock and off the async workers: it may be large.
         tokio::task::spawn_blocking(move || drop(replaced));
+        self.shared.log_bytes_since_snapshot.store(0, Ordering::Relaxed);
         tracing::info!(last_log_id = ?meta.last_log_id, revision, "snapshot installed");
         self.publish_revision(revision);
         Ok(())

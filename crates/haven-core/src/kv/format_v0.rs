@@ -67,10 +67,10 @@ impl From<KvStateV0> for KvState {
             }
         }
         KvState {
-            entries: old.entries,
+            entries: old.entries.into(),
             revision: old.revision,
             cluster_id: old.cluster_id,
-            history: old.history,
+            history: old.history.into(),
             compact_revision: old.compact_revision,
             history_revisions: old.history_revisions,
             request_results,

@@ -357,6 +357,21 @@ fn describe_status(status: &Status) -> Vec<String> {
     if let Some(failback) = status.failback() {
         lines.push(format!("failback (node {me}): {}", text_on_one_line(&failback)));
     }
+    if let Some(storage) = status.storage() {
+        let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+        let snapshot = storage.snapshot_bytes.map_or("none".to_string(), mib);
+        lines.push(format!(
+            "storage (node {me}): keys and values {} of {}, history {} of {} ({} events), log since snapshot {} of \
+             {}, snapshot {snapshot}",
+            mib(storage.kv_bytes),
+            mib(storage.kv_bytes_max),
+            mib(storage.history_bytes),
+            mib(storage.history_bytes_max),
+            storage.history_events,
+            mib(storage.log_bytes_since_snapshot),
+            mib(storage.log_bytes_since_snapshot_max),
+        ));
+    }
     lines.push(String::new());
     lines.extend(member_table(status));
     let targets = status.ping_targets();
