@@ -114,9 +114,13 @@ fn refused_or_unauthorized(result: CommandResult, what: &str) -> ApiError {
     }
 }
 
-pub async fn config_show(State(node): State<Shared>, query: Params) -> Result<Json<Value>, ApiError> {
+pub async fn config_show(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
     params(query, &[])?;
-    node.read_barrier().await?;
+    caller.read_barrier(&node).await?;
     let (config, draft) = {
         let state = node.state.read();
         let admin = state.kv.admin();
@@ -132,9 +136,13 @@ pub async fn config_show(State(node): State<Shared>, query: Params) -> Result<Js
 }
 
 /// The draft, what applying it would change, every rule it breaks and who must restart.
-pub async fn draft_show(State(node): State<Shared>, query: Params) -> Result<Json<Value>, ApiError> {
+pub async fn draft_show(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
     params(query, &[])?;
-    node.read_barrier().await?;
+    caller.read_barrier(&node).await?;
     let (current, stored) = {
         let state = node.state.read();
         let admin = state.kv.admin();
@@ -186,7 +194,7 @@ pub async fn draft_edit(
     edits.extend(body.unset.iter().map(|key| (key.clone(), None)));
     let command = Command::EditHaDraft { edits };
     match propose(&node, &caller, command).await? {
-        CommandResult::Ok { .. } => draft_show(State(node), Ok(Query(HashMap::new()))).await,
+        CommandResult::Ok { .. } => draft_show(State(node), Extension(caller), Ok(Query(HashMap::new()))).await,
         other => Err(refused_or_unauthorized(other, "a draft edit")),
     }
 }
@@ -237,7 +245,7 @@ pub async fn config_apply(
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let body: ApplyBody = json_body(request, "apply").await?;
-    node.read_barrier().await?;
+    caller.read_barrier(&node).await?;
     let (current, stored) = {
         let state = node.state.read();
         let admin = state.kv.admin();
@@ -282,7 +290,11 @@ pub async fn config_apply(
     }
 }
 
-pub async fn audit(State(node): State<Shared>, query: Params) -> Result<Json<Value>, ApiError> {
+pub async fn audit(
+    State(node): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
     let query = params(query, &["since", "limit"])?;
     let number = |name: &str, default: u64| -> Result<u64, ApiError> {
         query.get(name).map_or(Ok(default), |text| {
@@ -291,7 +303,7 @@ pub async fn audit(State(node): State<Shared>, query: Params) -> Result<Json<Val
     };
     let since = number("since", 0)?;
     let limit = number("limit", AUDIT_PAGE_MAX as u64)?.min(AUDIT_PAGE_MAX as u64) as usize;
-    node.read_barrier().await?;
+    caller.read_barrier(&node).await?;
     let state = node.state.read();
     let log = &state.kv.admin().audit;
     Ok(Json(json!({ "records": log.since(since, limit), "last_seq": log.last_seq() })))

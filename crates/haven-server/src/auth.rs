@@ -117,6 +117,14 @@ impl Caller {
     pub fn recheck(&self, kv: &KvState) -> Result<(), ApiError> {
         kv.check_token(&self.token_id, self.access, now_ms()).map(|_| ()).map_err(revoked_in_flight)
     }
+
+    /// A linearizable read barrier, then this caller's token checked again against the
+    /// caught-up replica: a token revoked before the barrier is refused, even on a node
+    /// whose door check ran a moment behind the revocation.
+    pub async fn read_barrier(&self, node: &Node) -> Result<(), ApiError> {
+        node.read_barrier().await?;
+        self.recheck(&node.state.read().kv)
+    }
 }
 
 /// 401 for a token that stopped being valid between the check at the door and the apply.
@@ -204,6 +212,10 @@ pub async fn authenticate(
 
 async fn authenticate_with_catch_up(node: &Node, credential: &Credential, access: Access) -> Result<Caller, ApiError> {
     let check = || authorize_credential(&node.state.read().kv, credential, access, now_ms());
+    let age = node.token_table_age();
+    if age.is_none_or(|age| age > TOKEN_TRUST_WITHOUT_LEADER) {
+        return authenticate_on_a_stale_replica(node, age, check).await;
+    }
     let caller = check();
     let retry =
         caller.as_ref().is_err_and(|error| error.status == StatusCode::UNAUTHORIZED) && credential.presented().is_ok();
@@ -217,6 +229,49 @@ async fn authenticate_with_catch_up(node: &Node, credential: &Credential, access
         Ok(()) => check(),
         Err(_) => caller,
     }
+}
+
+/// How long a node that has not heard from its leader (a follower cut off from it, a
+/// leader cut off from its majority) still trusts its own token table. A revocation
+/// committed elsewhere in the meantime would not be in it; beyond this bound the node
+/// first catches up with the leader (a read barrier), and when it cannot, it honours
+/// admin tokens only (the operator must still be able to see the node's status, restart
+/// and recover it; every other token gets 503 `stale_tokens`). Heartbeats come every
+/// ping (50 ms by default), so 10 s is never reached by a node in touch with its leader.
+pub const TOKEN_TRUST_WITHOUT_LEADER: Duration = Duration::from_secs(10);
+
+/// How long a node past [`TOKEN_TRUST_WITHOUT_LEADER`] tries to catch up before it answers
+/// from what it has: a leader that answers at all answers a read index within milliseconds.
+pub const STALE_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn authenticate_on_a_stale_replica(
+    node: &Node,
+    age: Option<Duration>,
+    check: impl Fn() -> Result<Caller, ApiError>,
+) -> Result<Caller, ApiError> {
+    // One short attempt, and none when no leader is known: a cut-off node must still answer
+    // its admin at once, not after a full read deadline per request.
+    let caught_up = match node.auth_catch_up.try_acquire() {
+        Ok(_permit) if node.leader().is_some() => {
+            matches!(tokio::time::timeout(STALE_CATCH_UP_TIMEOUT, node.read_barrier()).await, Ok(Ok(())))
+        }
+        _ => false,
+    };
+    let caller = check()?;
+    if caught_up || caller.role == Role::Admin {
+        return Ok(caller);
+    }
+    let since = age.map_or("since it started".to_string(), |age| format!("for {} s", age.as_secs()));
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stale_tokens",
+        format!(
+            "this node has not heard from a leader {since} (more than {} s), so it cannot tell whether token {} is \
+             still valid; ask another node",
+            TOKEN_TRUST_WITHOUT_LEADER.as_secs(),
+            caller.token_id
+        ),
+    ))
 }
 
 /// The remote address of a client-port connection, put on each of its requests by the

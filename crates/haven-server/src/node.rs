@@ -143,6 +143,9 @@ pub struct Node {
     pub(crate) auth_catch_up: Semaphore,
     /// Requests refused for their credential since start (shown in status).
     pub auth_failures: std::sync::atomic::AtomicU64,
+    /// When this node last heard from a leader it accepted (an AppendEntries it took, a read
+    /// barrier that completed): how fresh its token table is (`crate::auth`).
+    pub(crate) leader_heard: Mutex<Option<Instant>>,
     db: Arc<redb::Database>,
     probes: Mutex<BTreeMap<NodeId, Probe>>,
     pub(crate) assembler: tokio::sync::Mutex<SnapshotAssembler>,
@@ -238,6 +241,7 @@ impl Node {
             token_watchers: crate::token_slots::TokenSlots::new(watchers_max / crate::token_slots::WATCHER_SHARES),
             token_requests: crate::token_slots::TokenSlots::new(crate::token_slots::REQUESTS_PER_TOKEN_MAX),
             auth_catch_up: Semaphore::new(crate::auth::AUTH_CATCH_UPS_MAX),
+            leader_heard: Mutex::new(None),
             auth_failures: std::sync::atomic::AtomicU64::new(0),
             alerts: crate::alerts::Alerter::with_secrets_dir(config.node_id, config.secrets_dir.clone()),
             db,
@@ -332,6 +336,26 @@ impl Node {
                 .last_quorum_acked
                 .as_ref()
                 .is_some_and(|at| at.elapsed() < Duration::from_millis(election_timeout_min))
+    }
+
+    /// Notes that a leader was heard from just now.
+    pub(crate) fn heard_from_leader(&self) {
+        *self.leader_heard.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// How long ago this node last knew its replica was current: a leader when it last heard
+    /// from a majority (at once when it is the only voter), a follower when it last heard
+    /// from its leader. `None`: never.
+    pub fn token_table_age(&self) -> Option<Duration> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        if metrics.state == ServerState::Leader {
+            let mut voters = metrics.membership_config.voter_ids();
+            if voters.next() == Some(self.node_id) && voters.next().is_none() {
+                return Some(Duration::ZERO);
+            }
+            return metrics.last_quorum_acked.as_ref().map(|at| at.elapsed());
+        }
+        self.leader_heard.lock().unwrap_or_else(|e| e.into_inner()).map(|at| at.elapsed())
     }
 
     pub fn is_leader(&self) -> bool {
@@ -569,6 +593,7 @@ impl Node {
                 None => false,
             };
             if done {
+                self.heard_from_leader();
                 return Ok(());
             }
             if Instant::now() + RETRY_PAUSE >= deadline {

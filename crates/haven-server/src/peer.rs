@@ -45,6 +45,7 @@ use haven_net::PeerResponse;
 use haven_net::RemoteError;
 use haven_store::NodeId;
 use haven_store::Snapshot;
+use openraft::raft::AppendEntriesResponse;
 
 use crate::auth::Caller;
 use crate::Node;
@@ -311,7 +312,12 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
     let raft = &node.raft;
     match envelope.body {
         PeerRequest::AppendEntries(rpc) => {
-            PeerResponse::AppendEntries(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+            let result = raft.append_entries(rpc).await;
+            if result.as_ref().is_ok_and(|response| !matches!(response, AppendEntriesResponse::HigherVote(_))) {
+                // A leader this node accepts: its token table is as fresh as that leader's.
+                node.heard_from_leader();
+            }
+            PeerResponse::AppendEntries(result.map_err(|e| e.to_string()))
         }
         PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await.map_err(|e| e.to_string())),
         PeerRequest::PreVote(rpc) => PeerResponse::Vote(raft.pre_vote(rpc).await.map_err(|e| e.to_string())),

@@ -570,3 +570,41 @@ fn the_cli_sends_the_token_only_to_configured_endpoints() {
     cluster
         .wait_for(CONDITION_TIMEOUT, "node 2 to get the restart", |c| c.nodes[1].log().contains("restart requested"));
 }
+
+/// A follower cut off from its leader honours tokens from its own table for at most
+/// `TOKEN_TRUST_WITHOUT_LEADER`: a reader token revoked while it was away is refused (503
+/// `stale_tokens`) once that bound has passed, for status and stale reads alike, while the
+/// admin token still reaches it (status, restart, recovery). On the old code the revoked
+/// token read on, indefinitely (issue 12).
+#[test]
+fn a_node_cut_off_from_its_leader_stops_honouring_tokens() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    let follower = (0..3).find(|i| cluster.nodes[*i].id != leader).unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != follower).collect();
+    let reader = create_token(&cluster, "reader", "cut-off-reader", None);
+    block_on(cluster.client().put("k", b"v", Default::default())).expect("put");
+    cluster.wait_for(CONDITION_TIMEOUT, "the follower to know the reader token", |c| {
+        common::call_as(c, follower, "GET", "/v1/status", None, &reader.token).0 == 200
+    });
+    // Away while the token is revoked, then alone.
+    cluster.signal(follower, libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    block_on(cluster.client().revoke_token(&reader.id)).expect("revoke");
+    for index in &others {
+        cluster.signal(*index, libc::SIGSTOP);
+    }
+    cluster.signal(follower, libc::SIGCONT);
+    let bound = haven_server::auth::TOKEN_TRUST_WITHOUT_LEADER;
+    std::thread::sleep((bound + Duration::from_secs(1)).saturating_sub(stopped_at.elapsed()));
+    for path in ["/v1/status", "/v1/kv/k?consistency=stale", "/v1/members"] {
+        let (status, body) = common::call_as(&cluster, follower, "GET", path, None, &reader.token);
+        assert_eq!((status, body["error"].as_str()), (503, Some("stale_tokens")), "{path}: {body}");
+    }
+    let (status, body) = common::call_as(&cluster, follower, "GET", "/v1/status", None, &cluster.admin_token);
+    assert_eq!(status, 200, "the admin still reaches a cut-off node: {body}");
+    for index in &others {
+        cluster.signal(*index, libc::SIGCONT);
+    }
+}
