@@ -141,7 +141,25 @@ pub struct StoredDraft {
     pub changes: BTreeMap<String, Option<String>>,
 }
 
+/// Hex digits of a draft digest: 64 bits tell one draft from another as surely as an
+/// operator needs (it detects edits, it does not guard against forgery: only admins edit),
+/// and stay short enough to copy from `haven config diff`.
+pub const DRAFT_DIGEST_HEX_CHARS: usize = 16;
+
 impl StoredDraft {
+    /// What the draft says, in [`DRAFT_DIGEST_HEX_CHARS`] hex digits: the SHA-256 of its
+    /// base version and edits. `haven config diff` shows it and `apply` may require it, so
+    /// a draft changed by someone else after it was reviewed is refused instead of applied
+    /// unseen (issue 14: alice reviewed one change, bob added another, alice's apply
+    /// applied both).
+    pub fn digest(&self) -> String {
+        let canonical = serde_json::json!({ "base_version": self.base_version, "changes": self.changes });
+        let hash = ring::digest::digest(&ring::digest::SHA256, canonical.to_string().as_bytes());
+        let mut text = crate::auth::hex(hash.as_ref());
+        text.truncate(DRAFT_DIGEST_HEX_CHARS);
+        text
+    }
+
     /// The draft in the form the HA core works with.
     pub fn to_draft(&self) -> Draft {
         let mut draft = Draft::new(self.base_version);
@@ -165,6 +183,55 @@ pub struct DetachedNode {
     pub generation: u64,
 }
 
+/// A member removed from the membership (`haven members remove`, `haven leave`), by data
+/// dir incarnation: when it speaks to the cluster again it is told it was removed and
+/// stops, instead of pre-voting forever (issue 14, like etcd's "permanently removed").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedMember {
+    pub node_id: u64,
+    pub incarnation: String,
+    /// Its TLS key: members keep accepting connections made with it, only to tell it that
+    /// it was removed (every other request is refused).
+    pub fingerprint: String,
+}
+
+/// Removed members remembered: a cluster sees a handful of removals in its life; 1,000
+/// bounds the state while covering any realistic history (the oldest are forgotten first,
+/// and a forgotten one only goes back to pre-voting unanswered).
+pub const REMOVED_MEMBERS_MAX: usize = 1_000;
+
+/// A cluster this one was recovered from (`haven recover` after a lost majority): its old
+/// members are told, when they speak to any member of this one, that they were recovered
+/// away, so they stop instead of forming the old cluster again beside this one (issue 14).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveredFrom {
+    /// The old cluster's id.
+    pub cluster_id: String,
+    /// The node that recovered (the new cluster's first member).
+    pub survivor: u64,
+    /// The old voters the operator confirmed down.
+    pub confirmed_down: Vec<u64>,
+    /// The old cluster's other members and their TLS keys: members of this cluster accept
+    /// connections made with them, only to tell them they were recovered away.
+    pub old_members: Vec<OldMember>,
+}
+
+/// A member of a cluster that was recovered from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OldMember {
+    pub node_id: u64,
+    pub fingerprint: String,
+}
+
+/// What a recovery after a lost majority keeps of the old cluster
+/// (`KvState::move_to_new_cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub survivor: u64,
+    pub confirmed_down: Vec<u64>,
+    pub old_members: Vec<OldMember>,
+}
+
 /// The administrative part of the replicated state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminState {
@@ -174,6 +241,10 @@ pub struct AdminState {
     /// How many teardowns this cluster has been through.
     pub teardown_generation: u64,
     pub detached: Vec<DetachedNode>,
+    /// Members removed from the membership, oldest first, at most [`REMOVED_MEMBERS_MAX`].
+    pub removed: Vec<RemovedMember>,
+    /// The clusters this one was recovered from, oldest first.
+    pub recovered_from: Vec<RecoveredFrom>,
 }
 
 impl Default for AdminState {
@@ -184,6 +255,8 @@ impl Default for AdminState {
             audit: AuditLog::default(),
             teardown_generation: 0,
             detached: Vec::new(),
+            removed: Vec::new(),
+            recovered_from: Vec::new(),
         }
     }
 }
@@ -195,6 +268,11 @@ pub enum AdminRefusal {
     NoDraft,
     DraftFull,
     BadValue(String),
+    /// The draft was edited after the operator reviewed it (its digest differs).
+    ChangedSinceReview {
+        reviewed: String,
+        now: String,
+    },
 }
 
 impl std::fmt::Display for AdminRefusal {
@@ -206,11 +284,51 @@ impl std::fmt::Display for AdminRefusal {
                 write!(f, "the draft holds {DRAFT_CHANGES_MAX} changes already; apply or discard it first")
             }
             AdminRefusal::BadValue(reason) => f.write_str(reason),
+            AdminRefusal::ChangedSinceReview { reviewed, now } => write!(
+                f,
+                "the draft changed since you reviewed it (you reviewed digest {reviewed}, it is now {now}; `haven \
+                 audit` shows who edited it): review it again with `haven config diff` and apply what you see"
+            ),
         }
     }
 }
 
 impl AdminState {
+    /// Records a member's removal (its id, data dir incarnation and key).
+    pub fn record_removal(&mut self, node_id: u64, incarnation: &str, fingerprint: &str) {
+        if self.was_removed(node_id, incarnation) {
+            return;
+        }
+        self.removed.push(RemovedMember {
+            node_id,
+            incarnation: incarnation.to_string(),
+            fingerprint: fingerprint.to_string(),
+        });
+        if self.removed.len() > REMOVED_MEMBERS_MAX {
+            self.removed.remove(0);
+        }
+    }
+
+    /// Whether this member (id and incarnation) was removed from this cluster.
+    pub fn was_removed(&self, node_id: u64, incarnation: &str) -> bool {
+        self.removed.iter().any(|removed| removed.node_id == node_id && removed.incarnation == incarnation)
+    }
+
+    /// The keys of nodes that are no longer members but are still to be told so when they
+    /// connect: removed and detached members, and the members of clusters this one was
+    /// recovered from.
+    pub fn expelled_keys(&self) -> Vec<String> {
+        let removed = self.removed.iter().map(|removed| removed.fingerprint.clone());
+        let recovered =
+            self.recovered_from.iter().flat_map(|from| from.old_members.iter().map(|m| m.fingerprint.clone()));
+        removed.chain(recovered).filter(|key| !key.is_empty()).collect()
+    }
+
+    /// The recovery that replaced the cluster `cluster_id`, if this cluster came from it.
+    pub fn recovered_from(&self, cluster_id: &str) -> Option<&RecoveredFrom> {
+        self.recovered_from.iter().find(|from| from.cluster_id == cluster_id)
+    }
+
     pub fn is_detached(&self, node_id: u64, incarnation: &str) -> Option<u64> {
         self.detached
             .iter()
@@ -221,7 +339,33 @@ impl AdminState {
     /// Adds edits (key, JSON value or `None` to unset) to the draft, starting a draft on
     /// the current version if there is none; all or none. Keys and values are checked at
     /// apply (all rules at once), not here, so an operator can build a draft in any order.
-    pub fn edit_draft(&mut self, edits: &[(String, Option<String>)]) -> Result<(), AdminRefusal> {
+    /// Returns the audit record of the edit (who made it is added by the state machine).
+    pub fn edit_draft(&mut self, edits: &[(String, Option<String>)]) -> Result<AuditEntry, AdminRefusal> {
+        let before = self.draft.clone();
+        self.edit_draft_unaudited(edits)?;
+        let draft = self.draft.as_ref().map(StoredDraft::digest).unwrap_or_default();
+        let mut entry = AuditEntry::new(
+            "config.draft",
+            format!(
+                "draft edited: {} (draft digest now {draft})",
+                edits.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        );
+        for (key, value) in edits {
+            let old = before.as_ref().and_then(|draft| draft.changes.get(key).cloned()).map(|value| match value {
+                Some(json) => json,
+                None => "(unset)".to_string(),
+            });
+            entry = entry.with_change(AuditChange::new(
+                format!("draft {key}"),
+                old,
+                Some(value.clone().unwrap_or_else(|| "(unset)".to_string())),
+            ));
+        }
+        Ok(entry)
+    }
+
+    fn edit_draft_unaudited(&mut self, edits: &[(String, Option<String>)]) -> Result<(), AdminRefusal> {
         for (key, value_json) in edits {
             if let Some(json) = value_json {
                 serde_json::from_str::<serde_json::Value>(json)
@@ -244,10 +388,23 @@ impl AdminState {
     /// Applies the draft made from `base_version` (the version the operator saw). The
     /// state machine checks the rules that need no member addresses; the server checks the
     /// rest (ping targets against members' addresses) before proposing.
-    pub fn apply_draft(&mut self, base_version: u64) -> Result<(u64, AuditEntry), AdminRefusal> {
+    ///
+    /// `reviewed`: the digest of the draft the operator reviewed; a draft that says
+    /// anything else now is refused as [`AdminRefusal::ChangedSinceReview`].
+    pub fn apply_draft(
+        &mut self,
+        base_version: u64,
+        reviewed: Option<&str>,
+    ) -> Result<(u64, AuditEntry), AdminRefusal> {
         let Some(stored) = &self.draft else {
             return Err(AdminRefusal::NoDraft);
         };
+        if let Some(reviewed) = reviewed {
+            let now = stored.digest();
+            if now != reviewed {
+                return Err(AdminRefusal::ChangedSinceReview { reviewed: reviewed.to_string(), now });
+            }
+        }
         let mut draft = stored.to_draft();
         // The operator applies what they saw: a draft re-based meanwhile is stale too.
         if base_version != draft.base_version {
@@ -332,7 +489,7 @@ mod tests {
         let mut admin = AdminState::default();
         admin.edit_draft(&edit("failback", Some("true"))).unwrap();
         admin.edit_draft(&edit("failed_pings", Some("6"))).unwrap();
-        let (version, entry) = admin.apply_draft(0).unwrap();
+        let (version, entry) = admin.apply_draft(0, None).unwrap();
         assert_eq!(version, 1);
         assert_eq!(admin.ha_config.version, 1);
         assert!(admin.ha_config.value.failback);
@@ -343,15 +500,48 @@ mod tests {
         assert!(entry.changes.iter().any(|c| c.what == "failback" && c.new.as_deref() == Some("true")));
     }
 
+    /// Issue 14: edits are audited with their author (the state machine adds who), and an
+    /// apply of a reviewed draft refuses a draft edited since the review.
+    #[test]
+    fn a_draft_changed_after_review_is_refused() {
+        let mut admin = AdminState::default();
+        let entry = admin.edit_draft(&edit("failback", Some("true"))).unwrap();
+        assert_eq!(entry.action, "config.draft");
+        assert_eq!(entry.changes, [AuditChange::new("draft failback", None, Some("true".into()))]);
+        let reviewed = admin.draft.as_ref().unwrap().digest();
+        assert_eq!(reviewed.len(), DRAFT_DIGEST_HEX_CHARS);
+        // Someone else adds an edit after the review.
+        let entry = admin.edit_draft(&edit("failed_pings", Some("6"))).unwrap();
+        assert!(entry.summary.contains("failed_pings"), "{}", entry.summary);
+        match admin.apply_draft(0, Some(&reviewed)) {
+            Err(refusal @ AdminRefusal::ChangedSinceReview { .. }) => {
+                assert!(refusal.to_string().contains(&format!("you reviewed digest {reviewed}")), "{refusal}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(admin.ha_config.version, 0, "nothing applied");
+        // Reviewing again and applying what was reviewed works.
+        let reviewed = admin.draft.as_ref().unwrap().digest();
+        let (version, entry) = admin.apply_draft(0, Some(&reviewed)).unwrap();
+        assert_eq!((version, entry.changes.len()), (1, 2));
+        // The same edits give the same digest (a retried edit changes nothing).
+        let mut a = AdminState::default();
+        let mut b = AdminState::default();
+        a.edit_draft(&edit("failback", Some("true"))).unwrap();
+        b.edit_draft(&edit("failback", Some("true"))).unwrap();
+        b.edit_draft(&edit("failback", Some("true"))).unwrap();
+        assert_eq!(a.draft.unwrap().digest(), b.draft.unwrap().digest());
+    }
+
     #[test]
     fn stale_draft_is_refused() {
         let mut admin = AdminState::default();
         admin.edit_draft(&edit("failback", Some("true"))).unwrap();
-        admin.apply_draft(0).unwrap();
+        admin.apply_draft(0, None).unwrap();
         // Someone else's draft made from version 0 while this one was applied.
         admin.draft =
             Some(StoredDraft { base_version: 0, changes: [("failback".into(), Some("false".into()))].into() });
-        match admin.apply_draft(0) {
+        match admin.apply_draft(0, None) {
             Err(AdminRefusal::Apply(ApplyError::Stale { base: 0, current: 1 })) => {}
             other => panic!("expected a stale refusal, got {other:?}"),
         }
@@ -359,7 +549,7 @@ mod tests {
         // An operator who saw a different base than the draft's is refused too.
         let mut admin = AdminState::default();
         admin.edit_draft(&edit("failback", Some("true"))).unwrap();
-        assert!(matches!(admin.apply_draft(3), Err(AdminRefusal::Apply(ApplyError::Stale { .. }))));
+        assert!(matches!(admin.apply_draft(3, None), Err(AdminRefusal::Apply(ApplyError::Stale { .. }))));
     }
 
     #[test]
@@ -368,7 +558,7 @@ mod tests {
         admin.edit_draft(&edit("failed_pings", Some("50"))).unwrap();
         admin.edit_draft(&edit("file_sync_interval_s", Some("1"))).unwrap();
         admin.edit_draft(&edit("no_such_key", Some("1"))).unwrap();
-        match admin.apply_draft(0) {
+        match admin.apply_draft(0, None) {
             Err(AdminRefusal::Apply(ApplyError::Invalid(errors))) => {
                 let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
                 assert!(keys.contains(&"failed_pings"), "{keys:?}");
@@ -384,10 +574,27 @@ mod tests {
     #[test]
     fn nothing_to_apply_and_no_draft_are_clear() {
         let mut admin = AdminState::default();
-        assert_eq!(admin.apply_draft(0), Err(AdminRefusal::NoDraft));
+        assert_eq!(admin.apply_draft(0, None), Err(AdminRefusal::NoDraft));
         admin.edit_draft(&edit("failback", Some("false"))).unwrap();
-        assert_eq!(admin.apply_draft(0), Err(AdminRefusal::Apply(ApplyError::NothingToApply)));
+        assert_eq!(admin.apply_draft(0, None), Err(AdminRefusal::Apply(ApplyError::NothingToApply)));
         assert!(admin.edit_draft(&edit("failback", Some("{not json"))).is_err());
+    }
+
+    #[test]
+    fn removals_are_remembered_by_incarnation_and_bounded() {
+        let mut admin = AdminState::default();
+        admin.record_removal(3, "inc-a", "sha256:a");
+        admin.record_removal(3, "inc-a", "sha256:a");
+        assert_eq!(admin.removed.len(), 1, "recorded once");
+        assert_eq!(admin.expelled_keys(), ["sha256:a"]);
+        assert!(admin.was_removed(3, "inc-a"));
+        assert!(!admin.was_removed(3, "inc-b"), "the same id with a wiped data dir is a new member");
+        for i in 0..REMOVED_MEMBERS_MAX as u64 {
+            admin.record_removal(10 + i, "x", "");
+        }
+        assert_eq!(admin.removed.len(), REMOVED_MEMBERS_MAX);
+        assert!(!admin.was_removed(3, "inc-a"), "the oldest is forgotten first");
+        assert!(admin.expelled_keys().is_empty(), "no key kept for the forgotten one; blank keys are not keys");
     }
 
     #[test]

@@ -40,10 +40,12 @@
 //! encode as byte strings, which postcard writes exactly like a sequence of `u8`: snapshots
 //! and log entries written before read the same.
 //!
-//! Stored layouts: log entries (`Request`) keep the layout they always had. The state's
-//! layout changed once, when request ids got their caller and command digest; snapshots
-//! written before that (format 0, [`format_v0`]) are read through the old layout and
-//! converted (the store marks newer snapshots with their format number).
+//! Stored layouts: log entries (`Request`) keep the layout they always had (new commands
+//! are appended). The state's layout changed when request ids got their caller and command
+//! digest (format 0, [`format_v0`], before that) and when the administrative state began
+//! to keep removed members and recovery lineage (format 1, [`format_v1`], before that);
+//! older snapshots are read through their layout and converted (the store marks newer
+//! snapshots with their format number).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,6 +59,8 @@ use crate::admin::AdminRefusal;
 use crate::admin::AdminState;
 use crate::admin::AuditChange;
 use crate::admin::AuditEntry;
+use crate::admin::RecoveredFrom;
+use crate::admin::Recovery;
 use crate::admin::AUTOMATIC_ACTOR;
 use crate::auth::permits;
 use crate::auth::validate_token_name;
@@ -77,6 +81,7 @@ use crate::limits::KV_BYTES_MAX;
 use crate::limits::REQUEST_IDS_REMEMBERED;
 
 pub mod format_v0;
+pub mod format_v1;
 #[cfg(test)]
 mod properties;
 mod sized;
@@ -162,6 +167,20 @@ pub enum Command {
         id: String,
         node_id: u64,
     },
+    /// Applies the draft like [`Command::ApplyHaDraft`], only if it is still the draft the
+    /// operator reviewed: its digest (`StoredDraft::digest`) must be `digest`.
+    ApplyReviewedDraft {
+        base_version: u64,
+        digest: String,
+    },
+    /// Records that member `node_id` with data dir `incarnation` is being removed from the
+    /// membership, so it can be told so when it speaks again (proposed just before the
+    /// membership change; it changes nothing for a member that stays).
+    RecordRemoval {
+        node_id: u64,
+        incarnation: String,
+        fingerprint: String,
+    },
 }
 
 impl Command {
@@ -181,8 +200,10 @@ impl Command {
             | Command::EditHaDraft { .. }
             | Command::DiscardHaDraft
             | Command::ApplyHaDraft { .. }
+            | Command::ApplyReviewedDraft { .. }
             | Command::Teardown { .. }
-            | Command::SpendJoinToken { .. } => false,
+            | Command::SpendJoinToken { .. }
+            | Command::RecordRemoval { .. } => false,
         }
     }
 
@@ -203,6 +224,8 @@ impl Command {
             Command::Teardown { .. } => "teardown",
             Command::RecordAudit { .. } => "record-audit",
             Command::SpendJoinToken { .. } => "spend-join-token",
+            Command::ApplyReviewedDraft { .. } => "apply-reviewed-draft",
+            Command::RecordRemoval { .. } => "record-removal",
         }
     }
 
@@ -221,7 +244,9 @@ impl Command {
             | Command::EditHaDraft { .. }
             | Command::DiscardHaDraft
             | Command::ApplyHaDraft { .. }
-            | Command::Teardown { .. } => Access::Admin,
+            | Command::Teardown { .. }
+            | Command::ApplyReviewedDraft { .. }
+            | Command::RecordRemoval { .. } => Access::Admin,
         }
     }
 }
@@ -288,6 +313,10 @@ impl std::fmt::Display for Request {
                 )
             }
             Command::RecordAudit { entry } => write!(f, "audit {}", entry.action),
+            Command::RecordRemoval { node_id, .. } => write!(f, "record removal of node {node_id}"),
+            Command::ApplyReviewedDraft { base_version, digest } => {
+                write!(f, "config apply (draft {digest} based on {base_version})")
+            }
         }?;
         match &self.auth {
             Some(auth) => write!(f, " by token {} ({} access)", auth.token_id, auth.access),
@@ -708,7 +737,12 @@ impl KvState {
             Command::CreateToken { id, name, role, sha256_hex, ttl_ms } => {
                 self.create_token(id, name, *role, sha256_hex, *ttl_ms, now_ms)
             }
-            Command::RevokeToken { id } => CommandResult::TokenRevoked { revoked: self.tokens.remove(id).is_some() },
+            Command::RevokeToken { id } => {
+                if let Some(reason) = self.last_admin_token(id, now_ms) {
+                    return CommandResult::Refused { reason };
+                }
+                CommandResult::TokenRevoked { revoked: self.tokens.remove(id).is_some() }
+            }
             Command::ConsumeJoinToken { id, node_id, incarnation } => {
                 // A caller spends its own token, never someone else's.
                 if auth.is_some_and(|auth| auth.token_id != *id) {
@@ -764,9 +798,33 @@ impl KvState {
             Command::EditHaDraft { .. }
             | Command::DiscardHaDraft
             | Command::ApplyHaDraft { .. }
+            | Command::ApplyReviewedDraft { .. }
             | Command::Teardown { .. }
             | Command::RecordAudit { .. } => self.apply_audited(command, now_ms, auth).0,
+            Command::RecordRemoval { node_id, incarnation, fingerprint } => {
+                self.admin.record_removal(*node_id, incarnation, fingerprint);
+                CommandResult::Ok { revision: self.revision }
+            }
         }
+    }
+
+    /// Why token `id` must not be revoked: it is the last admin token that is valid at
+    /// `now_ms`, and without one nobody can administer the cluster again (issue 14). Decided
+    /// here, in the log's order, so two revocations racing each other cannot both pass.
+    fn last_admin_token(&self, id: &str, now_ms: u64) -> Option<String> {
+        let token = self.tokens.get(id)?;
+        if token.role != Role::Admin || token.expired_at(now_ms) {
+            return None;
+        }
+        let others =
+            self.tokens.values().any(|other| other.id != id && other.role == Role::Admin && !other.expired_at(now_ms));
+        (!others).then(|| {
+            format!(
+                "token {id} ({:?}) is the last valid admin token: without it nobody could administer the cluster \
+                 again. Create another admin token first (`haven tokens create --role admin`), then revoke this one",
+                token.name
+            )
+        })
     }
 
     /// Since when (the leader's clock, ms since the epoch) maintenance mode is on, if it is.
@@ -785,9 +843,9 @@ impl KvState {
         let refused = |refusal: AdminRefusal| (CommandResult::Refused { reason: refusal.to_string() }, None);
         let ok = |revision: u64, entry: AuditEntry| (CommandResult::Ok { revision }, Some(entry));
         match command {
+            // Each edit is recorded with its author, so a shared draft says who put what in it.
             Command::EditHaDraft { edits } => match self.admin.edit_draft(edits) {
-                // Draft edits are not audited one by one: the apply records every change.
-                Ok(()) => (CommandResult::Ok { revision: self.revision }, None),
+                Ok(entry) => ok(self.revision, entry),
                 Err(refusal) => refused(refusal),
             },
             Command::DiscardHaDraft => match self.admin.draft.take() {
@@ -797,10 +855,16 @@ impl KvState {
                 ),
                 None => (CommandResult::Ok { revision: self.revision }, None),
             },
-            Command::ApplyHaDraft { base_version } => match self.admin.apply_draft(*base_version) {
+            Command::ApplyHaDraft { base_version } => match self.admin.apply_draft(*base_version, None) {
                 Ok((version, entry)) => (CommandResult::HaConfigApplied { version }, Some(entry)),
                 Err(refusal) => refused(refusal),
             },
+            Command::ApplyReviewedDraft { base_version, digest } => {
+                match self.admin.apply_draft(*base_version, Some(digest)) {
+                    Ok((version, entry)) => (CommandResult::HaConfigApplied { version }, Some(entry)),
+                    Err(refusal) => refused(refusal),
+                }
+            }
             Command::Teardown { keep, detached } => {
                 let generation = self.admin.teardown(detached);
                 let ids: Vec<String> = detached.iter().map(|(id, _)| id.to_string()).collect();
@@ -846,7 +910,8 @@ impl KvState {
             | Command::Delete { .. }
             | Command::ConsumeJoinToken { .. }
             | Command::SpendJoinToken { .. }
-            | Command::Authorize => (self.apply_command(command, now_ms, auth), None),
+            | Command::Authorize
+            | Command::RecordRemoval { .. } => (self.apply_command(command, now_ms, auth), None),
         }
     }
 
@@ -855,7 +920,21 @@ impl KvState {
     /// for its own. Not a command: only the offline rewrite of a stopped node calls it.
     /// The old cluster's detached members are forgotten (this node may be one of them);
     /// the cluster id check keeps every old member out anyway.
-    pub fn move_to_new_cluster(&mut self, cluster_id: &str) {
+    ///
+    /// `recovered`: after a lost majority (not a detached node started standalone), the
+    /// survivor's id and the voters confirmed down; the old cluster id is remembered so its
+    /// members are told they were recovered away when they meet this cluster.
+    pub fn move_to_new_cluster(&mut self, cluster_id: &str, recovered: Option<Recovery>) {
+        if let (Some(recovery), Some(old)) = (recovered, self.cluster_id.clone()) {
+            if old != cluster_id && self.admin.recovered_from(&old).is_none() {
+                self.admin.recovered_from.push(RecoveredFrom {
+                    cluster_id: old,
+                    survivor: recovery.survivor,
+                    confirmed_down: recovery.confirmed_down,
+                    old_members: recovery.old_members,
+                });
+            }
+        }
         self.cluster_id = Some(cluster_id.to_string());
         self.admin.detached.clear();
     }
@@ -1281,7 +1360,8 @@ mod tests {
     #[test]
     fn a_clone_is_independent_of_later_applies() {
         let mut state = KvState::new(2000);
-        let admin = create(&mut state, 1, Role::Admin, None);
+        // A reader token: the last admin token could not be revoked.
+        let admin = create(&mut state, 1, Role::Reader, None);
         for i in 0..500 {
             let mut request = put(&format!("k{i:03}"), &i.to_string());
             request.request_id = Some(format!("id-{i}"));
@@ -1637,6 +1717,37 @@ mod tests {
         assert!(!format!("{state:?}").contains(&admin.token), "the secret is nowhere in the state");
         let forged = crate::auth::new_token([1; 8], [9; 32]);
         assert!(state.authenticate(&crate::auth::parse_token(&forged.token).unwrap(), T0).is_none());
+    }
+
+    /// Issue 14: the last valid admin token cannot be revoked (nobody could administer the
+    /// cluster again); with a second one, either may go; an expired admin token does not
+    /// count as a way back.
+    #[test]
+    fn the_last_valid_admin_token_cannot_be_revoked() {
+        let mut state = KvState::default();
+        let first = create(&mut state, 1, Role::Admin, None);
+        let reader = create(&mut state, 2, Role::Reader, None);
+        let revoke = |id: &str, now_ms: u64| {
+            let mut request = Request::new(None, Command::RevokeToken { id: id.to_string() });
+            request.now_ms = now_ms;
+            request
+        };
+        match state.apply(&revoke(&first.id, T0 + 1)) {
+            CommandResult::Refused { reason } => {
+                assert!(reason.contains("last valid admin token") && reason.contains("haven tokens create"), "{reason}")
+            }
+            other => panic!("the last admin token was revoked: {other:?}"),
+        }
+        assert!(state.token(&first.id).is_some(), "still there");
+        assert_eq!(state.apply(&revoke(&reader.id, T0 + 1)), CommandResult::TokenRevoked { revoked: true });
+        // An admin token that expires does not count once it has expired.
+        let short = create(&mut state, 3, Role::Admin, Some(1_000));
+        assert!(matches!(state.apply(&revoke(&first.id, T0 + 2_000)), CommandResult::Refused { .. }));
+        let second = create(&mut state, 4, Role::Admin, None);
+        assert_eq!(state.apply(&revoke(&first.id, T0 + 2_000)), CommandResult::TokenRevoked { revoked: true });
+        assert!(matches!(state.apply(&revoke(&second.id, T0 + 2_000)), CommandResult::Refused { .. }));
+        // The expired one may go whenever.
+        assert_eq!(state.apply(&revoke(&short.id, T0 + 2_000)), CommandResult::TokenRevoked { revoked: true });
     }
 
     /// The issue's in-flight case: a write is accepted at the HTTP layer with a valid token,

@@ -72,6 +72,23 @@ pub enum PeerRequest {
     },
     /// Liveness and progress probe.
     Ping,
+    /// An admin token minted offline from the sender's own data dir by its local root
+    /// (`haven tokens break-glass`), for the leader to register and record in the audit
+    /// log naming the sender. Whoever controls a member's data dir holds its key already;
+    /// this is the one thing a member's key asks for in its own name.
+    RegisterBreakGlass(BreakGlassToken),
+}
+
+/// An admin token minted offline: everything but the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassToken {
+    pub id: String,
+    pub name: String,
+    pub sha256_hex: String,
+    /// When it was minted (ms since the Unix epoch, the minting machine's clock).
+    pub minted_ms: u64,
+    /// Who minted it (`user@host` as far as that machine knows).
+    pub minted_by: String,
 }
 
 /// The answer to a switchover: who led, who leads now, how long the hand-over took.
@@ -197,8 +214,51 @@ pub enum PeerResponse {
     RemoveMember(Result<RemoveResponse, RemoteError>),
     Switchover(Result<SwitchoverResponse, RemoteError>),
     Ping(PingInfo),
+    /// The leader registered the break-glass token (or had already).
+    RegisterBreakGlass(Result<(), RemoteError>),
     /// The envelope was refused (wrong incarnation, wrong cluster); the reason says why.
     Refused(String),
+    /// The receiver knows the sender is no longer a member of its cluster: detached by a
+    /// teardown, removed, or left behind by a recovery. The sender acts on it (see
+    /// [`Expulsion`]); the envelope was not served.
+    Expelled(Expulsion),
+}
+
+/// Why a node is no longer a member, as a member of its cluster that knows it says. Only
+/// believed from a peer whose key the receiver pinned (a member of its membership).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expulsion {
+    pub kind: ExpulsionKind,
+    /// The cluster the expelled node belonged to.
+    pub cluster_id: Option<String>,
+    /// The node that says so.
+    pub by: NodeId,
+    /// What happened, in words, for the expelled node's log and status.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpulsionKind {
+    /// Detached by teardown `generation`; `kept` continues the cluster alone. The node
+    /// stays up, read-only.
+    Detached { generation: u64, kept: Option<NodeId> },
+    /// Removed from the membership (`haven members remove`, `haven leave`). The node stops.
+    Removed,
+    /// Its cluster lost its majority and continued on `survivor` as cluster
+    /// `new_cluster_id` (`haven recover`); `confirmed_down` were the voters the operator
+    /// confirmed gone. The node stops: it must never form the old cluster again.
+    RecoveredAway { new_cluster_id: String, survivor: NodeId, confirmed_down: Vec<NodeId> },
+}
+
+impl Expulsion {
+    /// The API error code a client sees for a request to an expelled node.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            ExpulsionKind::Detached { .. } => "detached",
+            ExpulsionKind::Removed => "removed",
+            ExpulsionKind::RecoveredAway { .. } => "recovered_away",
+        }
+    }
 }
 
 impl PeerRequest {
@@ -216,6 +276,7 @@ impl PeerRequest {
             PeerRequest::RemoveMember { .. } => "remove-member",
             PeerRequest::Switchover { .. } => "switchover",
             PeerRequest::Ping => "ping",
+            PeerRequest::RegisterBreakGlass(_) => "register-break-glass",
         }
     }
 }

@@ -31,6 +31,7 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::OptionalSend;
 
+use crate::Expulsion;
 use crate::PeerEnvelope;
 use crate::PeerRequest;
 use crate::PeerResponse;
@@ -80,11 +81,37 @@ pub struct LocalPeer {
     pub node_id: NodeId,
     pub incarnation: String,
     pub cluster_id: RwLock<Option<String>>,
+    /// The last expulsion a peer reported (on any request: Raft's, probes, forwards); the
+    /// node watches it and acts.
+    expelled: tokio::sync::watch::Sender<Option<Expulsion>>,
 }
 
 impl LocalPeer {
     pub fn new(node_id: NodeId, incarnation: String, cluster_id: Option<String>) -> Arc<LocalPeer> {
-        Arc::new(LocalPeer { node_id, incarnation, cluster_id: RwLock::new(cluster_id) })
+        Arc::new(LocalPeer {
+            node_id,
+            incarnation,
+            cluster_id: RwLock::new(cluster_id),
+            expelled: tokio::sync::watch::channel(None).0,
+        })
+    }
+
+    /// Records an expulsion a peer reported (the first one of a kind is kept: a removed or
+    /// recovered-away node stops at the first).
+    pub fn report_expulsion(&self, expulsion: Expulsion) {
+        self.expelled.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(expulsion);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Follows reported expulsions.
+    pub fn expulsions(&self) -> tokio::sync::watch::Receiver<Option<Expulsion>> {
+        self.expelled.subscribe()
     }
 
     pub fn cluster_id(&self) -> Option<String> {
@@ -210,6 +237,11 @@ impl PeerNetwork {
         let response = self.transport.call(&self.node.peer_addr, envelope, timeout).await.map_err(rpc_error)?;
         match response {
             PeerResponse::Refused(reason) => Err(remote_failed("request", reason)),
+            PeerResponse::Expelled(expulsion) => {
+                let reason = expulsion.message.clone();
+                self.local.report_expulsion(expulsion);
+                Err(remote_failed("request", reason))
+            }
             response => Ok(response),
         }
     }

@@ -78,11 +78,14 @@ fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
 /// The members with the addresses ping targets must not be (host parts of their URLs).
 fn member_addresses(node: &Node) -> Vec<NodeAddresses> {
     use crate::ha::host_of as host;
-    node.membership()
+    let membership = node.membership();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    membership
         .nodes()
         .map(|(id, member)| NodeAddresses {
             id: *id,
             addresses: vec![host(&member.client_url), host(&member.peer_addr)],
+            voter: voters.contains(id),
         })
         .collect()
 }
@@ -164,7 +167,7 @@ pub async fn draft_show(
     };
     Ok(Json(json!({
         "version": current.version,
-        "draft": { "base_version": stored.base_version, "changes": edits },
+        "draft": { "base_version": stored.base_version, "changes": edits, "digest": stored.digest() },
         "preview": preview,
     })))
 }
@@ -235,6 +238,10 @@ pub struct ApplyBody {
     /// The version the operator's draft was made from (`haven config draft show`).
     #[serde(default)]
     base_version: Option<u64>,
+    /// The digest of the draft the operator reviewed (`haven config diff` shows it): a
+    /// draft that says anything else now is refused (`409 stale_draft`).
+    #[serde(default)]
+    digest: Option<String>,
 }
 
 /// Applies the draft: every rule checked first (with the members' addresses), then one
@@ -256,11 +263,19 @@ pub async fn config_apply(
             json!({ "applied": false, "version": current.version, "message": "no configuration changes to apply" }),
         ));
     };
-    // The operator applies the draft they saw: one re-based meanwhile is stale too.
+    // The operator applies the draft they saw: one re-based meanwhile is stale too, and one
+    // edited since its review (by its digest) as well.
     let base_version = body.base_version.unwrap_or(stored.base_version);
     if base_version != stored.base_version {
         let stale = ApplyError::Stale { base: base_version, current: stored.base_version };
         return Err(ApiError::new(StatusCode::CONFLICT, "stale_draft", stale.to_string()));
+    }
+    if let Some(reviewed) = &body.digest {
+        let now = stored.digest();
+        if *reviewed != now {
+            let refusal = haven_core::admin::AdminRefusal::ChangedSinceReview { reviewed: reviewed.clone(), now };
+            return Err(ApiError::new(StatusCode::CONFLICT, "stale_draft", refusal.to_string()));
+        }
     }
     let draft = stored.to_draft();
     let applied = match apply_draft(&current, &draft, &member_addresses(&node)) {
@@ -275,7 +290,11 @@ pub async fn config_apply(
             return Err(ApiError::new(StatusCode::CONFLICT, "stale_draft", stale.to_string()));
         }
     };
-    let command = Command::ApplyHaDraft { base_version };
+    // The digest is checked again where it counts: in the log, at the apply's place in it.
+    let command = match body.digest {
+        Some(digest) => Command::ApplyReviewedDraft { base_version, digest },
+        None => Command::ApplyHaDraft { base_version },
+    };
     match propose(&node, &caller, command).await? {
         CommandResult::HaConfigApplied { version } => Ok(Json(json!({
             "applied": true,
@@ -283,7 +302,7 @@ pub async fn config_apply(
             "changes": applied.changes,
             "restart": applied.restart,
         }))),
-        CommandResult::Refused { reason } if reason.contains("version") => {
+        CommandResult::Refused { reason } if reason.contains("version") || reason.contains("changed since") => {
             Err(ApiError::new(StatusCode::CONFLICT, "stale_draft", reason))
         }
         other => Err(refused_or_unauthorized(other, "a configuration apply")),
@@ -352,12 +371,13 @@ pub async fn teardown(
             ),
         ));
     }
-    let detached: Vec<(u64, String)> = metrics
+    let leaving: Vec<(u64, haven_store::HavenNode)> = metrics
         .membership_config
         .nodes()
         .filter(|(id, _)| **id != node.node_id)
-        .map(|(id, member)| (*id, member.incarnation.clone()))
+        .map(|(id, member)| (*id, member.clone()))
         .collect();
+    let detached: Vec<(u64, String)> = leaving.iter().map(|(id, member)| (*id, member.incarnation.clone())).collect();
     if detached.is_empty() {
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "this node is already standalone"));
     }
@@ -366,6 +386,16 @@ pub async fn teardown(
         CommandResult::TornDown { generation } => generation,
         other => return Err(refused_or_unauthorized(other, "a teardown")),
     };
+    // Their keys stay accepted after they leave the membership, so that one that was down
+    // or cut off is told it was detached when it comes back (instead of pre-voting forever).
+    for (id, member) in &leaving {
+        let command = Command::RecordRemoval {
+            node_id: *id,
+            incarnation: member.incarnation.clone(),
+            fingerprint: member.fingerprint.clone(),
+        };
+        propose(&node, &caller, command).await?;
+    }
     let ids: std::collections::BTreeSet<u64> = detached.iter().map(|(id, _)| *id).collect();
     node.raft.change_membership(ChangeMembers::ReplaceAllVoters([node.node_id].into()), false).await.map_err(
         |error| {
@@ -400,7 +430,7 @@ pub struct RestartBody {
 
 /// Restarts this node's process (after handing leadership over if it leads): how a new
 /// detection timing takes effect. `haven restart --rolling` calls it node by node.
-pub async fn restart(State(node): State<Shared>, request: Request) -> Result<Json<Value>, ApiError> {
+pub async fn restart(State(node): State<Shared>, request: Request) -> Result<axum::response::Response, ApiError> {
     let body: RestartBody = json_body(request, "restart").await?;
     match body.node_id {
         Some(id) if id == node.node_id => {}
@@ -414,6 +444,6 @@ pub async fn restart(State(node): State<Shared>, request: Request) -> Result<Jso
     }
     tracing::warn!("restart requested through the API");
     node.record_applied_timing();
-    node.restart_requested.send_replace(true);
-    Ok(Json(json!({ "restarting": node.node_id })))
+    let node_id = node.node_id;
+    Ok(crate::run::answer_then_restart(node, &json!({ "restarting": node_id })))
 }

@@ -862,6 +862,8 @@ async fn tokens_revoke(
             format!("no token has id {id}; `haven tokens list` shows the tokens"),
         )),
         CommandResult::Unauthorized { reason } => Err(crate::auth::revoked_in_flight(reason)),
+        // The last valid admin token (decided in the log's order by the state machine).
+        CommandResult::Refused { reason } => Err(ApiError::new(StatusCode::CONFLICT, "last_admin_token", reason)),
         other => Err(ApiError::internal(format!("unexpected answer to a token revocation: {other:?}"))),
     }
 }

@@ -105,6 +105,9 @@ fn static_code(code: &str) -> &'static str {
         "request_id_reused",
         "unavailable",
         "internal",
+        "detached",
+        "removed",
+        "recovered_away",
     ];
     CODES.iter().find(|known| **known == code).copied().unwrap_or("rejected")
 }

@@ -40,6 +40,17 @@ pub fn write_pid_and_addr(data_dir: &Path, addr: &AddrFile) -> std::io::Result<(
     write_atomically(&pid_path(data_dir), format!("{}\n", addr.pid).as_bytes())
 }
 
+/// The pid in `haven.pid` if that process is alive (it may belong to another user): the
+/// node of `data_dir` runs.
+pub fn running_pid(data_dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_path(data_dir)).ok()?.trim().parse().ok()?;
+    let raw = libc::pid_t::try_from(pid).ok().filter(|pid| *pid > 0)?;
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive =
+        unsafe { libc::kill(raw, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    alive.then_some(pid)
+}
+
 pub fn remove_pid(data_dir: &Path) {
     let _ = std::fs::remove_file(pid_path(data_dir));
 }

@@ -114,6 +114,10 @@ pub struct HaRuntime {
     pub gate: Gate,
     /// Leader changes this node has seen (failovers are counted from the audit log).
     pub leader_changes: FailoverCounter,
+    /// The last two distinct leaders this node saw that may be the primary (data, priority
+    /// above 0), older first: when this node leads after a witness bridged a failover, the
+    /// lost primary is the one before itself.
+    primaries: (Option<NodeId>, Option<NodeId>),
 }
 
 impl HaRuntime {
@@ -133,6 +137,7 @@ impl HaRuntime {
             last_decision: None,
             gate: Gate::Allowed,
             leader_changes: FailoverCounter::new(FAILOVER_WINDOW_MS),
+            primaries: (None, None),
         }
     }
 
@@ -184,20 +189,36 @@ impl Node {
         ))
     }
 
-    /// Elections on or off: off while maintenance mode is on (unless overridden locally to
-    /// recover a leaderless cluster), while the ping targets withhold candidacy, and for
-    /// good once detached.
+    /// Elections on or off, by the pure rule `haven_core::ha::elections::may_campaign`:
+    /// off until the first probe round is done, off while maintenance mode is on and a
+    /// leader is known (unless overridden locally to recover a leaderless cluster), off
+    /// while the ping targets withhold candidacy, and for good once detached.
     pub fn apply_elections(&self) {
+        use haven_core::ha::elections;
         let maintenance = self.maintenance();
         if !maintenance {
             self.maintenance_override.store(false, Ordering::Relaxed);
         }
-        let maintenance_allows = !maintenance || self.maintenance_override.load(Ordering::Relaxed);
-        let gate_allows = self.ha.lock().unwrap_or_else(|e| e.into_inner()).gate.is_allowed();
-        let enable = maintenance_allows && gate_allows && self.detached().is_none();
+        let gate_withheld = match &self.ha.lock().unwrap_or_else(|e| e.into_inner()).gate {
+            haven_core::ha::gating::Gate::Allowed => None,
+            haven_core::ha::gating::Gate::Withheld { reason } => Some(reason.clone()),
+        };
+        let facts = elections::ElectionFacts {
+            started_checks_done: self.started_checks_done.load(Ordering::Relaxed),
+            detached: self.detached().is_some() || self.expelled.borrow().is_some(),
+            gate_withheld,
+            maintenance,
+            maintenance_override: self.maintenance_override.load(Ordering::Relaxed),
+            leader_known: self.leader().is_some(),
+        };
+        let decision = elections::may_campaign(&facts);
+        let enable = decision.is_allowed();
         if self.elections_enabled.swap(enable, Ordering::Relaxed) != enable {
             self.raft.runtime_config().elect(enable);
-            tracing::info!(elections = enable, maintenance, ping_targets_allow = gate_allows, "elections changed");
+            match decision {
+                elections::Campaign::Allowed => tracing::info!(maintenance, "elections on"),
+                elections::Campaign::Withheld(reason) => tracing::info!(%reason, "elections off"),
+            }
         }
     }
 
@@ -241,17 +262,18 @@ impl Node {
     /// The detection timing the applied configuration asks for, when it differs from the
     /// one this process started with: the node needs a restart (Patroni's "pending restart").
     pub fn pending_restart(&self) -> Option<String> {
-        let (version, wanted) = {
+        let (version, config) = {
             let state = self.state.read();
             let config = &state.kv.admin().ha_config;
-            (config.version, config.value.timing())
+            (config.version, config.value.clone())
         };
-        let running = self.config.timing;
-        (version > 0 && wanted != running).then(|| {
+        // The same rule that made the apply name the nodes to restart.
+        let reasons = haven_core::ha::config::restart_reasons(&self.config.timing, &config);
+        (version > 0 && !reasons.is_empty()).then(|| {
             format!(
-                "configuration version {version} sets pings every {} ms x {}; this node runs {} ms x {} until it restarts \
-                 (`haven restart --rolling`)",
-                wanted.ping_interval_ms, wanted.failed_pings, running.ping_interval_ms, running.failed_pings
+                "configuration version {version}: {}; this node keeps its old timing until it restarts (`haven \
+                 restart --rolling --pending-only`)",
+                reasons.join("; ")
             )
         })
     }
@@ -267,7 +289,9 @@ impl Node {
         };
         if let Some(generation) = teardown {
             // Detached once the membership without this node has reached it (it must help
-            // commit that change first), or after a grace period if it never does.
+            // commit that change first), once a member says that change is committed
+            // (`Node::on_expelled`), or after a grace period. Client writes are refused
+            // from the start (`Node::detached_write_refusal`).
             let still_member = metrics.membership_config.get_node(&self.node_id).is_some();
             let first_seen =
                 *self.ha.lock().unwrap_or_else(|e| e.into_inner()).teardown_seen.get_or_insert_with(Instant::now);
@@ -296,8 +320,19 @@ impl Node {
                         ha.leader_changes.record(now_ms);
                     }
                 }
+                if let Some((leader, _)) = current {
+                    let settings = config.node(leader);
+                    if settings.role == NodeRole::Data && settings.priority > 0 && ha.primaries.1 != Some(leader) {
+                        // The primary before any witness that may bridge the next failover.
+                        ha.primaries = (ha.primaries.1, Some(leader));
+                    }
+                }
                 ha.observed_leader = current;
                 ha.leader_since_ms = now_ms;
+            }
+            if metrics.state != ServerState::Leader {
+                // Only the leader decides failback; a follower shows no stale decision.
+                ha.last_decision = None;
             }
             for (id, _) in metrics.membership_config.nodes() {
                 if self.is_reachable(*id) {
@@ -306,15 +341,16 @@ impl Node {
                     ha.healthy_since_ms.remove(id);
                 }
             }
-            (now_ms, (ha.leader_since_ms, ha.recorded_term, ha.previous_leader, ha.last_transfer))
+            let last_primary = [ha.primaries.1, ha.primaries.0].into_iter().flatten().find(|id| *id != self.node_id);
+            (now_ms, (ha.leader_since_ms, ha.recorded_term, ha.previous_leader, last_primary, ha.last_transfer))
         };
         self.apply_elections();
         if metrics.state != ServerState::Leader || !self.leader_has_quorum(&metrics) || self.detached().is_some() {
             return;
         }
-        let (leader_since_ms, recorded_term, previous_leader, last_transfer) = decision_input;
+        let (leader_since_ms, recorded_term, previous_leader, last_primary, last_transfer) = decision_input;
         if recorded_term != metrics.current_term {
-            self.record_leadership(metrics.current_term, previous_leader).await;
+            self.record_leadership(metrics.current_term, previous_leader, last_primary, &config).await;
         }
         self.audit_finished_recovery().await;
         let candidates = self.candidates(&config, &metrics);
@@ -431,49 +467,56 @@ impl Node {
             .collect()
     }
 
-    /// As the new leader of `term`: records how leadership came here. A planned move
-    /// (switchover, failback, hand-off) was recorded by the node that made it; anything
-    /// else with a known previous leader is a failover.
-    async fn record_leadership(&self, term: u64, previous_leader: Option<NodeId>) {
+    /// As the new leader of `term`: records how leadership came here and fires the alert,
+    /// as `haven_core::ha::leadership::record` decides (a witness is never recorded as the
+    /// primary). A planned move (switchover, failback, hand-off) was recorded by the node
+    /// that made it, naming this node.
+    async fn record_leadership(
+        &self,
+        term: u64,
+        previous_leader: Option<NodeId>,
+        last_primary: Option<NodeId>,
+        config: &HaConfig,
+    ) {
+        use haven_core::ha::leadership;
         let planned = {
             let state = self.state.read();
-            state.kv.admin().audit.last().is_some_and(|record| {
+            state.kv.admin().audit.last().and_then(|record| {
                 // A switchover to "the most caught-up voter" names no target.
-                matches!(record.action.as_str(), "switchover" | "failback" | "handoff")
+                let names_me = matches!(record.action.as_str(), "switchover" | "failback" | "handoff")
                     && record.changes.iter().any(|change| {
                         change.what == "primary"
                             && change.new.as_deref().is_none_or(|new| new == self.node_id.to_string().as_str())
-                    })
+                    });
+                names_me.then(|| record.action.clone())
             })
         };
+        let may_be_primary = |id: NodeId| {
+            let settings = config.node(id);
+            settings.role == NodeRole::Data && settings.priority > 0
+        };
+        let new_term = leadership::NewTerm {
+            me: self.node_id,
+            may_be_primary: may_be_primary(self.node_id),
+            term,
+            previous_leader: previous_leader.map(|id| (id, may_be_primary(id))),
+            last_primary,
+            planned,
+        };
+        let (entry, alert) = leadership::record(&new_term);
         let host = |id: NodeId| {
             self.membership().get_node(&id).map_or_else(|| format!("node-{id}"), |n| host_of(&n.client_url))
         };
         let me = host(self.node_id);
-        match (planned, previous_leader) {
-            (true, Some(previous)) if previous != self.node_id => {
-                self.alert(AlertEvent::ManualSwitch { active: me.clone(), standby: host(previous) })
+        match alert {
+            Some(leadership::LeaderAlert::ManualSwitch { standby }) => {
+                self.alert(AlertEvent::ManualSwitch { active: me, standby: host(standby) })
             }
-            (false, Some(previous)) if previous != self.node_id => {
-                self.alert(AlertEvent::Failover { active: me.clone(), standby: host(previous) })
+            Some(leadership::LeaderAlert::Failover { standby }) => {
+                self.alert(AlertEvent::Failover { active: me, standby: host(standby) })
             }
-            _ => {}
+            None => {}
         }
-        let entry = match (planned, previous_leader) {
-            (true, _) => {
-                AuditEntry::new("primary.taken", format!("node {} took over as planned in term {term}", self.node_id))
-            }
-            (false, Some(previous)) if previous != self.node_id => AuditEntry::new(
-                "failover",
-                format!("node {} became the primary in term {term}; node {previous} had stopped leading", self.node_id),
-            )
-            .with_change(AuditChange::new(
-                "primary",
-                Some(previous.to_string()),
-                Some(self.node_id.to_string()),
-            )),
-            _ => AuditEntry::new("leader.elected", format!("node {} leads term {term}", self.node_id)),
-        };
         if self.record_audit(entry).await {
             self.ha.lock().unwrap_or_else(|e| e.into_inner()).recorded_term = term;
         }

@@ -94,15 +94,6 @@ pub const PROMOTION_LAG_ENTRIES_MAX: u64 = APPEND_ENTRIES_MAX;
 /// replication round and one election (a few pings).
 pub const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Peers are probed this often so every node's view of the cluster is its own.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Time allowed for one probe answer.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// A peer not heard from within this long is shown as unreachable.
-pub const REACHABLE_WITHIN: Duration = Duration::from_secs(2);
-
 /// How long a stopping leader waits for a successor to take over before stopping anyway.
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -157,12 +148,19 @@ pub struct Node {
     /// Set when an operator turned maintenance off on a node without a leader: elections
     /// resume here before the replicated flag (which needs a leader to change) follows.
     pub(crate) maintenance_override: std::sync::atomic::AtomicBool,
-    /// Whether elections are enabled now (what was last given to openraft).
+    /// Whether elections are enabled now (what was last given to openraft). Off at start.
     pub(crate) elections_enabled: std::sync::atomic::AtomicBool,
+    /// The first round of peer probes since this process started has completed: until
+    /// then this node does not campaign, so a peer can tell it first that it was removed or
+    /// recovered away (`haven_core::ha::elections`).
+    pub(crate) started_checks_done: std::sync::atomic::AtomicBool,
     /// The HA loop's own observations (see `crate::ha`).
     pub(crate) ha: Mutex<crate::ha::HaRuntime>,
     /// Set once a teardown detached this node (also recorded in the data dir).
     pub(crate) detached: Mutex<Option<crate::ha::Detached>>,
+    /// Set when this node must stop for good (removed, recovered away): `run` ends with
+    /// [`crate::Expelled`] and the process exits with [`crate::EXIT_EXPELLED`].
+    pub(crate) expelled: tokio::sync::watch::Sender<Option<haven_net::Expulsion>>,
     /// Probes this node's ping targets (seed 002), from the replicated configuration.
     pub targets: crate::targets::TargetProber,
     /// Set when an operator asked this node to restart (`POST /v1/restart`, recovery):
@@ -212,6 +210,10 @@ impl Node {
             learner: false,
         };
         crate::recover::carry_out_pending(&config.data_dir, config.node_id, sole_member, config.history_revisions)?;
+        // A node told it was removed or recovered away never serves again with this dir.
+        if let Some(expulsion) = crate::expelled_record(&config.data_dir) {
+            return Err(anyhow::Error::new(crate::Expelled::new(&expulsion, &config.data_dir)));
+        }
         let detached = crate::ha::recorded_detachment(&config.data_dir);
         let (db, identity, log, state) = open_storage(&config, test_hooks.backend, sync)
             .map_err(|error| crate::integrity::explain_storage_error(config.node_id, &config.data_dir, error))?;
@@ -225,6 +227,9 @@ impl Node {
         let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log, state.clone())
             .await
             .map_err(|error| anyhow::anyhow!("cannot start Raft: {error}"))?;
+        // No campaign before the first look at the peers (`Node::apply_elections` turns
+        // elections on once the election rule allows them).
+        raft.runtime_config().elect(false);
         Ok(Arc::new(Node {
             node_id: config.node_id,
             incarnation: identity.incarnation,
@@ -251,10 +256,12 @@ impl Node {
             join_pins: Mutex::new(Vec::new()),
             membership_changes: tokio::sync::Mutex::new(()),
             maintenance_override: std::sync::atomic::AtomicBool::new(false),
-            elections_enabled: std::sync::atomic::AtomicBool::new(true),
+            elections_enabled: std::sync::atomic::AtomicBool::new(false),
+            started_checks_done: std::sync::atomic::AtomicBool::new(false),
             ha: Mutex::new(crate::ha::HaRuntime::new()),
             restart_requested: tokio::sync::watch::channel(false).0,
             detached: Mutex::new(detached),
+            expelled: tokio::sync::watch::channel(None).0,
             targets: crate::targets::TargetProber::start(
                 Vec::new(),
                 Duration::from_millis(haven_core::ha::gating::target_probe_interval_ms(&config.timing)),
@@ -280,21 +287,31 @@ impl Node {
     }
 
     /// Trusts exactly the keys of the latest membership, plus those learned while joining
-    /// (before this node holds a membership of its own).
+    /// (before this node holds a membership of its own), plus the keys of nodes that are no
+    /// longer members but may still connect, only to be told so (the peer handler answers
+    /// them with their expulsion and nothing else).
     pub fn sync_pins(&self) {
+        let mut pins = self.member_keys();
+        pins.extend(self.state.read().kv.admin().expelled_keys());
+        self.pins.replace(pins);
+    }
+
+    /// The keys of the latest membership, those learned while joining, and this node's
+    /// own: the keys a peer request may be served for.
+    pub fn member_keys(&self) -> Vec<String> {
         let membership = self.membership();
-        let mut pins: Vec<String> = membership
+        let mut keys: Vec<String> = membership
             .nodes()
             .map(|(_, node)| node.fingerprint.clone())
             .filter(|fingerprint| !fingerprint.is_empty())
             .collect();
         let joined = self.join_pins.lock().unwrap_or_else(|e| e.into_inner());
-        pins.extend(joined.iter().map(|member| member.fingerprint.clone()).filter(|f| !f.is_empty()));
+        keys.extend(joined.iter().map(|member| member.fingerprint.clone()).filter(|f| !f.is_empty()));
         drop(joined);
         if !self.fingerprint.is_empty() {
-            pins.push(self.fingerprint.clone());
+            keys.push(self.fingerprint.clone());
         }
-        self.pins.replace(pins);
+        keys
     }
 
     pub fn membership(&self) -> Arc<StoredMembership> {
@@ -381,16 +398,8 @@ impl Node {
     /// `Haven-Ack` header of the KV writes; the nemesis counts primaries from these).
     pub async fn write_acked(&self, caller: &Caller, request: Request) -> Result<Acked, ApiError> {
         let mut request = caller.stamp(request);
-        if let Some(detached) = self.detached() {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "detached",
-                format!(
-                    "node {} was detached by teardown generation {}; its data is read-only. Start it standalone \
-                     (`haven recover --standalone`) or wipe it and join as a new member",
-                    self.node_id, detached.generation
-                ),
-            ));
+        if let Some(refusal) = self.detached_write_refusal() {
+            return Err(refusal);
         }
         if request.request_id.is_none() {
             request.request_id = Some(format!("srv-{}", new_random_id()));
@@ -434,6 +443,11 @@ impl Node {
                 }
                 Err(RemoteError::OutcomeUnknown) => maybe_applied = true,
                 Err(RemoteError::NotLeader { .. }) | Err(RemoteError::Unavailable(_)) => {}
+            }
+            // Told meanwhile (or by the applied log) that this node was detached: say so now
+            // instead of retrying into "may or may not have been applied".
+            if let Some(refusal) = self.detached_write_refusal().filter(|_| !maybe_applied) {
+                return Err(refusal);
             }
             if Instant::now() + RETRY_PAUSE >= deadline {
                 return Err(if maybe_applied {
@@ -548,7 +562,7 @@ impl Node {
     /// Sends a request to the leader over the peer link. A request that certainly did not
     /// arrive reports `NotLeader` (safe to retry anywhere); one that may have arrived,
     /// `OutcomeUnknown`.
-    async fn forward(
+    pub(crate) async fn forward(
         &self,
         leader: NodeId,
         node: &HavenNode,
@@ -558,6 +572,16 @@ impl Node {
         let envelope = self.local.envelope(leader, Some(node), body);
         match self.transport.call(&node.peer_addr, envelope, timeout).await {
             Ok(PeerResponse::Refused(reason)) => Err(RemoteError::Unavailable(reason)),
+            // Nothing was served: the leader says this node is no longer a member.
+            Ok(PeerResponse::Expelled(expulsion)) => {
+                let rejected = RemoteError::Rejected {
+                    status: 409,
+                    code: expulsion.code().to_string(),
+                    message: expulsion.message.clone(),
+                };
+                self.local.report_expulsion(expulsion);
+                Err(rejected)
+            }
             Ok(response) => Ok(response),
             Err(error) if error.not_delivered() => Err(RemoteError::NotLeader { leader: None }),
             Err(_) => Err(RemoteError::OutcomeUnknown),
@@ -884,6 +908,21 @@ impl Node {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
         };
+        // Recorded first (id, data dir, key), so the removed node is told it was removed
+        // when it speaks again instead of pre-voting forever (its key stays accepted for
+        // that answer only); harmless if the change then fails, since only a node missing
+        // from the committed membership is told.
+        if let Some(member) = membership.get_node(&node_id) {
+            let record = Command::RecordRemoval {
+                node_id,
+                incarnation: member.incarnation.clone(),
+                fingerprint: member.fingerprint.clone(),
+            };
+            match self.commit_as_leader(caller, record).await? {
+                CommandResult::Ok { .. } => {}
+                other => return Err(unexpected_result("a removal record", other)),
+            }
+        }
         tracing::info!(node_id, force, "removing member");
         self.raft.change_membership(change, false).await.map_err(membership_error)?;
         let entry =
@@ -894,6 +933,62 @@ impl Node {
     }
 
     // ---- maintenance ----------------------------------------------------------------
+
+    // ---- expulsion ------------------------------------------------------------------
+
+    /// The teardown that detaches this node, if any: recorded (`Node::detached`), or
+    /// applied here and naming it while it still helps commit the membership change that
+    /// removes it.
+    pub fn detachment(&self) -> Option<crate::ha::Detached> {
+        self.detached().or_else(|| {
+            let generation = self.state.read().kv.admin().is_detached(self.node_id, &self.incarnation)?;
+            Some(crate::ha::Detached { generation, cluster_id: self.cluster_id(), kept: None })
+        })
+    }
+
+    /// Why this node refuses client writes as detached: from the moment it applied the
+    /// teardown that names it, or was told by a member (issue 14: writes used to hang until
+    /// the grace period ended, about 10 s, and then said "may or may not have been applied").
+    pub fn detached_write_refusal(&self) -> Option<ApiError> {
+        let detached = self.detachment()?;
+        Some(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "detached",
+            format!(
+                "node {} was detached by teardown generation {}; its data is read-only. Start it standalone \
+                 (`haven recover --standalone`) or wipe it and join as a new member",
+                self.node_id, detached.generation
+            ),
+        ))
+    }
+
+    /// Acts on what a member said. Detached: a member only says so once the membership
+    /// change that removed this node is committed, so it detaches at once (no grace
+    /// period). Removed or recovered away: it records that durably and stops for good
+    /// (`run` ends, the process exits with [`crate::EXIT_EXPELLED`]).
+    pub fn on_expelled(&self, expulsion: haven_net::Expulsion) {
+        match &expulsion.kind {
+            haven_net::ExpulsionKind::Detached { generation, kept } => {
+                tracing::warn!(message = %expulsion.message, by = expulsion.by, "told this node was detached");
+                self.mark_detached(crate::ha::Detached {
+                    generation: *generation,
+                    cluster_id: expulsion.cluster_id.clone(),
+                    kept: *kept,
+                });
+            }
+            haven_net::ExpulsionKind::Removed | haven_net::ExpulsionKind::RecoveredAway { .. } => {
+                // Durably first: a restart must not serve the old cluster either.
+                let path = self.config.data_dir.join(crate::EXPELLED_FILE);
+                if let Err(error) = crate::ha::write_json(&path, &expulsion) {
+                    tracing::error!(%error, path = %path.display(), "cannot record that this node was expelled");
+                }
+                tracing::error!(message = %expulsion.message, by = expulsion.by, "this node is no longer a member: stopping");
+                self.elections_enabled.store(false, std::sync::atomic::Ordering::Relaxed);
+                self.raft.runtime_config().elect(false);
+                self.expelled.send_replace(Some(expulsion));
+            }
+        }
+    }
 
     /// Is maintenance mode on (as this node has applied it)?
     pub fn maintenance(&self) -> bool {
@@ -1077,21 +1172,32 @@ impl Node {
         }
     }
 
-    /// Has this node heard from `node_id` recently (a probe answer, or as leader a
-    /// heartbeat acknowledgement)?
+    /// Has this node heard from `node_id` recently? As leader: a heartbeat acknowledged in
+    /// its own term; otherwise: an answer to its probes; within the window of the timing
+    /// this node runs (`haven_core::ha::detection::reachable`).
     pub fn is_reachable(&self, node_id: NodeId) -> bool {
         if node_id == self.node_id {
             return true;
         }
-        let acked = {
-            let metrics = self.metrics();
-            metrics
+        use haven_core::ha::detection;
+        let ms_ago = |at: Instant| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (leading, as_leader_ms_ago) = {
+            let receiver = self.raft.metrics();
+            let metrics = receiver.borrow_watched();
+            let acked = metrics
                 .heartbeat
                 .as_ref()
                 .and_then(|heartbeats| heartbeats.get(&node_id).cloned().flatten())
-                .is_some_and(|at| at.elapsed() < REACHABLE_WITHIN)
+                .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+            (metrics.state == ServerState::Leader, acked)
         };
-        acked || self.probe(node_id).last_ok.is_some_and(|at| at.elapsed() < REACHABLE_WITHIN)
+        let heard = detection::Heard { as_leader_ms_ago, probe_ms_ago: self.probe(node_id).last_ok.map(ms_ago) };
+        detection::reachable(leading, heard, detection::reachable_within_ms(&self.config.timing))
+    }
+
+    /// How often this node probes its peers, for the timing it runs.
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(haven_core::ha::detection::peer_probe_interval_ms(&self.config.timing))
     }
 
     pub fn probe(&self, node_id: NodeId) -> Probe {
@@ -1107,9 +1213,10 @@ impl Node {
         let membership = self.membership();
         let peers: Vec<(NodeId, HavenNode)> =
             membership.nodes().filter(|(id, _)| **id != self.node_id).map(|(id, node)| (*id, node.clone())).collect();
+        let timeout = Duration::from_millis(haven_core::ha::detection::peer_probe_timeout_ms(&self.config.timing));
         let probes = peers.into_iter().map(|(id, node)| async move {
             let envelope = self.local.envelope(id, Some(&node), PeerRequest::Ping);
-            (id, self.transport.call(&node.peer_addr, envelope, PROBE_TIMEOUT).await)
+            (id, self.transport.call(&node.peer_addr, envelope, timeout).await)
         });
         let results = futures::future::join_all(probes).await;
         let mut table = self.probes.lock().unwrap_or_else(|e| e.into_inner());
@@ -1124,6 +1231,10 @@ impl Node {
                     probe.last_error = None;
                 }
                 Ok(PeerResponse::Refused(reason)) => probe.last_error = Some(format!("refused: {reason}")),
+                Ok(PeerResponse::Expelled(expulsion)) => {
+                    probe.last_error = Some(format!("refused: {}", expulsion.message));
+                    self.local.report_expulsion(expulsion);
+                }
                 Ok(_) => probe.last_error = Some("unexpected answer".into()),
                 Err(error) => probe.last_error = Some(error.to_string()),
             }

@@ -38,6 +38,8 @@ use haven_net::log_limit::Level;
 use haven_net::log_limit::RateLimitedLog;
 use haven_net::log_limit::LOG_INTERVAL;
 use haven_net::Acked;
+use haven_net::Expulsion;
+use haven_net::ExpulsionKind;
 use haven_net::PeerEnvelope;
 use haven_net::PeerHandler;
 use haven_net::PeerRequest;
@@ -108,6 +110,89 @@ impl Refusal {
     fn violation(kind: &'static str, reason: String) -> Option<Refusal> {
         Some(Refusal { kind, reason, violation: true })
     }
+}
+
+/// Whether the sender is no longer a member of this node's cluster, as this node knows
+/// for certain (never a guess: a lagging member that has not seen a newer membership must
+/// not expel anyone):
+///
+/// - detached by a teardown this node has applied (its id and incarnation are recorded);
+/// - left behind by a recovery: it speaks for a cluster this one was recovered from;
+/// - removed: its id and incarnation were recorded as removed before the membership
+///   change, and the membership without it is committed here.
+pub fn expulsion(node: &Node, envelope: &PeerEnvelope) -> Option<Expulsion> {
+    if node.detached().is_some() {
+        // A detached node serves no cluster and speaks for none.
+        return None;
+    }
+    let ours = node.cluster_id();
+    let from = envelope.from;
+    let state = node.state.read();
+    let admin = state.kv.admin();
+    let cluster = ours.as_deref().unwrap_or("(unknown)");
+    // Detached: said only once the membership change that removed the sender is committed
+    // here, so the sender (which helps commit it until then) may stop at once.
+    let committed_without_sender = || {
+        let metrics = node.metrics();
+        let membership = &metrics.membership_config;
+        let committed = metrics.local_committed.as_ref().map(|log_id| log_id.index());
+        membership.get_node(&from).is_none() && membership.log_id().as_ref().map(|log_id| log_id.index()) <= committed
+    };
+    if let Some(generation) = admin.is_detached(from, &envelope.from_incarnation) {
+        if !committed_without_sender() {
+            // Still helping to commit the change that removes it.
+            return None;
+        }
+        let kept = node.leader().map(|(id, _)| id);
+        return Some(Expulsion {
+            kind: ExpulsionKind::Detached { generation, kept },
+            cluster_id: ours.clone(),
+            by: node.node_id,
+            message: format!(
+                "node {from} was detached from cluster {cluster} by teardown generation {generation}{}: it serves no \
+                 cluster now; its data is kept read-only. Start it as a cluster of its own (`haven recover \
+                 --standalone`) or wipe its data dir and join it as a new member",
+                kept.map(|kept| format!("; node {kept} continues the cluster alone")).unwrap_or_default()
+            ),
+        });
+    }
+    if let (Some(theirs), Some(ours)) = (&envelope.cluster_id, &ours) {
+        if theirs != ours {
+            let recovered = admin.recovered_from(theirs)?;
+            let down: Vec<String> = recovered.confirmed_down.iter().map(u64::to_string).collect();
+            return Some(Expulsion {
+                kind: ExpulsionKind::RecoveredAway {
+                    new_cluster_id: ours.clone(),
+                    survivor: recovered.survivor,
+                    confirmed_down: recovered.confirmed_down.clone(),
+                },
+                cluster_id: Some(theirs.clone()),
+                by: node.node_id,
+                message: format!(
+                    "node {from} belongs to cluster {theirs}, which lost its majority and was recovered as cluster \
+                     {ours} on node {} (`haven recover`; confirmed down: node(s) {}). Node {from} must never serve \
+                     the old cluster again: its data dir is kept, but to come back it must be wiped and join cluster \
+                     {ours} as a new member",
+                    recovered.survivor,
+                    if down.is_empty() { "none".to_string() } else { down.join(", ") }
+                ),
+            });
+        }
+    }
+    let same_cluster = envelope.cluster_id.is_none() || envelope.cluster_id == ours;
+    if same_cluster && admin.was_removed(from, &envelope.from_incarnation) && committed_without_sender() {
+        return Some(Expulsion {
+            kind: ExpulsionKind::Removed,
+            cluster_id: ours.clone(),
+            by: node.node_id,
+            message: format!(
+                "node {from} was removed from cluster {cluster} (`haven members remove` or `haven leave`); it is no \
+                 longer a member and never will be again with this data dir. To bring it back, wipe its data dir and \
+                 join it as a new member"
+            ),
+        });
+    }
+    None
 }
 
 /// Why an envelope must not reach Raft or the node, if it must not.
@@ -219,7 +304,8 @@ fn body_refusal(envelope: &PeerEnvelope) -> Option<Refusal> {
         | PeerRequest::Join { .. }
         | PeerRequest::RemoveMember { .. }
         | PeerRequest::Switchover { .. }
-        | PeerRequest::Ping => None,
+        | PeerRequest::Ping
+        | PeerRequest::RegisterBreakGlass(_) => None,
     };
     match named {
         Some(named) if named != from => Refusal::violation(
@@ -304,6 +390,11 @@ fn report_refusal(node: &Arc<Node>, envelope: &PeerEnvelope, peer_fingerprint: O
 }
 
 async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Option<String>) -> PeerResponse {
+    // A node that is no longer a member is told why (its key is accepted for that alone:
+    // `Node::sync_pins`; anything else it asks is refused below as a non-member's).
+    if let Some(expulsion) = expulsion(node, &envelope) {
+        return PeerResponse::Expelled(expulsion);
+    }
     if let Some(refused) = refusal(node, &envelope, peer_fingerprint.as_deref()) {
         report_refusal(node, &envelope, peer_fingerprint.as_deref(), &refused);
         return PeerResponse::Refused(refused.reason);
@@ -362,6 +453,11 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
             },
         ),
         PeerRequest::Ping => PeerResponse::Ping(node.ping_info()),
+        PeerRequest::RegisterBreakGlass(token) => PeerResponse::RegisterBreakGlass(if node.is_leader() {
+            crate::break_glass::register_as_leader(node, from, &token).await
+        } else {
+            Err(RemoteError::NotLeader { leader: node.leader().map(|(id, _)| id) })
+        }),
     }
 }
 

@@ -20,6 +20,7 @@ use axum::extract::Extension;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use haven_core::admin::AuditChange;
 use haven_core::admin::AuditEntry;
@@ -29,7 +30,6 @@ use haven_store::NodeId;
 use serde::Deserialize;
 use serde::Serialize;
 use serde_json::json;
-use serde_json::Value;
 use std::sync::Arc;
 
 use crate::auth::Caller;
@@ -119,7 +119,7 @@ pub async fn recover(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let limit = crate::admin_api::ADMIN_BODY_BYTES_MAX;
     let bytes = crate::body::read_limited(request, limit, || {
         ApiError::new(
@@ -141,15 +141,20 @@ pub async fn recover(
     };
     let survivors = survivors(&node);
     if body.standalone {
-        if node.detached().is_none() {
+        let Some(detachment) = node.detachment() else {
             return Err(refuse(
                 "--standalone is for a node detached by a teardown; this node is a cluster member (use \
                  --confirm-down after a quorum loss)"
                     .into(),
             ));
+        };
+        if !body.dry_run && node.detached().is_none() {
+            // The teardown naming it is applied here; it leaves now rather than at the end
+            // of the grace period.
+            node.mark_detached(detachment);
         }
     } else {
-        if node.detached().is_some() {
+        if node.detachment().is_some() {
             return Err(refuse("this node is detached: start it standalone with --standalone".into()));
         }
         check_recovery(node.node_id, &survivors, &body.confirm_down).map_err(refuse)?;
@@ -163,28 +168,35 @@ pub async fn recover(
     };
     // The restart rewrites this state into a snapshot: make sure it reads back before
     // promising anything, so a recovery never leaves a node that cannot start (issue 10).
-    check_rewrite_reads_back(&node, &plan.new_cluster_id).await?;
+    check_rewrite_reads_back(&node, &plan).await?;
     if !body.dry_run {
         crate::ha::write_json(&node.config.data_dir.join(RECOVER_FILE), &plan)
             .map_err(|error| ApiError::internal(format!("cannot record the recovery plan: {error}")))?;
         tracing::warn!(new_cluster_id = %plan.new_cluster_id, confirmed_down = ?plan.confirmed_down, "recovery: restarting as a new one-voter cluster");
-        node.restart_requested.send_replace(true);
     }
-    Ok(Json(json!({
+    let answer = json!({
         "survivors": survivors,
         "this_node": node.node_id,
         "new_cluster_id": if body.dry_run { None } else { Some(plan.new_cluster_id) },
         "restarting": !body.dry_run,
-    })))
+    });
+    if body.dry_run {
+        return Ok(Json(answer).into_response());
+    }
+    // After the answer has left: a restart that beat it (the old code) left the operator
+    // with a dropped connection, not knowing whether the recovery started.
+    Ok(crate::run::answer_then_restart(node, &answer))
 }
 
 /// Encodes the state as the rewrite will (under the new cluster id) and checks it decodes
 /// to the same state. On a blocking thread: the state may be tens of megabytes.
-async fn check_rewrite_reads_back(node: &Node, new_cluster_id: &str) -> Result<(), ApiError> {
+async fn check_rewrite_reads_back(node: &Node, plan: &RecoverPlan) -> Result<(), ApiError> {
     let mut applied = node.state.read().clone();
-    let new_cluster_id = new_cluster_id.to_string();
+    let new_cluster_id = plan.new_cluster_id.clone();
+    let recovery = (!plan.standalone)
+        .then(|| haven_store::reinit::recovery_record(&applied, node.node_id, plan.confirmed_down.clone()));
     tokio::task::spawn_blocking(move || {
-        applied.kv.move_to_new_cluster(&new_cluster_id);
+        applied.kv.move_to_new_cluster(&new_cluster_id, recovery);
         let data = haven_store::state_machine::encode_applied(&applied)?;
         haven_store::reinit::check_reads_back(&applied, &data)
     })
@@ -233,13 +245,26 @@ pub fn carry_out_pending(
     let Some(plan) = crate::ha::read_json::<RecoverPlan>(&path) else {
         return Ok(());
     };
-    let summary = haven_store::reinit::reinitialize_as_single_voter(
-        data_dir,
-        node_id,
-        this_node,
-        &plan.new_cluster_id,
-        history_revisions,
-    )
+    let summary = if plan.standalone {
+        // A detached node's own cluster: the old cluster goes on elsewhere, nobody was
+        // recovered away.
+        haven_store::reinit::reinitialize_as_single_voter(
+            data_dir,
+            node_id,
+            this_node,
+            &plan.new_cluster_id,
+            history_revisions,
+        )
+    } else {
+        haven_store::reinit::reinitialize_after_quorum_loss(
+            data_dir,
+            node_id,
+            this_node,
+            &plan.new_cluster_id,
+            history_revisions,
+            plan.confirmed_down.clone(),
+        )
+    }
     .map_err(|error| anyhow::anyhow!("recovery failed, nothing changed: {error}"))?;
     tracing::warn!(
         new_cluster_id = %summary.new_cluster_id,

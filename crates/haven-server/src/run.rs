@@ -19,7 +19,6 @@ use tokio::sync::watch;
 
 use crate::files;
 use crate::node::JOIN_DEADLINE;
-use crate::node::PROBE_INTERVAL;
 use crate::peer::NodePeerHandler;
 use crate::Node;
 
@@ -215,6 +214,10 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     let membership = tokio::spawn(enter_cluster(node.clone()));
     // A new cluster's first admin token (DATA_DIR/admin.token), once bootstrapped and leading.
     tokio::spawn(crate::auth::ensure_bootstrap_admin_token(node.clone(), stopped.clone()));
+    // Admin tokens minted offline (`haven tokens break-glass`) while this node was stopped.
+    tokio::spawn(crate::break_glass::register_pending(node.clone(), stopped.clone()));
+
+    let expulsions = tokio::spawn(follow_expulsions(node.clone()));
 
     let mut restart = node.restart_requested.subscribe();
     let restart_requested = async move {
@@ -229,13 +232,19 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
             anyhow::anyhow!("the Raft core stopped: {reason}. Restart the node once the cause is fixed")
         }
     };
+    let mut expelled = node.expelled.subscribe();
+    let expelled_wait = async move {
+        let _ = expelled.wait_for(Option::is_some).await;
+    };
     tokio::pin!(shutdown);
     tokio::pin!(restart_requested);
     tokio::pin!(core_stopped);
+    tokio::pin!(expelled_wait);
     let outcome = tokio::select! {
         _ = &mut shutdown => Ok(RunOutcome::Stopped),
         _ = &mut restart_requested => Ok(RunOutcome::Restart),
         error = &mut core_stopped => Err(error),
+        _ = &mut expelled_wait => Err(expelled_error(&node)),
         result = membership => match result {
             Ok(Ok(())) => {
                 // Joined or bootstrapped; keep serving until told to stop or restart.
@@ -243,6 +252,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
                     _ = &mut shutdown => Ok(RunOutcome::Stopped),
                     _ = &mut restart_requested => Ok(RunOutcome::Restart),
                     error = &mut core_stopped => Err(error),
+                    _ = &mut expelled_wait => Err(expelled_error(&node)),
                 }
             }
             Ok(Err(error)) => Err(error),
@@ -252,9 +262,12 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
 
     tracing::info!("stopping");
     node.record_applied_timing();
-    if node.core_stopped().is_none() {
+    // A node whose core stopped cannot hand anything over; an expelled node hands nothing
+    // over: its cluster is not the cluster any more.
+    if node.core_stopped().is_none() && node.expelled.borrow().is_none() {
         node.hand_over_leadership().await;
     }
+    expulsions.abort();
     let _ = stop.send(true);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, http_server).await;
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, peer_server).await;
@@ -267,6 +280,29 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     files::remove_pid(&data_dir);
     tracing::info!("stopped");
     outcome
+}
+
+/// The error `run` ends with when a member told this node it was removed or recovered
+/// away.
+fn expelled_error(node: &Node) -> anyhow::Error {
+    match node.expelled.borrow().as_ref() {
+        Some(expulsion) => anyhow::Error::new(crate::Expelled::new(expulsion, &node.config.data_dir)),
+        None => anyhow::anyhow!("stopped"),
+    }
+}
+
+/// Hands every expulsion a peer reports (on any request) to the node.
+async fn follow_expulsions(node: Arc<Node>) {
+    let mut reports = node.local.expulsions();
+    loop {
+        let report = reports.borrow_and_update().clone();
+        if let Some(expulsion) = report {
+            node.on_expelled(expulsion);
+        }
+        if reports.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The client port's TLS: the operator's certificate when configured, else the node's own.
@@ -318,6 +354,48 @@ pub async fn serve_http(
     .await;
 }
 
+/// How long after its answer has been handed to the connection a node asking for its own
+/// restart waits: the stop aborts every open connection, so the answer must be on the wire
+/// first (issue 14: `POST /v1/recover` on a loaded host was answered by a dropped
+/// connection). Short against a restart.
+pub const RESTART_AFTER_ANSWER: Duration = Duration::from_millis(300);
+
+/// `answer` as the JSON response of a request that restarts this node (`/v1/restart`,
+/// `/v1/recover`): the restart is asked for only once the response body has been written
+/// out (or the connection dropped), then [`RESTART_AFTER_ANSWER`] later, never before.
+pub fn answer_then_restart(node: Arc<Node>, answer: &serde_json::Value) -> axum::response::Response {
+    /// Asks for the restart when dropped: hyper drops the body once it has written it (or
+    /// the connection ended), so the restart follows the answer whatever happens.
+    struct RestartWhenDropped(Arc<Node>);
+    impl Drop for RestartWhenDropped {
+        fn drop(&mut self) {
+            let node = self.0.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        tokio::time::sleep(RESTART_AFTER_ANSWER).await;
+                        node.restart_requested.send_replace(true);
+                    });
+                }
+                Err(_) => {
+                    node.restart_requested.send_replace(true);
+                }
+            }
+        }
+    }
+    use futures::StreamExt;
+    let guard = RestartWhenDropped(node);
+    let bytes = bytes::Bytes::from(answer.to_string());
+    let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]).map(move |chunk| {
+        let _held_until_the_body_is_dropped = &guard;
+        chunk
+    });
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from_stream(body))
+        .unwrap_or_else(|_| axum::response::Response::new(axum::body::Body::empty()))
+}
+
 /// Keeps the trusted peer keys equal to the latest membership's, as soon as it changes
 /// (a member being added must be reachable at once; a removed one must lose access).
 async fn follow_membership_pins(node: Arc<Node>) {
@@ -325,10 +403,11 @@ async fn follow_membership_pins(node: Arc<Node>) {
     let mut metrics = node.raft.metrics();
     let mut last = None;
     loop {
-        let membership = node.membership();
-        if last.as_ref() != Some(&membership) {
+        // The membership, and the keys of expelled nodes still to be told (replicated state).
+        let current = (node.membership(), node.state.read().kv.admin().expelled_keys());
+        if last.as_ref() != Some(&current) {
             node.sync_pins();
-            last = Some(membership);
+            last = Some(current);
         }
         if metrics.changed().await.is_err() {
             return;
@@ -353,6 +432,7 @@ async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
     let mut last_voters = 0;
     loop {
         node.probe_peers().await;
+        node.started_checks_done.store(true, std::sync::atomic::Ordering::Relaxed);
         node.housekeeping(&mut recorded_cluster_id).await;
         node.promote_caught_up_learners().await;
         node.apply_maintenance();
@@ -368,7 +448,7 @@ async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
             last_voters = voters;
         }
         tokio::select! {
-            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            _ = tokio::time::sleep(node.probe_interval()) => {}
             _ = stopped.changed() => return,
         }
     }

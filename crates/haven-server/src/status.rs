@@ -138,7 +138,8 @@ pub fn status(node: &Node) -> Status {
         haven_core::ha::gating::Gate::Allowed => None,
         haven_core::ha::gating::Gate::Withheld { reason } => Some(reason),
     };
-    let detached = node.detached();
+    // Detached, or about to be (a teardown naming it applied here).
+    let detached = node.detachment();
     let core_stopped = node.core_stopped();
     // A detached node follows no leader, whatever its last vote says; a node whose core
     // stopped follows nobody any more.
@@ -235,6 +236,7 @@ fn ha_status(
                 reachable: member.reachable,
                 lag_entries: member.lag,
                 is_leader: member.leader,
+                may_be_primary: member.role == haven_core::ha::NodeRole::Data && member.priority > 0,
             })
             .collect(),
         leader_has_quorum: quorum,

@@ -132,9 +132,35 @@ pub struct ReinitSummary {
 pub fn reinitialize_as_single_voter(
     data_dir: &Path,
     node_id: NodeId,
+    node: HavenNode,
+    new_cluster_id: &str,
+    history_revisions: u64,
+) -> io::Result<ReinitSummary> {
+    reinitialize(data_dir, node_id, node, new_cluster_id, history_revisions, None)
+}
+
+/// [`reinitialize_as_single_voter`] after a lost majority (`haven recover`): the new
+/// cluster also remembers the old cluster's id, the survivor (`node_id`) and the voters
+/// the operator confirmed down, so that any old member that later speaks to it is told it
+/// was recovered away and stops (`haven_core::admin::RecoveredFrom`).
+pub fn reinitialize_after_quorum_loss(
+    data_dir: &Path,
+    node_id: NodeId,
+    node: HavenNode,
+    new_cluster_id: &str,
+    history_revisions: u64,
+    confirmed_down: Vec<NodeId>,
+) -> io::Result<ReinitSummary> {
+    reinitialize(data_dir, node_id, node, new_cluster_id, history_revisions, Some(confirmed_down))
+}
+
+fn reinitialize(
+    data_dir: &Path,
+    node_id: NodeId,
     mut node: HavenNode,
     new_cluster_id: &str,
     history_revisions: u64,
+    confirmed_down: Option<Vec<NodeId>>,
 ) -> io::Result<ReinitSummary> {
     if new_cluster_id.trim().is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "the new cluster id must not be empty"));
@@ -199,7 +225,8 @@ pub fn reinitialize_as_single_voter(
     let mut applied = machine.read().clone();
     drop(machine);
     let old_cluster_id = applied.kv.cluster_id().map(str::to_string).or_else(|| identity.cluster_id.clone());
-    applied.kv.move_to_new_cluster(new_cluster_id);
+    let recovered = confirmed_down.map(|confirmed_down| recovery_record(&applied, node_id, confirmed_down));
+    applied.kv.move_to_new_cluster(new_cluster_id, recovered);
     let membership = Membership::new(vec![BTreeSet::from([node_id])], BTreeMap::from([(node_id, node)]))
         .map_err(|e| io_error("build the membership", e))?;
     applied.last_applied = Some(last);
@@ -235,6 +262,23 @@ pub fn reinitialize_as_single_voter(
         old_cluster_id,
         new_cluster_id: new_cluster_id.to_string(),
     })
+}
+
+/// What a new cluster made by survivor `node_id` after a lost majority remembers of the old
+/// one: who confirmed what down, and the old members' keys (so they can be told they were
+/// recovered away when they speak again).
+pub fn recovery_record(applied: &Applied, node_id: NodeId, confirmed_down: Vec<NodeId>) -> haven_core::admin::Recovery {
+    haven_core::admin::Recovery {
+        survivor: node_id,
+        confirmed_down,
+        old_members: applied
+            .membership
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != node_id)
+            .map(|(id, member)| haven_core::admin::OldMember { node_id: *id, fingerprint: member.fingerprint.clone() })
+            .collect(),
+    }
 }
 
 /// Refuses to write snapshot `data` unless it decodes to `applied`: a state the encoding

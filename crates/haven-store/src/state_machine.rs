@@ -14,7 +14,8 @@
 //! The encoded state (the snapshot's data, also what InstallSnapshot sends) is versioned:
 //!
 //! ```text
-//!   format 1 and later:  "HVNS" format-number  Applied (haven_core::codec)
+//!   format 2:            "HVNS" 2  Applied (haven_core::codec)
+//!   format 1:            "HVNS" 1  Applied with the state of `haven_core::kv::format_v1`, converted
 //!   format 0 (no marker): Applied with the state of `haven_core::kv::format_v0`, converted
 //! ```
 //!
@@ -39,6 +40,7 @@ use futures::TryStreamExt;
 use haven_core::codec;
 use haven_core::codec::DecodeError;
 use haven_core::kv::format_v0::KvStateV0;
+use haven_core::kv::format_v1::KvStateV1;
 use haven_core::kv::Command;
 use haven_core::kv::CommandResult;
 use haven_core::kv::KvState;
@@ -73,8 +75,9 @@ pub use crate::snapshot_file::SNAPSHOT_FILE;
 const SNAPSHOT_FORMAT_MARKER: &[u8; 4] = b"HVNS";
 
 /// The format this version writes. 1: request ids remembered with their caller and a
-/// digest of their command (issue 11). Readable: 0 and 1.
-pub const SNAPSHOT_FORMAT: u8 = 1;
+/// digest of their command (issue 11). 2: the administrative state keeps removed members
+/// and the clusters it was recovered from (issue 14). Readable: 0, 1 and 2.
+pub const SNAPSHOT_FORMAT: u8 = 2;
 
 /// What to do about data this version cannot read, for every such error.
 pub const UNREADABLE_DATA_ADVICE: &str = "Nothing was changed; keep this data dir as it is. To bring the node \
@@ -102,6 +105,14 @@ struct AppliedV0 {
     kv: KvStateV0,
 }
 
+/// `Applied` in snapshot format 1 (public for tests that make old data).
+#[derive(Serialize, Deserialize)]
+pub struct AppliedV1 {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub kv: KvStateV1,
+}
+
 /// Encodes the state as snapshot data of the current format.
 pub fn encode_applied(applied: &Applied) -> io::Result<Vec<u8>> {
     encode_applied_after(Vec::new(), applied)
@@ -120,6 +131,10 @@ pub fn decode_applied(bytes: &[u8]) -> Result<Applied, DecodeError> {
     match bytes.strip_prefix(SNAPSHOT_FORMAT_MARKER) {
         None => {
             let old: AppliedV0 = codec::decode(bytes)?;
+            Ok(Applied { last_applied: old.last_applied, membership: old.membership, kv: old.kv.into() })
+        }
+        Some([1, rest @ ..]) => {
+            let old: AppliedV1 = codec::decode(rest)?;
             Ok(Applied { last_applied: old.last_applied, membership: old.membership, kv: old.kv.into() })
         }
         Some([SNAPSHOT_FORMAT, rest @ ..]) => codec::decode(rest),

@@ -101,7 +101,8 @@ fn a_recovery_rewrites_a_dir_that_opens() {
     let summary = haven_store::reinitialize_as_single_voter(dir.path(), 1, node, "recovered", 1000).expect("rewrite");
     assert_eq!(summary.revision, 64, "the write after the old snapshot was replayed from the log");
     let bytes = std::fs::read(dir.path().join("snapshot.bin")).expect("snapshot");
-    assert!(bytes.windows(5).any(|w| w == b"HVNS\x01"), "written in the current format");
+    let current = [b"HVNS".as_slice(), &[haven_store::state_machine::SNAPSHOT_FORMAT]].concat();
+    assert!(bytes.windows(5).any(|w| w == current), "written in the current format");
     let machine = StateMachine::open(dir.path(), 1000).expect("the rewritten dir opens");
     let kv = &machine.read().kv;
     assert_eq!((kv.cluster_id(), kv.len()), (Some("recovered"), 64));
@@ -109,6 +110,25 @@ fn a_recovery_rewrites_a_dir_that_opens() {
     assert_eq!(kv.admin().ha_config.value.profile, Some(Profile::Lan));
     let draft = kv.admin().draft.as_ref().expect("the pending draft, from the log");
     assert_eq!(draft.changes.get("hook_timeout_s"), Some(&Some("50".to_string())));
+}
+
+/// Snapshot data of format 1 (written before issue 14 added removed members and recovery
+/// lineage to the administrative state) decodes, with every part as it was written.
+#[test]
+fn format_1_snapshot_data_decodes() {
+    let mut applied = haven_store::state_machine::Applied::default();
+    let put =
+        Request::new(Some("r".into()), Command::Put { key: "k".into(), value: b"v".to_vec(), prev_revision: None });
+    applied.kv.apply(&put);
+    let old = haven_store::state_machine::AppliedV1 {
+        last_applied: applied.last_applied,
+        membership: applied.membership.clone(),
+        kv: haven_core::kv::format_v1::KvStateV1::from_current(&applied.kv),
+    };
+    let bytes = haven_core::codec::encode_after(b"HVNS\x01".to_vec(), &old).expect("encode");
+    let decoded = decode_applied(&bytes).expect("format 1 decodes");
+    assert!(decoded == applied, "every part kept");
+    assert_eq!(&encode_applied(&applied).expect("encode")[..5], b"HVNS\x02", "format 2 is written now");
 }
 
 /// A snapshot this version cannot read stops the node with a message that names the

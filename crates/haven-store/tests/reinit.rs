@@ -290,7 +290,7 @@ async fn check_new_cluster(
         assert_eq!(state.kv.cluster_id(), Some(cluster_id));
         assert_eq!(state.kv.revision(), old_revision);
         let mut whole = expected.clone();
-        whole.move_to_new_cluster(cluster_id);
+        whole.move_to_new_cluster(cluster_id, None);
         assert!(state.kv == whole, "the whole state (history, tokens, request ids) is kept");
         assert_eq!(state.kv.len(), expected.len());
         let (keys, _) = expected.list("", None, usize::MAX);

@@ -1,4 +1,4 @@
-//! `haven dev`: a local cluster of 1, 3 or 5 nodes on 127.0.0.1, run as child processes.
+//! `haven dev`: a local cluster of 1, 3, 5 or 7 nodes on 127.0.0.1, run as child processes.
 //!
 //! Layout of `DIR` (default `./haven-dev`):
 //!
@@ -73,7 +73,7 @@ use tokio::time::timeout_at;
 use tokio::time::Instant;
 
 /// Cluster sizes `haven dev` runs.
-const ALLOWED_NODES: [usize; 3] = [1, 3, 5];
+const ALLOWED_NODES: [usize; 4] = [1, 3, 5, 7];
 /// Cluster size for a new `DIR` when `--nodes` is not given.
 const DEFAULT_NODES: usize = 3;
 /// How long each startup step (bind, become healthy, become a voter) may take.
@@ -94,8 +94,8 @@ const LOG_TAIL_LINES: usize = 15;
 
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
-    /// Number of nodes: 1, 3 or 5 [default: 3, or as many as DIR already holds].
-    #[arg(long, value_name = "1|3|5", value_parser = parse_nodes)]
+    /// Number of nodes: 1, 3, 5 or 7 [default: 3, or as many as DIR already holds].
+    #[arg(long, value_name = "1|3|5|7", value_parser = parse_nodes)]
     pub nodes: Option<usize>,
 
     /// Directory for the nodes' configs, data and logs, and the env file to source.
@@ -178,7 +178,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
 /// clap value parser for `--nodes`.
 fn parse_nodes(text: &str) -> Result<usize, String> {
-    let nodes: usize = text.trim().parse().map_err(|_| format!("must be 1, 3 or 5, not {text:?}"))?;
+    let nodes: usize = text.trim().parse().map_err(|_| format!("must be 1, 3, 5 or 7, not {text:?}"))?;
     validate_nodes(nodes)?;
     Ok(nodes)
 }
@@ -187,7 +187,15 @@ fn validate_nodes(nodes: usize) -> Result<(), String> {
     if ALLOWED_NODES.contains(&nodes) {
         Ok(())
     } else {
-        Err(format!("must be 1, 3 or 5, not {nodes} (an odd number of voters, so a majority can always decide)"))
+        // Say the rule that was broken (issue 14: "7" was refused as not odd).
+        let why = if nodes.is_multiple_of(2) {
+            "an odd number of voters, so a majority can always decide"
+        } else if nodes > haven_core::limits::VOTERS_MAX {
+            "a cluster has at most 7 voters"
+        } else {
+            "at least one node"
+        };
+        Err(format!("must be 1, 3, 5 or 7, not {nodes} ({why})"))
     }
 }
 
@@ -378,7 +386,7 @@ fn node_ids_in(dir: &Path, names: &[String]) -> anyhow::Result<usize> {
     if !contiguous || validate_nodes(count).is_err() {
         let list: Vec<String> = ids.iter().map(|id| format!("n{id}")).collect();
         bail!(
-            "{dir} holds configs for {} ({count} node(s)), not a 1, 3 or 5-node cluster n1..nN; \
+            "{dir} holds configs for {} ({count} node(s)), not a 1, 3, 5 or 7-node cluster n1..nN; \
              remove {dir} to start over",
             list.join(", "),
             dir = dir.display()
@@ -655,6 +663,9 @@ impl RunningNode {
     /// The error for a node that exited before it was ready, after showing its last log lines.
     fn exited_early(&self, status: ExitStatus) -> anyhow::Error {
         self.show_log_tail();
+        if let Some(why) = expelled_advice(&self.plan) {
+            return anyhow!("node {} exited ({status}) before it was ready: {why}", self.plan.name());
+        }
         anyhow!(
             "node {} exited ({status}) before it was ready; see {}",
             self.plan.name(),
@@ -808,6 +819,10 @@ async fn start_cluster(
     let Some(first) = plans.first() else {
         bail!("internal: no nodes planned");
     };
+    // A node told it was removed or recovered away refuses to start: say which, and why.
+    if let Some((plan, why)) = plans.iter().find_map(|plan| expelled_advice(plan).map(|why| (plan, why))) {
+        bail!("node {} is no longer a member of this cluster: {why}", plan.name());
+    }
     // Nodes that have served before (a node writes addr.json once it has bound its ports)
     // have most likely joined already.
     let others_ran_before = plans[1..].iter().any(|plan| plan.addr_path().exists());
@@ -995,13 +1010,20 @@ async fn supervise(
                     Ok(status) => status.to_string(),
                     Err(error) => format!("an unknown status ({error})"),
                 };
-                say(format_args!(
-                    "node {} (pid {}) exited with {status}; the others keep running; restart it \
-                     with: haven serve --config {}",
-                    node.plan.name(),
-                    node.pid,
-                    node.plan.config_path().display()
-                ));
+                match expelled_advice(&node.plan) {
+                    // Removed or recovered away: restarting it as it is would be refused (and
+                    // must never serve the old cluster): no restart hint.
+                    Some(why) => {
+                        say(format_args!("node {} (pid {}) exited with {status}: {why}", node.plan.name(), node.pid))
+                    }
+                    None => say(format_args!(
+                        "node {} (pid {}) exited with {status}; the others keep running; restart it \
+                         with: haven serve --config {}",
+                        node.plan.name(),
+                        node.pid,
+                        node.plan.config_path().display()
+                    )),
+                }
             }
             Event::Tick => {
                 let live = running.iter().filter(|node| node.child.is_some()).map(|node| &node.plan);
@@ -1019,6 +1041,27 @@ async fn supervise(
             }
         }
     }
+}
+
+/// Why `node` must not be started again as it is, if a member told it that it was removed
+/// or recovered away (its `expelled.json`), with how to bring it back in a dev cluster.
+fn expelled_advice(node: &NodePlan) -> Option<String> {
+    let expulsion = haven_server::expelled_record(&node.data_dir)?;
+    let way_back = if node.id == 1 {
+        // n1 bootstraps a dev cluster: emptied, it would start a new cluster, not rejoin.
+        format!(
+            "n1 bootstraps this dev cluster, so it cannot rejoin it; remove {} to start a new dev cluster",
+            node.data_dir.parent().unwrap_or(&node.data_dir).display()
+        )
+    } else {
+        format!(
+            "to bring {} back as a new member, delete everything in {} except haven.toml and run `haven dev` again (it \
+             joins through n1)",
+            node.name(),
+            node.data_dir.display()
+        )
+    };
+    Some(format!("{}. It is not restarted; {way_back}", expulsion.message))
 }
 
 /// Sends SIGTERM to every running node, waits up to STOP_TIMEOUT for them, then kills the
@@ -1231,13 +1274,17 @@ mod tests {
 
     #[test]
     fn node_counts() {
-        for good in ["1", "3", "5"] {
+        for good in ["1", "3", "5", "7"] {
             assert!(parse_nodes(good).is_ok(), "{good}");
         }
-        for bad in ["0", "2", "4", "6", "7", "-1", "three", ""] {
+        for bad in ["0", "2", "4", "6", "9", "-1", "three", ""] {
             let error = parse_nodes(bad).unwrap_err();
-            assert!(error.contains("must be 1, 3 or 5"), "{bad}: {error}");
+            assert!(error.contains("must be 1, 3, 5 or 7"), "{bad}: {error}");
         }
+        // Each refusal names the rule it breaks (issue 14: "7 is not odd").
+        assert!(parse_nodes("9").unwrap_err().contains("at most 7 voters"));
+        assert!(parse_nodes("4").unwrap_err().contains("odd number"));
+        assert!(parse_nodes("0").unwrap_err().contains("at least one node"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run one node.
     Serve(serve::ServeArgs),
-    /// Run a local cluster of 1, 3 or 5 nodes on 127.0.0.1 as child processes.
+    /// Run a local cluster of 1, 3, 5 or 7 nodes on 127.0.0.1 as child processes.
     Dev(dev::DevArgs),
     /// Show the cluster's status and HA state; exits 0 only when the HA state is stable.
     #[command(after_help = client_cmds::STATUS_EXIT_CODES)]

@@ -148,12 +148,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         stop_signal().await;
         crate::service::stopping();
     };
-    match haven_server::run(options, shutdown).await? {
-        haven_server::RunOutcome::Stopped => Ok(ExitCode::SUCCESS),
-        haven_server::RunOutcome::Restart => {
+    match haven_server::run(options, shutdown).await {
+        Ok(haven_server::RunOutcome::Stopped) => Ok(ExitCode::SUCCESS),
+        Ok(haven_server::RunOutcome::Restart) => {
             crate::service::reloading();
             restart_process(bound)
         }
+        // Removed or recovered away: a distinct status, so a supervisor can be told not to
+        // restart it (systemd: RestartPreventExitStatus=78).
+        Err(error) => match error.downcast_ref::<haven_server::Expelled>() {
+            Some(expelled) => {
+                eprintln!("error: {expelled}");
+                Ok(ExitCode::from(haven_server::EXIT_EXPELLED))
+            }
+            None => Err(error),
+        },
     }
 }
 

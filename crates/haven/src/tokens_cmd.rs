@@ -33,6 +33,22 @@ pub enum TokensCommand {
     List(ListArgs),
     /// Revoke token ID: requests made with it are refused from now on, even writes in flight.
     Revoke(RevokeArgs),
+    /// Mint an admin token offline from a STOPPED node's data dir (when no admin token is
+    /// left): it is registered, and recorded in the audit log, when the node starts.
+    BreakGlass(BreakGlassArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BreakGlassArgs {
+    /// The data dir of one of the cluster's nodes, stopped (run as a user who can write it).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: std::path::PathBuf,
+    /// A label for people; default `break-glass`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Write the token to FILE (created with mode 0600; must not exist) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -72,7 +88,46 @@ pub async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
         TokensCommand::Create(args) => create(args).await,
         TokensCommand::List(args) => list(args).await,
         TokensCommand::Revoke(args) => revoke(args).await,
+        TokensCommand::BreakGlass(args) => break_glass(&args),
     })
+}
+
+/// `haven tokens break-glass`: mints an admin token into a stopped node's data dir.
+fn break_glass(args: &BreakGlassArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = args.out.as_ref().filter(|path| path.exists()) {
+        anyhow::bail!("{} exists; remove it first (it is never overwritten)", path.display());
+    }
+    let minted_by = format!("{}@{}", whoami(), hostname());
+    let token = haven_server::break_glass::mint_offline(&args.data_dir, args.name.as_deref(), &minted_by)?;
+    match &args.out {
+        Some(path) => haven_tls::identity::write_private(path, format!("{token}\n").as_bytes())
+            .map_err(|error| anyhow::anyhow!("cannot write {} ({error}); the token was not shown", path.display()))?,
+        None => print_line(&token)?,
+    }
+    eprintln!(
+        "minted a break-glass admin token into {}; start that node: it registers the token once the cluster has a \
+         leader, and records it in the audit log (`haven audit`). Shown only this once",
+        args.data_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The user running this, for the audit record (the name from the environment, else the uid).
+fn whoami() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|user| !user.is_empty())
+        // SAFETY: getuid has no preconditions.
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
+}
+
+/// This machine's host name, or `localhost` when it cannot be read.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {

@@ -41,12 +41,6 @@ fn put(client: &haven_client::Client, key: &str, value: &str) {
     block_on(client.put(key, value.as_bytes(), WriteOptions::default())).expect("put");
 }
 
-fn audit(cluster: &TestCluster, index: usize) -> Vec<Value> {
-    let (status, body) = call(cluster, index, "GET", "/v1/audit", None);
-    assert_eq!(status, 200, "audit: {body}");
-    body["records"].as_array().cloned().unwrap_or_default()
-}
-
 /// Seed 002's "save as draft, then apply": a stale draft and an invalid one are refused
 /// (the invalid one with every broken rule), the apply is one version for the whole
 /// cluster, "nothing to apply" is not an error, and the audit log names who did what,
@@ -251,6 +245,23 @@ fn pair_with_witness_hands_over_and_never_lets_the_witness_be_primary() {
     let records = audit(&cluster, 1);
     let witness_led = records.iter().any(|r| r["action"] == "handoff");
     eprintln!("witness led and handed off: {witness_led}");
+    // Issue 14: the audit log never records the witness as the primary; the failover it
+    // bridged is recorded once, from node 1 to node 2, by node 2.
+    for record in &records {
+        // (A switchover record names what was asked for, and the one to node 3 was refused.)
+        let records_a_primary = ["failover", "primary.taken", "failback", "handoff"]
+            .contains(&record["action"].as_str().unwrap_or_default());
+        let names_witness_primary = records_a_primary
+            && record["changes"].as_array().into_iter().flatten().any(|c| c["what"] == "primary" && c["new"] == "3");
+        assert!(!names_witness_primary, "the audit log names witness node 3 as primary: {record}");
+    }
+    if witness_led {
+        let failovers: Vec<&Value> = records.iter().filter(|r| r["action"] == "failover").collect();
+        assert!(
+            failovers.iter().any(|r| r["changes"][0]["old"] == "1" && r["changes"][0]["new"] == "2"),
+            "the failover from node 1 to node 2 is recorded: {records:#?}"
+        );
+    }
     // Losing the witness (with both data nodes up) keeps the primary.
     cluster.restart(0);
     cluster.wait_for(CONDITION_TIMEOUT, "node 1 back as a follower", |c| c.leader_of(0) == Some(2));

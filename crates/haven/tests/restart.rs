@@ -108,7 +108,8 @@ fn a_node_starts_on_data_written_before_the_fix() {
     // on them.
     expected.extend(write_keys(&cluster.client_of(0), "after", 40));
     let snapshot = std::fs::read(cluster.nodes[0].data_dir.join("snapshot.bin")).expect("snapshot");
-    assert!(snapshot.windows(5).any(|w| w == b"HVNS\x01"), "a snapshot in the current format was written");
+    let current = [b"HVNS".as_slice(), &[haven_store::state_machine::SNAPSHOT_FORMAT]].concat();
+    assert!(snapshot.windows(5).any(|w| w == current), "a snapshot in the current format was written");
     cluster.restart(0);
     assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), 1);
     assert_holds(&cluster, 0, &expected);

@@ -205,6 +205,9 @@ pub struct NodeSettings {
 pub struct NodeAddresses {
     pub id: u64,
     pub addresses: Vec<String>,
+    /// A voter (false: a learner). The rule that a topology's tolerance be true counts
+    /// the voters that may be the primary.
+    pub voter: bool,
 }
 
 impl HaConfig {
@@ -263,6 +266,21 @@ impl HaConfig {
     pub fn normalized(mut self) -> HaConfig {
         self.nodes.retain(|_, node| *node != NodeHaConfig::default());
         self
+    }
+
+    /// Every key as a dotted path with the value in effect: like [`HaConfig::flatten`],
+    /// but the detection timing and each node's priority show the value they take when
+    /// unset (`ping_interval_ms = 50`, not `null`). Keys without a default value (a hook
+    /// script, an e-mail address) stay `null`: unset.
+    pub fn effective(&self) -> BTreeMap<String, Value> {
+        let mut flat = self.flatten();
+        let timing = self.timing();
+        flat.insert("ping_interval_ms".into(), timing.ping_interval_ms.into());
+        flat.insert("failed_pings".into(), timing.failed_pings.into());
+        for id in self.nodes.keys() {
+            flat.insert(format!("nodes.{id}.priority"), self.node(*id).priority.into());
+        }
+        flat
     }
 
     /// Every key as a dotted path with its value (lists are single values).
@@ -495,8 +513,48 @@ impl HaConfig {
                     "no member can be the primary: each is a witness or has priority 0; give a data node a priority \
                      above 0",
                 );
+            } else {
+                self.validate_tolerance(members, errors);
             }
         }
+    }
+
+    /// Refuses a configuration under which the voters' promise is false (issue 14): a
+    /// majority of voters survives `(voters - 1) / 2` losses, but writes need a voter that
+    /// may be the primary among the survivors. One data node with two witnesses is three
+    /// voters that "survive any one down", yet losing the data node leaves nobody to write.
+    fn validate_tolerance(&self, members: &[NodeAddresses], errors: &mut Errors) {
+        let voters: Vec<u64> = members.iter().filter(|member| member.voter).map(|member| member.id).collect();
+        let capable: Vec<u64> = voters
+            .iter()
+            .copied()
+            .filter(|&id| {
+                let node = self.node(id);
+                node.role == NodeRole::Data && node.priority > 0
+            })
+            .collect();
+        let vote_tolerance = voters.len().saturating_sub(1) / 2;
+        let tolerance = vote_tolerance.min(capable.len().saturating_sub(1));
+        if capable.is_empty() || tolerance >= vote_tolerance {
+            return;
+        }
+        let others: Vec<u64> = voters.iter().copied().filter(|id| !capable.contains(id)).collect();
+        errors.push(
+            "nodes",
+            join(voters.iter()),
+            RuleKind::Contradiction,
+            format!(
+                "{} voters promise to survive {vote_tolerance} voter(s) down, but only {} of them ({}) may be the \
+                 primary: node(s) {} are witnesses or have priority 0, and a majority of voters without a data node \
+                 cannot write, so this cluster would survive {tolerance}; make one of node(s) {} a data node with \
+                 priority above 0, or remove it",
+                voters.len(),
+                capable.len(),
+                join(capable.iter()),
+                join(others.iter()),
+                join(others.iter())
+            ),
+        );
     }
 }
 
@@ -710,7 +768,8 @@ pub struct Change {
 
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {} -> {}", self.key, self.old, self.new)
+        let show = |value: &Value| if value.is_null() { "(unset)".to_string() } else { value.to_string() };
+        write!(f, "{}: {} -> {}", self.key, show(&self.old), show(&self.new))
     }
 }
 
@@ -784,21 +843,27 @@ pub fn apply_draft(
         // the first one serde meets.
         let mut alone = base.clone();
         apply_edit(&mut alone, &path, edit);
-        if let Err(error) = serde_json::from_value::<HaConfig>(alone) {
+        if serde_json::from_value::<HaConfig>(alone).is_err() {
             let value = match edit {
                 Edit::Set(value) => value.to_string(),
                 Edit::Unset => "(unset)".into(),
             };
-            errors.push(key, value, RuleKind::WrongType, first_line(&error.to_string()));
+            errors.push(key, value, RuleKind::WrongType, expected_type(&path, &template));
             continue;
         }
         apply_edit(&mut merged, &path, edit);
     }
     let config = match serde_json::from_value::<HaConfig>(merged) {
         Ok(config) => config.normalized(),
-        Err(error) => {
+        Err(_) => {
             // Edits fine alone but not together (a whole `nodes.2` and a bad `nodes.2.x`).
-            errors.push("draft", "(edits combined)", RuleKind::WrongType, first_line(&error.to_string()));
+            errors.push(
+                "draft",
+                "(edits combined)",
+                RuleKind::WrongType,
+                "the edits are each fine alone but not together (a whole section and a key inside it); set the \
+                 keys one by one",
+            );
             return Err(ApplyError::Invalid(errors.0));
         }
     };
@@ -818,8 +883,15 @@ pub fn apply_draft(
 
 /// What changed between two configurations, key by key (dotted paths, sorted).
 pub fn diff(old: &HaConfig, new: &HaConfig) -> Vec<Change> {
-    let old = old.clone().normalized().flatten();
-    let new = new.clone().normalized().flatten();
+    // Values in effect on both sides, and every node entry on both sides (a new entry's
+    // untouched fields are its defaults, not a change from nothing: no `null -> []`).
+    let (mut old, mut new) = (old.clone().normalized(), new.clone().normalized());
+    let ids: BTreeSet<u64> = old.nodes.keys().chain(new.nodes.keys()).copied().collect();
+    for id in ids {
+        old.nodes.entry(id).or_default();
+        new.nodes.entry(id).or_default();
+    }
+    let (old, new) = (old.effective(), new.effective());
     let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     keys.into_iter()
         .filter_map(|key| {
@@ -830,34 +902,43 @@ pub fn diff(old: &HaConfig, new: &HaConfig) -> Vec<Change> {
         .collect()
 }
 
-/// Which nodes must restart: Raft's timeouts are fixed when a node starts, so a timing
-/// change needs every node restarted (one at a time, followers first); a node whose role
-/// changes between data and witness starts or stops holding files. Everything else takes
-/// effect live. Members are those given, or the configured nodes if none are.
+/// Why a node running with the timing `running` must restart for `config` to take full
+/// effect: the one rule behind both the `restart` list of an apply and each node's own
+/// `pending_restart` in its status, so the two always agree (issue 14: an apply said
+/// "must restart" that no node then reported, and `--pending-only` restarted nothing).
+///
+/// Only the detection timing needs a restart: openraft fixes its timeouts when a node
+/// starts. Everything else, roles and priorities included, is read live from the applied
+/// configuration (a witness refuses client writes and hands over from the moment the
+/// change is applied). A future setting that needs a restart must be added here, and the
+/// node must compare it with what it started with.
+pub fn restart_reasons(running: &Timing, config: &HaConfig) -> Vec<String> {
+    let wanted = config.timing();
+    if wanted == *running {
+        return Vec::new();
+    }
+    vec![format!(
+        "failure detection changed (a ping every {} ms x {} -> {}); Raft's timeouts are set when a node starts",
+        running.ping_interval_ms,
+        running.failed_pings,
+        config.detection().describe()
+    )]
+}
+
+/// Which nodes must restart when `new` replaces `old`: those whose running timing (the
+/// old configuration's) differs, by [`restart_reasons`]. Members are those given, or the
+/// configured nodes if none are.
 fn restarts(old: &HaConfig, new: &HaConfig, members: &[NodeAddresses]) -> Vec<Restart> {
     let ids: BTreeSet<u64> = if members.is_empty() {
         old.nodes.keys().chain(new.nodes.keys()).copied().collect()
     } else {
         members.iter().map(|member| member.id).collect()
     };
-    let timing_changed = old.timing() != new.timing();
-    ids.into_iter()
-        .filter_map(|id| {
-            let mut reasons = Vec::new();
-            if timing_changed {
-                reasons.push(format!(
-                    "failure detection changed ({} -> {}); Raft's timeouts are set when a node starts",
-                    old.detection().describe(),
-                    new.detection().describe()
-                ));
-            }
-            let (before, after) = (old.node(id).role, new.node(id).role);
-            if before != after {
-                reasons.push(format!("role changed from {before} to {after}: it starts or stops holding files"));
-            }
-            (!reasons.is_empty()).then_some(Restart { node_id: id, reasons })
-        })
-        .collect()
+    let reasons = restart_reasons(&old.timing(), new);
+    if reasons.is_empty() {
+        return Vec::new();
+    }
+    ids.into_iter().map(|node_id| Restart { node_id, reasons: reasons.clone() }).collect()
 }
 
 /// Every key a draft may address, with one node entry standing for all.
@@ -932,8 +1013,27 @@ fn object(value: &mut Value) -> &mut Map<String, Value> {
     }
 }
 
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or(text).to_string()
+/// What the key at `path` takes, in words, for a value of the wrong type: never a Rust
+/// type name (issue 14: "expected u64", "expected struct NodeHaConfig").
+fn expected_type(path: &[String], template: &Value) -> String {
+    let last = path.last().map(String::as_str).unwrap_or_default();
+    let mut cursor = template;
+    for (index, segment) in path.iter().enumerate() {
+        let lookup = if index == 1 && path[0] == "nodes" { "1" } else { segment.as_str() };
+        cursor = cursor.get(lookup).unwrap_or(&Value::Null);
+    }
+    let what = match (last, cursor) {
+        ("profile", _) => format!("one of {}", join(Profile::ALL.iter().map(|profile| profile.name()))),
+        ("role", _) => "data or witness".to_string(),
+        ("ping_interval_ms" | "failed_pings" | "priority", _) | (_, Value::Number(_)) => {
+            "a whole number (0 or more)".to_string()
+        }
+        (_, Value::Bool(_)) => "true or false".to_string(),
+        (_, Value::Array(_)) => "a list of text, such as [\"10.0.0.1\", \"gw.example.com\"]".to_string(),
+        (_, Value::Object(map)) => format!("an object with the keys {}", join(map.keys())),
+        _ => "text (in quotes in JSON)".to_string(),
+    };
+    format!("`{}` takes {what}", path.join("."))
 }
 
 #[cfg(test)]
@@ -948,9 +1048,10 @@ mod tests {
             NodeAddresses {
                 id: 1,
                 addresses: vec!["10.0.0.1".into(), "haven-1.example.com".into(), "10.0.0.11:7001".into()],
+                voter: true,
             },
-            NodeAddresses { id: 2, addresses: vec!["10.0.0.2:7101".into(), "haven-2".into()] },
-            NodeAddresses { id: 3, addresses: vec!["[2001:db8::3]:7101".into(), "haven-3".into()] },
+            NodeAddresses { id: 2, addresses: vec!["10.0.0.2:7101".into(), "haven-2".into()], voter: true },
+            NodeAddresses { id: 3, addresses: vec!["[2001:db8::3]:7101".into(), "haven-3".into()], voter: true },
         ]
     }
 
@@ -1231,6 +1332,19 @@ mod tests {
             "nodes",
             RuleKind::Contradiction,
         );
+        // Issue 14: a topology whose promised tolerance is false.
+        add(
+            "one data node and two witnesses",
+            nodes(vec![(2, node(NodeRole::Witness, None)), (3, node(NodeRole::Witness, None))]),
+            "nodes",
+            RuleKind::Contradiction,
+        );
+        add(
+            "three data nodes, two of them never primary",
+            nodes(vec![(2, node(NodeRole::Data, Some(0))), (3, node(NodeRole::Data, Some(0)))]),
+            "nodes",
+            RuleKind::Contradiction,
+        );
         // Ping targets (seed 002: 0-3, unique, IP or FQDN, not own or peer addresses).
         let targets = "nodes.1.ping_targets";
         add(
@@ -1397,19 +1511,12 @@ mod tests {
         let changes: Vec<String> = applied.changes.iter().map(Change::to_string).collect();
         assert_eq!(
             changes,
-            vec![
+            [
                 "failback: false -> true",
-                "hook_script: \"/etc/haven/hook.sh\" -> null",
-                "nodes.1.ping_targets: null -> [\"10.0.0.254\"]",
-                "nodes.1.priority: null -> null",
-                "nodes.1.role: null -> \"data\"",
-                "nodes.2.ping_targets: null -> []",
-                "nodes.2.priority: null -> 300",
-                "nodes.2.role: null -> \"data\"",
+                "hook_script: \"/etc/haven/hook.sh\" -> (unset)",
+                "nodes.1.ping_targets: [] -> [\"10.0.0.254\"]",
+                "nodes.2.priority: 100 -> 300",
             ]
-            .into_iter()
-            .filter(|change| !change.contains("null -> null"))
-            .collect::<Vec<_>>()
         );
         assert!(applied.restart.is_empty(), "{:?}", applied.restart);
     }
@@ -1473,25 +1580,109 @@ mod tests {
         assert!(errors[0].rule.contains("`failback` has no sub-keys"), "{}", errors[0]);
         assert!(errors[1].rule.contains("failback, failed_pings"), "lists the keys: {}", errors[1]);
         assert!(errors[2].rule.contains("not a node id"), "{}", errors[2]);
-        assert!(errors[5].rule.contains("unknown detection profile `turbo`"), "{}", errors[5]);
+        assert_eq!(errors[5].rule, "`profile` takes one of fast, lan, wan, seed", "{}", errors[5]);
+        assert_eq!(errors[6].rule, "`smtp.port` takes a whole number (0 or more)", "{}", errors[6]);
         let text = ApplyError::Invalid(errors).to_string();
         assert!(text.starts_with("the draft breaks 9 rule(s): `failback.now`"), "{text}");
     }
 
-    /// Which nodes must restart: all for a detection change, one for a role change.
+    /// Which nodes must restart: all for a detection change; none for a role change, which
+    /// takes effect live (issue 14: an apply named node 3 as "must restart" for its new
+    /// role, and no node ever reported that restart as pending).
     #[test]
     fn restarts_are_named() {
         let draft = Draft::new(7).set("profile", "wan").set("nodes.3.role", "witness");
         let applied = apply_draft(&current(HaConfig::default()), &draft, &members()).unwrap();
         let restarted: Vec<(u64, usize)> = applied.restart.iter().map(|r| (r.node_id, r.reasons.len())).collect();
-        assert_eq!(restarted, vec![(1, 1), (2, 1), (3, 2)]);
-        assert!(applied.restart[0].reasons[0].contains("election timeout 200-300 ms"), "{:?}", applied.restart);
+        assert_eq!(restarted, vec![(1, 1), (2, 1), (3, 1)]);
+        assert!(applied.restart[0].reasons[0].contains("a ping every 50 ms x 4"), "{:?}", applied.restart);
         assert!(applied.restart[0].reasons[0].contains("profile wan"), "{:?}", applied.restart);
-        assert!(applied.restart[2].reasons[1].contains("from data to witness"), "{:?}", applied.restart);
+        let role_only = Draft::new(7).set("nodes.3.role", "witness");
+        let applied = apply_draft(&current(HaConfig::default()), &role_only, &members()).unwrap();
+        assert!(applied.restart.is_empty(), "a role change needs no restart: {:?}", applied.restart);
+        // The apply's list and each node's own pending restart come from one rule.
+        for (set, value) in [("profile", json!("lan")), ("failed_pings", json!(6)), ("failback", json!(true))] {
+            let draft = Draft::new(7).set(set, value.clone());
+            let applied = apply_draft(&current(HaConfig::default()), &draft, &members()).unwrap();
+            let pending: Vec<u64> = members()
+                .iter()
+                .filter(|_| !restart_reasons(&HaConfig::default().timing(), &applied.config).is_empty())
+                .map(|member| member.id)
+                .collect();
+            let listed: Vec<u64> = applied.restart.iter().map(|restart| restart.node_id).collect();
+            assert_eq!(listed, pending, "{set} = {value}");
+        }
         // A live setting restarts nobody; switching to the same timing by another route neither.
         let same_timing = Draft::new(7).set("ping_interval_ms", 50).set("failed_pings", 4);
         let applied = apply_draft(&current(HaConfig::default()), &same_timing, &members()).unwrap();
         assert!(applied.restart.is_empty());
+    }
+
+    /// Wrong types are named in the operator's words, and a new node entry's untouched
+    /// fields are not changes (issue 14: `expected struct NodeHaConfig`, `null -> []`).
+    #[test]
+    fn wrong_types_and_diffs_read_as_words() {
+        let draft = Draft::new(7).set("nodes.2", 5).set("nodes.3.role", "primary").set("failback", "yes");
+        let Err(ApplyError::Invalid(errors)) = apply_draft(&current(HaConfig::default()), &draft, &members()) else {
+            panic!("should be invalid");
+        };
+        let rules: Vec<&str> = errors.iter().map(|error| error.rule.as_str()).collect();
+        assert_eq!(
+            rules,
+            [
+                "`failback` takes true or false",
+                "`nodes.2` takes an object with the keys ping_targets, priority, role",
+                "`nodes.3.role` takes data or witness",
+            ]
+        );
+        for error in &errors {
+            for internal in ["expected", "struct", "variant", "u64", "invalid type"] {
+                assert!(!error.rule.contains(internal), "{internal} in {}", error.rule);
+            }
+        }
+        let witness = Draft::new(7).set("nodes.3.role", "witness");
+        let applied = apply_draft(&current(HaConfig::default()), &witness, &members()).unwrap();
+        let changes: Vec<String> = applied.changes.iter().map(Change::to_string).collect();
+        assert_eq!(changes, ["nodes.3.priority: 100 -> 0", "nodes.3.role: \"data\" -> \"witness\""]);
+        let profile = Draft::new(7).set("profile", "lan").set("hook_script", "/etc/haven/hook");
+        let applied = apply_draft(&current(HaConfig::default()), &profile, &members()).unwrap();
+        let changes: Vec<String> = applied.changes.iter().map(Change::to_string).collect();
+        assert_eq!(
+            changes,
+            [
+                "failed_pings: 4 -> 10",
+                "hook_script: (unset) -> \"/etc/haven/hook\"",
+                "ping_interval_ms: 50 -> 100",
+                "profile: (unset) -> \"lan\""
+            ]
+        );
+    }
+
+    /// The tolerance rule counts voters only, and says in words what would be lost.
+    #[test]
+    fn tolerance_must_be_true() {
+        let witnesses = Draft::new(7).set("nodes.2.role", "witness").set("nodes.3.role", "witness");
+        let Err(ApplyError::Invalid(errors)) = apply_draft(&current(HaConfig::default()), &witnesses, &members())
+        else {
+            panic!("one data node with two witnesses must be refused");
+        };
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0]
+                .rule
+                .contains("3 voters promise to survive 1 voter(s) down, but only 1 of them (1) may be the primary"),
+            "{}",
+            errors[0].rule
+        );
+        // One witness with two data nodes keeps its promise.
+        let pair = Draft::new(7).set("nodes.3.role", "witness");
+        assert!(apply_draft(&current(HaConfig::default()), &pair, &members()).is_ok());
+        // With node 3 a learner, the voters are nodes 1 and 2: a witness at node 2 leaves
+        // two voters that survive nothing anyway, which promises nothing false.
+        let mut learner = members();
+        learner[2].voter = false;
+        let one_witness = Draft::new(7).set("nodes.2.role", "witness");
+        assert!(apply_draft(&current(HaConfig::default()), &one_witness, &learner).is_ok());
     }
 
     #[test]

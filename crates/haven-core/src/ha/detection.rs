@@ -213,6 +213,70 @@ impl Detection {
     }
 }
 
+/// Fastest peer probing: ten rounds a second. A probe is one small message over a kept
+/// connection; faster than this adds load and no information (a view refreshed every
+/// 100 ms is as current as an operator can read it).
+pub const PEER_PROBE_INTERVAL_MS_MIN: u64 = 100;
+
+/// Slowest peer probing: every 5 s, so even the `seed` profile (15 s pings) notices a dead
+/// member in a few seconds in its status, long before its own failover would act.
+pub const PEER_PROBE_INTERVAL_MS_MAX: u64 = 5_000;
+
+/// Shortest time a peer probe may take: a TLS round trip on a loaded host fits in it.
+pub const PEER_PROBE_TIMEOUT_MS_MIN: u64 = 200;
+
+/// Longest time a peer probe may take; a member slower than this is not "reachable" in
+/// any useful sense.
+pub const PEER_PROBE_TIMEOUT_MS_MAX: u64 = 5_000;
+
+/// How often every node probes every other member for its own view of the cluster: two
+/// pings, within [`PEER_PROBE_INTERVAL_MS_MIN`]..=[`PEER_PROBE_INTERVAL_MS_MAX`] (`fast`:
+/// 100 ms, `lan`: 200 ms, `wan`: 1 s, `seed`: 5 s).
+pub fn peer_probe_interval_ms(timing: &Timing) -> u64 {
+    timing.heartbeat_interval_ms().saturating_mul(2).clamp(PEER_PROBE_INTERVAL_MS_MIN, PEER_PROBE_INTERVAL_MS_MAX)
+}
+
+/// How long one peer probe may take: the shortest election timeout, within
+/// [`PEER_PROBE_TIMEOUT_MS_MIN`]..=[`PEER_PROBE_TIMEOUT_MS_MAX`] (a member that cannot
+/// answer within an election timeout would lose its leadership anyway).
+pub fn peer_probe_timeout_ms(timing: &Timing) -> u64 {
+    timing.election_timeout_ms().0.clamp(PEER_PROBE_TIMEOUT_MS_MIN, PEER_PROBE_TIMEOUT_MS_MAX)
+}
+
+/// Probe rounds a live member may miss and still count as reachable: one lost or slow
+/// round on a loaded host must not make it flap; three in a row are no accident.
+pub const PEER_PROBE_ROUNDS_MISSED_MAX: u64 = 3;
+
+/// How recently a member must have been heard from to count as reachable:
+/// [`PEER_PROBE_ROUNDS_MISSED_MAX`] probe intervals plus one probe timeout (the round in
+/// flight). `fast`: 3 × 100 + 200 = 500 ms, less than the expected detection time of a
+/// leader's death (600 ms), so a dead member is shown unreachable before a failover
+/// completes (issue 14: status never says "stable" about a dead node once the documented
+/// detection time has passed). Independent of the election timeout, so even the `seed`
+/// profile shows a dead member within 20 s.
+pub fn reachable_within_ms(timing: &Timing) -> u64 {
+    PEER_PROBE_ROUNDS_MISSED_MAX * peer_probe_interval_ms(timing) + peer_probe_timeout_ms(timing)
+}
+
+/// How a node heard from a member lately, in milliseconds ago (`None`: never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    /// This node leads: its last heartbeat acknowledged by the member **in this term**.
+    /// A new leader has heard nothing yet, whatever it heard as a follower.
+    pub as_leader_ms_ago: Option<u64>,
+    /// Not leading: the member's last answer to one of this node's probes.
+    pub probe_ms_ago: Option<u64>,
+}
+
+/// Whether a member counts as reachable. A leader judges by acknowledged heartbeats of its
+/// own term only: probe answers from before its election say nothing about now (a new
+/// leader must not show the dead old leader reachable). Anyone else judges by its probes.
+/// `None` ages never count: reachability is only claimed when observed.
+pub fn reachable(leading: bool, heard: Heard, within_ms: u64) -> bool {
+    let age = if leading { heard.as_leader_ms_ago } else { heard.probe_ms_ago };
+    age.is_some_and(|age| age < within_ms)
+}
+
 /// `500 ms`, `1.6 s`, `285 s`: durations as operators read them.
 pub fn human_ms(ms: u64) -> String {
     if ms < 1000 {
@@ -327,6 +391,57 @@ mod tests {
         }
         let error = crate::codec::decode::<Profile>(&[4]).unwrap_err();
         assert!(!error.problem.is_empty(), "{error}");
+    }
+
+    /// Peer probing and reachability per profile: a dead member is unreachable before the
+    /// expected detection time of a leader's death has passed.
+    #[test]
+    fn reachability_windows_fit_inside_detection() {
+        // (profile, probe interval, probe timeout, reachable within)
+        let table = [
+            (Profile::Fast, 100, 200, 500),
+            (Profile::Lan, 200, 1_000, 1_600),
+            (Profile::Wan, 1_000, 5_000, 8_000),
+            (Profile::Seed, 5_000, 5_000, 20_000),
+        ];
+        for (profile, interval, timeout, within) in table {
+            let timing = profile.timing();
+            assert_eq!(peer_probe_interval_ms(&timing), interval, "{profile}");
+            assert_eq!(peer_probe_timeout_ms(&timing), timeout, "{profile}");
+            assert_eq!(reachable_within_ms(&timing), within, "{profile}");
+            assert!(within < timing.expected_detection_ms(), "{profile}: {within}");
+            // A live member answers every round: its last answer is at most one round old.
+            assert!(interval + timeout < within, "{profile}");
+        }
+        for failed in FAILED_PINGS_MIN..=FAILED_PINGS_MAX {
+            for ping in [PING_INTERVAL_MS_MIN, 50, 100, 500, 15_000, PING_INTERVAL_MS_MAX] {
+                let timing = Timing { ping_interval_ms: ping, failed_pings: failed };
+                let within = reachable_within_ms(&timing);
+                assert!(peer_probe_interval_ms(&timing) + peer_probe_timeout_ms(&timing) < within);
+                assert!(within <= 20_000, "{ping} x {failed}: {within}");
+            }
+        }
+    }
+
+    /// A leader counts only what it heard as leader; others only their probes; nothing
+    /// unobserved counts.
+    #[test]
+    fn reachability_is_only_claimed_when_observed() {
+        let heard = |as_leader_ms_ago, probe_ms_ago| Heard { as_leader_ms_ago, probe_ms_ago };
+        // (leading, heard, reachable within 500 ms?)
+        let table = [
+            (true, heard(Some(10), None), true),
+            (true, heard(Some(499), Some(1)), true),
+            (true, heard(Some(500), Some(1)), false),
+            // A new leader with a fresh probe of the dead old leader: not observed as leader.
+            (true, heard(None, Some(1)), false),
+            (false, heard(None, Some(100)), true),
+            (false, heard(Some(1), Some(600)), false),
+            (false, heard(None, None), false),
+        ];
+        for (leading, heard, expected) in table {
+            assert_eq!(reachable(leading, heard, 500), expected, "{leading} {heard:?}");
+        }
     }
 
     #[test]

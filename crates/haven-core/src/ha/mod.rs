@@ -24,8 +24,10 @@ use serde::Serialize;
 
 pub mod config;
 pub mod detection;
+pub mod elections;
 pub mod failback;
 pub mod gating;
+pub mod leadership;
 pub mod status;
 pub mod syntax;
 

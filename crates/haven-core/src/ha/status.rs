@@ -12,8 +12,10 @@
 //!     maintenance   the operator switched automatic failover and failback off
 //!     standalone    one node: nothing to fail over to
 //!     failing-over  no primary: no leader known, a witness leads, or the leader lost quorum
-//!     degraded      quorum kept, but a member is unreachable or lagging (named)
-//!     stable        every member reachable and caught up
+//!     degraded      quorum kept, but a member is unreachable or lagging (named), or the
+//!                   topology survives no loss at all (two voters, a pair without a witness)
+//!     stable        every member reachable and caught up, and the loss of any one node
+//!                   survived
 //! ```
 //!
 //! The status is a view: each node computes it from its own knowledge, and `view_of` says
@@ -46,6 +48,9 @@ pub struct MemberView {
     pub lag_entries: Option<u64>,
     /// This node believes the member is the current leader.
     pub is_leader: bool,
+    /// A data node with priority above 0: it may be the primary. Witnesses and
+    /// priority-0 nodes vote but never serve writes, so they add no tolerance of their own.
+    pub may_be_primary: bool,
 }
 
 /// Everything the status is computed from.
@@ -120,8 +125,10 @@ pub enum Topology {
     PairWithWitness,
     /// One data voter and one data learner: no automatic failover.
     PairWithoutWitness,
-    /// Anything else (an even number of voters, several witnesses, ...).
-    Other { data_voters: usize, witness_voters: usize, learners: usize },
+    /// Anything else (an even number of voters, several witnesses, ...), or a named shape
+    /// whose voters cannot keep their promise because too few of them may be the primary.
+    /// `primary_capable` counts the voters that may be the primary (data, priority above 0).
+    Other { data_voters: usize, witness_voters: usize, learners: usize, primary_capable: usize },
 }
 
 /// Members counted by role and kind.
@@ -131,17 +138,23 @@ pub struct MemberCounts {
     pub witness_voters: usize,
     pub data_learners: usize,
     pub witness_learners: usize,
+    /// Voters that may be the primary (data nodes with priority above 0).
+    pub primary_capable_voters: usize,
 }
 
 impl MemberCounts {
-    pub fn of(members: impl IntoIterator<Item = (NodeRole, MemberKind)>) -> MemberCounts {
+    /// Counts members given as (role, kind, may be the primary).
+    pub fn of(members: impl IntoIterator<Item = (NodeRole, MemberKind, bool)>) -> MemberCounts {
         let mut counts = MemberCounts::default();
-        for member in members {
-            match member {
+        for (role, kind, may_be_primary) in members {
+            match (role, kind) {
                 (NodeRole::Data, MemberKind::Voter) => counts.data_voters += 1,
                 (NodeRole::Witness, MemberKind::Voter) => counts.witness_voters += 1,
                 (NodeRole::Data, MemberKind::Learner) => counts.data_learners += 1,
                 (NodeRole::Witness, MemberKind::Learner) => counts.witness_learners += 1,
+            }
+            if kind == MemberKind::Voter && role == NodeRole::Data && may_be_primary {
+                counts.primary_capable_voters += 1;
             }
         }
         counts
@@ -154,21 +167,48 @@ impl MemberCounts {
     pub fn learners(&self) -> usize {
         self.data_learners + self.witness_learners
     }
+
+    /// Voters that may be down with a majority left: (voters - 1) / 2.
+    pub fn vote_tolerance(&self) -> usize {
+        self.voters().saturating_sub(1) / 2
+    }
+
+    /// Voters that may be down with writes continuing: a majority must be left **and** a
+    /// voter that may be the primary among them. With one data node and two witnesses a
+    /// majority survives the data node's loss, but nobody can serve writes: tolerance 0.
+    pub fn fault_tolerance(&self) -> usize {
+        self.vote_tolerance().min(self.primary_capable_voters.saturating_sub(1))
+    }
 }
 
 impl Topology {
     pub fn of(members: &[MemberView]) -> Topology {
-        Topology::from_counts(MemberCounts::of(members.iter().map(|member| (member.role, member.kind))))
+        Topology::from_counts(MemberCounts::of(
+            members.iter().map(|member| (member.role, member.kind, member.may_be_primary)),
+        ))
     }
 
+    /// The shape of the membership. A named shape is only given when its promise holds:
+    /// three data voters of which two have priority 0 are not a replica set that survives a
+    /// loss, they are "other" with tolerance 0.
     pub fn from_counts(counts: MemberCounts) -> Topology {
-        let MemberCounts { data_voters, witness_voters, data_learners, witness_learners } = counts;
+        let MemberCounts { data_voters, witness_voters, data_learners, witness_learners, primary_capable_voters } =
+            counts;
+        let other = Topology::Other {
+            data_voters,
+            witness_voters,
+            learners: counts.learners(),
+            primary_capable: primary_capable_voters,
+        };
+        if counts.fault_tolerance() < counts.vote_tolerance() || primary_capable_voters == 0 {
+            return other;
+        }
         match (data_voters, witness_voters, data_learners, witness_learners) {
             (1, 0, 0, 0) => Topology::Standalone,
             (1, 0, 1, 0) => Topology::PairWithoutWitness,
             (2, 1, _, _) => Topology::PairWithWitness,
             (3 | 5 | 7, 0, _, _) => Topology::ReplicaSet { voters: data_voters },
-            _ => Topology::Other { data_voters, witness_voters, learners: counts.learners() },
+            _ => other,
         }
     }
 
@@ -181,9 +221,14 @@ impl Topology {
         }
     }
 
-    /// How many voters may be down with writes continuing: (voters - 1) / 2.
+    /// How many voters may be down with writes continuing (see
+    /// [`MemberCounts::fault_tolerance`]): for a named shape, (voters - 1) / 2.
     pub fn fault_tolerance(&self) -> usize {
-        self.voters().saturating_sub(1) / 2
+        let vote_tolerance = self.voters().saturating_sub(1) / 2;
+        match *self {
+            Topology::Other { primary_capable, .. } => vote_tolerance.min(primary_capable.saturating_sub(1)),
+            _ => vote_tolerance,
+        }
     }
 
     /// Whether losing the primary leads to a new one without an operator.
@@ -191,7 +236,7 @@ impl Topology {
         match *self {
             Topology::Standalone | Topology::PairWithoutWitness => false,
             Topology::ReplicaSet { .. } | Topology::PairWithWitness => true,
-            Topology::Other { data_voters, .. } => self.fault_tolerance() >= 1 && data_voters >= 2,
+            Topology::Other { .. } => self.fault_tolerance() >= 1,
         }
     }
 
@@ -216,15 +261,31 @@ impl Topology {
                  automatic failover; add a witness for it)"
                     .into()
             }
-            Topology::Other { .. } => {
+            Topology::Other { primary_capable, .. } => {
                 let voters = self.voters();
                 let tolerance = self.fault_tolerance();
+                let vote_tolerance = voters.saturating_sub(1) / 2;
                 let mut text = match tolerance {
                     0 if voters == 0 => "nothing: there are no voters".to_string(),
+                    0 if primary_capable == 0 => {
+                        "nothing: no voter may be the primary (each is a witness or has priority 0), so nothing can \
+                         be written"
+                            .to_string()
+                    }
+                    0 if primary_capable == 1 && vote_tolerance > 0 => format!(
+                        "nothing: only 1 of the {voters} voters may be the primary (witnesses and priority-0 nodes \
+                         never serve writes), and losing it stops writes"
+                    ),
                     0 => "nothing: losing any voter stops writes".to_string(),
                     1 => "any 1 voter down".to_string(),
                     n => format!("any {n} voters down"),
                 };
+                if tolerance > 0 && tolerance < vote_tolerance {
+                    text.push_str(&format!(
+                        " (only {primary_capable} of the {voters} voters may be the primary, so not the {vote_tolerance} \
+                         a majority alone would allow)"
+                    ));
+                }
                 if voters > 0 && voters.is_multiple_of(2) {
                     text.push_str(&format!(
                         "; {voters} voters survive no more than {} would, so add or remove one",
@@ -244,8 +305,12 @@ impl std::fmt::Display for Topology {
             Topology::ReplicaSet { voters } => write!(f, "replica set of {voters}"),
             Topology::PairWithWitness => f.write_str("pair + witness"),
             Topology::PairWithoutWitness => f.write_str("pair without witness"),
-            Topology::Other { data_voters, witness_voters, learners } => {
-                write!(f, "other ({data_voters} data voters, {witness_voters} witnesses, {learners} learners)")
+            Topology::Other { data_voters, witness_voters, learners, primary_capable } => {
+                write!(f, "other ({data_voters} data voters, {witness_voters} witnesses, {learners} learners")?;
+                if *primary_capable < *data_voters {
+                    write!(f, "; {primary_capable} may be primary")?;
+                }
+                f.write_str(")")
             }
         }
     }
@@ -351,8 +416,33 @@ pub fn compute(view: &HaView) -> HaStatus {
         return status(HaState::NoQuorum, reasons, None);
     }
     if view.maintenance {
-        let mut reasons = vec!["maintenance mode is on: no automatic failover or failback".to_string()];
-        reasons.extend(no_primary);
+        // What maintenance is doing now, by the election rule of `ha::elections`: it pauses
+        // automatic failover, but a cluster that knows no leader at all still elects one.
+        let what = match leaders.as_slice() {
+            [] => "maintenance mode is on, but no leader is known: elections go on so the cluster gets one \
+                   (maintenance pauses failover, never the first election)"
+                .to_string(),
+            [leader] if !reachable(leader) => format!(
+                "maintenance mode is on: leader node {} is unreachable from node {me}, and no new election follows \
+                 until `haven maintenance off` (automatic failover is paused)",
+                leader.id
+            ),
+            [leader] if leader.role == NodeRole::Witness || !leader.may_be_primary => format!(
+                "maintenance mode is on: automatic failover and failback are paused; node {} leads only until a \
+                 data node has caught up (that hand-off is a safety action and happens in maintenance too)",
+                leader.id
+            ),
+            [leader] => format!(
+                "maintenance mode is on: automatic failover and failback are paused, so node {} stays the primary \
+                 even if it fails; switchover still works; `haven maintenance off` resumes them",
+                leader.id
+            ),
+            _ => "maintenance mode is on: automatic failover and failback are paused".to_string(),
+        };
+        let mut reasons = vec![what];
+        if leaders.len() > 1 {
+            reasons.extend(no_primary);
+        }
         reasons.extend(problems);
         return status(HaState::Maintenance, reasons, primary);
     }
@@ -377,6 +467,19 @@ pub fn compute(view: &HaView) -> HaStatus {
         });
         return status(HaState::Degraded, problems, primary);
     }
+    // "Stable" promises that the loss of a node is survived; a cluster that survives none
+    // (two voters, a pair without a witness, witnesses without enough data nodes) is not.
+    if topology.fault_tolerance() == 0 {
+        return status(
+            HaState::Degraded,
+            vec![format!(
+                "every member is reachable, but this {topology} survives {}; add a voter (a data node or a witness) \
+                 to survive the loss of one",
+                topology.survives()
+            )],
+            primary,
+        );
+    }
     let unknown: Vec<u64> = members
         .iter()
         .filter(|member| member.lag_entries.is_none() && !member.is_leader)
@@ -399,7 +502,15 @@ mod tests {
     const LEARNER: MemberKind = MemberKind::Learner;
 
     fn member(id: u64, role: NodeRole, kind: MemberKind) -> MemberView {
-        MemberView { id, role, kind, reachable: true, lag_entries: Some(0), is_leader: false }
+        MemberView {
+            id,
+            role,
+            kind,
+            reachable: true,
+            lag_entries: Some(0),
+            is_leader: false,
+            may_be_primary: role == NodeRole::Data,
+        }
     }
 
     fn view(node_id: u64, members: Vec<MemberView>) -> HaView {
@@ -615,7 +726,62 @@ mod tests {
             maintenance,
             HaState::Maintenance,
             Some(1),
-            vec!["maintenance mode is on", "node 3 (data voter) is unreachable"],
+            vec![
+                "maintenance mode is on",
+                "node 1 stays the primary even if it fails",
+                "node 3 (data voter) is unreachable",
+            ],
+        ));
+        // Issue 14: what maintenance does, in each situation, by the election rule.
+        let mut restarted = three();
+        restarted.maintenance = true;
+        restarted.members[0].is_leader = false;
+        cases.push((
+            "maintenance after a restart of every node: no leader known, elections go on",
+            restarted,
+            HaState::Maintenance,
+            None,
+            vec!["no leader is known: elections go on"],
+        ));
+        let mut paused = three();
+        paused.maintenance = true;
+        paused.node_id = 2;
+        paused.members[0].reachable = false;
+        let text = compute(&paused).reasons.join(" | ");
+        assert!(!text.contains("a new election follows"), "maintenance must not promise an election: {text}");
+        cases.push((
+            "maintenance with the primary dead: failover paused",
+            paused,
+            HaState::Maintenance,
+            None,
+            vec!["leader node 1 is unreachable from node 2, and no new election follows until `haven maintenance off`"],
+        ));
+
+        // Issue 14: "stable" means the loss of a node is survived.
+        let mut two = view(1, vec![member(1, DATA, VOTER), member(2, DATA, VOTER)]);
+        two.members[0].is_leader = true;
+        cases.push((
+            "two voters, both up: survives nothing",
+            two,
+            HaState::Degraded,
+            Some(1),
+            vec!["every member is reachable", "losing any voter stops writes"],
+        ));
+        cases.push((
+            "pair without witness, both up: survives the voter's loss by hand only",
+            pair_no_witness(1),
+            HaState::Degraded,
+            Some(1),
+            vec!["every member is reachable", "learner's loss only"],
+        ));
+        let mut witnesses = view(1, vec![member(1, DATA, VOTER), member(2, WITNESS, VOTER), member(3, WITNESS, VOTER)]);
+        witnesses.members[0].is_leader = true;
+        cases.push((
+            "one data node and two witnesses: a majority survives, writes do not",
+            witnesses,
+            HaState::Degraded,
+            Some(1),
+            vec!["only 1 of the 3 voters may be the primary"],
         ));
 
         let mut alone = view(1, vec![member(1, DATA, VOTER)]);
@@ -654,7 +820,9 @@ mod tests {
             witness_voters,
             data_learners,
             witness_learners,
+            primary_capable_voters: data_voters,
         };
+        let capable = |counts: MemberCounts, primary_capable_voters| MemberCounts { primary_capable_voters, ..counts };
         // (counts, topology, name, fault tolerance, automatic failover, words in survives)
         let table = [
             (counts(1, 0, 0, 0), Topology::Standalone, "standalone", 0, false, "nothing"),
@@ -665,7 +833,7 @@ mod tests {
             (counts(1, 0, 1, 0), Topology::PairWithoutWitness, "pair without witness", 0, false, "promoted by hand"),
             (
                 counts(2, 0, 0, 0),
-                Topology::Other { data_voters: 2, witness_voters: 0, learners: 0 },
+                Topology::Other { data_voters: 2, witness_voters: 0, learners: 0, primary_capable: 2 },
                 "other (2 data voters, 0 witnesses, 0 learners)",
                 0,
                 false,
@@ -673,7 +841,7 @@ mod tests {
             ),
             (
                 counts(3, 1, 0, 0),
-                Topology::Other { data_voters: 3, witness_voters: 1, learners: 0 },
+                Topology::Other { data_voters: 3, witness_voters: 1, learners: 0, primary_capable: 3 },
                 "other (3 data voters, 1 witnesses, 0 learners)",
                 1,
                 true,
@@ -681,15 +849,48 @@ mod tests {
             ),
             (
                 counts(1, 0, 2, 0),
-                Topology::Other { data_voters: 1, witness_voters: 0, learners: 2 },
+                Topology::Other { data_voters: 1, witness_voters: 0, learners: 2, primary_capable: 1 },
                 "other (1 data voters, 0 witnesses, 2 learners)",
                 0,
                 false,
                 "losing any voter stops writes",
             ),
+            // Issue 14: tolerance counts the voters that may be the primary.
+            (
+                counts(1, 2, 0, 0),
+                Topology::Other { data_voters: 1, witness_voters: 2, learners: 0, primary_capable: 1 },
+                "other (1 data voters, 2 witnesses, 0 learners)",
+                0,
+                false,
+                "only 1 of the 3 voters may be the primary",
+            ),
+            (
+                capable(counts(3, 0, 0, 0), 1),
+                Topology::Other { data_voters: 3, witness_voters: 0, learners: 0, primary_capable: 1 },
+                "other (3 data voters, 0 witnesses, 0 learners; 1 may be primary)",
+                0,
+                false,
+                "losing it stops writes",
+            ),
+            (
+                capable(counts(3, 0, 0, 0), 2),
+                Topology::ReplicaSet { voters: 3 },
+                "replica set of 3",
+                1,
+                true,
+                "any 1 of its 3",
+            ),
+            (
+                counts(2, 3, 0, 0),
+                Topology::Other { data_voters: 2, witness_voters: 3, learners: 0, primary_capable: 2 },
+                "other (2 data voters, 3 witnesses, 0 learners)",
+                1,
+                true,
+                "only 2 of the 5 voters may be the primary, so not the 2",
+            ),
             (
                 counts(0, 0, 0, 0),
-                Topology::Other { data_voters: 0, witness_voters: 0, learners: 0 },
+                Topology::Other { data_voters: 0, witness_voters: 0, learners: 0, primary_capable: 0 },
                 "other (0 data voters, 0 witnesses, 0 learners)",
                 0,
                 false,

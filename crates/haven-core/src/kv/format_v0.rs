@@ -23,6 +23,7 @@ use imbl::Vector;
 use serde::Deserialize;
 use serde::Serialize;
 
+use super::format_v1::AdminStateV1;
 use super::CommandResult;
 use super::CopyOnWrite;
 use super::Entry;
@@ -32,7 +33,6 @@ use super::Remembered;
 use super::RequestFingerprint;
 use super::RequestKey;
 use super::RequestScope;
-use crate::admin::AdminState;
 use crate::auth::TokenRecord;
 
 /// `KvState` in format 0: the same fields in the same order, with the request ids of the
@@ -50,7 +50,7 @@ pub struct KvStateV0 {
     pub tokens: BTreeMap<String, TokenRecord>,
     #[serde(default)]
     pub maintenance_since_ms: Option<u64>,
-    pub admin: AdminState,
+    pub admin: AdminStateV1,
 }
 
 impl From<KvStateV0> for KvState {
@@ -77,7 +77,7 @@ impl From<KvStateV0> for KvState {
             request_order,
             tokens: CopyOnWrite(std::sync::Arc::new(old.tokens)),
             maintenance_since_ms: old.maintenance_since_ms,
-            admin: CopyOnWrite(std::sync::Arc::new(old.admin)),
+            admin: CopyOnWrite(std::sync::Arc::new(old.admin.into())),
         }
     }
 }
@@ -117,7 +117,7 @@ mod tests {
             request_order: Vector::from_iter(["req-42".to_string()]),
             tokens: BTreeMap::new(),
             maintenance_since_ms: Some(5),
-            admin: AdminState::default(),
+            admin: AdminStateV1::from_current(&crate::admin::AdminState::default()),
         };
         let bytes = crate::codec::encode(&old).unwrap();
         let mut state: KvState = crate::codec::decode::<KvStateV0>(&bytes).unwrap().into();

@@ -59,6 +59,12 @@ impl TestNode {
         }
     }
 
+    /// The exit code of the node's process once it has exited by itself (`None` while it
+    /// runs or when it was never started or was killed by the harness).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.as_mut().and_then(|child| child.try_wait().ok().flatten()).and_then(|status| status.code())
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.data_dir.with_extension("log")
     }
@@ -355,9 +361,8 @@ impl Drop for TestCluster {
     }
 }
 
-fn spawn(node: &mut TestNode, common_args: &[String]) {
-    let _ = std::fs::remove_file(node.data_dir.join("addr.json"));
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(node.log_path()).expect("log file");
+/// `haven serve` for `node` with its data dir and addresses, as the harness starts it.
+pub fn serve_command(node: &TestNode, common_args: &[String]) -> Command {
     let mut command = Command::new(haven_binary());
     command
         .arg("serve")
@@ -368,9 +373,15 @@ fn spawn(node: &mut TestNode, common_args: &[String]) {
         .args(common_args)
         .args(&node.extra_args)
         .env("HAVEN_LOG", "info,openraft=warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log);
+        .stdin(Stdio::null());
+    command
+}
+
+fn spawn(node: &mut TestNode, common_args: &[String]) {
+    let _ = std::fs::remove_file(node.data_dir.join("addr.json"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(node.log_path()).expect("log file");
+    let mut command = serve_command(node, common_args);
+    command.stdout(log.try_clone().expect("log")).stderr(log);
     let child = command.spawn().expect("spawn haven");
     let pid = child.id();
     node.child = Some(child);
@@ -488,6 +499,13 @@ fn dechunk(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// The audit records node `index` serves (the first page).
+pub fn audit(cluster: &TestCluster, index: usize) -> Vec<Value> {
+    let (status, body) = call(cluster, index, "GET", "/v1/audit", None);
+    assert_eq!(status, 200, "audit: {body}");
+    body["records"].as_array().cloned().unwrap_or_default()
 }
 
 /// Runs a future to completion on a fresh runtime (tests are plain `#[test]`s so the
