@@ -75,6 +75,26 @@ pub struct AuditRecord {
     pub changes: Vec<AuditChange>,
 }
 
+/// Actor name shown to callers without the admin role in place of a token's name.
+pub const REDACTED_ACTOR: &str = "(a token)";
+
+impl AuditRecord {
+    /// The record as a caller without the admin role sees it: tokens are admin business
+    /// (`GET /v1/tokens` is admin-only), so a token action says only what kind it was, and
+    /// no actor is named by its token's name; automatic actions keep their actor.
+    pub fn for_non_admin(&self) -> AuditRecord {
+        let mut record = self.clone();
+        if record.action.starts_with("token.") {
+            record.summary = format!("{} (details are shown to admin tokens only)", record.action);
+            record.changes.clear();
+        }
+        if record.actor != AUTOMATIC_ACTOR {
+            record.actor = REDACTED_ACTOR.to_string();
+        }
+        record
+    }
+}
+
 /// What an action contributes to its record; the state machine adds seq, time, actor, node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -458,6 +478,26 @@ fn cut(mut text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Readers see that token actions happened, never a token's id, name or role.
+    #[test]
+    fn non_admins_see_no_token_details() {
+        let mut log = AuditLog::default();
+        log.append(
+            1,
+            "alice",
+            1,
+            AuditEntry::new("token.create", "token 0123456789abcdef (\"ci\", role admin) created"),
+        );
+        log.append(2, AUTOMATIC_ACTOR, 1, AuditEntry::new("failover", "node 2 took over"));
+        let records: Vec<AuditRecord> = log.since(0, 10).iter().map(AuditRecord::for_non_admin).collect();
+        let text = format!("{records:?}");
+        for secret in ["0123456789abcdef", "\"ci\"", "role admin", "alice"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        assert_eq!(records[0].action, "token.create");
+        assert_eq!((records[1].actor.as_str(), records[1].summary.as_str()), (AUTOMATIC_ACTOR, "node 2 took over"));
+    }
 
     fn edit(key: &str, value: Option<&str>) -> Vec<(String, Option<String>)> {
         vec![(key.to_string(), value.map(str::to_string))]

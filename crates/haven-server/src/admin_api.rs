@@ -325,7 +325,11 @@ pub async fn audit(
     caller.read_barrier(&node).await?;
     let state = node.state.read();
     let log = &state.kv.admin().audit;
-    Ok(Json(json!({ "records": log.since(since, limit), "last_seq": log.last_seq() })))
+    let mut records = log.since(since, limit);
+    if caller.role != haven_core::auth::Role::Admin {
+        records = records.iter().map(haven_core::admin::AuditRecord::for_non_admin).collect();
+    }
+    Ok(Json(json!({ "records": records, "last_seq": log.last_seq() })))
 }
 
 /// Body of `POST /v1/teardown`.

@@ -608,3 +608,25 @@ fn a_node_cut_off_from_its_leader_stops_honouring_tokens() {
         cluster.signal(*index, libc::SIGCONT);
     }
 }
+
+/// `/v1/audit` is open to readers, but tokens are admin business: a reader sees that token
+/// actions happened, never a token's id, name or role, nor the names of the tokens that
+/// acted; an admin sees everything (issue 12).
+#[test]
+fn readers_see_no_tokens_in_the_audit_log() {
+    let _serial = serial();
+    let cluster = TestCluster::start(1, &[]);
+    let secret_admin = create_token(&cluster, "admin", "deploy-bot-admin", None);
+    let reader = create_token(&cluster, "reader", "dashboard", None);
+    let (status, as_admin) = common::call_as(&cluster, 0, "GET", "/v1/audit", None, &cluster.admin_token);
+    assert_eq!(status, 200, "{as_admin}");
+    let as_admin = as_admin.to_string();
+    assert!(as_admin.contains("deploy-bot-admin") && as_admin.contains(&secret_admin.id), "{as_admin}");
+    let (status, as_reader) = common::call_as(&cluster, 0, "GET", "/v1/audit", None, &reader.token);
+    assert_eq!(status, 200, "{as_reader}");
+    assert!(as_reader["records"].as_array().is_some_and(|r| r.iter().any(|r| r["action"] == "token.create")));
+    let as_reader = as_reader.to_string();
+    for hidden in ["deploy-bot-admin", secret_admin.id.as_str(), "dashboard", reader.id.as_str(), "bootstrap-admin"] {
+        assert!(!as_reader.contains(hidden), "{hidden} shown to a reader: {as_reader}");
+    }
+}
