@@ -75,6 +75,14 @@ pub struct AuditRecord {
     pub changes: Vec<AuditChange>,
 }
 
+/// Switchovers the cluster carries out per [`SWITCHOVER_WINDOW_MS`]; more are refused (429).
+/// Each one pauses writes briefly and moves the primary: an operator needs one or two at a
+/// time (a rolling restart, maintenance), while a write token in a loop could otherwise keep
+/// the cluster changing primaries. Counted from the replicated audit log, so the bound holds
+/// across leaders; refused and failed attempts do not count.
+pub const SWITCHOVERS_PER_WINDOW_MAX: usize = 10;
+pub const SWITCHOVER_WINDOW_MS: u64 = 60_000;
+
 /// Actor name shown to callers without the admin role in place of a token's name.
 pub const REDACTED_ACTOR: &str = "(a token)";
 
@@ -146,6 +154,15 @@ impl AuditLog {
 
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// Switchovers carried out (requested and not failed) at or after `since_ms`, by the
+    /// record times: what [`SWITCHOVERS_PER_WINDOW_MAX`] counts.
+    pub fn switchovers_since(&self, since_ms: u64) -> usize {
+        let recent = || self.records.iter().rev().take_while(|record| record.at_ms >= since_ms);
+        let requested = recent().filter(|record| record.action == "switchover").count();
+        let failed = recent().filter(|record| record.action == "switchover.failed").count();
+        requested.saturating_sub(failed)
     }
 
     pub fn last(&self) -> Option<&AuditRecord> {
@@ -478,6 +495,20 @@ fn cut(mut text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switchovers_count_within_the_window_without_failed_ones() {
+        let mut log = AuditLog::default();
+        log.append(1_000, "a", 1, AuditEntry::new("switchover", "old"));
+        log.append(70_000, "a", 1, AuditEntry::new("switchover", "s1"));
+        log.append(71_000, "a", 1, AuditEntry::new("switchover", "s2"));
+        log.append(71_500, "a", 1, AuditEntry::new("switchover.failed", "unreachable"));
+        log.append(72_000, "a", 1, AuditEntry::new("config.apply", "x"));
+        log.append(73_000, "a", 1, AuditEntry::new("switchover", "s3"));
+        assert_eq!(log.switchovers_since(73_000 - SWITCHOVER_WINDOW_MS), 2);
+        assert_eq!(log.switchovers_since(0), 3);
+        assert_eq!(log.switchovers_since(80_000), 0);
+    }
 
     /// Readers see that token actions happened, never a token's id, name or role.
     #[test]

@@ -103,6 +103,7 @@ fn static_code(code: &str) -> &'static str {
         "switchover_timeout",
         "conflict",
         "request_id_reused",
+        "too_many_switchovers",
         "unavailable",
         "internal",
         "detached",

@@ -1051,6 +1051,18 @@ impl Node {
         caller: &Caller,
         to: Option<NodeId>,
     ) -> Result<SwitchoverResponse, RemoteError> {
+        let window_start = crate::auth::now_ms().saturating_sub(haven_core::admin::SWITCHOVER_WINDOW_MS);
+        let recent = self.state.read().kv.admin().audit.switchovers_since(window_start);
+        if recent >= haven_core::admin::SWITCHOVERS_PER_WINDOW_MAX {
+            return Err(RemoteError::Rejected {
+                status: 429,
+                code: "too_many_switchovers".into(),
+                message: format!(
+                    "{recent} switchovers in the last {} s, the most the cluster carries out; retry in a minute",
+                    haven_core::admin::SWITCHOVER_WINDOW_MS / 1000
+                ),
+            });
+        }
         let target = to.map_or_else(|| "the most caught-up voter".to_string(), |to| format!("node {to}"));
         let entry = AuditEntry::new("switchover", format!("switchover to {target} requested"))
             .with_change(AuditChange::new("primary", Some(self.node_id.to_string()), to.map(|to| to.to_string())));

@@ -630,3 +630,25 @@ fn readers_see_no_tokens_in_the_audit_log() {
         assert!(!as_reader.contains(hidden), "{hidden} shown to a reader: {as_reader}");
     }
 }
+
+/// Switchovers are rate-limited cluster-wide: a write token in a loop gets
+/// `SWITCHOVERS_PER_WINDOW_MAX` of them per window, then 429 `too_many_switchovers`, however
+/// the primary moved in between (the count comes from the replicated audit log) (issue 12).
+#[test]
+fn switchovers_are_rate_limited() {
+    use haven_core::admin::SWITCHOVERS_PER_WINDOW_MAX;
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let writer = create_token(&cluster, "operator", "switcher", None);
+    for done in 0..SWITCHOVERS_PER_WINDOW_MAX {
+        let leader = cluster.wait_leader(LEADER_TIMEOUT);
+        let index = cluster.index_of(leader);
+        let (status, body) = common::call_as(&cluster, index, "POST", "/v1/switchover", Some(json!({})), &writer.token);
+        assert_eq!(status, 200, "switchover {} of {SWITCHOVERS_PER_WINDOW_MAX}: {body}", done + 1);
+    }
+    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    let index = cluster.index_of(leader);
+    let (status, body) = common::call_as(&cluster, index, "POST", "/v1/switchover", Some(json!({})), &writer.token);
+    assert_eq!((status, body["error"].as_str()), (429, Some("too_many_switchovers")), "{body}");
+    assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), leader, "the refused switchover moved nothing");
+}
