@@ -249,11 +249,15 @@ async fn authenticate_on_a_stale_replica(
     age: Option<Duration>,
     check: impl Fn() -> Result<Caller, ApiError>,
 ) -> Result<Caller, ApiError> {
-    // One short attempt, and none when no leader is known: a cut-off node must still answer
-    // its admin at once, not after a full read deadline per request.
+    // None when no leader is known, and one short attempt on a node that did hear from one
+    // long ago: a cut-off node must still answer its admin at once, not after a full read
+    // deadline per request. A node that never heard from a leader since it started (new,
+    // restarted, catching up from a snapshot) waits the whole read deadline, as any node
+    // catching up with a token does.
+    let timeout = if age.is_some() { STALE_CATCH_UP_TIMEOUT } else { crate::node::READ_DEADLINE };
     let caught_up = match node.auth_catch_up.try_acquire() {
         Ok(_permit) if node.leader().is_some() => {
-            matches!(tokio::time::timeout(STALE_CATCH_UP_TIMEOUT, node.read_barrier()).await, Ok(Ok(())))
+            matches!(tokio::time::timeout(timeout, node.read_barrier()).await, Ok(Ok(())))
         }
         _ => false,
     };
