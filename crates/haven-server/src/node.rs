@@ -370,7 +370,9 @@ impl Node {
             if voters.next() == Some(self.node_id) && voters.next().is_none() {
                 return Some(Duration::ZERO);
             }
-            return metrics.last_quorum_acked.as_ref().map(|at| at.elapsed());
+            // None: elected a moment ago, by a majority that has not acknowledged anything
+            // since; the votes themselves were that majority's word.
+            return Some(metrics.last_quorum_acked.as_ref().map_or(Duration::ZERO, |at| at.elapsed()));
         }
         self.leader_heard.lock().unwrap_or_else(|e| e.into_inner()).map(|at| at.elapsed())
     }
