@@ -87,12 +87,14 @@ const _: () = assert!(TOKEN_TTL_SECONDS_MAX.checked_mul(1000).is_some());
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Everything: tokens, members, configuration apply.
+    /// Everything: tokens, members (joins and removals), maintenance, the HA configuration
+    /// (drafts and apply), teardown, restart, recovery; and all an operator may.
     Admin,
-    /// Reads, KV writes, switchover, config drafts; no config apply, token or member
+    /// Reads, KV writes, switchover; no configuration drafts or apply, no token or member
     /// management.
     Operator,
-    /// Reads and `/metrics`.
+    /// Reads: keys, watches, status, members, the HA configuration and its draft, the audit
+    /// log (without token details, see `admin::AuditRecord::for_non_admin`).
     Reader,
     /// Joining one node, once: the join claims the token for its node id and data dir, and
     /// the token is deleted once that node is admitted (so it admits nobody after, even when
@@ -136,15 +138,16 @@ impl FromStr for Role {
 pub enum Access {
     /// No token at all: health checks for load balancers and supervisors.
     Public,
-    /// Reading keys, watches, status, metrics.
+    /// Reading keys, watches, status, the HA configuration, its draft and the audit log.
     Read,
     /// Reading the member list. Also open to join tokens: a joining node reads it first.
     ReadMembers,
-    /// Changing keys, switchover, configuration drafts.
+    /// Changing keys, switchover.
     Write,
     /// Admitting a node into the cluster.
     Join,
-    /// Tokens, member removal, configuration apply.
+    /// Tokens, member removal, maintenance, configuration drafts and apply, teardown,
+    /// restart, recovery.
     Admin,
 }
 

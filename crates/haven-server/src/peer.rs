@@ -421,7 +421,12 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
                 Ok(None) => Ok(None),
                 Ok(Some(snapshot)) => {
                     let snapshot_data = Snapshot { meta: snapshot.meta, snapshot: std::io::Cursor::new(snapshot.data) };
-                    raft.install_full_snapshot(snapshot.vote, snapshot_data).await.map(Some).map_err(|e| e.to_string())
+                    let installed = raft.install_full_snapshot(snapshot.vote, snapshot_data).await;
+                    if installed.is_ok() {
+                        // The leader's state up to the snapshot, token table included.
+                        node.heard_from_leader();
+                    }
+                    installed.map(Some).map_err(|e| e.to_string())
                 }
                 Err(reason) => {
                     tracing::warn!(from = envelope.from, %reason, "snapshot transfer refused");
