@@ -17,6 +17,10 @@ use proptest::collection::btree_map;
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::RngAlgorithm;
+use proptest::test_runner::TestRng;
+use proptest::test_runner::TestRunner;
 
 use crate::admin::AuditChange;
 use crate::admin::AuditEntry;
@@ -261,10 +265,24 @@ pub fn ha_config() -> impl Strategy<Value = HaConfig> {
         .prop_filter("valid without members", |config| config.validate(&[]).is_ok())
 }
 
-/// The draft edits that turn the default configuration into `config`: every key it has,
-/// as `haven config draft set KEY VALUE` would send them (JSON text).
-pub fn edits_for(config: &HaConfig) -> Vec<(String, Option<String>)> {
-    config.flatten().into_iter().map(|(key, value)| (key, (!value.is_null()).then(|| value.to_string()))).collect()
+/// One value of `strategy` drawn from `seed` alone: for seeded simulations that want the
+/// values the property tests generate, reproducibly. `None` if the strategy rejects too
+/// many candidates.
+pub fn draw<S: Strategy>(strategy: &S, seed: [u8; 32]) -> Option<S::Value> {
+    let mut runner =
+        TestRunner::new_with_rng(ProptestConfig::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+    strategy.new_tree(&mut runner).ok().map(|tree| tree.current())
+}
+
+/// The draft edits that turn `current` into `wanted`: every key `wanted` has, as `haven
+/// config draft set KEY VALUE` would send them (JSON text), and every other key `current`
+/// has unset.
+pub fn edits_to(current: &HaConfig, wanted: &HaConfig) -> Vec<(String, Option<String>)> {
+    let mut edits: BTreeMap<String, Option<String>> = current.flatten().into_keys().map(|key| (key, None)).collect();
+    for (key, value) in wanted.flatten() {
+        edits.insert(key, (!value.is_null()).then(|| value.to_string()));
+    }
+    edits.into_iter().collect()
 }
 
 // ---- states ----------------------------------------------------------------------------
@@ -389,12 +407,7 @@ pub fn apply_steps(history_revisions: u64, steps: &[Step]) -> (KvState, Vec<Comm
             }),
             Step::Maintenance { on } => server(Command::SetMaintenance { on: *on }),
             Step::Configure { config } => {
-                // Every key of `config`, and every other key the current one has, unset.
-                let wanted: BTreeMap<String, Option<String>> = edits_for(config).into_iter().collect();
-                let mut edits: BTreeMap<String, Option<String>> =
-                    state.admin().ha_config.value.flatten().into_keys().map(|key| (key, None)).collect();
-                edits.extend(wanted);
-                let edits = edits.into_iter().collect();
+                let edits = edits_to(&state.admin().ha_config.value, config);
                 state.apply(&server(Command::DiscardHaDraft));
                 state.apply(&server(Command::EditHaDraft { edits }));
                 let base_version = state.admin().ha_config.version;

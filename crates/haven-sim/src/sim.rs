@@ -523,6 +523,7 @@ impl World {
             stop: std::sync::atomic::AtomicBool::new(false),
             stale_reads: options.mutant == Mutant::StaleReads,
             start: tokio::time::Instant::now(),
+            shared_request_ids: workload::shares_request_ids(options.seed),
         });
         let sync_mode =
             if options.mutant == Mutant::AckBeforeFsync { SyncMode::AckBeforeFsync } else { SyncMode::Fsync };

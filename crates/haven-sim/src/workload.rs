@@ -12,6 +12,14 @@
 //!
 //! Clients reach nodes directly (the simulated faults are between nodes, as in the
 //! nemesis, where client links are never cut); a paused node makes its clients wait.
+//!
+//! Each client first creates its own token and makes its KV writes with it, as a real
+//! client does, so request ids are scoped to it (issue 11). In odd seeds the clients number
+//! their requests alike (`r1`, `r2`, ... each), so every id is used by every client for a
+//! different request: the state machine must treat them as independent requests, and the
+//! checkers must find every acknowledged write. Now and then a client applies a random
+//! valid HA configuration (every key, every detection profile: `haven_core::strategies`),
+//! so snapshots, installs and restarts carry a non-default configuration (issue 10).
 //! CAS is revision-based in Haven (`prev_revision`) and value-based in the checker; as in
 //! the nemesis, every written value is unique, so "the key is at the revision I read" is
 //! exactly "the key holds the value I read".
@@ -25,6 +33,8 @@ use std::time::Duration;
 use haven_check::HistoryRecorder;
 use haven_check::OkResult;
 use haven_check::OpKind;
+use haven_core::auth::Access;
+use haven_core::auth::Role;
 use haven_core::kv::Command;
 use openraft::errors::ClientWriteError;
 use openraft::errors::LinearizableReadError;
@@ -52,7 +62,10 @@ pub const KEYS: [&str; 3] = ["k0", "k1", "k2"];
 const READ_PERCENT: u64 = 45;
 const WRITE_PERCENT: u64 = 30;
 const CAS_PERCENT: u64 = 15;
-const _: () = assert!(READ_PERCENT + WRITE_PERCENT + CAS_PERCENT < 100, "deletes need a share");
+/// Configuration changes: rare, as an operator's are (about one a second across clients),
+/// yet several per run, between snapshots and restarts.
+const CONFIG_PERCENT: u64 = 1;
+const _: () = assert!(READ_PERCENT + WRITE_PERCENT + CAS_PERCENT + CONFIG_PERCENT < 100, "deletes need a share");
 /// Pause between a client's operations: up to 40 ms, about 100 operations a second in all.
 const THINK_MS_MAX: u64 = 40;
 /// How long a client waits for an answer before it calls the outcome unknown. Longer than
@@ -80,6 +93,14 @@ pub struct Clients {
     /// Mutant: reads are served from local state without a read barrier.
     pub stale_reads: bool,
     pub start: tokio::time::Instant,
+    /// Every client numbers its requests `r1`, `r2`, ... (see [`shares_request_ids`]).
+    pub shared_request_ids: bool,
+}
+
+/// Whether the clients of `seed` all use the same request ids (odd seeds): half the runs
+/// check that ids are scoped to their caller.
+pub fn shares_request_ids(seed: u64) -> bool {
+    seed % 2 == 1
 }
 
 /// A proposal's fate as the client sees it.
@@ -216,7 +237,9 @@ impl Clients {
                         let _ = self.recorder.ok(id, OkResult::done(now, Some(revision)));
                     }
                     other => {
-                        // The simulator sends no tokens; anything else is a bug in it.
+                        // Tokens are never revoked and a client never reuses its own ids:
+                        // `Unauthorized` or `RequestIdReused` here means ids leaked across
+                        // callers (issue 11), or a bug in the simulator.
                         self.checker.report(format!("unexpected result {other:?} for client {client} {kind}"));
                         let _ = self.recorder.unknown(id);
                     }
@@ -244,8 +267,81 @@ pub fn request(request_id: String, command: Command, now_ms: u64) -> Request {
     request
 }
 
+impl Clients {
+    /// Proposes a request the server makes for itself (no token) until it is acknowledged
+    /// or the run stops, resending the same request (same id) after an unknown outcome.
+    /// Acknowledgements feed the primary invariants; the result is returned.
+    async fn propose_until_done(&self, client: u64, rng: &mut SimRng, request: Request) -> Option<CommandResult> {
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Some(node) = self.pick_target(rng) {
+                if let Proposed::Done { node, log_id, result } = self.propose(node, request.clone()).await {
+                    self.checker.on_ack(node, &log_id, format!("client {client} {request}"));
+                    return Some(result);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(rng.range(BACKOFF_MS_MIN, BACKOFF_MS_MAX))).await;
+        }
+        None
+    }
+
+    /// Creates client `client`'s operator token (as the server does for `haven tokens
+    /// create`, with an id made of the client's number so every client's differs) and
+    /// returns its id; `None` if the run stopped first.
+    async fn create_token(&self, client: u64, rng: &mut SimRng) -> Option<String> {
+        let made =
+            haven_core::auth::new_token(client.to_be_bytes(), [client as u8; haven_core::auth::TOKEN_SECRET_BYTES]);
+        let command = Command::CreateToken {
+            id: made.id.clone(),
+            name: format!("sim-client-{client}"),
+            role: Role::Operator,
+            sha256_hex: made.sha256_hex,
+            ttl_ms: None,
+        };
+        let now_ms = self.start.elapsed().as_millis() as u64;
+        match self.propose_until_done(client, rng, request(format!("token-c{client}"), command, now_ms)).await {
+            Some(CommandResult::TokenCreated { .. }) => Some(made.id),
+            Some(other) => {
+                self.checker.report(format!("client {client}'s token was not created: {other:?}"));
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Applies a random valid HA configuration through a draft, as an operator would:
+    /// refusals (a draft someone else changed meanwhile, nothing to change) are answers
+    /// too; anything else is a bug.
+    async fn change_configuration(&self, client: u64, sequence: u64, rng: &mut SimRng, node: NodeId) {
+        let mut seed = [0u8; 32];
+        for chunk in seed.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        let Some(wanted) = haven_core::strategies::draw(&haven_core::strategies::ha_config(), seed) else { return };
+        let Some(endpoint) = self.net.endpoint(node) else { return };
+        let current = endpoint.state_machine.read(|applied| applied.kv.admin().ha_config.clone());
+        let edits = haven_core::strategies::edits_to(&current.value, &wanted);
+        let now_ms = self.start.elapsed().as_millis() as u64;
+        let edit = request(format!("cfg-c{client}-{sequence}-edit"), Command::EditHaDraft { edits }, now_ms);
+        match self.propose_until_done(client, rng, edit).await {
+            Some(CommandResult::Ok { .. } | CommandResult::Refused { .. }) => {}
+            Some(other) => return self.checker.report(format!("unexpected result {other:?} for a draft edit")),
+            None => return,
+        }
+        let apply = Command::ApplyHaDraft { base_version: current.version };
+        let apply = request(format!("cfg-c{client}-{sequence}-apply"), apply, now_ms);
+        match self.propose_until_done(client, rng, apply).await {
+            Some(CommandResult::HaConfigApplied { version }) => {
+                trace!(self.trace, "client {client} applied HA configuration version {version}")
+            }
+            Some(CommandResult::Refused { .. }) | None => {}
+            Some(other) => self.checker.report(format!("unexpected result {other:?} for a configuration apply")),
+        }
+    }
+}
+
 /// One client's loop, until the driver sets `stop`.
 pub async fn run_client(clients: Arc<Clients>, client: u64, mut rng: SimRng) {
+    let Some(token) = clients.create_token(client, &mut rng).await else { return };
     let mut sequence = 0u64;
     // What this client last read of each key: (value, mod_revision); CAS compares with it.
     let mut last_seen: BTreeMap<&'static str, Option<(String, u64)>> = BTreeMap::new();
@@ -261,8 +357,11 @@ pub async fn run_client(clients: Arc<Clients>, client: u64, mut rng: SimRng) {
         let dice = rng.below(100);
         sequence += 1;
         let value = format!("c{client}-{sequence}");
-        let request_id = format!("c{client}-{sequence}");
+        let request_id =
+            if clients.shared_request_ids { format!("r{sequence}") } else { format!("c{client}-{sequence}") };
         let now_ms = clients.start.elapsed().as_millis() as u64;
+        // KV writes are made with the client's token, so its ids are its own.
+        let request = |command: Command| request(request_id.clone(), command, now_ms).with_auth(&token, Access::Write);
         answered = true;
         if dice < READ_PERCENT {
             match clients.recorded_read(client, node, key).await {
@@ -274,8 +373,7 @@ pub async fn run_client(clients: Arc<Clients>, client: u64, mut rng: SimRng) {
         } else if dice < READ_PERCENT + WRITE_PERCENT {
             let command = Command::Put { key: key.into(), value: value.clone().into_bytes(), prev_revision: None };
             let kind = OpKind::Write { value };
-            answered =
-                clients.recorded_write(client, node, key, kind, request(request_id, command, now_ms)).await.is_some();
+            answered = clients.recorded_write(client, node, key, kind, request(command)).await.is_some();
         } else if dice < READ_PERCENT + WRITE_PERCENT + CAS_PERCENT {
             let seen = last_seen.get(key).cloned().flatten();
             let expected = seen.as_ref().map(|(value, _)| value.clone());
@@ -284,12 +382,12 @@ pub async fn run_client(clients: Arc<Clients>, client: u64, mut rng: SimRng) {
             let command =
                 Command::Put { key: key.into(), value: value.clone().into_bytes(), prev_revision: Some(prev_revision) };
             let kind = OpKind::Cas { expected, value };
-            answered =
-                clients.recorded_write(client, node, key, kind, request(request_id, command, now_ms)).await.is_some();
+            answered = clients.recorded_write(client, node, key, kind, request(command)).await.is_some();
+        } else if dice < READ_PERCENT + WRITE_PERCENT + CAS_PERCENT + CONFIG_PERCENT {
+            clients.change_configuration(client, sequence, &mut rng, node).await;
         } else {
             let command = Command::Delete { key: key.into(), prev_revision: None };
-            let request = request(request_id, command, now_ms);
-            answered = clients.recorded_write(client, node, key, OpKind::Delete, request).await.is_some();
+            answered = clients.recorded_write(client, node, key, OpKind::Delete, request(command)).await.is_some();
         }
     }
 }

@@ -120,7 +120,7 @@ fn a_node_starts_on_data_written_before_the_fix() {
 /// profile instead. Node 3 becomes a witness (priority 0) whose ping targets do not
 /// answer, which only withholds its own candidacy; the hook script and the SMTP server do
 /// not exist, which only makes their runs fail.
-fn every_key(timing: Value) -> Value {
+fn every_key(timing: Value, smtp_password_file: &std::path::Path) -> Value {
     let mut set = json!({
         "failback": true,
         "stabilisation_delay_s": 120,
@@ -133,9 +133,9 @@ fn every_key(timing: Value) -> Value {
         "smtp.host": "smtp.example.invalid",
         "smtp.port": 2525,
         "smtp.from": "haven@example.invalid",
-        "smtp.starttls": false,
+        "smtp.starttls": true,
         "smtp.username": "haven",
-        "smtp.password_file": "/nonexistent/smtp.password",
+        "smtp.password_file": smtp_password_file,
         "nodes.1.priority": 300,
         "nodes.2.priority": 200,
         "nodes.3.role": "witness",
@@ -153,9 +153,15 @@ fn every_key(timing: Value) -> Value {
 #[test]
 fn every_node_restarts_after_snapshots_with_every_ha_key_applied() {
     let _serial = serial();
-    let mut cluster = TestCluster::start(3, &[SNAPSHOT_THRESHOLD]);
+    // smtp.password_file must name a private file in the nodes' secrets dir (issue 12).
+    let secrets = tempfile::tempdir().expect("secrets dir");
+    let password_file = secrets.path().join("smtp.password");
+    std::fs::write(&password_file, "not-a-real-password").expect("password file");
+    std::fs::set_permissions(&password_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("mode");
+    let secrets_dir = format!("--secrets-dir={}", secrets.path().display());
+    let mut cluster = TestCluster::start(3, &[SNAPSHOT_THRESHOLD, &secrets_dir]);
     cluster.wait_leader(LEADER_TIMEOUT);
-    apply_config(&cluster, 0, every_key(json!({ "ping_interval_ms": 60, "failed_pings": 5 })));
+    apply_config(&cluster, 0, every_key(json!({ "ping_interval_ms": 60, "failed_pings": 5 }), &password_file));
     let mut acknowledged = write_keys(&cluster.client(), "explicit", 120);
     let applied = config_of(&cluster, 0);
     for index in 0..3 {
@@ -226,4 +232,38 @@ fn a_lagging_follower_installs_a_snapshot_with_a_non_default_configuration() {
     wait_caught_up(&mut cluster, lagging);
     assert_holds(&cluster, lagging, &acknowledged);
     assert_eq!(config_of(&cluster, lagging).1["profile"], "fast");
+}
+
+/// The issue's `haven recover --standalone` with a profile applied: it rewrote the data dir
+/// into a snapshot the node could never read, after reporting success. Now the command
+/// reports success only once the node leads its new cluster, and it does, with every key.
+#[test]
+fn recover_standalone_with_a_profile_applied_brings_the_node_back() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[SNAPSHOT_THRESHOLD]);
+    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    apply_config(&cluster, 0, json!({ "profile": "lan" }));
+    let acknowledged = write_keys(&cluster.client(), "standalone", 60);
+    for index in 0..3 {
+        wait_caught_up(&mut cluster, index);
+    }
+    let primary = cluster.index_of(leader);
+    let (status, body) = call(&cluster, primary, "POST", "/v1/teardown", Some(json!({})));
+    assert_eq!(status, 200, "{body}");
+    let detached = (0..3).find(|index| *index != primary).expect("a detached node");
+    cluster.wait_for(CONDITION_TIMEOUT, "the node to show detached", |c| {
+        c.status(detached).is_some_and(|s| s["detached"]["generation"] == 1)
+    });
+    let url = cluster.nodes[detached].client_url.clone();
+    let output = cluster.cli(&["recover", "--standalone"], &[("HAVEN_ENDPOINTS", &url)]);
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{text}");
+    // On 27b6131 the command said the node "restarts now", and the node never started
+    // again (`decode snapshot: Serde Deserialization Error`).
+    cluster.wait_for(CONDITION_TIMEOUT, "the recovered node to lead its new cluster", |c| {
+        c.status(detached).is_some_and(|s| s["leader"] == s["node_id"])
+    });
+    assert!(text.contains("is back and leads the new cluster"), "{text}");
+    assert_holds(&cluster, detached, &acknowledged);
+    assert_eq!(config_of(&cluster, detached).1["profile"], "lan");
 }
