@@ -93,10 +93,10 @@ pub struct KvStateV1 {
 impl From<KvStateV1> for KvState {
     fn from(old: KvStateV1) -> KvState {
         KvState {
-            entries: old.entries,
+            entries: old.entries.into(),
             revision: old.revision,
             cluster_id: old.cluster_id,
-            history: old.history,
+            history: old.history.into(),
             compact_revision: old.compact_revision,
             history_revisions: old.history_revisions,
             request_results: old.request_results,
@@ -113,10 +113,10 @@ impl KvStateV1 {
     /// parts added since are dropped.
     pub fn from_current(state: &KvState) -> KvStateV1 {
         KvStateV1 {
-            entries: state.entries.clone(),
+            entries: (*state.entries).clone(),
             revision: state.revision,
             cluster_id: state.cluster_id.clone(),
-            history: state.history.clone(),
+            history: (*state.history).clone(),
             compact_revision: state.compact_revision,
             history_revisions: state.history_revisions,
             request_results: state.request_results.clone(),
