@@ -483,6 +483,12 @@ impl KvState {
         self.entries.bytes()
     }
 
+    /// What replicas compare (`crate::replica_check`): the revision and an order-free
+    /// digest of every key's entry, kept up to date by each change (O(1) to read).
+    pub fn replica_digest(&self) -> crate::replica_check::StateDigest {
+        crate::replica_check::StateDigest { revision: self.revision, entries: self.entries.digest() }
+    }
+
     /// Bytes of change history kept (bounded by `HISTORY_BYTES_MAX`).
     pub fn history_bytes(&self) -> u64 {
         self.history.bytes()

@@ -25,6 +25,7 @@ pub mod key;
 pub mod kv;
 pub mod limits;
 pub mod log_limit;
+pub mod replica_check;
 pub mod roles;
 pub mod secret_file;
 #[cfg(any(test, feature = "strategies"))]

@@ -77,6 +77,12 @@ pub enum PeerRequest {
     /// log naming the sender. Whoever controls a member's data dir holds its key already;
     /// this is the one thing a member's key asks for in its own name.
     RegisterBreakGlass(BreakGlassToken),
+    /// The receiver's state digest after log entry `index`, or after its own last applied
+    /// entry when `index` is not in its reach (`haven_core::replica_check`). Last, so older
+    /// nodes' variants keep their numbers.
+    StateDigest {
+        index: u64,
+    },
 }
 
 /// An admin token minted offline: everything but the secret.
@@ -222,6 +228,8 @@ pub enum PeerResponse {
     /// teardown, removed, or left behind by a recovery. The sender acts on it (see
     /// [`Expulsion`]); the envelope was not served.
     Expelled(Expulsion),
+    /// `(index, digest)`, `None` before the receiver has applied anything.
+    StateDigest(Option<(u64, haven_core::replica_check::StateDigest)>),
 }
 
 /// Why a node is no longer a member, as a member of its cluster that knows it says. Only
@@ -277,6 +285,7 @@ impl PeerRequest {
             PeerRequest::Switchover { .. } => "switchover",
             PeerRequest::Ping => "ping",
             PeerRequest::RegisterBreakGlass(_) => "register-break-glass",
+            PeerRequest::StateDigest { .. } => "state-digest",
         }
     }
 }

@@ -344,6 +344,7 @@ async fn kv_get(
     let params = QueryParams::parse(params, &["consistency", "raw"])?;
     check_key(&key)?;
     let raw = params.flag("raw")?;
+    node.refuse_reads_if_diverged()?;
     if !params.stale()? {
         node.read_barrier().await?;
     }
@@ -462,6 +463,7 @@ async fn kv_list(
     if limit == 0 || limit > LIST_PAGE_MAX {
         return Err(ApiError::bad_request(format!("`limit` must be 1..={LIST_PAGE_MAX}")));
     }
+    node.refuse_reads_if_diverged()?;
     if !params.stale()? {
         node.read_barrier().await?;
     }
@@ -504,6 +506,7 @@ async fn watch(
     params: Params,
 ) -> Result<Response, ApiError> {
     let params = QueryParams::parse(params, &["prefix", "after_revision"])?;
+    node.refuse_reads_if_diverged()?;
     let prefix = params.string("prefix").unwrap_or("").to_string();
     let Some(token_slot) = node.token_watchers.try_take(&caller.token_id) else {
         return Err(ApiError::new(
@@ -634,6 +637,10 @@ async fn get_status(State(node): State<Shared>, params: Params) -> Result<Json<V
 async fn health(State(node): State<Shared>) -> Response {
     if let Some(reason) = node.core_stopped() {
         let reason = format!("the Raft core stopped (the node is exiting): {reason}");
+        let body = json!({ "ok": false, "node_id": node.node_id, "leader": null, "reason": reason });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    if let Some(reason) = node.diverged() {
         let body = json!({ "ok": false, "node_id": node.node_id, "leader": null, "reason": reason });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }

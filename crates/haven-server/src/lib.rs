@@ -26,6 +26,7 @@ pub mod node;
 pub mod peer;
 pub mod process;
 pub mod recover;
+pub mod replica_check;
 pub mod role_process;
 pub mod run;
 pub mod status;

@@ -137,6 +137,8 @@ pub struct Node {
     /// When this node last heard from a leader it accepted (an AppendEntries it took, a read
     /// barrier that completed): how fresh its token table is (`crate::auth`).
     pub(crate) leader_heard: Mutex<Option<Instant>>,
+    /// What comparing this replica's state with the others found (`crate::replica_check`).
+    pub replica_check: Mutex<crate::replica_check::ReplicaCheck>,
     db: Arc<redb::Database>,
     probes: Mutex<BTreeMap<NodeId, Probe>>,
     pub(crate) assembler: tokio::sync::Mutex<SnapshotAssembler>,
@@ -248,6 +250,7 @@ impl Node {
             auth_catch_up: Semaphore::new(crate::auth::AUTH_CATCH_UPS_MAX),
             leader_heard: Mutex::new(None),
             auth_failures: std::sync::atomic::AtomicU64::new(0),
+            replica_check: Mutex::default(),
             alerts: crate::alerts::Alerter::with_secrets_dir(config.node_id, config.secrets_dir.clone()),
             db,
             probes: Mutex::new(BTreeMap::new()),

@@ -305,7 +305,8 @@ fn body_refusal(envelope: &PeerEnvelope) -> Option<Refusal> {
         | PeerRequest::RemoveMember { .. }
         | PeerRequest::Switchover { .. }
         | PeerRequest::Ping
-        | PeerRequest::RegisterBreakGlass(_) => None,
+        | PeerRequest::RegisterBreakGlass(_)
+        | PeerRequest::StateDigest { .. } => None,
     };
     match named {
         Some(named) if named != from => Refusal::violation(
@@ -463,6 +464,7 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
         } else {
             Err(RemoteError::NotLeader { leader: node.leader().map(|(id, _)| id) })
         }),
+        PeerRequest::StateDigest { index } => PeerResponse::StateDigest(node.state.digests().answer(index)),
     }
 }
 

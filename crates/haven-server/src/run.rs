@@ -58,7 +58,13 @@ pub struct TestHooks {
     pub skip_read_index: bool,
     /// Damage the first snapshot chunk this node sends (the receiver must refuse it).
     pub damage_snapshot_chunk: Option<haven_net::raft_network::ChunkDamage>,
+    /// Once the key [`DIVERGE_KEY`] exists, change its value in this replica's memory only
+    /// (the replicas' comparison must find it).
+    pub diverge_state: bool,
 }
+
+/// The key the `diverge-state` test hook changes.
+pub const DIVERGE_KEY: &str = "test/diverge";
 
 /// The names `haven serve --unsafe-test-mode` accepts, with what each one does.
 pub const UNSAFE_TEST_MODES: &[(&str, &str)] = &[
@@ -67,6 +73,7 @@ pub const UNSAFE_TEST_MODES: &[(&str, &str)] = &[
     ("stale-reads", "MUTANT: crash-simulation storage and reads served without a ReadIndex"),
     ("damage-snapshot-chunk", "the first snapshot chunk this node sends is damaged after its checksum (in transit)"),
     ("damage-snapshot-image", "the first snapshot chunk this node sends is damaged before its checksum (in memory)"),
+    ("diverge-state", "once the key test/diverge exists, its value is changed in this replica's memory only"),
 ];
 
 /// The sync mode and hooks for `--unsafe-test-mode NAME`; `None` is a real node. Refused
@@ -86,6 +93,7 @@ pub fn unsafe_test_mode(name: Option<&str>, env_confirmed: bool) -> anyhow::Resu
     match name {
         "damage-snapshot-chunk" => Ok((SyncMode::Fsync, damage(haven_net::raft_network::ChunkDamage::AfterChecksum))),
         "damage-snapshot-image" => Ok((SyncMode::Fsync, damage(haven_net::raft_network::ChunkDamage::BeforeChecksum))),
+        "diverge-state" => Ok((SyncMode::Fsync, TestHooks { diverge_state: true, ..TestHooks::default() })),
         "crash-sim" => Ok((SyncMode::Fsync, crash_sim)),
         "crash-sim-ack-before-fsync" => Ok((SyncMode::NoSync, crash_sim)),
         "stale-reads" => Ok((SyncMode::Fsync, TestHooks { skip_read_index: true, ..crash_sim })),
@@ -161,6 +169,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
         }
         None => None,
     };
+    let diverge_state = options.test_hooks.diverge_state;
     let node = Node::open(
         options.config,
         client_url.clone(),
@@ -208,6 +217,9 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
         let _ = serving.send(());
     }
 
+    if diverge_state {
+        tokio::spawn(diverge_once_written(node.clone()));
+    }
     let background = tokio::spawn(background_loop(node.clone(), stopped.clone()));
     let ha_loop = tokio::spawn(ha_loop(node.clone(), stopped.clone()));
     let pin_sync = tokio::spawn(follow_membership_pins(node.clone()));
@@ -437,6 +449,7 @@ async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
         node.promote_caught_up_learners().await;
         node.apply_maintenance();
         node.snapshot_when_the_log_is_large().await;
+        node.compare_replicas().await;
         let voters = node.membership().voter_ids().count();
         if voters != last_voters {
             if voters.is_multiple_of(2) && voters > 0 {
@@ -450,6 +463,21 @@ async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(node.probe_interval()) => {}
             _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// TEST HOOK `diverge-state`: once [`DIVERGE_KEY`] is applied here, changes it in this
+/// replica's memory only.
+async fn diverge_once_written(node: Arc<Node>) {
+    let mut revisions = node.state.subscribe();
+    loop {
+        if node.state.read().kv.get(DIVERGE_KEY).is_some() {
+            node.state.diverge_for_test(DIVERGE_KEY);
+            return;
+        }
+        if revisions.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -74,6 +74,9 @@ pub struct Status {
     /// Set once this node's Raft core stopped (a storage error): why. The node serves
     /// nothing and is exiting.
     pub core_stopped: Option<String>,
+    /// Set once this node's state differs from every other replica's at the same log
+    /// index: why. It serves no reads until rebuilt (docs/architecture.md, "Integrity").
+    pub diverged: Option<String>,
     /// What this node stores, each size with its byte bound.
     pub storage: crate::storage_size::StorageSizes,
 }
@@ -150,6 +153,17 @@ pub fn status(node: &Node) -> Status {
             member.leader = false;
         }
     }
+    let diverged = node.diverged();
+    if let Some(reason) = &diverged {
+        warnings.insert(0, format!("this node's state has diverged and it serves no reads: {reason}"));
+    }
+    let differing = node.differing_peers();
+    if !differing.is_empty() {
+        warnings.push(format!(
+            "the state of node(s) {differing:?} differs from this node's and the others' at the same log index: they \
+             have diverged (docs/architecture.md, \"Integrity\")"
+        ));
+    }
     let pending_restart = node.pending_restart();
     if let Some(detached) = &detached {
         warnings.push(format!(
@@ -167,6 +181,9 @@ pub fn status(node: &Node) -> Status {
     }
     if core_stopped.is_some() {
         ha.reasons.insert(0, "this node's Raft core stopped".into());
+    }
+    if diverged.is_some() {
+        ha.reasons.insert(0, "this node's state has diverged".into());
     }
     Status {
         cluster_id: node.cluster_id(),
@@ -197,6 +214,7 @@ pub fn status(node: &Node) -> Status {
         failback,
         alerts: node.alerts.recent().into_iter().rev().take(STATUS_ALERTS_MAX).rev().collect(),
         core_stopped,
+        diverged,
         storage: node.storage_sizes(),
     }
 }

@@ -31,6 +31,8 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
 use std::sync::RwLock;
 use std::sync::RwLockReadGuard;
 use std::time::Instant;
@@ -45,6 +47,7 @@ use haven_core::kv::Command;
 use haven_core::kv::CommandResult;
 use haven_core::kv::KvState;
 use haven_core::limits::RECORD_OVERHEAD_BYTES;
+use haven_core::replica_check::DigestRing;
 use openraft::storage::EntryResponder;
 use openraft::storage::RaftStateMachine;
 use openraft::EntryPayload;
@@ -170,6 +173,9 @@ struct Shared {
     /// installed from one): the log a restart would replay (see
     /// `haven_core::limits::LOG_BYTES_SINCE_SNAPSHOT_MAX`).
     log_bytes_since_snapshot: AtomicU64,
+    /// The state's digest after each of the last applied entries, for the replicas to
+    /// compare (`haven_core::replica_check`).
+    digests: Mutex<DigestRing>,
 }
 
 /// openraft's state machine. Cheap to clone; clones share the state.
@@ -202,6 +208,10 @@ impl StateMachine {
         };
         state.kv.set_history_revisions(history_revisions);
         let (revision, _) = watch::channel(state.kv.revision());
+        let mut digests = DigestRing::default();
+        if let Some(last_applied) = state.last_applied {
+            digests.record(last_applied.index(), state.kv.replica_digest());
+        }
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
@@ -209,6 +219,7 @@ impl StateMachine {
                 snapshot_dir,
                 history_revisions,
                 log_bytes_since_snapshot: AtomicU64::new(0),
+                digests: Mutex::new(digests),
             }),
         })
     }
@@ -217,6 +228,23 @@ impl StateMachine {
     /// (counted as [`entry_bytes`] each).
     pub fn log_bytes_since_snapshot(&self) -> u64 {
         self.shared.log_bytes_since_snapshot.load(Ordering::Relaxed)
+    }
+
+    /// The state's digests after the last applied entries.
+    pub fn digests(&self) -> MutexGuard<'_, DigestRing> {
+        self.shared.digests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// TEST HOOK (`--unsafe-test-mode diverge-state`): changes `key`'s value in this
+    /// replica's memory only, as a bug or undetected memory damage would, so that the
+    /// replicas' comparison has something to find. Never called by a real node.
+    pub fn diverge_for_test(&self, key: &str) {
+        let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut value = state.kv.get(key).map(|entry| entry.value.clone()).unwrap_or_default();
+        value.push(b'!');
+        let command = Command::Put { key: key.to_string(), value, prev_revision: None };
+        state.kv.apply(&haven_core::kv::Request::new(None, command));
+        tracing::warn!(key, "TEST HOOK: changed a value in this replica's state only");
     }
 
     /// The size of `snapshot.bin`, if there is one.
@@ -336,6 +364,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 };
                 revision = Some(state.kv.revision());
+                self.digests().record(entry.log_id.index(), state.kv.replica_digest());
                 result
             };
             if let Some(responder) = responder {
@@ -400,6 +429,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         applied.membership = meta.last_membership.clone();
         let replaced = {
             let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(last_applied) = meta.last_log_id {
+                self.digests().record(last_applied.index(), applied.kv.replica_digest());
+            }
             std::mem::replace(&mut *state, applied)
         };
         // Freed outside the lock and off the async workers: it may be large.

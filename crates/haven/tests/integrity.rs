@@ -169,3 +169,63 @@ fn damaged_or_missing_files_stop_a_node_with_the_file_and_the_remedy() {
     assert_eq!(needle.value, b"needle-value-0123456789");
     assert!(Path::new(&snapshot).exists());
 }
+
+/// The replicas compare their state: a follower whose state differs from the others' at the
+/// same log index (changed in its memory by the `diverge-state` test hook, as a bug or
+/// undetected damage would) finds itself diverged, raises the alarm and serves no reads,
+/// with health and status saying why; the two others name it and go on serving.
+#[test]
+fn a_replica_whose_state_diverged_is_found_alarmed_and_serves_no_reads() {
+    let _serial = serial();
+    std::env::set_var("HAVEN_UNSAFE_TEST_MODE", "1");
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    let follower = (0..3).find(|i| cluster.nodes[*i].id != leader).unwrap();
+    let follower_id = cluster.nodes[follower].id;
+    cluster.nodes[follower].extra_args.push("--unsafe-test-mode=diverge-state".into());
+    cluster.restart(follower);
+    cluster.wait_leader(LEADER_TIMEOUT);
+    let client = cluster.client();
+    for i in 0..20 {
+        put(&client, &format!("k/{i:03}"), &format!("value {i}"));
+    }
+    // Consistent so far: several comparison rounds find nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    for index in 0..3 {
+        let status = cluster.status(index).expect("status");
+        assert!(status["diverged"].is_null(), "a consistent replica was judged diverged: {status}");
+    }
+    put(&client, "test/diverge", "the value written");
+    put(&client, "k/after", "written after");
+
+    cluster.wait_for(CONDITION_TIMEOUT, "the diverged follower to find it", |c| {
+        c.status(follower).is_some_and(|status| status["diverged"].is_string())
+    });
+    let status = cluster.status(follower).expect("status");
+    assert!(status["diverged"].as_str().unwrap().contains("differs from every replica"), "{status}");
+    for path in ["/v1/kv/k/001?consistency=stale", "/v1/kv/k/001", "/v1/kv?prefix=k/&consistency=stale"] {
+        let (code, body) = call(&cluster, follower, "GET", path, None);
+        assert_eq!((code, body["error"].as_str()), (503, Some("diverged")), "{path}: {body}");
+    }
+    let (code, body) = call(&cluster, follower, "GET", "/v1/health", None);
+    assert_eq!(code, 503, "{body}");
+    let log = cluster.nodes[follower].log();
+    assert!(log.contains("RaiseAlarm") && log.contains("replica state diverged"), "no alarm:\n{log}");
+
+    // The two others agree with each other: they name the follower and go on serving.
+    for index in (0..3).filter(|i| *i != follower) {
+        cluster.wait_for(CONDITION_TIMEOUT, "the others to name the diverged node", |c| {
+            c.status(index).is_some_and(|status| {
+                status["diverged"].is_null()
+                    && status["warnings"].as_array().is_some_and(|warnings| {
+                        warnings.iter().any(|w| w.as_str().is_some_and(|w| w.contains(&format!("[{follower_id}]"))))
+                    })
+            })
+        });
+        let (code, body) = call(&cluster, index, "GET", "/v1/kv/test/diverge", None);
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(read_all(&cluster, index, "k/", Consistency::Linearizable).len(), 21);
+        assert!(cluster.nodes[index].log().contains("RaiseAlarm"), "node {index} raised no alarm");
+    }
+    put(&client, "k/still", "writes go on");
+}

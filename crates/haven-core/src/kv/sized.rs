@@ -40,11 +40,35 @@ impl Event {
     }
 }
 
-/// The keys and their entries, with their size.
+/// A 64-bit FNV-1a hash of one key and its entry: stable across builds and platforms.
+fn entry_hash(key: &str, entry: &Entry) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    feed(&(key.len() as u64).to_le_bytes());
+    feed(key.as_bytes());
+    feed(&(entry.value.len() as u64).to_le_bytes());
+    feed(&entry.value);
+    feed(&entry.create_revision.to_le_bytes());
+    feed(&entry.mod_revision.to_le_bytes());
+    feed(&entry.version.to_le_bytes());
+    hash
+}
+
+/// The keys and their entries, with their size and a digest of them.
+///
+/// The digest is the wrapping sum of every entry's hash: it does not depend on the order
+/// the entries were written in, only on what is held, and each change updates it in the
+/// time it takes to hash the entry it changes (the replicas compare it, `crate::replica_check`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entries {
     map: OrdMap<String, Entry>,
     bytes: u64,
+    digest: u64,
 }
 
 impl Entries {
@@ -53,17 +77,26 @@ impl Entries {
         self.bytes
     }
 
+    /// The digest of everything held.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
     pub fn insert(&mut self, key: String, entry: Entry) {
         let added = entry_bytes(&key, &entry.value);
+        let hash = entry_hash(&key, &entry);
         if let Some(old) = self.map.insert(key.clone(), entry) {
             self.bytes -= entry_bytes(&key, &old.value);
+            self.digest = self.digest.wrapping_sub(entry_hash(&key, &old));
         }
         self.bytes += added;
+        self.digest = self.digest.wrapping_add(hash);
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         let removed = self.map.remove(key)?;
         self.bytes -= entry_bytes(key, &removed.value);
+        self.digest = self.digest.wrapping_sub(entry_hash(key, &removed));
         Some(removed)
     }
 }
@@ -71,7 +104,8 @@ impl Entries {
 impl From<OrdMap<String, Entry>> for Entries {
     fn from(map: OrdMap<String, Entry>) -> Self {
         let bytes = map.iter().map(|(key, entry)| entry_bytes(key, &entry.value)).sum();
-        Entries { map, bytes }
+        let digest = map.iter().fold(0u64, |digest, (key, entry)| digest.wrapping_add(entry_hash(key, entry)));
+        Entries { map, bytes, digest }
     }
 }
 
@@ -163,9 +197,20 @@ mod tests {
         entries.insert("a".into(), entry(b"1234567890"));
         assert_eq!(entries.remove("missing"), None);
         assert_eq!(entries.bytes(), Entries::from(entries.map.clone()).bytes());
+        assert_eq!(entries.digest(), Entries::from(entries.map.clone()).digest());
         assert_eq!(entries.bytes(), 1 + 10 + 2 + 1 + 2 * RECORD_OVERHEAD_BYTES);
         entries.remove("a");
         assert_eq!(entries.bytes(), 2 + 1 + RECORD_OVERHEAD_BYTES);
+        assert_eq!(entries.digest(), Entries::from(entries.map.clone()).digest());
+        // The same contents written in another order have the same digest; one changed
+        // byte or revision gives another.
+        let mut other = Entries::default();
+        other.insert("bb".into(), entry(b"1"));
+        assert_eq!(other.digest(), entries.digest());
+        other.insert("bb".into(), entry(b"2"));
+        assert_ne!(other.digest(), entries.digest());
+        other.insert("bb".into(), Entry { mod_revision: 2, ..entry(b"1") });
+        assert_ne!(other.digest(), entries.digest());
         let decoded: Entries = crate::codec::decode(&crate::codec::encode(&entries).unwrap()).unwrap();
         assert_eq!(decoded, entries);
         // Encoded exactly like the bare map it wraps.
