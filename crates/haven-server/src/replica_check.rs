@@ -9,6 +9,8 @@
 //! the truth. A node that sees some members differ while others agree with it raises the
 //! alarm naming them and goes on.
 
+use std::time::Duration;
+
 use haven_core::events::EventKind as AlertEvent;
 use haven_core::replica_check::compare;
 use haven_core::replica_check::verdict;
@@ -19,7 +21,6 @@ use haven_net::PeerResponse;
 use haven_store::NodeId;
 
 use crate::error::ApiError;
-use crate::node::PROBE_TIMEOUT;
 use crate::Node;
 
 /// The alarm's condition text (seed 002's `RaiseAlarm <condition> <message>`).
@@ -63,9 +64,11 @@ impl Node {
         let membership = self.membership();
         let peers: Vec<_> =
             membership.nodes().filter(|(id, _)| **id != self.node_id).map(|(id, node)| (*id, node.clone())).collect();
+        // As long as a probe may take (the probes' own timeout, from the node's timing).
+        let timeout = Duration::from_millis(haven_core::ha::detection::peer_probe_timeout_ms(&self.config.timing));
         let asks = peers.into_iter().map(|(id, node)| async move {
             let envelope = self.local.envelope(id, Some(&node), PeerRequest::StateDigest { index });
-            (id, self.transport.call(&node.peer_addr, envelope, PROBE_TIMEOUT).await)
+            (id, self.transport.call(&node.peer_addr, envelope, timeout).await)
         });
         let answers = futures::future::join_all(asks).await;
         let comparisons: Vec<(NodeId, Comparison)> = {
