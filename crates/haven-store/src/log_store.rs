@@ -25,7 +25,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use std::time::Instant;
+use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
@@ -61,21 +62,39 @@ const GROUP_COMMIT_OPS_MAX: usize = 256;
 
 /// How writes reach the disk. `Fsync` is the only mode for real nodes; `NoSync` exists for
 /// the mutant build that proves the fault tests catch an acknowledgement before fsync: it
-/// acknowledges each write at once and makes it durable up to [`NO_SYNC_WRITEBACK`] later,
-/// as an OS writing dirty pages back would.
+/// acknowledges each write at once and makes it durable at the next writeback boundary (see
+/// [`NO_SYNC_WRITEBACK`]), as an OS writing dirty pages back would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
     Fsync,
     NoSync,
 }
 
-/// How long the `NoSync` mutant keeps acknowledged writes unsynced. A mutant that never
-/// synced would lose the cluster's own membership in a power cut and leave a cluster that
-/// cannot form again, which hides what the checkers must see: acknowledged entries lost,
-/// and the next leader acknowledging others at the same log indexes. With a bounded lag a
-/// power cut loses exactly the last second of acknowledged writes, like a real machine
-/// whose OS had not yet written its dirty pages back (the simulator draws 0.5-5 s).
-pub const NO_SYNC_WRITEBACK: Duration = Duration::from_secs(1);
+/// How often the `NoSync` mutant's "OS" writes back: at every multiple of this period on the
+/// machine's clock, the same instants for every node of a test cluster on one machine.
+///
+/// A mutant that never synced lost the cluster's own membership in a power cut and left a
+/// cluster that could not form again, which hid what the checkers must see: acknowledged
+/// entries lost, and the next leader acknowledging others at the same log indexes. One that
+/// synced a fixed lag after each node's own first unsynced write lost little: each node
+/// synced at its own moments, and a new leader usually had the entries from whichever node
+/// synced last. With shared boundaries every node loses the same writes, everything
+/// acknowledged since the last boundary (up to 2 s; the simulator draws 0.5-5 s of
+/// writeback), and a power cut that lands within a few ms after a boundary (about 1 in 40)
+/// is the only one that loses nothing.
+pub const NO_SYNC_WRITEBACK: Duration = Duration::from_secs(2);
+
+/// The writeback period `now` falls in (periods counted from the UNIX epoch).
+fn writeback_period(now: SystemTime) -> u128 {
+    now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() / NO_SYNC_WRITEBACK.as_millis()
+}
+
+/// How long from `now` to the next writeback boundary.
+fn until_next_writeback(now: SystemTime) -> Duration {
+    let period = NO_SYNC_WRITEBACK.as_millis();
+    let into = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() % period;
+    Duration::from_millis(u64::try_from(period - into).unwrap_or(1))
+}
 
 /// Each op carries its records already encoded and sealed (`crate::stored`).
 enum WriteOp {
@@ -151,11 +170,11 @@ impl LogStore {
 
 fn run_writer(db: Arc<redb::Database>, pending: Pending, receiver: mpsc::Receiver<WriteOp>, sync: SyncMode) {
     // NoSync only: when the oldest write not yet synced was committed.
-    let mut unsynced_since: Option<Instant> = None;
+    let mut unsynced_since: Option<SystemTime> = None;
     loop {
         let first = match unsynced_since {
             None => receiver.recv().map_err(|_| ()),
-            Some(since) => match receiver.recv_timeout(NO_SYNC_WRITEBACK.saturating_sub(since.elapsed())) {
+            Some(_) => match receiver.recv_timeout(until_next_writeback(SystemTime::now())) {
                 Ok(op) => Ok(op),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     // Idle: the "OS" writes the dirty pages back now.
@@ -178,12 +197,12 @@ fn run_writer(db: Arc<redb::Database>, pending: Pending, receiver: mpsc::Receive
         }
         let durable = match (sync, unsynced_since) {
             (SyncMode::Fsync, _) => true,
-            (SyncMode::NoSync, Some(since)) => since.elapsed() >= NO_SYNC_WRITEBACK,
+            (SyncMode::NoSync, Some(since)) => writeback_period(SystemTime::now()) > writeback_period(since),
             (SyncMode::NoSync, None) => false,
         };
         let result = write_batch(&db, &batch, durable);
         if result.is_ok() && sync == SyncMode::NoSync {
-            unsynced_since = if durable { None } else { unsynced_since.or(Some(Instant::now())) };
+            unsynced_since = if durable { None } else { unsynced_since.or(Some(SystemTime::now())) };
         }
         if let Err(error) = &result {
             tracing::error!(%error, "log write failed; the node cannot make progress");
