@@ -188,12 +188,12 @@ fn validate_nodes(nodes: usize) -> Result<(), String> {
         Ok(())
     } else {
         // Say the rule that was broken (issue 14: "7" was refused as not odd).
-        let why = if nodes.is_multiple_of(2) {
-            "an odd number of voters, so a majority can always decide"
-        } else if nodes > haven_core::limits::VOTERS_MAX {
-            "a cluster has at most 7 voters"
-        } else {
+        let why = if nodes == 0 {
             "at least one node"
+        } else if nodes.is_multiple_of(2) {
+            "an odd number of voters, so a majority can always decide"
+        } else {
+            "a cluster has at most 7 voters"
         };
         Err(format!("must be 1, 3, 5 or 7, not {nodes} ({why})"))
     }
