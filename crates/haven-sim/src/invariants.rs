@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
 
+use haven_core::replica_check::StateDigest;
+
 use crate::storage::ApplyObserver;
 use crate::trace;
 use crate::trace::Trace;
@@ -47,7 +49,7 @@ impl std::fmt::Display for Violation {
 struct AppliedRecord {
     log_id: LogId,
     fingerprint: u64,
-    digest: u64,
+    digest: StateDigest,
     node: NodeId,
 }
 
@@ -228,7 +230,7 @@ impl Checker {
 }
 
 impl ApplyObserver for Checker {
-    fn applied(&self, node: NodeId, log_id: &LogId, payload_fingerprint: u64, state_digest: u64) {
+    fn applied(&self, node: NodeId, log_id: &LogId, payload_fingerprint: u64, state_digest: StateDigest) {
         let mut state = self.lock();
         let index = log_id.index;
         match state.applied.get(&index).copied() {
@@ -265,7 +267,7 @@ impl ApplyObserver for Checker {
             Some(first) if first.digest != state_digest => self.violate(
                 &mut state,
                 format!(
-                    "replicas diverge: after applying {} node {} has state digest {:016x}, node {node} {:016x}",
+                    "replicas diverge: after applying {} node {} has state {}, node {node} {}",
                     show(log_id),
                     first.node,
                     first.digest,
@@ -276,7 +278,7 @@ impl ApplyObserver for Checker {
         }
     }
 
-    fn installed(&self, node: NodeId, last_log_id: Option<&LogId>, state_digest: u64) {
+    fn installed(&self, node: NodeId, last_log_id: Option<&LogId>, state_digest: StateDigest) {
         let Some(log_id) = last_log_id else { return };
         let mut state = self.lock();
         trace!(self.trace, "node {node} installed a snapshot up to {}", show(log_id));
@@ -285,8 +287,8 @@ impl ApplyObserver for Checker {
                 self.violate(
                     &mut state,
                     format!(
-                        "snapshot diverges: node {node} installed a snapshot at {} (digest {state_digest:016x}), \
-                         node {} applied {} (digest {:016x})",
+                        "snapshot diverges: node {node} installed a snapshot at {} ({state_digest}), \
+                         node {} applied {} ({})",
                         show(log_id),
                         first.node,
                         show(&first.log_id),

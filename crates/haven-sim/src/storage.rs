@@ -35,6 +35,7 @@ use futures::Stream;
 use futures::TryStreamExt;
 use haven_core::kv::KvState;
 use haven_core::limits::HISTORY_REVISIONS_MIN;
+use haven_core::replica_check::StateDigest;
 use openraft::entry::RaftEntry;
 use openraft::storage::EntryResponder;
 use openraft::storage::IOFlushed;
@@ -428,9 +429,9 @@ impl RaftLogStorage<SimTypes> for LogStore {
 pub trait ApplyObserver: Send + Sync {
     /// `node` applied `log_id`, whose payload has `payload_fingerprint`, and its `KvState`
     /// then has `state_digest`.
-    fn applied(&self, node: NodeId, log_id: &LogId, payload_fingerprint: u64, state_digest: u64);
+    fn applied(&self, node: NodeId, log_id: &LogId, payload_fingerprint: u64, state_digest: StateDigest);
     /// `node` replaced its state with a snapshot up to `last_log_id`.
-    fn installed(&self, node: NodeId, last_log_id: Option<&LogId>, state_digest: u64);
+    fn installed(&self, node: NodeId, last_log_id: Option<&LogId>, state_digest: StateDigest);
 }
 
 /// A stable fingerprint of an entry's payload, equal on every node for the same entry.
@@ -505,7 +506,7 @@ impl RaftStateMachine<SimTypes> for StateMachine {
                         CommandResult::Ok { revision: state.kv.revision() }
                     }
                 };
-                (result, state.kv.digest())
+                (result, state.kv.replica_digest())
             };
             self.observer.applied(self.node, &entry.log_id, payload_fingerprint(&entry.payload), digest);
             if let Some(responder) = responder {
@@ -525,7 +526,7 @@ impl RaftStateMachine<SimTypes> for StateMachine {
         applied.membership = meta.last_membership.clone();
         self.cell.lock_for(self.incarnation)?.snapshot =
             Some(StoredSnapshot { meta: meta.clone(), data: applied.clone() });
-        let digest = applied.kv.digest();
+        let digest = applied.kv.replica_digest();
         *self.lock() = applied;
         self.observer.installed(self.node, meta.last_log_id.as_ref(), digest);
         Ok(())
