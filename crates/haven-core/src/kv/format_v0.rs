@@ -2,12 +2,13 @@
 //! alone, without their caller or a digest of their command (before issue 11).
 //!
 //! ```text
-//!   snapshot.bin without a format marker ──decode──▶ KvStateV0 ──into──▶ KvState
+//!   snapshot.bin without a format marker ──decode──▶ KvStateV0 ──into──▶ KvStateV1 ──into──▶ KvState
 //!                                                      request ids ──▶ scope Unrecorded
 //! ```
 //!
-//! Every other part is the same as today and moves over unchanged. The remembered ids keep
-//! their order (oldest first, so they age out as before) under [`RequestScope::Unrecorded`]:
+//! Every other part is laid out as in format 1 and converts through it (`KvStateV1`).
+//! The remembered ids keep their order (oldest first, so they age out as before) under
+//! [`RequestScope::Unrecorded`]:
 //! a request carrying one of them cannot be told from a retry of the request it was first
 //! used for, so it is refused with a clear error instead of being answered with another
 //! request's result (the bug) or applied a second time (a retry across the upgrade).
@@ -24,8 +25,8 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use super::format_v1::AdminStateV1;
+use super::format_v1::KvStateV1;
 use super::CommandResult;
-use super::CopyOnWrite;
 use super::Entry;
 use super::Event;
 use super::KvState;
@@ -53,8 +54,9 @@ pub struct KvStateV0 {
     pub admin: AdminStateV1,
 }
 
-impl From<KvStateV0> for KvState {
-    fn from(old: KvStateV0) -> KvState {
+impl From<KvStateV0> for KvStateV1 {
+    /// Only the request ids change; format 1 then converts like any format-1 state.
+    fn from(old: KvStateV0) -> KvStateV1 {
         let mut request_results = HashMap::new();
         let mut request_order = Vector::new();
         for id in old.request_order {
@@ -66,19 +68,25 @@ impl From<KvStateV0> for KvState {
                 request_order.push_back(key);
             }
         }
-        KvState {
-            entries: old.entries.into(),
+        KvStateV1 {
+            entries: old.entries,
             revision: old.revision,
             cluster_id: old.cluster_id,
-            history: old.history.into(),
+            history: old.history,
             compact_revision: old.compact_revision,
             history_revisions: old.history_revisions,
             request_results,
             request_order,
-            tokens: CopyOnWrite(std::sync::Arc::new(old.tokens)),
+            tokens: old.tokens,
             maintenance_since_ms: old.maintenance_since_ms,
-            admin: CopyOnWrite(std::sync::Arc::new(old.admin.into())),
+            admin: old.admin,
         }
+    }
+}
+
+impl From<KvStateV0> for KvState {
+    fn from(old: KvStateV0) -> KvState {
+        KvStateV1::from(old).into()
     }
 }
 

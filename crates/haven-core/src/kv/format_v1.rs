@@ -76,18 +76,18 @@ impl From<AdminStateV1> for AdminState {
 /// of the time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvStateV1 {
-    entries: OrdMap<String, Entry>,
-    revision: u64,
-    cluster_id: Option<String>,
-    history: Vector<Event>,
-    compact_revision: u64,
-    history_revisions: u64,
-    request_results: HashMap<RequestKey, Remembered>,
-    request_order: Vector<RequestKey>,
-    tokens: BTreeMap<String, TokenRecord>,
+    pub(super) entries: OrdMap<String, Entry>,
+    pub(super) revision: u64,
+    pub(super) cluster_id: Option<String>,
+    pub(super) history: Vector<Event>,
+    pub(super) compact_revision: u64,
+    pub(super) history_revisions: u64,
+    pub(super) request_results: HashMap<RequestKey, Remembered>,
+    pub(super) request_order: Vector<RequestKey>,
+    pub(super) tokens: BTreeMap<String, TokenRecord>,
     #[serde(default)]
-    maintenance_since_ms: Option<u64>,
-    admin: AdminStateV1,
+    pub(super) maintenance_since_ms: Option<u64>,
+    pub(super) admin: AdminStateV1,
 }
 
 impl From<KvStateV1> for KvState {
