@@ -40,6 +40,8 @@ use crate::ha::detection::human_ms;
 use crate::ha::detection::Detection;
 use crate::ha::detection::Profile;
 use crate::ha::failback::Policy;
+use crate::ha::status::vote_tolerance;
+use crate::ha::status::write_tolerance;
 use crate::ha::syntax::check_absolute_path;
 use crate::ha::syntax::check_email;
 use crate::ha::syntax::parse_host;
@@ -533,8 +535,8 @@ impl HaConfig {
                 node.role == NodeRole::Data && node.priority > 0
             })
             .collect();
-        let vote_tolerance = voters.len().saturating_sub(1) / 2;
-        let tolerance = vote_tolerance.min(capable.len().saturating_sub(1));
+        let vote_tolerance = vote_tolerance(voters.len());
+        let tolerance = write_tolerance(voters.len(), capable.len());
         if capable.is_empty() || tolerance >= vote_tolerance {
             return;
         }

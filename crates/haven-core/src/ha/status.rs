@@ -168,17 +168,29 @@ impl MemberCounts {
         self.data_learners + self.witness_learners
     }
 
-    /// Voters that may be down with a majority left: (voters - 1) / 2.
+    /// [`vote_tolerance`] of these voters.
     pub fn vote_tolerance(&self) -> usize {
-        self.voters().saturating_sub(1) / 2
+        vote_tolerance(self.voters())
     }
 
-    /// Voters that may be down with writes continuing: a majority must be left **and** a
-    /// voter that may be the primary among them. With one data node and two witnesses a
-    /// majority survives the data node's loss, but nobody can serve writes: tolerance 0.
+    /// [`write_tolerance`] of these voters.
     pub fn fault_tolerance(&self) -> usize {
-        self.vote_tolerance().min(self.primary_capable_voters.saturating_sub(1))
+        write_tolerance(self.voters(), self.primary_capable_voters)
     }
+}
+
+/// Voters that may be down with a majority of `voters` left: (voters - 1) / 2.
+pub fn vote_tolerance(voters: usize) -> usize {
+    voters.saturating_sub(1) / 2
+}
+
+/// Voters that may be down with writes continuing: a majority must be left **and** a
+/// voter that may be the primary among them (`primary_capable` of the `voters` may be).
+/// With one data node and two witnesses a majority survives the data node's loss, but
+/// nobody can serve writes: tolerance 0. The status and the configuration check
+/// (`ha::config`) both judge by this.
+pub fn write_tolerance(voters: usize, primary_capable: usize) -> usize {
+    vote_tolerance(voters).min(primary_capable.saturating_sub(1))
 }
 
 impl Topology {
@@ -221,13 +233,12 @@ impl Topology {
         }
     }
 
-    /// How many voters may be down with writes continuing (see
-    /// [`MemberCounts::fault_tolerance`]): for a named shape, (voters - 1) / 2.
+    /// How many voters may be down with writes continuing ([`write_tolerance`]): for a
+    /// named shape, whose voters may all be the primary, [`vote_tolerance`].
     pub fn fault_tolerance(&self) -> usize {
-        let vote_tolerance = self.voters().saturating_sub(1) / 2;
         match *self {
-            Topology::Other { primary_capable, .. } => vote_tolerance.min(primary_capable.saturating_sub(1)),
-            _ => vote_tolerance,
+            Topology::Other { primary_capable, .. } => write_tolerance(self.voters(), primary_capable),
+            _ => vote_tolerance(self.voters()),
         }
     }
 
@@ -264,7 +275,7 @@ impl Topology {
             Topology::Other { primary_capable, .. } => {
                 let voters = self.voters();
                 let tolerance = self.fault_tolerance();
-                let vote_tolerance = voters.saturating_sub(1) / 2;
+                let vote_tolerance = vote_tolerance(voters);
                 let mut text = match tolerance {
                     0 if voters == 0 => "nothing: there are no voters".to_string(),
                     0 if primary_capable == 0 => {
