@@ -687,19 +687,20 @@ impl KvState {
     fn apply_command(&mut self, command: &Command, now_ms: u64, auth: Option<&Auth>) -> CommandResult {
         match command {
             Command::Put { key, value, prev_revision } => {
-                let current = self.entries.get(key).map_or(0, |entry| entry.mod_revision);
+                let old = self.entries.get(key);
+                let current = old.map_or(0, |entry| entry.mod_revision);
                 if let Some(expected) = prev_revision {
                     if *expected != current {
                         return CommandResult::CompareFailed { current_revision: current };
                     }
                 }
-                let replaced = self.entries.get(key).map_or(0, |old| entry_bytes(key, &old.value));
+                let replaced = old.map_or(0, |old| entry_bytes(key, &old.value));
                 if let Err(reason) = put_fits(self.entries.bytes(), replaced, entry_bytes(key, value)) {
                     return CommandResult::Refused { reason };
                 }
                 self.revision += 1;
                 let revision = self.revision;
-                let entry = match self.entries.get(key) {
+                let entry = match old {
                     Some(old) => Entry {
                         value: value.clone(),
                         create_revision: old.create_revision,
