@@ -85,8 +85,6 @@ pub const HOLDER_PROBLEMS_MAX: usize = 100;
 pub struct HolderReport {
     pub starts: usize,
     pub stops: usize,
-    /// The copies in the order they started.
-    pub copies: Vec<RoleCopy>,
     /// The copy still running at the end of the file (the current holder), if any.
     pub running_at_end: Option<RoleCopy>,
     /// At most [`HOLDER_PROBLEMS_MAX`]; `problems_total` counts them all.
@@ -145,7 +143,6 @@ pub fn check_holders(text: &str) -> HolderReport {
         match event {
             Event::Start => {
                 report.starts += 1;
-                report.copies.push(copy);
                 if let Some(previous) = highest.filter(|&highest| copy.epoch <= highest) {
                     report.problem(HolderProblem::EpochNotIncreasing {
                         line: line_number,
