@@ -48,7 +48,7 @@
 //! thing [`holder_step`] does is compare its clock with the lease end: expired means
 //! another node may hold the role now, so the role is killed at once, without the stop
 //! command (which might act on resources the new holder uses), and it is never restarted
-//! from the view H had before the pause (see [`HolderLease::may_start`]).
+//! from the view H had before the pause (see [`HolderLease::start_refusal`]).
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -197,14 +197,28 @@ impl HolderLease {
         self.ends_at_ms.map_or(0, |end_ms| end_ms.saturating_sub(now_ms))
     }
 
-    /// Whether the role may be started now under `placed_epoch` (this node's view of the
-    /// committed placement): the same epoch as the lease, never started before, and
-    /// enough lease left. The lease itself can only come from a grant of a renewal sent
-    /// after the placement was committed, so a stale view cannot start anything.
-    pub fn may_start(&self, placed_epoch: Option<u64>, now_ms: u64) -> bool {
-        placed_epoch == Some(self.epoch)
-            && self.started_epoch.is_none_or(|started| self.epoch > started)
-            && self.remaining_ms(now_ms) >= START_MIN_REMAINING_MS
+    /// Why the role may not be started now under `placed_epoch` (this node's view of the
+    /// committed placement), or `None` when it may: the same epoch as the lease, never
+    /// started before, and enough lease left. The lease itself can only come from a grant
+    /// of a renewal sent after the placement was committed, so a stale view cannot start
+    /// anything.
+    pub fn start_refusal(&self, placed_epoch: Option<u64>, now_ms: u64) -> Option<String> {
+        if placed_epoch != Some(self.epoch) {
+            return Some("the role is not placed on this node under this epoch".to_string());
+        }
+        if self.started_epoch.is_some_and(|started| self.epoch <= started) {
+            return Some(format!("epoch {} was started here before and stopped; it is never restarted", self.epoch));
+        }
+        let remaining_ms = self.remaining_ms(now_ms);
+        if remaining_ms == 0 {
+            return Some(format!("no valid lease for epoch {} yet", self.epoch));
+        }
+        if remaining_ms < START_MIN_REMAINING_MS {
+            return Some(format!(
+                "{remaining_ms} ms of lease left, less than the {START_MIN_REMAINING_MS} ms a start needs"
+            ));
+        }
+        None
     }
 
     /// Notes that the role was started under this epoch.
@@ -265,19 +279,10 @@ pub fn holder_step(lease: &HolderLease, placed_epoch: Option<u64>, running: bool
         }
         return HolderAction::Keep { remaining_ms };
     }
-    if lease.may_start(placed_epoch, now_ms) {
-        return HolderAction::Start { epoch: lease.epoch };
+    match lease.start_refusal(placed_epoch, now_ms) {
+        None => HolderAction::Start { epoch: lease.epoch },
+        Some(reason) => HolderAction::Idle { reason },
     }
-    let reason = if placed_epoch != Some(lease.epoch) {
-        "the role is not placed on this node under this epoch".to_string()
-    } else if lease.started_epoch.is_some_and(|started| lease.epoch <= started) {
-        format!("epoch {} was started here before and stopped; it is never restarted", lease.epoch)
-    } else if remaining_ms == 0 {
-        format!("no valid lease for epoch {} yet", lease.epoch)
-    } else {
-        format!("{remaining_ms} ms of lease left, less than the {START_MIN_REMAINING_MS} ms a start needs")
-    };
-    HolderAction::Idle { reason }
 }
 
 #[cfg(test)]
