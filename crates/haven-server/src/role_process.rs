@@ -163,19 +163,10 @@ const CONTROL_READ_BYTES_MAX: u64 = (2 * haven_core::events::ARG_BYTES_MAX + 4 *
 
 impl RoleProcess {
     /// Starts `start` under a guard holding the lease until `lease_end_ms` (on
-    /// [`boottime_ms`]). The guard is `/proc/self/exe` (this binary).
-    pub async fn start(env: &RoleEnv, start: &CommandLine, lease_end_ms: u64) -> Result<RoleProcess, String> {
-        RoleProcess::start_with_guard(PathBuf::from("/proc/self/exe"), env, start, lease_end_ms).await
-    }
-
-    /// [`RoleProcess::start`] with another guard binary (one whose `main` calls
+    /// [`boottime_ms`]). The guard is `/proc/self/exe` (this binary, whose `main` calls
     /// [`run_guard_if_requested`]).
-    pub async fn start_with_guard(
-        guard_exe: PathBuf,
-        env: &RoleEnv,
-        start: &CommandLine,
-        lease_end_ms: u64,
-    ) -> Result<RoleProcess, String> {
+    pub async fn start(env: &RoleEnv, start: &CommandLine, lease_end_ms: u64) -> Result<RoleProcess, String> {
+        let guard_exe = PathBuf::from("/proc/self/exe");
         if boottime_ms() >= lease_end_ms {
             return Err(format!("the lease of epoch {} has already ended: not started", env.epoch));
         }
@@ -481,23 +472,22 @@ mod guard {
         /// Waits at most `wait_ms` for anything on the socket or the outputs; passes
         /// output on; returns a control message if one came.
         fn next(&mut self, wait_ms: u64) -> Option<Message> {
-            if let Some(message) = self.take_line() {
+            if let Some(message) = self.take_line().or_else(|| self.take_eof()) {
                 return Some(message);
-            }
-            if self.eof && !self.eof_reported {
-                self.eof_reported = true;
-                return Some(Message::Eof);
             }
             self.poll_io(wait_ms, !self.eof);
             if self.buffer.len() > CONTROL_LINE_BYTES_MAX && !self.buffer.contains(&b'\n') {
                 self.buffer.clear();
                 return Some(Message::Garbled(format!("a control line longer than {CONTROL_LINE_BYTES_MAX} bytes")));
             }
-            self.take_line().or_else(|| {
-                (self.eof && !self.eof_reported).then(|| {
-                    self.eof_reported = true;
-                    Message::Eof
-                })
+            self.take_line().or_else(|| self.take_eof())
+        }
+
+        /// The end of the socket, reported once.
+        fn take_eof(&mut self) -> Option<Message> {
+            (self.eof && !self.eof_reported).then(|| {
+                self.eof_reported = true;
+                Message::Eof
             })
         }
 
@@ -735,7 +725,11 @@ mod guard {
                         (Some(code), _) => format!("exited code={code}"),
                         (None, signal) => format!("exited signal={}", signal.unwrap_or(0)),
                     },
-                    Err(error) => format!("exited signal=0 ({error})"),
+                    // A report Haven can parse (an unparsable one reads as a lost guard).
+                    Err(error) => {
+                        say(&format!("cannot collect the start command's status: {error}"));
+                        "exited signal=0".to_string()
+                    }
                 };
                 control.send(&report);
                 return 0;
