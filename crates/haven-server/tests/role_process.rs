@@ -187,7 +187,9 @@ fn the_guard_stops_the_role_before_its_lease_ends() {
     let shared = dir.path().join("shared");
     let start = role_script(dir.path());
     runtime().block_on(async {
-        let lease_end_ms = boottime_ms() + 4_000;
+        // The guard's SIGTERM comes `TERM_GRACE_MS + KILL_LEAD_MS` (2.5 s) before the end:
+        // 5.5 s after the start leaves a loaded machine ample time to have started the role.
+        let lease_end_ms = boottime_ms() + 8_000;
         let start = CommandLine::new(start, &[shared.to_str().unwrap()]);
         let mut role = RoleProcess::start(&env(), &start, lease_end_ms).await.unwrap();
         let pgid = role.pid();
@@ -360,6 +362,16 @@ fn supervise() {
     });
 }
 
+/// The test role under a supervisor, started (its START written), in a fresh dir: the
+/// dir (kept for the test's life), the shared file, the supervisor.
+fn supervised_role() -> (tempfile::TempDir, std::path::PathBuf, Supervisor) {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let supervisor = Supervisor::spawn(&role_script(dir.path()), &shared);
+    wait_until("the role started", SETTLE, || lines(&shared).len() == 1);
+    (dir, shared, supervisor)
+}
+
 struct Supervisor {
     child: std::process::Child,
     lines: mpsc::Receiver<String>,
@@ -416,11 +428,7 @@ impl Drop for Supervisor {
 /// (and its shell reports the killed `sleep` on stderr): its output goes through the
 /// guard, so Haven's broken pipes do not kill it with SIGPIPE before its STOP.
 fn kill_9_of_the_supervisor_leaves_no_orphan() {
-    let dir = tempfile::tempdir().unwrap();
-    let shared = dir.path().join("shared");
-    let start = role_script(dir.path());
-    let supervisor = Supervisor::spawn(&start, &shared);
-    wait_until("the role started", SETTLE, || lines(&shared).len() == 1);
+    let (_dir, shared, supervisor) = supervised_role();
     assert!(!live_members(supervisor.pgid).is_empty());
     supervisor.signal(libc::SIGKILL);
     let killed = Instant::now();
@@ -438,11 +446,7 @@ fn kill_9_of_the_supervisor_leaves_no_orphan() {
 /// last lease it was given ends; after SIGCONT the supervisor sees the lease is gone
 /// before anything else, and the role is never started again.
 fn a_stopped_supervisor_loses_the_role_at_its_lease_end_and_never_restarts_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let shared = dir.path().join("shared");
-    let start = role_script(dir.path());
-    let supervisor = Supervisor::spawn(&start, &shared);
-    wait_until("the role started", SETTLE, || lines(&shared).len() == 1);
+    let (_dir, shared, supervisor) = supervised_role();
     std::thread::sleep(Duration::from_millis(1_000));
     supervisor.signal(libc::SIGSTOP);
     // A renewal printed just before the stop may still be in the pipe: wait a little.
@@ -460,8 +464,15 @@ fn a_stopped_supervisor_loses_the_role_at_its_lease_end_and_never_restarts_it() 
     assert_eq!(lines(&shared), vec![format!("{NODE} {EPOCH} START"), format!("{NODE} {EPOCH} STOP")]);
     std::thread::sleep(Duration::from_millis(last_end.saturating_sub(boottime_ms()) + 200));
     supervisor.signal(libc::SIGCONT);
-    std::thread::sleep(Duration::from_millis(2_000));
-    let after: Vec<String> = supervisor.drain();
+    // Everything the supervisor says from its resumption until its decision that the epoch
+    // is not started again, and for a second after it.
+    let mut after: Vec<String> = Vec::new();
+    wait_until("the resumed supervisor's decision", SETTLE, || {
+        after.extend(supervisor.drain());
+        after.iter().any(|line| line.starts_with("idle: "))
+    });
+    std::thread::sleep(Duration::from_millis(1_000));
+    after.extend(supervisor.drain());
     assert!(
         after.iter().all(|line| !line.starts_with("lease ") && line != "START AGAIN"),
         "renewed or restarted after the pause: {after:?}"
@@ -474,17 +485,13 @@ fn a_stopped_supervisor_loses_the_role_at_its_lease_end_and_never_restarts_it() 
 /// the group) the guard is killed with SIGKILL; the start command dies with it. After
 /// SIGCONT the supervisor sees the guard gone and kills what is left of the group.
 fn the_start_command_dies_with_its_guard() {
-    let dir = tempfile::tempdir().unwrap();
-    let shared = dir.path().join("shared");
-    let start = role_script(dir.path());
-    let supervisor = Supervisor::spawn(&start, &shared);
-    wait_until("the role started", SETTLE, || lines(&shared).len() == 1);
+    let (_dir, _shared, supervisor) = supervised_role();
     supervisor.signal(libc::SIGSTOP);
     // SAFETY: kill(2) on the guard, a grandchild of this process.
     unsafe {
         libc::kill(supervisor.guard as i32, libc::SIGKILL);
     }
-    wait_until("the start command died with its guard", Duration::from_secs(5), || !alive(supervisor.pgid));
+    wait_until("the start command died with its guard", SETTLE, || !alive(supervisor.pgid));
     supervisor.signal(libc::SIGCONT);
     wait_until("the rest of the group is gone", SETTLE, || live_members(supervisor.pgid).is_empty());
 }
