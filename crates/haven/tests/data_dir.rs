@@ -12,8 +12,6 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
-use std::process::Command;
-use std::process::Stdio;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -64,34 +62,23 @@ fn wait_until(what: &str, log: &Path, child: &mut Child, mut condition: impl FnM
     }
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + CONDITION_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return child.wait().expect("wait");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn serve(data_dir: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
-    Command::new(common::haven_binary())
+    let mut command = common::haven_command();
+    command
         .args(["serve", "--node-id=1", "--bootstrap", "--snapshot-threshold=10"])
         .args(["--client-addr=127.0.0.1:0", "--peer-addr=127.0.0.1:0"])
-        .arg(format!("--data-dir={}", data_dir.display()))
-        .env("HAVEN_LOG", "info,openraft=warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn haven")
+        .arg(format!("--data-dir={}", data_dir.display()));
+    common::log_to(&mut command, log);
+    command.spawn().expect("spawn haven")
+}
+
+/// The test process's creation mask set to the common 022 (see the module docs), under
+/// the serial lock (the mask is the whole process's), and a fresh temp dir.
+fn with_umask_022() -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir) {
+    let serial = common::serial();
+    // SAFETY: umask only swaps the process's creation mask.
+    unsafe { libc::umask(0o022) };
+    (serial, tempfile::tempdir().expect("temp dir"))
 }
 
 /// `haven serve` on a dir that does not exist yet: the node creates it, its key, database,
@@ -99,10 +86,7 @@ fn serve(data_dir: &Path, log: &Path) -> Child {
 /// data dir made group-writable is refused at start-up with the reason and the fix.
 #[test]
 fn serve_on_a_new_dir_keeps_everything_private_and_refuses_a_writable_dir() {
-    let _serial = common::serial();
-    // SAFETY: umask only swaps the process's creation mask.
-    unsafe { libc::umask(0o022) };
-    let root = tempfile::tempdir().expect("temp dir");
+    let (_serial, root) = with_umask_022();
     let data_dir = root.path().join("new/n1");
     let log = root.path().join("n1.log");
     let mut child = serve(&data_dir, &log);
@@ -133,20 +117,15 @@ fn serve_on_a_new_dir_keeps_everything_private_and_refuses_a_writable_dir() {
     assert_eq!(readable_by_others(&data_dir), vec![], "under the data dir of haven serve");
     // `new/`, made on the way to the data dir, is private too.
     assert_eq!(readable_by_others(&root.path().join("new")), vec![]);
-    assert!(terminate(&mut child).success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let status = common::terminate(&mut child);
+    assert!(status.is_some_and(|status| status.success()), "{}", std::fs::read_to_string(&log).unwrap_or_default());
 
     // Group-writable: refused, with the reason and the fix, and nothing is served.
     std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o770)).expect("chmod");
     let before = std::fs::read_to_string(&log).unwrap_or_default().len();
     let mut child = serve(&data_dir, &log);
-    let deadline = Instant::now() + CONDITION_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "a node on a group-writable data dir kept running");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit_within(&mut child, CONDITION_TIMEOUT)
+        .expect("a node on a group-writable data dir kept running");
     let output = std::fs::read_to_string(&log).unwrap_or_default()[before..].to_string();
     assert!(!status.success(), "{output}");
     assert!(
@@ -161,22 +140,13 @@ fn serve_on_a_new_dir_keeps_everything_private_and_refuses_a_writable_dir() {
 /// user's alone.
 #[test]
 fn haven_dev_keeps_everything_private() {
-    let _serial = common::serial();
-    // SAFETY: umask only swaps the process's creation mask.
-    unsafe { libc::umask(0o022) };
-    let root = tempfile::tempdir().expect("temp dir");
+    let (_serial, root) = with_umask_022();
     let dir = root.path().join("dev");
     let log = root.path().join("dev.out");
-    let out = std::fs::File::create(&log).expect("log");
-    let mut child = Command::new(common::haven_binary())
-        .args(["dev", "--nodes=1"])
-        .arg(format!("--dir={}", dir.display()))
-        .env("HAVEN_LOG", "info,openraft=warn")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn haven dev");
+    let mut command = common::haven_command();
+    command.args(["dev", "--nodes=1"]).arg(format!("--dir={}", dir.display()));
+    common::log_to(&mut command, &log);
+    let mut child = command.spawn().expect("spawn haven dev");
     let n1 = dir.join("n1");
     wait_until("the dev cluster to be up", &log, &mut child, || {
         dir.join("env").exists() && n1.join("admin.token").exists() && n1.join("haven.pid").exists()
@@ -186,5 +156,5 @@ fn haven_dev_keeps_everything_private() {
         assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");
     }
     assert_eq!(readable_by_others(&dir), vec![], "under the dir of haven dev");
-    terminate(&mut child);
+    common::terminate(&mut child);
 }

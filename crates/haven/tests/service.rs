@@ -7,7 +7,6 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::process::Child;
 use std::process::Command;
-use std::process::Stdio;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -36,19 +35,15 @@ impl NotifiedNode {
         socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
         let data_dir = dir.path().join("n1");
         let log_path = dir.path().join("n1.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(common::haven_binary())
+        let mut command = common::haven_command();
+        command
             .args(["serve", "--node-id=1", "--peer-addr=127.0.0.1:0"])
             .arg(format!("--client-addr={client_addr}"))
             .arg(format!("--data-dir={}", data_dir.display()))
             .args(extra_args)
-            .env("NOTIFY_SOCKET", &socket_path)
-            .env("HAVEN_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn haven");
+            .env("NOTIFY_SOCKET", &socket_path);
+        common::log_to(&mut command, &log_path);
+        let child = command.spawn().expect("spawn haven");
         NotifiedNode { _dir: dir, data_dir, log_path, socket, child }
     }
 
@@ -113,14 +108,8 @@ impl NotifiedNode {
 
     /// Waits for the process to exit (after SIGTERM or a failed start).
     fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + CONDITION_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the node did not exit after SIGTERM; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_exit_within(&mut self.child, CONDITION_TIMEOUT)
+            .unwrap_or_else(|| panic!("the node did not exit after SIGTERM; log:\n{}", self.log()))
     }
 }
 

@@ -6,9 +6,11 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
 use std::process::Command;
+use std::process::ExitStatus;
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
@@ -48,6 +50,19 @@ pub struct TestNode {
 }
 
 impl TestNode {
+    /// A node on `data_dir` that binds port 0 the first time it starts.
+    fn unstarted(id: u64, data_dir: PathBuf, extra_args: Vec<String>) -> TestNode {
+        TestNode {
+            id,
+            data_dir,
+            client_url: String::new(),
+            client_addr: "127.0.0.1:0".into(),
+            peer_addr: "127.0.0.1:0".into(),
+            extra_args,
+            child: None,
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|child| child.id())
     }
@@ -86,16 +101,29 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Starts `count` nodes: node 1 bootstraps, the others join through it and become
-    /// voters. `common_args` are given to every node (e.g. a small snapshot threshold).
-    pub fn start(count: u64, common_args: &[&str]) -> TestCluster {
-        let mut cluster = TestCluster {
+    /// A cluster of no nodes yet, in a fresh temp dir.
+    fn empty(common_args: &[&str]) -> TestCluster {
+        TestCluster {
             dir: tempfile::tempdir().expect("temp dir"),
             nodes: Vec::new(),
             common_args: common_args.iter().map(|s| s.to_string()).collect(),
             pins: haven_tls::PinSet::default(),
             admin_token: String::new(),
-        };
+        }
+    }
+
+    /// Generates the node key in `data_dir` (for 127.0.0.1) before the node starts, and
+    /// trusts it.
+    fn generate_trusted_key(&mut self, data_dir: &std::path::Path) {
+        let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
+        let (key, _) = haven_tls::NodeIdentityKey::load_or_generate(data_dir, &loopback).expect("node key");
+        self.pins.insert(key.fingerprint().to_string());
+    }
+
+    /// Starts `count` nodes: node 1 bootstraps, the others join through it and become
+    /// voters. `common_args` are given to every node (e.g. a small snapshot threshold).
+    pub fn start(count: u64, common_args: &[&str]) -> TestCluster {
+        let mut cluster = TestCluster::empty(common_args);
         cluster.add_node(1, &["--bootstrap"]);
         let token_path = cluster.nodes[0].data_dir.join("admin.token");
         cluster.wait_for(CONDITION_TIMEOUT, "node 1 to write admin.token", |_| token_path.exists());
@@ -114,13 +142,7 @@ impl TestCluster {
     /// written by an older version): no bootstrap, no join; the admin token is the first
     /// dir's `admin.token`. Returns once every node has bound its ports.
     pub fn start_on(dirs: &[(u64, &std::path::Path)], common_args: &[&str]) -> TestCluster {
-        let mut cluster = TestCluster {
-            dir: tempfile::tempdir().expect("temp dir"),
-            nodes: Vec::new(),
-            common_args: common_args.iter().map(|s| s.to_string()).collect(),
-            pins: haven_tls::PinSet::default(),
-            admin_token: String::new(),
-        };
+        let mut cluster = TestCluster::empty(common_args);
         for (id, source) in dirs {
             let data_dir = cluster.dir.path().join(format!("n{id}"));
             std::fs::create_dir_all(&data_dir).expect("data dir");
@@ -138,15 +160,7 @@ impl TestCluster {
                 let token = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin.token");
                 cluster.admin_token = token.trim().to_string();
             }
-            let mut node = TestNode {
-                id: *id,
-                data_dir,
-                client_url: String::new(),
-                client_addr: "127.0.0.1:0".into(),
-                peer_addr: "127.0.0.1:0".into(),
-                extra_args: Vec::new(),
-                child: None,
-            };
+            let mut node = TestNode::unstarted(*id, data_dir, Vec::new());
             spawn(&mut node, &cluster.common_args);
             cluster.nodes.push(node);
         }
@@ -169,18 +183,8 @@ impl TestCluster {
     /// is generated first, so the harness trusts it from the start.
     pub fn add_node(&mut self, id: u64, args: &[&str]) -> usize {
         let data_dir = self.dir.path().join(format!("n{id}"));
-        let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
-        let (key, _) = haven_tls::NodeIdentityKey::load_or_generate(&data_dir, &loopback).expect("node key");
-        self.pins.insert(key.fingerprint().to_string());
-        let mut node = TestNode {
-            id,
-            data_dir,
-            client_url: String::new(),
-            client_addr: "127.0.0.1:0".into(),
-            peer_addr: "127.0.0.1:0".into(),
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
+        self.generate_trusted_key(&data_dir);
+        let mut node = TestNode::unstarted(id, data_dir, args.iter().map(|s| s.to_string()).collect());
         spawn(&mut node, &self.common_args);
         self.nodes.push(node);
         self.nodes.len() - 1
@@ -199,18 +203,9 @@ impl TestCluster {
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit status.
-    pub fn stop(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+    pub fn stop(&mut self, index: usize) -> Option<ExitStatus> {
         let mut child = self.nodes[index].child.take()?;
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + CONDITION_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        child.wait().ok()
+        terminate(&mut child)
     }
 
     pub fn signal(&self, index: usize, signal: i32) {
@@ -336,9 +331,7 @@ impl TestCluster {
         self.kill(index);
         let data_dir = self.nodes[index].data_dir.clone();
         let _ = std::fs::remove_dir_all(&data_dir);
-        let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
-        let (key, _) = haven_tls::NodeIdentityKey::load_or_generate(&data_dir, &loopback).expect("node key");
-        self.pins.insert(key.fingerprint().to_string());
+        self.generate_trusted_key(&data_dir);
         self.nodes[index].extra_args = args.to_vec();
         self.restart(index);
     }
@@ -361,9 +354,22 @@ impl Drop for TestCluster {
     }
 }
 
+/// The `haven` binary under test as every test runs it: the harness's log filter, no stdin.
+pub fn haven_command() -> Command {
+    let mut command = Command::new(haven_binary());
+    command.env("HAVEN_LOG", "info,openraft=warn").stdin(Stdio::null());
+    command
+}
+
+/// Sends `command`'s stdout and stderr to the end of the file `log`.
+pub fn log_to(command: &mut Command, log: &Path) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    command.stdout(log.try_clone().expect("log")).stderr(log);
+}
+
 /// `haven serve` for `node` with its data dir and addresses, as the harness starts it.
 pub fn serve_command(node: &TestNode, common_args: &[String]) -> Command {
-    let mut command = Command::new(haven_binary());
+    let mut command = haven_command();
     command
         .arg("serve")
         .arg(format!("--node-id={}", node.id))
@@ -371,17 +377,40 @@ pub fn serve_command(node: &TestNode, common_args: &[String]) -> Command {
         .arg(format!("--client-addr={}", node.client_addr))
         .arg(format!("--peer-addr={}", node.peer_addr))
         .args(common_args)
-        .args(&node.extra_args)
-        .env("HAVEN_LOG", "info,openraft=warn")
-        .stdin(Stdio::null());
+        .args(&node.extra_args);
     command
+}
+
+/// Waits at most `timeout` for `child` to exit; its status, or `None` while it still runs.
+pub fn wait_exit_within(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM, and the exit status once `child` exits (SIGKILL if it has not within
+/// [`CONDITION_TIMEOUT`]).
+pub fn terminate(child: &mut Child) -> Option<ExitStatus> {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    if let Some(status) = wait_exit_within(child, CONDITION_TIMEOUT) {
+        return Some(status);
+    }
+    let _ = child.kill();
+    child.wait().ok()
 }
 
 fn spawn(node: &mut TestNode, common_args: &[String]) {
     let _ = std::fs::remove_file(node.data_dir.join("addr.json"));
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(node.log_path()).expect("log file");
     let mut command = serve_command(node, common_args);
-    command.stdout(log.try_clone().expect("log")).stderr(log);
+    log_to(&mut command, &node.log_path());
     let child = command.spawn().expect("spawn haven");
     let pid = child.id();
     node.child = Some(child);
