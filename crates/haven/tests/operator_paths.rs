@@ -231,22 +231,24 @@ fn restarts_asked_for_are_the_restarts_pending() {
             .filter_map(|status| status["node_id"].as_u64())
             .collect()
     };
-    let apply = |cluster: &TestCluster, set: Value| -> Vec<u64> {
-        let (code, body) = call(cluster, 0, "PUT", "/v1/config/draft", Some(json!({ "set": set })));
-        assert_eq!(code, 200, "{body}");
-        let (code, body) = call(cluster, 0, "POST", "/v1/config/apply", Some(json!({})));
-        assert_eq!(code, 200, "{body}");
+    // The nodes the apply says must restart, and the version it applied.
+    let apply = |cluster: &TestCluster, set: Value| -> (Vec<u64>, u64) {
+        let body = apply_draft(cluster, 0, json!({ "set": set }));
         let mut restart: Vec<u64> =
             body["restart"].as_array().into_iter().flatten().filter_map(|r| r["node_id"].as_u64()).collect();
         restart.sort_unstable();
-        restart
+        (restart, body["version"].as_u64().expect("version"))
     };
-    // A role change takes effect live: nobody must restart, nobody reports it.
-    assert_eq!(apply(&cluster, json!({ "nodes.3.role": "witness" })), Vec::<u64>::new());
-    std::thread::sleep(Duration::from_millis(500));
+    // A role change takes effect live: nobody must restart, and nobody reports it once
+    // every node has applied it (a node reports from the configuration it has applied).
+    let (asked, version) = apply(&cluster, json!({ "nodes.3.role": "witness" }));
+    assert_eq!(asked, Vec::<u64>::new());
+    cluster.wait_for(CONDITION_TIMEOUT, "every node to apply the role change", |c| {
+        (0..3).all(|index| c.status(index).is_some_and(|status| status["config_version"].as_u64() >= Some(version)))
+    });
     assert_eq!(pending(&cluster), Vec::<u64>::new());
     // A timing change: every node must restart, and every node says so.
-    let asked = apply(&cluster, json!({ "profile": "lan" }));
+    let (asked, _) = apply(&cluster, json!({ "profile": "lan" }));
     assert_eq!(asked, vec![1, 2, 3]);
     cluster.wait_for(CONDITION_TIMEOUT, "every node to report the pending restart", |c| {
         let mut reported = pending(c);
@@ -275,20 +277,9 @@ fn raw_put(cluster: &TestCluster, index: usize, key: &str, value: &str) -> (u16,
     (code, body, started.elapsed())
 }
 
+/// A PUT of `value` as it is through node `index` with the admin token.
 fn call_put(cluster: &TestCluster, index: usize, key: &str, value: &str) -> (u16, Value) {
-    let http = cluster.http();
-    let url = format!("{}/v1/kv/{key}", cluster.nodes[index].client_url);
-    let token = cluster.admin_token.clone();
-    let value = value.to_string();
-    block_on(async move {
-        match http.put(url).bearer_auth(token).body(value).timeout(Duration::from_secs(15)).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (status, response.json::<Value>().await.unwrap_or(Value::Null))
-            }
-            Err(error) => (0, json!({ "transport_error": error.to_string() })),
-        }
-    })
+    call_raw(cluster, index, "PUT", &format!("/v1/kv/{key}"), value, &cluster.admin_token)
 }
 
 /// Waits until the node at `index` exits by itself; its exit code.
@@ -383,6 +374,11 @@ fn a_removed_member_learns_it_was_removed_and_stops() {
     assert_eq!(code, 200, "{body}");
 }
 
+/// How long a detached node's refusal may take: half the 10 s grace the old code let a
+/// write hang for, so the test still fails on it, and ample for one request on a loaded
+/// machine.
+const REFUSAL_BOUND: Duration = Duration::from_secs(5);
+
 /// Item 9: a detached node refuses writes with `409 detached` at once after a teardown
 /// (the old code let them hang for the 10 s grace period and answered "may or may not
 /// have been applied").
@@ -399,12 +395,12 @@ fn a_detached_node_refuses_writes_at_once() {
         let (code, body, took) = raw_put(&cluster, index, "td/x", "no");
         assert_eq!(code, 409, "node {}: {body}", index + 1);
         assert_eq!(body["error"], "detached", "{body}");
-        assert!(took < Duration::from_secs(2), "the refusal took {took:?}");
+        assert!(took < REFUSAL_BOUND, "the refusal took {took:?}");
         let status = cluster.status(index).expect("status");
         assert_eq!(status["detached"]["generation"], 1, "{status}");
     }
     eprintln!("both detached nodes refused writes within {:?} of the teardown", torn_down.elapsed());
-    assert!(torn_down.elapsed() < Duration::from_secs(5));
+    assert!(torn_down.elapsed() < 3 * REFUSAL_BOUND);
 }
 
 /// Item 2: the last valid admin token cannot be revoked (409), and an admin token can be

@@ -96,12 +96,8 @@ fn a_node_starts_on_data_written_before_the_fix() {
     assert_eq!((status, &draft["draft"]["changes"]["hook_timeout_s"]), (200, &json!(50)), "{draft}");
 
     // An id the old version remembered cannot be told from a retry: refused, not answered.
-    let url = format!("{}/v1/kv/other?request_id=fixture-req-07", cluster.nodes[0].client_url);
-    let (status, body) = block_on(async {
-        let response =
-            cluster.http().put(url).bearer_auth(&cluster.admin_token).body("x").send().await.expect("request");
-        (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
-    });
+    let (status, body) =
+        call_raw(&cluster, 0, "PUT", "/v1/kv/other?request_id=fixture-req-07", "x", &cluster.admin_token);
     assert_eq!((status, body["error"].as_str()), (409, Some("request_id_reused")), "{body}");
 
     // New snapshots (every 10 entries) in the current format, then a kill -9 and a start
@@ -178,17 +174,7 @@ fn every_node_restarts_after_snapshots_with_every_ha_key_applied() {
     }
 
     // The profile instead of the explicit timing (they contradict each other).
-    let (status, body) = call(
-        &cluster,
-        0,
-        "PUT",
-        "/v1/config/draft",
-        Some(json!({ "set": { "profile": "lan" }, "unset": ["ping_interval_ms", "failed_pings"] })),
-    );
-    assert_eq!(status, 200, "{body}");
-    let base = body["draft"]["base_version"].as_u64().expect("base");
-    let (status, body) = call(&cluster, 0, "POST", "/v1/config/apply", Some(json!({ "base_version": base })));
-    assert_eq!((status, &body["applied"]), (200, &json!(true)), "{body}");
+    apply_draft(&cluster, 0, json!({ "set": { "profile": "lan" }, "unset": ["ping_interval_ms", "failed_pings"] }));
     acknowledged.extend(write_keys(&cluster.client(), "profile", 120));
     let applied = config_of(&cluster, 0);
     assert_eq!(applied.1["profile"], "lan");

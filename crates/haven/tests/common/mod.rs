@@ -438,7 +438,8 @@ fn spawn(node: &mut TestNode, common_args: &[String]) {
 
 // ---- HTTP calls with the admin token (shared by the HA and restart tests) ---------------
 
-/// One API call with the admin token (or `token`); returns the status and the JSON body.
+/// One API call with `token` and a JSON body (or none); returns the status and the JSON
+/// body (status 0 and `transport_error` when no answer came).
 pub fn call_as(
     cluster: &TestCluster,
     index: usize,
@@ -447,14 +448,38 @@ pub fn call_as(
     body: Option<Value>,
     token: &str,
 ) -> (u16, Value) {
+    call_with(cluster, index, method, path, token, |request| match body {
+        Some(body) => request.json(&body),
+        None => request,
+    })
+}
+
+/// [`call_as`] with a raw body (a KV value is sent as it is, not as JSON).
+pub fn call_raw(
+    cluster: &TestCluster,
+    index: usize,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: &str,
+) -> (u16, Value) {
+    let body = body.to_string();
+    call_with(cluster, index, method, path, token, |request| request.body(body))
+}
+
+fn call_with(
+    cluster: &TestCluster,
+    index: usize,
+    method: &str,
+    path: &str,
+    token: &str,
+    with_body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> (u16, Value) {
     let http = cluster.http();
     let url = format!("{}{path}", cluster.nodes[index].client_url);
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let request = with_body(http.request(method, url).bearer_auth(token).timeout(Duration::from_secs(30)));
     block_on(async move {
-        let mut request = http.request(method, url).bearer_auth(token).timeout(Duration::from_secs(30));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
         match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -472,13 +497,19 @@ pub fn call(cluster: &TestCluster, index: usize, method: &str, path: &str, body:
 
 /// Sets draft keys and applies them; returns the new version.
 pub fn apply_config(cluster: &TestCluster, index: usize, set: Value) -> u64 {
-    let (status, body) = call(cluster, index, "PUT", "/v1/config/draft", Some(json!({ "set": set })));
+    apply_draft(cluster, index, json!({ "set": set }))["version"].as_u64().expect("version")
+}
+
+/// Edits the draft with `edit` (`{"set": {...}, "unset": [...]}`) and applies it on the
+/// version it was based on; returns the apply's answer.
+pub fn apply_draft(cluster: &TestCluster, index: usize, edit: Value) -> Value {
+    let (status, body) = call(cluster, index, "PUT", "/v1/config/draft", Some(edit));
     assert_eq!(status, 200, "draft edit: {body}");
     let base = body["draft"]["base_version"].as_u64().expect("base version");
     let (status, body) = call(cluster, index, "POST", "/v1/config/apply", Some(json!({ "base_version": base })));
     assert_eq!(status, 200, "apply: {body}");
     assert_eq!(body["applied"], true, "{body}");
-    body["version"].as_u64().expect("version")
+    body
 }
 
 /// This machine's first global-scope IPv4 address (`ip -o -4 addr show scope global`).
