@@ -181,6 +181,20 @@ fn the_peer_port_refuses_everyone_but_members() {
     );
 }
 
+/// Twenty writes under `prefix/`, each from a fresh client (a new connection and handshake
+/// for every write), each within 10 s: what a flood must not keep out.
+async fn writes_from_fresh_clients_succeed(cluster: &TestCluster, prefix: &str) {
+    for i in 0..20 {
+        let client = cluster.client_of(0);
+        let put = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.put(&format!("{prefix}/{i}"), b"v", Default::default()),
+        )
+        .await;
+        assert!(matches!(put, Ok(Ok(_))), "write {i} during the flood: {put:?}");
+    }
+}
+
 /// A flood of idle and half-open connections, twice the handshake bound, does not keep an
 /// authenticated client that opens a new connection for every write from succeeding.
 #[test]
@@ -201,16 +215,7 @@ fn a_connection_flood_does_not_lock_out_clients() {
             }
             held.push(stream);
         }
-        for i in 0..20 {
-            // A fresh client: a new connection and handshake for every write.
-            let client = cluster.client_of(0);
-            let put = tokio::time::timeout(
-                Duration::from_secs(10),
-                client.put(&format!("flood/{i}"), b"v", Default::default()),
-            )
-            .await;
-            assert!(matches!(put, Ok(Ok(_))), "write {i} during the flood: {put:?}");
-        }
+        writes_from_fresh_clients_succeed(&cluster, "flood").await;
         drop(held);
     });
 }
@@ -431,40 +436,35 @@ fn idle_tls_connections_cannot_crowd_out_clients() {
             }
         }
         eprintln!("{} idle TLS connections opened in {:?}", held.len(), started.elapsed());
-        for i in 0..20 {
-            let client = cluster.client_of(0);
-            let put = tokio::time::timeout(
-                Duration::from_secs(10),
-                client.put(&format!("idle-flood/{i}"), b"v", Default::default()),
-            )
-            .await;
-            assert!(matches!(put, Ok(Ok(_))), "write {i} during the flood: {put:?}");
-        }
+        writes_from_fresh_clients_succeed(&cluster, "idle-flood").await;
         let health = common::https_get(&format!("{}/v1/health", cluster.nodes[0].client_url), &cluster.pins, None);
         assert!(health.is_some_and(|body| body.contains("\"ok\":true")), "the health check answers");
         // Every idle connection is closed by the node within the first-request timeout of its
-        // opening (plus slack for a loaded machine, well under the 10 s request-head timeout
-        // that would close it otherwise): reading from it ends.
+        // opening (plus slack for a loaded machine, under the request-head timeout that
+        // would close it otherwise): reading from it ends.
+        let closed_within = limits.first_request_timeout + Duration::from_secs(4);
+        assert!(closed_within < haven_server::run::REQUEST_HEAD_TIMEOUT, "the bound tells the two timeouts apart");
         for (index, (opened, mut stream)) in held.into_iter().enumerate() {
             use tokio::io::AsyncReadExt;
             let mut byte = [0u8; 1];
-            let deadline = opened + limits.first_request_timeout + Duration::from_secs(4);
+            let deadline = opened + closed_within;
             let read = tokio::time::timeout_at(deadline, stream.read(&mut byte)).await;
             assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "idle connection {index} still open: {read:?}");
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
-    let log = cluster.nodes[0].log();
-    let flood_lines: Vec<&str> = log
-        .lines()
-        .skip(log_lines_before)
-        .filter(|line| line.contains("connection refused") || line.contains("connection closed"))
-        .collect();
-    assert!(
-        flood_lines.iter().any(|line| line.contains("to make room") || line.contains("from this address")),
-        "the per-address bound was reached and said so:\n{}",
-        flood_lines.join("\n")
-    );
+    let flood_lines = |log: &str| -> Vec<String> {
+        log.lines()
+            .skip(log_lines_before)
+            .filter(|line| line.contains("connection refused") || line.contains("connection closed"))
+            .map(str::to_string)
+            .collect()
+    };
+    let said_so =
+        |lines: &[String]| lines.iter().any(|line| line.contains("to make room") || line.contains("from this address"));
+    cluster.wait_for(CONDITION_TIMEOUT, "the node to say the per-address bound was reached", |c| {
+        said_so(&flood_lines(&c.nodes[0].log()))
+    });
+    let flood_lines = flood_lines(&cluster.nodes[0].log());
     assert!(
         flood_lines.len() <= 10,
         "{} lines for {flood} connections:\n{}",
