@@ -282,18 +282,30 @@ async fn a_full_hook_queue_drops_the_oldest() {
     assert_eq!(std::fs::read_to_string(&calls).unwrap(), want);
 }
 
-/// A real SMTP server: `python3 -m aiosmtpd` writing what it receives to a maildir.
-struct SmtpServer {
-    child: Child,
-    port: u16,
-    maildir: PathBuf,
+/// A test's helper process, killed with the test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Waits until a server just started on `port` accepts connections (and `ready` holds).
+fn wait_listening(port: u16, what: &str, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() || TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < SETTLE_BOUND, "{what} did not listen on port {port} within {SETTLE_BOUND:?}");
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A real SMTP server: `python3 -m aiosmtpd` writing what it receives to a maildir.
+struct SmtpServer {
+    _child: KillOnDrop,
+    port: u16,
+    maildir: PathBuf,
 }
 
 /// A Python interpreter that has aiosmtpd (Debian's package installs it for
@@ -342,12 +354,8 @@ fn start_smtp_server(python: &str, dir: &Path) -> SmtpServer {
         .stdin(Stdio::null())
         .spawn()
         .expect("start python3 -m aiosmtpd");
-    let server = SmtpServer { child, port, maildir };
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < SETTLE_BOUND, "aiosmtpd did not listen on port {port} within {SETTLE_BOUND:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = SmtpServer { _child: KillOnDrop(child), port, maildir };
+    wait_listening(port, "aiosmtpd", || true);
     server
 }
 
@@ -360,19 +368,7 @@ fn messages(maildir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_mail_reaches_a_real_smtp_server() {
-    if python_with_aiosmtpd().is_none() {
-        install_aiosmtpd();
-    }
-    let Some(python) = python_with_aiosmtpd() else {
-        if std::env::var("HAVEN_SKIP_SMTP_TEST").as_deref() == Ok("1") {
-            eprintln!("skipped: HAVEN_SKIP_SMTP_TEST=1 and aiosmtpd is not installed");
-            return;
-        }
-        panic!(
-            "the alert mail test needs a real SMTP server: Debian's python3-aiosmtpd is not installed \
-             (install it with `apt-get install -y python3-aiosmtpd`, or set HAVEN_SKIP_SMTP_TEST=1 to skip)"
-        );
-    };
+    let Some(python) = python_or_skip() else { return };
     let dir = tempfile::tempdir().unwrap();
     let server = start_smtp_server(python, dir.path());
     let alerter = Alerter::new(NODE_ID);
@@ -421,16 +417,9 @@ async fn alert_mail_reaches_a_real_smtp_server() {
 /// `auth_require_tls=False`) and writes every EHLO, AUTH and DATA it gets to a log file: the
 /// relay an admin could point `smtp.host` at to collect a password.
 struct GreedySmtpServer {
-    child: Child,
+    _child: KillOnDrop,
     port: u16,
     log: PathBuf,
-}
-
-impl Drop for GreedySmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const GREEDY_SERVER: &str = r#"
@@ -466,16 +455,14 @@ fn start_greedy_smtp_server(python: &str, dir: &Path) -> GreedySmtpServer {
         .stdin(Stdio::null())
         .spawn()
         .expect("start the aiosmtpd script");
-    let server = GreedySmtpServer { child, port, log: log.clone() };
+    let server = GreedySmtpServer { _child: KillOnDrop(child), port, log: log.clone() };
     let ready = PathBuf::from(format!("{}.ready", log.display()));
-    let start = Instant::now();
-    while !ready.exists() || TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < SETTLE_BOUND, "the aiosmtpd script did not listen within {SETTLE_BOUND:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port, "the aiosmtpd script", || ready.exists());
     server
 }
 
+/// The Python that has aiosmtpd (installed first if this machine can); `None`, to skip,
+/// only when `HAVEN_SKIP_SMTP_TEST=1` says so: otherwise its absence fails the test.
 fn python_or_skip() -> Option<&'static str> {
     if python_with_aiosmtpd().is_none() {
         install_aiosmtpd();
@@ -485,7 +472,8 @@ fn python_or_skip() -> Option<&'static str> {
         assert_eq!(
             std::env::var("HAVEN_SKIP_SMTP_TEST").as_deref(),
             Ok("1"),
-            "the SMTP tests need Debian's python3-aiosmtpd (or HAVEN_SKIP_SMTP_TEST=1 to skip)"
+            "the SMTP tests need a real SMTP server: Debian's python3-aiosmtpd is not installed (install it with \
+             `apt-get install -y python3-aiosmtpd`, or set HAVEN_SKIP_SMTP_TEST=1 to skip)"
         );
         eprintln!("skipped: HAVEN_SKIP_SMTP_TEST=1 and aiosmtpd is not installed");
     }
