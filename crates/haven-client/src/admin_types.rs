@@ -399,20 +399,9 @@ pub struct DetachedInfo {
     pub kept: Option<u64>,
 }
 
-/// `storage` of the status: what the node stores, each size in bytes with its bound.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StorageSizes {
-    pub kv_bytes: u64,
-    pub kv_bytes_max: u64,
-    pub history_bytes: u64,
-    pub history_bytes_max: u64,
-    pub history_events: u64,
-    pub log_bytes_since_snapshot: u64,
-    pub log_bytes_since_snapshot_max: u64,
-    #[serde(default)]
-    pub snapshot_bytes: Option<u64>,
-    pub snapshot_bytes_max: u64,
-}
+/// `storage` of the status: what the node stores, each size in bytes with its bound (the
+/// type the server sends, defined once in `haven_core`).
+pub use haven_core::limits::StorageSizes;
 
 /// Typed views of the status fields beyond the KV core (kept raw in `extra`, so `--json`
 /// prints the server's answer unchanged). Each is `None` (or empty) when the server did

@@ -116,3 +116,44 @@ pub const NODE_ID_MAX: u64 = 1_000_000;
 /// Largest number of voters: Raft's majorities beyond 7 only slow commits; more nodes
 /// join as learners (read replicas).
 pub const VOTERS_MAX: usize = 7;
+
+/// `storage` in `GET /v1/status`: what a node stores, each size in bytes with its bound
+/// above. The one definition of this wire type: the server fills it, the client reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StorageSizes {
+    pub kv_bytes: u64,
+    pub kv_bytes_max: u64,
+    pub history_bytes: u64,
+    pub history_bytes_max: u64,
+    /// Events in the history (also bounded by the node's `history_revisions`).
+    pub history_events: u64,
+    pub log_bytes_since_snapshot: u64,
+    pub log_bytes_since_snapshot_max: u64,
+    /// `snapshot.bin`, when there is one.
+    #[serde(default)]
+    pub snapshot_bytes: Option<u64>,
+    pub snapshot_bytes_max: u64,
+}
+
+impl StorageSizes {
+    /// The sizes measured, each with this version's bound.
+    pub fn new(
+        kv_bytes: u64,
+        history_bytes: u64,
+        history_events: u64,
+        log_bytes_since_snapshot: u64,
+        snapshot_bytes: Option<u64>,
+    ) -> StorageSizes {
+        StorageSizes {
+            kv_bytes,
+            kv_bytes_max: KV_BYTES_MAX,
+            history_bytes,
+            history_bytes_max: HISTORY_BYTES_MAX,
+            history_events,
+            log_bytes_since_snapshot,
+            log_bytes_since_snapshot_max: LOG_BYTES_SINCE_SNAPSHOT_MAX,
+            snapshot_bytes,
+            snapshot_bytes_max: SNAPSHOT_BYTES_MAX,
+        }
+    }
+}

@@ -10,29 +10,12 @@
 //!
 //! Status shows each size with its bound (`storage` in `GET /v1/status`).
 
-use haven_core::limits::HISTORY_BYTES_MAX;
-use haven_core::limits::KV_BYTES_MAX;
 use haven_core::limits::LOG_BYTES_SINCE_SNAPSHOT_MAX;
-use haven_core::limits::SNAPSHOT_BYTES_MAX;
-use serde::Serialize;
 
 use crate::Node;
 
-/// The sizes in status, each with its bound.
-#[derive(Debug, Clone, Serialize)]
-pub struct StorageSizes {
-    pub kv_bytes: u64,
-    pub kv_bytes_max: u64,
-    pub history_bytes: u64,
-    pub history_bytes_max: u64,
-    /// Events in the history (also bounded by the node's `history_revisions`).
-    pub history_events: u64,
-    pub log_bytes_since_snapshot: u64,
-    pub log_bytes_since_snapshot_max: u64,
-    /// `snapshot.bin`, when there is one.
-    pub snapshot_bytes: Option<u64>,
-    pub snapshot_bytes_max: u64,
-}
+/// The sizes in status, each with its bound (the wire type, shared with the client).
+pub use haven_core::limits::StorageSizes;
 
 impl Node {
     /// This node's sizes now.
@@ -42,17 +25,13 @@ impl Node {
             let kv = &state.kv;
             (kv.kv_bytes(), kv.history_bytes(), kv.revision() - kv.compact_revision())
         };
-        StorageSizes {
+        StorageSizes::new(
             kv_bytes,
-            kv_bytes_max: KV_BYTES_MAX,
             history_bytes,
-            history_bytes_max: HISTORY_BYTES_MAX,
             history_events,
-            log_bytes_since_snapshot: self.state.log_bytes_since_snapshot(),
-            log_bytes_since_snapshot_max: LOG_BYTES_SINCE_SNAPSHOT_MAX,
-            snapshot_bytes: self.state.snapshot_file_bytes(),
-            snapshot_bytes_max: SNAPSHOT_BYTES_MAX,
-        }
+            self.state.log_bytes_since_snapshot(),
+            self.state.snapshot_file_bytes(),
+        )
     }
 
     /// Takes a snapshot when the log since the last one holds more than
