@@ -318,7 +318,8 @@ impl Node {
     }
 
     pub fn membership(&self) -> Arc<StoredMembership> {
-        self.metrics().membership_config.clone()
+        // Only the shared membership: borrow instead of cloning the whole metrics.
+        self.raft.metrics().borrow_watched().membership_config.clone()
     }
 
     /// The key recorded for peer `node_id` and its data dir's incarnation (`None` when not
@@ -348,14 +349,18 @@ impl Node {
         if metrics.state != ServerState::Leader {
             return false;
         }
-        let mut voters = metrics.membership_config.voter_ids();
-        let alone = voters.next() == Some(self.node_id) && voters.next().is_none();
         let (election_timeout_min, _) = self.config.timing.election_timeout_ms();
-        alone
+        self.is_sole_voter(metrics)
             || metrics
                 .last_quorum_acked
                 .as_ref()
                 .is_some_and(|at| at.elapsed() < Duration::from_millis(election_timeout_min))
+    }
+
+    /// Is this node the only voter (its own majority) in `metrics`' membership?
+    fn is_sole_voter(&self, metrics: &openraft::RaftMetrics<haven_store::TypeConfig>) -> bool {
+        let mut voters = metrics.membership_config.voter_ids();
+        voters.next() == Some(self.node_id) && voters.next().is_none()
     }
 
     /// Notes that a leader was heard from just now.
@@ -367,16 +372,18 @@ impl Node {
     /// from a majority (at once when it is the only voter), a follower when it last heard
     /// from its leader. `None`: never.
     pub fn token_table_age(&self) -> Option<Duration> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        // On every authenticated request: borrow instead of cloning the whole metrics.
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow_watched();
         if metrics.state == ServerState::Leader {
-            let mut voters = metrics.membership_config.voter_ids();
-            if voters.next() == Some(self.node_id) && voters.next().is_none() {
+            if self.is_sole_voter(&metrics) {
                 return Some(Duration::ZERO);
             }
             // None: elected a moment ago, by a majority that has not acknowledged anything
             // since; the votes themselves were that majority's word.
             return Some(metrics.last_quorum_acked.as_ref().map_or(Duration::ZERO, |at| at.elapsed()));
         }
+        drop(metrics);
         self.leader_heard.lock().unwrap_or_else(|e| e.into_inner()).map(|at| at.elapsed())
     }
 
