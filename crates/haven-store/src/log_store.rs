@@ -89,11 +89,12 @@ fn writeback_period(now: SystemTime) -> u128 {
     now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() / NO_SYNC_WRITEBACK.as_millis()
 }
 
-/// How long from `now` to the next writeback boundary.
-fn until_next_writeback(now: SystemTime) -> Duration {
-    let period = NO_SYNC_WRITEBACK.as_millis();
-    let into = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() % period;
-    Duration::from_millis(u64::try_from(period - into).unwrap_or(1))
+/// How long from `now` until the boundary that ends writeback period `period` (zero once
+/// it has passed: a writer busy across a boundary writes back at once).
+fn until_writeback_after(period: u128, now: SystemTime) -> Duration {
+    let boundary_ms = (period + 1) * NO_SYNC_WRITEBACK.as_millis();
+    let now_ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    Duration::from_millis(u64::try_from(boundary_ms.saturating_sub(now_ms)).unwrap_or(u64::MAX))
 }
 
 /// Each op carries its records already encoded and sealed (`crate::stored`).
@@ -169,25 +170,27 @@ impl LogStore {
 }
 
 fn run_writer(db: Arc<redb::Database>, pending: Pending, receiver: mpsc::Receiver<WriteOp>, sync: SyncMode) {
-    // NoSync only: when the oldest write not yet synced was committed.
-    let mut unsynced_since: Option<SystemTime> = None;
+    // NoSync only: the writeback period of the oldest commit not yet durable. Its writes
+    // become durable at the boundary that ends that period: by an empty durable commit when
+    // the writer is idle then, or with the first batch written after it.
+    let mut unsynced_in: Option<u128> = None;
     loop {
-        let first = match unsynced_since {
-            None => receiver.recv().map_err(|_| ()),
-            Some(_) => match receiver.recv_timeout(until_next_writeback(SystemTime::now())) {
-                Ok(op) => Ok(op),
+        let first = match unsynced_in {
+            None => receiver.recv().ok(),
+            Some(period) => match receiver.recv_timeout(until_writeback_after(period, SystemTime::now())) {
+                Ok(op) => Some(op),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // Idle: the "OS" writes the dirty pages back now.
+                    // Idle at the boundary: the "OS" writes the dirty pages back now.
                     if let Err(error) = sync_now(&db) {
                         tracing::error!(%error, "log sync failed");
                     }
-                    unsynced_since = None;
+                    unsynced_in = None;
                     continue;
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => None,
             },
         };
-        let Ok(first) = first else { break };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_OPS_MAX {
             match receiver.try_recv() {
@@ -195,14 +198,13 @@ fn run_writer(db: Arc<redb::Database>, pending: Pending, receiver: mpsc::Receive
                 Err(_) => break,
             }
         }
-        let durable = match (sync, unsynced_since) {
-            (SyncMode::Fsync, _) => true,
-            (SyncMode::NoSync, Some(since)) => writeback_period(SystemTime::now()) > writeback_period(since),
-            (SyncMode::NoSync, None) => false,
-        };
+        let now = writeback_period(SystemTime::now());
+        let durable = sync == SyncMode::Fsync || unsynced_in.is_some_and(|period| now > period);
         let result = write_batch(&db, &batch, durable);
         if result.is_ok() && sync == SyncMode::NoSync {
-            unsynced_since = if durable { None } else { unsynced_since.or(Some(SystemTime::now())) };
+            // The period the commit ended in: what it wrote is in the "page cache" from then.
+            unsynced_in =
+                if durable { None } else { unsynced_in.or_else(|| Some(writeback_period(SystemTime::now()))) };
         }
         if let Err(error) = &result {
             tracing::error!(%error, "log write failed; the node cannot make progress");
@@ -400,5 +402,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.submit_and_wait(|done| WriteOp::Purge { upto, record, done }).await?;
         *self.last_purged.lock().unwrap_or_else(|e| e.into_inner()) = Some(log_id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `NoSync` writeback falls on the shared boundaries: a write waits for the end of
+    /// the period it was made in, and one whose boundary has already passed is written
+    /// back at once.
+    #[test]
+    fn writeback_waits_for_the_end_of_the_period_of_the_write() {
+        let period_ms = NO_SYNC_WRITEBACK.as_millis() as u64;
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let start = 1_000 * period_ms;
+        let period = writeback_period(at(start + 300));
+        assert_eq!(period, writeback_period(at(start)), "one period from its start");
+        assert_eq!(until_writeback_after(period, at(start + 300)), Duration::from_millis(period_ms - 300));
+        assert_eq!(until_writeback_after(period, at(start + period_ms)), Duration::ZERO, "at the boundary");
+        assert_eq!(until_writeback_after(period, at(start + 3 * period_ms)), Duration::ZERO, "long past it");
+        assert_eq!(writeback_period(at(start + period_ms)), period + 1);
     }
 }
