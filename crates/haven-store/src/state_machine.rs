@@ -33,8 +33,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
-use std::sync::RwLock;
-use std::sync::RwLockReadGuard;
 use std::time::Instant;
 
 use futures::Stream;
@@ -164,7 +162,12 @@ fn entry_bytes(entry: &crate::Entry) -> u64 {
 }
 
 struct Shared {
-    state: RwLock<Applied>,
+    /// Read through [`StateMachine::read`] only. A parking_lot lock because its reads may
+    /// nest while a writer waits (`read_recursive`): a handler that holds a read in a
+    /// temporary while calling a helper that reads again is easy to write and hard to
+    /// see, and with std's lock (new readers queue behind a waiting writer) it deadlocks
+    /// the handler and the apply for good.
+    state: parking_lot::RwLock<Applied>,
     /// The cluster revision after each applied batch; watchers wait on it.
     revision: watch::Sender<u64>,
     snapshot_dir: PathBuf,
@@ -214,7 +217,7 @@ impl StateMachine {
         }
         Ok(StateMachine {
             shared: Arc::new(Shared {
-                state: RwLock::new(state),
+                state: parking_lot::RwLock::new(state),
                 revision,
                 snapshot_dir,
                 history_revisions,
@@ -239,7 +242,7 @@ impl StateMachine {
     /// replica's memory only, as a bug or undetected memory damage would, so that the
     /// replicas' comparison has something to find. Never called by a real node.
     pub fn diverge_for_test(&self, key: &str) {
-        let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.shared.state.write();
         let mut value = state.kv.get(key).map(|entry| entry.value.clone()).unwrap_or_default();
         value.push(b'!');
         let command = Command::Put { key: key.to_string(), value, prev_revision: None };
@@ -252,9 +255,11 @@ impl StateMachine {
         std::fs::metadata(snapshot_path(&self.shared.snapshot_dir)).ok().map(|metadata| metadata.len())
     }
 
-    /// Read access to the current state. Hold it briefly: applies wait for it.
-    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
-        self.shared.state.read().unwrap_or_else(|e| e.into_inner())
+    /// Read access to the current state. Hold it briefly: applies wait for it. Reads may
+    /// nest (a helper that reads again while its caller holds a read), even while an apply
+    /// waits: the apply goes once the last reader lets go.
+    pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, Applied> {
+        self.shared.state.read_recursive()
     }
 
     /// A receiver that changes whenever the cluster revision advances.
@@ -353,7 +358,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             self.shared.log_bytes_since_snapshot.fetch_add(entry_bytes(&entry), Ordering::Relaxed);
             let result = {
-                let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+                let mut state = self.shared.state.write();
                 state.last_applied = Some(entry.log_id);
                 let result = match &entry.payload {
                     EntryPayload::Blank => CommandResult::Ok { revision: state.kv.revision() },
@@ -428,7 +433,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         let replaced = {
-            let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.shared.state.write();
             if let Some(last_applied) = meta.last_log_id {
                 self.digests().record(last_applied.index(), applied.kv.replica_digest());
             }
@@ -454,5 +459,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let meta = read.image.meta().clone();
             Snapshot { meta, snapshot: Cursor::new(read.image.into_bytes()) }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A reader that reads again while an apply waits for the lock must not deadlock. The
+    /// status handler held a read guard in a temporary of its struct literal while calling
+    /// helpers that read again; with a lock that makes new readers queue behind a waiting
+    /// writer, the handler waited for the apply and the apply for the handler, forever: a
+    /// node that stopped logging and answering (ha_control::ten_primary_kills, one run in
+    /// three on the loaded CI machine, stacks taken with gdb).
+    #[test]
+    fn a_second_read_while_an_apply_waits_does_not_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine = StateMachine::open(dir.path(), 16).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let reader = {
+            let machine = machine.clone();
+            std::thread::spawn(move || {
+                let first = machine.read();
+                // Long enough for the writer below to queue behind `first`.
+                std::thread::sleep(Duration::from_millis(300));
+                let second = machine.read();
+                assert_eq!(first.last_applied, second.last_applied);
+                drop((first, second));
+                done.send(()).unwrap();
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let writer = {
+            let machine = machine.clone();
+            std::thread::spawn(move || machine.diverge_for_test("k"))
+        };
+        assert!(
+            finished.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "a second read while an apply waited deadlocked the reader and the apply"
+        );
+        reader.join().unwrap();
+        writer.join().unwrap();
+        assert!(machine.read().kv.get("k").is_some(), "the waiting write was made once the readers let go");
     }
 }
