@@ -306,8 +306,6 @@ fn join_tokens_admit_one_node_each() {
     }
 }
 
-/// Bootstrap writes the first admin token once, mode 0600, and says where, not what; a
-/// restart of the bootstrapping node does not mint another.
 /// Issue 12: a join token expires by default, every field of a join request is checked
 /// before anything is spent (400, token untouched), a token is spent by the admission it
 /// made (so it cannot re-admit its node after an admin removed it), a node keeps the key it
@@ -329,7 +327,7 @@ fn join_tokens_expire_are_spent_and_check_every_field() {
         })
     };
     let join = |token: &str, body: Value| -> (u16, String) {
-        let request = json!(body).to_string().into_bytes();
+        let request = body.to_string().into_bytes();
         let (status, _, text) = block_on(call(&cluster, 0, Method::POST, "/v1/members/join", Some(token), request));
         (status, text)
     };
@@ -397,6 +395,8 @@ fn join_tokens_expire_are_spent_and_check_every_field() {
     assert_eq!(status, 401, "expired: {text}");
 }
 
+/// Bootstrap writes the first admin token once, mode 0600, and says where, not what; a
+/// restart of the bootstrapping node does not mint another.
 #[test]
 fn bootstrap_writes_one_admin_token() {
     use std::os::unix::fs::PermissionsExt as _;
