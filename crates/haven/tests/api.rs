@@ -105,13 +105,7 @@ fn every_inventoried_route_is_served() {
 fn raw_request(cluster: &TestCluster, head: &str, body_bytes: usize) -> Result<String, String> {
     use std::io::Read;
     use std::io::Write;
-    let addr: std::net::SocketAddr = cluster.nodes[0].client_addr.parse().unwrap();
-    let mut socket = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    let config = std::sync::Arc::new(haven_tls::client_config(cluster.pins.clone(), None).unwrap());
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut connection = rustls::ClientConnection::new(config, name).unwrap();
-    let mut tls = rustls::Stream::new(&mut connection, &mut socket);
+    let mut tls = pinned_tls(&cluster.nodes[0].client_addr, &cluster.pins, std::time::Duration::from_secs(10))?;
     tls.write_all(head.as_bytes()).map_err(|e| format!("writing the head: {e}"))?;
     let chunk = vec![b'x'; 64 * 1024];
     let mut sent = 0;

@@ -10,7 +10,6 @@ use std::io::Read;
 use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -35,12 +34,7 @@ const TOKENS: usize = 8;
 /// Opens a watch stream with `token` on its own TLS connection; returns the status code and
 /// the connection (kept open by the caller).
 fn open_watch(cluster: &TestCluster, token: &str) -> (u16, Tls) {
-    let addr: std::net::SocketAddr = cluster.nodes[0].client_addr.parse().unwrap();
-    let socket = TcpStream::connect(addr).expect("connect");
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let config = Arc::new(haven_tls::client_config(cluster.pins.clone(), None).unwrap());
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), socket);
+    let mut tls = pinned_tls(&cluster.nodes[0].client_addr, &cluster.pins, Duration::from_secs(10)).expect("connect");
     let head = format!("GET /v1/watch HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n");
     tls.write_all(head.as_bytes()).expect("send");
     let mut answer = Vec::new();

@@ -521,6 +521,22 @@ pub fn own_network_address() -> Option<String> {
     field.split('/').next().map(str::to_string)
 }
 
+/// A blocking TLS connection to `addr` that trusts only `pins` (for tests that write and
+/// read exactly the bytes they mean), reads bounded by `read_timeout`.
+pub fn pinned_tls(
+    addr: &str,
+    pins: &haven_tls::PinSet,
+    read_timeout: Duration,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, String> {
+    let addr: std::net::SocketAddr = addr.parse().map_err(|error| format!("address {addr}: {error}"))?;
+    let socket = std::net::TcpStream::connect(addr).map_err(|error| format!("connect {addr}: {error}"))?;
+    socket.set_read_timeout(Some(read_timeout)).map_err(|error| error.to_string())?;
+    let config = std::sync::Arc::new(haven_tls::client_config(pins.clone(), None).map_err(|error| error.to_string())?);
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    let connection = rustls::ClientConnection::new(config, name).map_err(|error| error.to_string())?;
+    Ok(rustls::StreamOwned::new(connection, socket))
+}
+
 /// A minimal blocking HTTPS GET over pinned TLS (status checks must not depend on the
 /// client under test); `None` on any failure.
 pub fn https_get(url: &str, pins: &haven_tls::PinSet, token: Option<&str>) -> Option<String> {
