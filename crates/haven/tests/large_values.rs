@@ -24,10 +24,12 @@ const WRITERS: usize = 2;
 /// the history's 64 MiB, the writers' current values, a snapshot being built or installed
 /// while applies go on (the state's copy, its encoding and its image: a few times 64 MiB),
 /// request buffers and the runtime. A ceiling against growth with the number of puts, not a
-/// fine measure: the peak varies with when snapshots happen. Measured (debug build, 200
-/// puts, 2 writers): 367-462 MiB over three runs with the bounds, 422-460 MiB without them
-/// at that count, but growing with every put there (issue 13 saw 1 GiB at 600 puts). Without
-/// the bounds the history and snapshot checks below fail.
+/// fine measure: the peak varies with when snapshots happen. Measured with this test as it
+/// is (debug build, 160 puts, 2 writers; `cargo test -p haven --test large_values --
+/// --nocapture`, two runs on a 2-core machine): 264-279 MiB per node. An earlier
+/// measurement at 200 puts gave 367-462 MiB with the bounds and 422-460 MiB without them at
+/// that count, growing with every put there (issue 13 saw 1 GiB at 600 puts). Without the
+/// bounds the history and snapshot checks below fail.
 const NODE_PEAK_RSS_BYTES_MAX: u64 = 640 * 1024 * 1024;
 
 /// A snapshot holds the state: the history (bounded) and the writers' values, plus
