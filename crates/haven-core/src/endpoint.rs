@@ -4,12 +4,10 @@
 //! else: no control characters (a newline would forge a log line), no user info, path or
 //! query, a port that exists.
 
+use crate::ha::syntax::check_host_name;
+
 /// Longest announced address: a DNS name is at most 253 characters, plus scheme and port.
 pub const ENDPOINT_CHARS_MAX: usize = 256;
-
-/// Longest DNS name (RFC 1035) and label.
-const HOST_NAME_CHARS_MAX: usize = 253;
-const HOST_LABEL_CHARS_MAX: usize = 63;
 
 /// Checks `host:port`: an IPv4 address, a bracketed IPv6 address or a DNS name, and a port
 /// 1-65535.
@@ -50,6 +48,8 @@ pub fn validate_client_url(text: &str, allow_http: bool) -> Result<(), String> {
     validate_host_port(authority)
 }
 
+/// An IPv4 address, a bracketed IPv6 address, or a host name by the rules the HA
+/// configuration checks its hosts with (`ha::syntax::check_host_name`).
 fn validate_host(host: &str) -> Result<(), String> {
     if let Some(inner) = host.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
         return inner.parse::<std::net::Ipv6Addr>().map(|_| ()).map_err(|_| format!("{host:?} is not an IPv6 address"));
@@ -57,19 +57,7 @@ fn validate_host(host: &str) -> Result<(), String> {
     if host.parse::<std::net::Ipv4Addr>().is_ok() {
         return Ok(());
     }
-    let labels_ok = host.len() <= HOST_NAME_CHARS_MAX
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= HOST_LABEL_CHARS_MAX
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if labels_ok {
-        Ok(())
-    } else {
-        Err(format!("{host:?} is not an IP address or a host name"))
-    }
+    check_host_name(host).map_err(|reason| format!("{host:?}: {reason}"))
 }
 
 #[cfg(test)]
@@ -93,6 +81,7 @@ mod tests {
             "::1:7101",
             "-bad.example:1",
             "a..b:1",
+            "10.0.0.256:7101",
             &format!("{}:1", "a".repeat(300)),
         ] {
             assert!(validate_host_port(bad).is_err(), "{bad:?}");
