@@ -1,8 +1,9 @@
 //! proptest strategies for the replicated values: every command, request, result and the
-//! state reached by applying them, with every part of the state exercised (keys, revisions
+//! state reached by applying them, with the parts of the state exercised (keys, revisions
 //! and history, remembered request ids, tokens, maintenance, the HA configuration with
-//! every key set to valid values and every detection profile, drafts, teardowns, the audit
-//! log).
+//! every key set to valid values and every detection profile, drafts and reviewed applies,
+//! teardowns, removed members, the audit log; not yet the recovery lineage, which only the
+//! offline `move_to_new_cluster` writes).
 //!
 //! Shared by the encoding tests of every crate that stores or sends these values (the
 //! store's snapshot and log round trips, the peer frames), so a new command or state part
@@ -112,6 +113,11 @@ pub fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(keep, detached)| Command::Teardown { keep, detached }),
         audit_entry().prop_map(|entry| Command::RecordAudit { entry }),
         (token_id(), any::<u64>()).prop_map(|(id, node_id)| Command::SpendJoinToken { id, node_id }),
+        (any::<u64>(), any_text())
+            .prop_map(|(base_version, digest)| Command::ApplyReviewedDraft { base_version, digest }),
+        (any::<u64>(), any_text(), any_text()).prop_map(|(node_id, incarnation, fingerprint)| {
+            Command::RecordRemoval { node_id, incarnation, fingerprint }
+        }),
     ]
 }
 
@@ -315,9 +321,11 @@ pub enum Step {
     Maintenance {
         on: bool,
     },
-    /// Apply `config` (every key) through a draft.
+    /// Apply `config` (every key) through a draft; `reviewed`: applied as `haven config
+    /// apply` does after a review, naming the draft's digest.
     Configure {
         config: HaConfig,
+        reviewed: bool,
     },
     /// Leave a draft of `edits` pending (arbitrary JSON values: not checked until apply).
     Draft {
@@ -330,6 +338,11 @@ pub enum Step {
     },
     Audit {
         entry: AuditEntry,
+    },
+    /// Member `node_id` with data dir `incarnation` is removed from the membership.
+    RecordRemoval {
+        node_id: u64,
+        incarnation: String,
     },
 }
 
@@ -360,11 +373,12 @@ pub fn step() -> impl Strategy<Value = Step> {
         1 => (0..STATE_TOKENS, 1u64..8, "[0-9a-f]{4}")
             .prop_map(|(index, node_id, incarnation)| Step::Consume { index, node_id, incarnation }),
         1 => any::<bool>().prop_map(|on| Step::Maintenance { on }),
-        2 => ha_config().prop_map(|config| Step::Configure { config }),
+        2 => (ha_config(), any::<bool>()).prop_map(|(config, reviewed)| Step::Configure { config, reviewed }),
         1 => vec(("[a-z_.0-9]{1,12}", option::of(json_text())), 1..4).prop_map(|edits| Step::Draft { edits }),
         1 => Just(Step::DiscardDraft),
         1 => (1u64..8, vec((1u64..8, "[0-9a-f]{4}"), 0..3)).prop_map(|(keep, detached)| Step::Teardown { keep, detached }),
         1 => audit_entry().prop_map(|entry| Step::Audit { entry }),
+        1 => (1u64..8, "[0-9a-f]{4}").prop_map(|(node_id, incarnation)| Step::RecordRemoval { node_id, incarnation }),
     ]
 }
 
@@ -406,17 +420,25 @@ pub fn apply_steps(history_revisions: u64, steps: &[Step]) -> (KvState, Vec<Comm
                 incarnation: incarnation.clone(),
             }),
             Step::Maintenance { on } => server(Command::SetMaintenance { on: *on }),
-            Step::Configure { config } => {
+            Step::Configure { config, reviewed } => {
                 let edits = edits_to(&state.admin().ha_config.value, config);
                 state.apply(&server(Command::DiscardHaDraft));
                 state.apply(&server(Command::EditHaDraft { edits }));
                 let base_version = state.admin().ha_config.version;
-                server(Command::ApplyHaDraft { base_version })
+                match state.admin().draft.as_ref().map(crate::admin::StoredDraft::digest) {
+                    Some(digest) if *reviewed => server(Command::ApplyReviewedDraft { base_version, digest }),
+                    _ => server(Command::ApplyHaDraft { base_version }),
+                }
             }
             Step::Draft { edits } => server(Command::EditHaDraft { edits: edits.clone() }),
             Step::DiscardDraft => server(Command::DiscardHaDraft),
             Step::Teardown { keep, detached } => server(Command::Teardown { keep: *keep, detached: detached.clone() }),
             Step::Audit { entry } => server(Command::RecordAudit { entry: entry.clone() }),
+            Step::RecordRemoval { node_id, incarnation } => server(Command::RecordRemoval {
+                node_id: *node_id,
+                incarnation: incarnation.clone(),
+                fingerprint: format!("sha256:{incarnation}"),
+            }),
         };
         results.push(state.apply(&request));
     }
@@ -436,7 +458,7 @@ pub fn configured(steps: &[Step]) -> Vec<HaConfig> {
     steps
         .iter()
         .filter_map(|step| match step {
-            Step::Configure { config } => Some(config.clone()),
+            Step::Configure { config, .. } => Some(config.clone()),
             _ => None,
         })
         .collect()

@@ -37,6 +37,11 @@ proptest! {
         if let Some(config) = strategies::configured(&steps).last() {
             prop_assert_eq!(&state.admin().ha_config.value, config);
         }
+        for step in &steps {
+            if let Step::RecordRemoval { node_id, incarnation } = step {
+                prop_assert!(state.admin().was_removed(*node_id, incarnation), "{:?}", step);
+            }
+        }
     }
 
     #[test]
