@@ -48,7 +48,12 @@ type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 /// is a few KiB; 256 KiB refuses anything that is not a configuration.
 pub const ADMIN_BODY_BYTES_MAX: usize = 256 * 1024;
 
-async fn json_body<T: for<'de> Deserialize<'de> + Default>(request: Request, what: &str) -> Result<T, ApiError> {
+/// An admin request's JSON body, at most [`ADMIN_BODY_BYTES_MAX`] bytes; an empty body is
+/// `T::default()`. `what` names the request in the errors.
+pub(crate) async fn json_body<T: for<'de> Deserialize<'de> + Default>(
+    request: Request,
+    what: &str,
+) -> Result<T, ApiError> {
     let bytes = crate::body::read_limited(request, ADMIN_BODY_BYTES_MAX, || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -73,7 +73,7 @@ fn write_pending(data_dir: &Path, tokens: &[PendingToken]) -> std::io::Result<()
 pub fn mint_offline(data_dir: &Path, name: Option<&str>, minted_by: &str) -> anyhow::Result<String> {
     let name = name.unwrap_or(BREAK_GLASS_TOKEN_NAME);
     validate_token_name(name).map_err(|error| anyhow::anyhow!("--name: {error}"))?;
-    if !data_dir.join("raft.redb").is_file() {
+    if !data_dir.join(haven_store::DATABASE_FILE).is_file() {
         anyhow::bail!(
             "{} is not the data dir of a node that has run (no raft.redb); give the data dir of one of the cluster's \
              nodes",
@@ -110,15 +110,14 @@ pub fn mint_offline(data_dir: &Path, name: Option<&str>, minted_by: &str) -> any
 /// Registers the tokens minted offline for this node, once the cluster can take them,
 /// and records each in the audit log. Runs in the background until done or `stopped`.
 pub async fn register_pending(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
-    loop {
-        let tokens = pending(&node.config.data_dir);
-        let Some(token) = tokens.first().cloned() else {
-            return;
-        };
+    // Read once: the file changes only while the node is stopped (`mint_offline` refuses a
+    // running node), so it need not be read again on every attempt.
+    let mut tokens = pending(&node.config.data_dir);
+    while let Some(token) = tokens.first().cloned() {
         match register(&node, &token).await {
             Ok(true) => {
-                let rest: Vec<PendingToken> = tokens.into_iter().filter(|pending| pending.id != token.id).collect();
-                if let Err(error) = write_pending(&node.config.data_dir, &rest) {
+                tokens.remove(0);
+                if let Err(error) = write_pending(&node.config.data_dir, &tokens) {
                     tracing::warn!(%error, "cannot update {BREAK_GLASS_FILE}; the token is registered all the same");
                     return;
                 }

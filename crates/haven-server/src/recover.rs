@@ -120,21 +120,7 @@ pub async fn recover(
     Extension(caller): Extension<Caller>,
     request: Request,
 ) -> Result<axum::response::Response, ApiError> {
-    let limit = crate::admin_api::ADMIN_BODY_BYTES_MAX;
-    let bytes = crate::body::read_limited(request, limit, || {
-        ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("a recover request is at most {limit} bytes"),
-        )
-    })
-    .await?;
-    let body: RecoverBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        RecoverBody::default()
-    } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|error| ApiError::bad_request(format!("invalid recover request: {error}")))?
-    };
+    let body: RecoverBody = crate::admin_api::json_body(request, "recover").await?;
     let actor = {
         let state = node.state.read();
         state.kv.token(&caller.token_id).map_or_else(|| caller.token_id.clone(), |token| token.name.clone())

@@ -166,7 +166,7 @@ fn reinitialize(
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "the new cluster id must not be empty"));
     }
     // `open_database` creates a missing dir and database; a recovery must never do that.
-    let db_path = data_dir.join("raft.redb");
+    let db_path = data_dir.join(crate::DATABASE_FILE);
     if !db_path.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
