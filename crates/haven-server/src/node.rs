@@ -1229,6 +1229,32 @@ impl Node {
     }
 
     /// Probes every other member once.
+    /// Asks member `id` at `node` a background question (a probe, a state digest): the
+    /// answer, or an error once the probe timeout of this node's timing has passed. The
+    /// transport lets a connection attempt outlive the request's deadline (up to
+    /// `haven_net::tcp::CONNECT_TIMEOUT`, 500 ms) so that the connection is kept for the
+    /// next request and the link heals on a loaded host; the call goes on in the background
+    /// for that, but the round does not wait for it. Waiting stretched the round past
+    /// `reachable_within_ms` (default timing: 200 ms probes, a 500 ms window), and every
+    /// member was shown unreachable part of the time while one member did not answer.
+    pub(crate) async fn ask_peer(
+        &self,
+        id: NodeId,
+        node: &HavenNode,
+        request: PeerRequest,
+    ) -> Result<PeerResponse, haven_net::TransportError> {
+        let timeout = Duration::from_millis(haven_core::ha::detection::peer_probe_timeout_ms(&self.config.timing));
+        let envelope = self.local.envelope(id, Some(node), request);
+        let (transport, addr) = (self.transport.clone(), node.peer_addr.clone());
+        let call = tokio::spawn(async move { transport.call(&addr, envelope, timeout).await });
+        let no_answer = |reason: String| haven_net::TransportError::NoAnswer { addr: node.peer_addr.clone(), reason };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => Err(no_answer(format!("the call failed: {error}"))),
+            Err(_) => Err(no_answer(format!("no answer within the probe timeout ({} ms)", timeout.as_millis()))),
+        }
+    }
+
     pub async fn probe_peers(&self) {
         if self.detached().is_some() {
             // It belongs to no cluster: nobody to probe, and every answer would be a refusal.
@@ -1237,11 +1263,8 @@ impl Node {
         let membership = self.membership();
         let peers: Vec<(NodeId, HavenNode)> =
             membership.nodes().filter(|(id, _)| **id != self.node_id).map(|(id, node)| (*id, node.clone())).collect();
-        let timeout = Duration::from_millis(haven_core::ha::detection::peer_probe_timeout_ms(&self.config.timing));
-        let probes = peers.into_iter().map(|(id, node)| async move {
-            let envelope = self.local.envelope(id, Some(&node), PeerRequest::Ping);
-            (id, self.transport.call(&node.peer_addr, envelope, timeout).await)
-        });
+        let probes =
+            peers.into_iter().map(|(id, node)| async move { (id, self.ask_peer(id, &node, PeerRequest::Ping).await) });
         let results = futures::future::join_all(probes).await;
         let mut table = self.probes.lock().unwrap_or_else(|e| e.into_inner());
         let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();

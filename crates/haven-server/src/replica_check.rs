@@ -9,8 +9,6 @@
 //! the truth. A node that sees some members differ while others agree with it raises the
 //! alarm naming them and goes on.
 
-use std::time::Duration;
-
 use haven_core::events::EventKind as AlertEvent;
 use haven_core::replica_check::compare;
 use haven_core::replica_check::verdict;
@@ -64,12 +62,10 @@ impl Node {
         let membership = self.membership();
         let peers: Vec<_> =
             membership.nodes().filter(|(id, _)| **id != self.node_id).map(|(id, node)| (*id, node.clone())).collect();
-        // As long as a probe may take (the probes' own timeout, from the node's timing).
-        let timeout = Duration::from_millis(haven_core::ha::detection::peer_probe_timeout_ms(&self.config.timing));
-        let asks = peers.into_iter().map(|(id, node)| async move {
-            let envelope = self.local.envelope(id, Some(&node), PeerRequest::StateDigest { index });
-            (id, self.transport.call(&node.peer_addr, envelope, timeout).await)
-        });
+        // Within a probe's time (`Node::ask_peer`).
+        let asks = peers
+            .into_iter()
+            .map(|(id, node)| async move { (id, self.ask_peer(id, &node, PeerRequest::StateDigest { index }).await) });
         let answers = futures::future::join_all(asks).await;
         let comparisons: Vec<(NodeId, Comparison)> = {
             let ring = self.state.digests();

@@ -443,13 +443,16 @@ async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
     let mut recorded_cluster_id = None;
     let mut last_voters = 0;
     loop {
-        node.probe_peers().await;
+        // Side by side: each waits up to a probe timeout for a member that does not
+        // answer, and the probe round must stay within `reachable_within_ms` (one after
+        // the other, the round took two timeouts and healthy members were shown
+        // unreachable while one member was silent).
+        tokio::join!(node.probe_peers(), node.compare_replicas());
         node.started_checks_done.store(true, std::sync::atomic::Ordering::Relaxed);
         node.housekeeping(&mut recorded_cluster_id).await;
         node.promote_caught_up_learners().await;
         node.apply_maintenance();
         node.snapshot_when_the_log_is_large().await;
-        node.compare_replicas().await;
         let voters = node.membership().voter_ids().count();
         if voters != last_voters {
             if voters.is_multiple_of(2) && voters > 0 {
