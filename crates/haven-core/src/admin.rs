@@ -26,6 +26,7 @@ use crate::ha::config::Edit;
 use crate::ha::config::HaConfig;
 use crate::ha::config::Versioned;
 use crate::ha::config::DRAFT_CHANGES_MAX;
+use crate::ha::config::UNSET_SHOWN;
 
 /// Audit records kept. Administrative actions are rare (a busy cluster sees tens a day);
 /// 10,000 records keep years of them while bounding every snapshot to a few megabytes
@@ -388,16 +389,10 @@ impl AdminState {
                 edits.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>().join(", ")
             ),
         );
+        let shown = |value: &Option<String>| value.clone().unwrap_or_else(|| UNSET_SHOWN.to_string());
         for (key, value) in edits {
-            let old = before.as_ref().and_then(|draft| draft.changes.get(key).cloned()).map(|value| match value {
-                Some(json) => json,
-                None => "(unset)".to_string(),
-            });
-            entry = entry.with_change(AuditChange::new(
-                format!("draft {key}"),
-                old,
-                Some(value.clone().unwrap_or_else(|| "(unset)".to_string())),
-            ));
+            let old = before.as_ref().and_then(|draft| draft.changes.get(key)).map(shown);
+            entry = entry.with_change(AuditChange::new(format!("draft {key}"), old, Some(shown(value))));
         }
         Ok(entry)
     }

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 
 use haven_core::ha::config::HaConfigError;
 use haven_core::ha::config::RuleKind;
+use haven_core::ha::config::UNSET_SHOWN;
 use haven_core::ha::syntax::check_absolute_path;
 use haven_core::ha::syntax::check_host_name;
 use haven_core::ha::syntax::HOST_LABEL_BYTES_MAX;
@@ -411,7 +412,7 @@ impl Errors {
     ) -> Option<T> {
         match (value, needed_by) {
             (None, Some((switch, what))) => {
-                self.push(key, "(unset)", RuleKind::Missing, format!("{switch} is on, so it needs {what}"));
+                self.push(key, UNSET_SHOWN, RuleKind::Missing, format!("{switch} is on, so it needs {what}"));
                 None
             }
             (None, None) => None,

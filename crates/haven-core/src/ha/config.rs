@@ -415,7 +415,7 @@ impl HaConfig {
             if self.smtp.host.is_none() {
                 errors.push(
                     "smtp.host",
-                    "(unset)",
+                    UNSET_SHOWN,
                     RuleKind::Missing,
                     "alert_email is set, so alerts need an SMTP server to go through",
                 );
@@ -423,7 +423,7 @@ impl HaConfig {
             if self.smtp.from.is_none() {
                 errors.push(
                     "smtp.from",
-                    "(unset)",
+                    UNSET_SHOWN,
                     RuleKind::Missing,
                     "alert_email is set, so alerts need a sender address",
                 );
@@ -730,6 +730,28 @@ pub enum Edit {
     Set(Value),
 }
 
+/// How an unset key (or an edit that unsets it) is shown to an operator: in refusals,
+/// in `haven config diff` and in the audit log's record of draft edits.
+pub const UNSET_SHOWN: &str = "(unset)";
+
+/// A JSON value as an operator reads it: `null` is [`UNSET_SHOWN`].
+fn shown(value: &Value) -> String {
+    if value.is_null() {
+        UNSET_SHOWN.to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+impl std::fmt::Display for Edit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Edit::Set(value) => f.write_str(&shown(value)),
+            Edit::Unset => f.write_str(UNSET_SHOWN),
+        }
+    }
+}
+
 /// Edits made against one version of the configuration (seed 002's "save as draft").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Draft {
@@ -770,8 +792,7 @@ pub struct Change {
 
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |value: &Value| if value.is_null() { "(unset)".to_string() } else { value.to_string() };
-        write!(f, "{}: {} -> {}", self.key, show(&self.old), show(&self.new))
+        write!(f, "{}: {} -> {}", self.key, shown(&self.old), shown(&self.new))
     }
 }
 
@@ -833,11 +854,7 @@ pub fn apply_draft(
         let path = match check_key(key, &template) {
             Ok(path) => path,
             Err(rule) => {
-                let value = match edit {
-                    Edit::Set(value) => value.to_string(),
-                    Edit::Unset => "(unset)".into(),
-                };
-                errors.push(key, value, RuleKind::UnknownKey, rule);
+                errors.push(key, edit.to_string(), RuleKind::UnknownKey, rule);
                 continue;
             }
         };
@@ -846,11 +863,7 @@ pub fn apply_draft(
         let mut alone = base.clone();
         apply_edit(&mut alone, &path, edit);
         if serde_json::from_value::<HaConfig>(alone).is_err() {
-            let value = match edit {
-                Edit::Set(value) => value.to_string(),
-                Edit::Unset => "(unset)".into(),
-            };
-            errors.push(key, value, RuleKind::WrongType, expected_type(&path, &template));
+            errors.push(key, edit.to_string(), RuleKind::WrongType, expected_type(&path, &template));
             continue;
         }
         apply_edit(&mut merged, &path, edit);
