@@ -185,6 +185,13 @@ pub fn status(node: &Node) -> Status {
     if diverged.is_some() {
         ha.reasons.insert(0, "this node's state has diverged".into());
     }
+    // One short read of the replicated state for both fields, so they come from the same
+    // applied entry and no guard lives on in the struct literal's temporaries while the
+    // calls below read the state again.
+    let (revision, config_version) = {
+        let state = node.state.read();
+        (state.kv.revision(), state.kv.admin().ha_config.version)
+    };
     Status {
         cluster_id: node.cluster_id(),
         node_id: node.node_id,
@@ -196,7 +203,7 @@ pub fn status(node: &Node) -> Status {
         commit_index,
         applied_index: metrics.last_applied.as_ref().map_or(0, |log_id| log_id.index()),
         last_log_index: metrics.last_log_index.unwrap_or(0),
-        revision: node.state.read().kv.revision(),
+        revision,
         voters: voters.len(),
         leader_has_quorum,
         member: membership.get_node(&node.node_id).is_some(),
@@ -205,7 +212,7 @@ pub fn status(node: &Node) -> Status {
         warnings,
         members,
         ha,
-        config_version: node.state.read().kv.admin().ha_config.version,
+        config_version,
         failovers_last_hour: node.failovers_last_hour(),
         pending_restart,
         detached,
