@@ -2,7 +2,7 @@
 //! state reached by applying them, with the parts of the state exercised (keys, revisions
 //! and history, remembered request ids, tokens, maintenance, the HA configuration with
 //! every key set to valid values and every detection profile, drafts and reviewed applies,
-//! teardowns, removed members, the audit log; not yet the recovery lineage, which only the
+//! teardowns, removed members, the audit log, and the cluster id and recovery lineage the
 //! offline `move_to_new_cluster` writes).
 //!
 //! Shared by the encoding tests of every crate that stores or sends these values (the
@@ -25,6 +25,8 @@ use proptest::test_runner::TestRunner;
 
 use crate::admin::AuditChange;
 use crate::admin::AuditEntry;
+use crate::admin::OldMember;
+use crate::admin::Recovery;
 use crate::auth::Access;
 use crate::auth::Auth;
 use crate::auth::Role;
@@ -344,6 +346,12 @@ pub enum Step {
         node_id: u64,
         incarnation: String,
     },
+    /// The offline rewrite of `haven recover` (with `recovery`, after a lost majority) or of
+    /// a detached node started standalone: a new cluster id, and the old one's lineage.
+    MoveToNewCluster {
+        cluster_id: String,
+        recovery: Option<Recovery>,
+    },
 }
 
 /// Tokens a generated state may hold; token `i` has id `format!("{i:016x}")`.
@@ -379,14 +387,31 @@ pub fn step() -> impl Strategy<Value = Step> {
         1 => (1u64..8, vec((1u64..8, "[0-9a-f]{4}"), 0..3)).prop_map(|(keep, detached)| Step::Teardown { keep, detached }),
         1 => audit_entry().prop_map(|entry| Step::Audit { entry }),
         1 => (1u64..8, "[0-9a-f]{4}").prop_map(|(node_id, incarnation)| Step::RecordRemoval { node_id, incarnation }),
+        1 => ("[0-9a-f]{8}", option::of(recovery()))
+            .prop_map(|(cluster_id, recovery)| Step::MoveToNewCluster { cluster_id, recovery }),
     ]
+}
+
+/// What a recovery after a lost majority keeps of the old cluster.
+fn recovery() -> impl Strategy<Value = Recovery> {
+    (1u64..8, vec(1u64..8, 0..3), vec((1u64..8, "[0-9a-f]{4}"), 0..3)).prop_map(
+        |(survivor, confirmed_down, old_members)| Recovery {
+            survivor,
+            confirmed_down,
+            old_members: old_members
+                .into_iter()
+                .map(|(node_id, key)| OldMember { node_id, fingerprint: format!("sha256:{key}") })
+                .collect(),
+        },
+    )
 }
 
 /// The leader's clock in generated states: a fixed start, one second per step.
 pub const STATE_T0_MS: u64 = 1_700_000_000_000;
 
 /// Applies `steps` to a state keeping `history_revisions` of history, as a cluster would,
-/// and returns it with what each step's request got.
+/// and returns it with what each step's request got (a move to a new cluster is no
+/// request and gets nothing).
 pub fn apply_steps(history_revisions: u64, steps: &[Step]) -> (KvState, Vec<CommandResult>) {
     let mut state = KvState::new(history_revisions);
     let token_id = |index: usize| format!("{index:016x}");
@@ -395,6 +420,10 @@ pub fn apply_steps(history_revisions: u64, steps: &[Step]) -> (KvState, Vec<Comm
         let now_ms = STATE_T0_MS + at as u64 * 1000;
         let server = |command: Command| Request { now_ms, ..Request::new(None, command) };
         let request = match step {
+            Step::MoveToNewCluster { cluster_id, recovery } => {
+                state.move_to_new_cluster(cluster_id, recovery.clone());
+                continue;
+            }
             Step::Write { caller, id, command } => {
                 let mut request = server(command.clone());
                 request.request_id = id.map(|id| format!("req-{id}"));

@@ -37,9 +37,20 @@ proptest! {
         if let Some(config) = strategies::configured(&steps).last() {
             prop_assert_eq!(&state.admin().ha_config.value, config);
         }
+        // A recovery away from a cluster id is remembered (the lineage is in the state).
+        let mut cluster_id: Option<&String> = None;
         for step in &steps {
-            if let Step::RecordRemoval { node_id, incarnation } = step {
-                prop_assert!(state.admin().was_removed(*node_id, incarnation), "{:?}", step);
+            match step {
+                Step::RecordRemoval { node_id, incarnation } => {
+                    prop_assert!(state.admin().was_removed(*node_id, incarnation), "{:?}", step);
+                }
+                Step::MoveToNewCluster { cluster_id: new, recovery } => {
+                    if let (Some(_), Some(old)) = (recovery, cluster_id.filter(|old| *old != new)) {
+                        prop_assert!(state.admin().recovered_from(old).is_some(), "{:?}", step);
+                    }
+                    cluster_id = Some(new);
+                }
+                _ => {}
             }
         }
     }
