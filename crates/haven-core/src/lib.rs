@@ -21,6 +21,7 @@ pub mod config;
 pub mod endpoint;
 pub mod events;
 pub mod ha;
+pub mod hook_file;
 pub mod key;
 pub mod kv;
 pub mod limits;

@@ -197,6 +197,9 @@ pub async fn draft_edit(
         return Err(ApiError::bad_request("nothing to edit: give \"set\": {key: value} or \"unset\": [key]"));
     }
     check_named_secret_files(&node, &body.set).await?;
+    if let Some(script) = body.set.get("hook_script").and_then(Value::as_str) {
+        check_hook_here(script).await?;
+    }
     let mut edits: Vec<(String, Option<String>)> =
         body.set.iter().map(|(key, value)| (key.clone(), Some(value.to_string()))).collect();
     edits.extend(body.unset.iter().map(|key| (key.clone(), None)));
@@ -221,6 +224,20 @@ async fn check_named_secret_files(node: &Shared, set: &BTreeMap<String, Value>) 
     tokio::task::spawn_blocking(move || crate::alerts::read_password_file(&path, &secrets_dir).map(drop))
         .await
         .map_err(|error| ApiError::internal(format!("checking smtp.password_file: {error}")))?
+        .map_err(ApiError::bad_request)
+}
+
+/// A draft that names a `hook_script`, or applies one, is refused at once (400, with the
+/// reason) when this node would refuse to run that file: a symlink on its path, a directory
+/// or file that someone other than root or the node's user owns or that group or others
+/// can write, not an executable regular file (see `alerts::open_hook_script`). The admin
+/// learns it now, not from a failover whose hook never ran; each node checks again right
+/// before it runs the hook, since the file can change meanwhile.
+async fn check_hook_here(script: &str) -> Result<(), ApiError> {
+    let script = script.to_string();
+    tokio::task::spawn_blocking(move || crate::alerts::check_hook_script(&script))
+        .await
+        .map_err(|error| ApiError::internal(format!("checking hook_script: {error}")))?
         .map_err(ApiError::bad_request)
 }
 
@@ -295,6 +312,13 @@ pub async fn config_apply(
             return Err(ApiError::new(StatusCode::CONFLICT, "stale_draft", stale.to_string()));
         }
     };
+    // Checked again here: the draft may have been edited through another node, or the
+    // file changed since.
+    if let Some(script) =
+        applied.config.hook_script.as_deref().filter(|_| applied.config.hook_script != current.value.hook_script)
+    {
+        check_hook_here(script).await?;
+    }
     // The digest is checked again where it counts: in the log, at the apply's place in it.
     let command = match body.digest {
         Some(digest) => Command::ApplyReviewedDraft { base_version, digest },

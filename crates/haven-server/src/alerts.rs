@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -40,6 +40,9 @@ use haven_core::ha::config::HOOK_TIMEOUT_S_MAX;
 use haven_core::ha::config::HOOK_TIMEOUT_S_MIN;
 use haven_core::ha::syntax::check_absolute_path;
 use haven_core::ha::syntax::check_host_name;
+use haven_core::hook_file;
+use haven_core::hook_file::EntryKind;
+use haven_core::hook_file::EntryMeta;
 use haven_core::secret_file;
 use haven_core::secret_file::SecretFileMeta;
 use haven_core::secret_file::SECRETS_DIR_DEFAULT;
@@ -415,23 +418,95 @@ async fn mail_worker(shared: Arc<Shared>) {
     }
 }
 
-/// Why a script cannot be run, in words, checked before spawning so the log says more
-/// than "No such file or directory".
-fn check_script(script: &str) -> Result<(), String> {
+/// Opens the hook script `script` names for running, checked the way
+/// `haven_core::hook_file` says: from `/` down, each component is opened (`O_PATH`,
+/// `O_NOFOLLOW`) relative to the directory opened and checked just before it, and
+/// `fstat`ed: every directory and the hook itself must belong to root or this node's user,
+/// be writable by no one else and not be a symbolic link; the hook must be an executable
+/// regular file. Because each step goes through the file descriptor of the step before, no
+/// rename or symlink swap between two checks can slip another file in, and the returned
+/// descriptor is the very file that was checked ([`run_hook`] executes it).
+///
+/// `Ok(None)`: the hook (or a directory on its way) does not exist; every directory that
+/// does exist on the way passed. A draft may name a hook not yet installed on this node
+/// (it must be installed on every node); a run refuses it.
+pub fn open_hook_script(script: &str) -> Result<Option<std::fs::File>, String> {
+    use std::os::fd::FromRawFd as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::MetadataExt as _;
+    use std::path::Component;
+
     check_absolute_path(script).map_err(|why| format!("hook_script {script:?} {why}"))?;
-    let metadata = std::fs::metadata(script).map_err(|error| match error.kind() {
-        ErrorKind::NotFound => format!("hook script {script} does not exist (install it on every node)"),
-        ErrorKind::PermissionDenied => format!("hook script {script} cannot be reached: permission denied"),
-        _ => format!("hook script {script}: {error}"),
-    })?;
-    if !metadata.is_file() {
-        return Err(format!("hook script {script} is not a regular file"));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let service_user = unsafe { libc::geteuid() };
+    // `at`: the directory `name` is looked up in (None: `name` is absolute).
+    let open_at = |at: Option<&std::fs::File>, name: &std::ffi::OsStr| -> std::io::Result<std::fs::File> {
+        let name = std::ffi::CString::new(name.as_bytes()).map_err(std::io::Error::other)?;
+        let dir = at.map_or(libc::AT_FDCWD, |dir| dir.as_raw_fd());
+        // SAFETY: `name` is a NUL-terminated string that outlives the call; `dir` is an open
+        // descriptor (borrowed from `at`) or AT_FDCWD. O_PATH opens nothing for reading or
+        // writing and has no side effect on a device or FIFO.
+        let fd = unsafe { libc::openat(dir, name.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    };
+    let entry_meta = |file: &std::fs::File, shown: &Path| -> Result<EntryMeta, String> {
+        let metadata = file
+            .metadata()
+            .map_err(|error| format!("hook_script {script}: {} cannot be checked: {error}", shown.display()))?;
+        let file_type = metadata.file_type();
+        let kind = if file_type.is_symlink() {
+            EntryKind::Symlink
+        } else if file_type.is_dir() {
+            EntryKind::Directory
+        } else if file_type.is_file() {
+            EntryKind::Regular
+        } else {
+            EntryKind::Other
+        };
+        Ok(EntryMeta { kind, owner: metadata.uid(), mode: metadata.mode() & 0o7777 })
+    };
+
+    let names: Vec<&std::ffi::OsStr> = Path::new(script)
+        .components()
+        .filter_map(|component| match component {
+            Component::Normal(name) => Some(name),
+            _ => None,
+        })
+        .collect();
+    let mut shown = PathBuf::from("/");
+    let mut current = open_at(None, shown.as_os_str())
+        .map_err(|error| format!("hook_script {script}: / cannot be opened: {error}"))?;
+    hook_file::check_directory(entry_meta(&current, &shown)?, service_user)
+        .map_err(|why| format!("hook_script {script}: directory / {why}"))?;
+    for (index, name) in names.iter().enumerate() {
+        shown.push(name);
+        let next = match open_at(Some(&current), name) {
+            Ok(next) => next,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(format!("hook_script {script}: {} cannot be opened: {error}", shown.display())),
+        };
+        let meta = entry_meta(&next, &shown)?;
+        if index + 1 == names.len() {
+            hook_file::check_hook(meta, service_user).map_err(|why| format!("hook_script {script} {why}"))?;
+        } else {
+            hook_file::check_directory(meta, service_user)
+                .map_err(|why| format!("hook_script {script}: directory {} {why}", shown.display()))?;
+        }
+        current = next;
     }
-    let mode = metadata.permissions().mode();
-    if mode & 0o111 == 0 {
-        return Err(format!("hook script {script} is not executable (mode {:o}); chmod +x it", mode & 0o7777));
-    }
-    Ok(())
+    Ok(Some(current))
+}
+
+/// Checks, when a draft names `script` (or a draft naming it is applied), that this node
+/// would run it: everything [`open_hook_script`] checks. A hook not installed yet is
+/// accepted (it must be installed on every node, and each node checks again when it runs
+/// it).
+pub fn check_hook_script(script: &str) -> Result<(), String> {
+    open_hook_script(script).map(drop)
 }
 
 async fn run_hook(node_id: u64, job: &HookJob) -> HookResult {
@@ -439,12 +514,33 @@ async fn run_hook(node_id: u64, job: &HookJob) -> HookResult {
         tracing::error!(event = job.event, script = %job.script, "HA hook not run: {error}");
         HookResult::Failed { error }
     };
-    if let Err(error) = check_script(&job.script) {
-        return failed(error);
+    let checked = match open_hook_script(&job.script) {
+        Ok(Some(checked)) => checked,
+        Ok(None) => {
+            return failed(format!("hook script {} does not exist (install it on every node)", job.script));
+        }
+        Err(error) => return failed(error),
+    };
+    // What runs is the file checked, through its descriptor: `/proc/self/fd/N` names that
+    // very inode in the child, whatever the path names by now (a rename, a symlink swapped
+    // in), and only its owner (root or this node's user) can change its content or mode.
+    // The descriptor stays open across exec (its close-on-exec flag is cleared in the
+    // child only) because a `#!` script's interpreter opens the script by that name. The
+    // program sees its configured path as argv[0]; a `#!` script sees `/proc/self/fd/N`
+    // as its `$0`.
+    let checked_fd = checked.as_raw_fd();
+    let mut command = tokio::process::Command::new(format!("/proc/self/fd/{checked_fd}"));
+    // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and changes
+    // only the child's own descriptor table.
+    unsafe {
+        command.pre_exec(move || match libc::fcntl(checked_fd, libc::F_SETFD, 0) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
     }
     // argv[1..] are exactly the seed's parameters, the event name first; no shell.
-    let mut command = tokio::process::Command::new(&job.script);
     command
+        .arg0(&job.script)
         .args(&job.args)
         .env("HAVEN_EVENT", job.event)
         .env("HAVEN_NODE_ID", node_id.to_string())

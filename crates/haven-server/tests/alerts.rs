@@ -37,6 +37,13 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// A directory for hook scripts that passes the hook rules (every directory from `/` down
+/// belongs to root or this user and no one else can write it): under the target dir, not
+/// under the world-writable `/tmp`.
+fn hook_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a temp dir under the target dir")
+}
+
 fn hook_config(script: &str, timeout_s: u64) -> HaConfig {
     HaConfig { hook_script: Some(script.to_string()), hook_timeout_s: timeout_s, ..HaConfig::default() }
 }
@@ -85,7 +92,7 @@ fn logging_script(dir: &Path) -> (String, PathBuf) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hook_gets_exactly_the_seed_parameters_in_order() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = hook_dir();
     let (hook, calls) = logging_script(dir.path());
     let pwned = dir.path().join("pwned");
     let alerter = Alerter::new(NODE_ID);
@@ -154,7 +161,7 @@ fn process_gone(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_past_its_timeout_is_killed_with_what_it_started_and_the_next_one_runs() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = hook_dir();
     let pid_file = dir.path().join("sleep.pid");
     let calls = dir.path().join("calls");
     let body = format!(
@@ -200,7 +207,7 @@ async fn a_hook_past_its_timeout_is_killed_with_what_it_started_and_the_next_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_scripts_are_error_outcomes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = hook_dir();
     let missing = dir.path().join("missing.sh");
     let not_executable = dir.path().join("plain.sh");
     std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
@@ -257,11 +264,118 @@ fn firing_outside_a_runtime_is_an_error_outcome_not_a_panic() {
     assert!(matches!(&outcome.mail, MailResult::Failed { error } if error.contains("runtime")), "{outcome:?}");
 }
 
+/// A script that creates `NAME.ran` next to it when it runs (and nothing else).
+fn marking_script(dir: &Path, name: &str) -> (String, PathBuf) {
+    let marker = dir.join(format!("{name}.ran"));
+    (script(dir, name, &format!("#!/bin/sh\ntouch '{}'\n", marker.display())), marker)
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Fires one event with `script` as the hook and waits for its outcome.
+async fn fire_once(alerter: &Alerter, script: &str) -> HookResult {
+    let before = alerter.recent().len();
+    alerter.fire(&hook_config(script, 5), AlertEvent::ClearAlarm { text: "x".into() });
+    settled(alerter, before + 1).await.pop().expect("an outcome").hook
+}
+
+/// Hooks that someone other than root or the node's user could change (a symlink on the
+/// way, a directory or file group or others can write, a file of another user, `/bin/sh`
+/// reached through symlinks) are refused when they would run, with the reason, and never
+/// run; a hook that was fine and is swapped afterwards (made writable by others, replaced
+/// by a symlink) is refused at its next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_hooks_never_run_and_a_hook_swapped_after_its_check_is_refused() {
+    let dir = hook_dir();
+    let root = dir.path();
+    let alerter = Alerter::new(NODE_ID);
+    let mut cases: Vec<(String, PathBuf, &str)> = Vec::new();
+
+    let (target, target_marker) = marking_script(root, "target.sh");
+    let link = root.join("link.sh");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    cases.push((link.to_str().unwrap().into(), target_marker.clone(), "symbolic link"));
+    std::fs::create_dir(root.join("real")).unwrap();
+    let (_, in_linked_dir_marker) = marking_script(&root.join("real"), "hook.sh");
+    std::os::unix::fs::symlink(root.join("real"), root.join("linked")).unwrap();
+    let through_linked_dir = root.join("linked/hook.sh");
+    cases.push((through_linked_dir.to_str().unwrap().into(), in_linked_dir_marker, "symbolic link"));
+    for (name, mode) in [("open", 0o777), ("group", 0o775), ("sticky", 0o1777)] {
+        let sub = root.join(name);
+        std::fs::create_dir(&sub).unwrap();
+        let (hook, marker) = marking_script(&sub, "hook.sh");
+        chmod(&sub, mode);
+        cases.push((hook, marker, "writable by group or others"));
+    }
+    for (name, mode) in [("other_writable.sh", 0o757), ("group_writable.sh", 0o775)] {
+        let (hook, marker) = marking_script(root, name);
+        chmod(Path::new(&hook), mode);
+        cases.push((hook, marker, "writable by group or others"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // A file of another user (`nobody`): a copy of a shell, and a script.
+        let shell = root.join("sh");
+        std::fs::copy("/usr/bin/dash", &shell).or_else(|_| std::fs::copy("/bin/bash", &shell)).unwrap();
+        std::os::unix::fs::chown(&shell, Some(65534), Some(65534)).unwrap();
+        let (hook, marker) = marking_script(root, "nobodys.sh");
+        std::os::unix::fs::chown(&hook, Some(65534), Some(65534)).unwrap();
+        cases.push((hook, marker, "belongs to user id 65534"));
+        cases.push((shell.to_str().unwrap().into(), root.join("ClearAlarm"), "belongs to user id 65534"));
+    } else {
+        eprintln!("SKIPPED the files of another user: the test does not run as root");
+    }
+    if std::fs::symlink_metadata("/bin").is_ok_and(|m| m.file_type().is_symlink())
+        || std::fs::symlink_metadata("/bin/sh").is_ok_and(|m| m.file_type().is_symlink())
+    {
+        // `/bin/sh ClearAlarm x` would look for a script `ClearAlarm` in `/` (the hook's
+        // working directory); the marker is that file, so nothing can create it here.
+        cases.push(("/bin/sh".into(), PathBuf::from("/ClearAlarm.never"), "symbolic link"));
+    } else {
+        eprintln!("SKIPPED /bin/sh: neither /bin nor /bin/sh is a symlink here");
+    }
+
+    for (hook, marker, why) in &cases {
+        match fire_once(&alerter, hook).await {
+            HookResult::Failed { error } => {
+                assert!(error.contains(why) && error.contains("hook_script"), "{hook}: {error:?} should say {why:?}")
+            }
+            other => panic!("{hook} was not refused: {other:?}"),
+        }
+        assert!(!marker.exists(), "{hook} ran");
+    }
+    assert!(!target_marker.exists());
+
+    // A good hook runs; swapped afterwards, it is refused at its next run.
+    let (good, good_marker) = marking_script(root, "good.sh");
+    assert!(matches!(fire_once(&alerter, &good).await, HookResult::Exited { code: 0, .. }));
+    assert!(good_marker.exists(), "the good hook did not run");
+    std::fs::remove_file(&good_marker).unwrap();
+    chmod(Path::new(&good), 0o777);
+    match fire_once(&alerter, &good).await {
+        HookResult::Failed { error } => assert!(error.contains("writable by group or others"), "{error}"),
+        other => panic!("a hook made writable by others ran: {other:?}"),
+    }
+    assert!(!good_marker.exists(), "a hook made writable by others ran");
+    chmod(Path::new(&good), 0o755);
+    assert!(matches!(fire_once(&alerter, &good).await, HookResult::Exited { code: 0, .. }));
+    std::fs::remove_file(&good_marker).unwrap();
+    std::fs::remove_file(&good).unwrap();
+    std::os::unix::fs::symlink(&target, &good).unwrap();
+    match fire_once(&alerter, &good).await {
+        HookResult::Failed { error } => assert!(error.contains("symbolic link"), "{error}"),
+        other => panic!("a hook replaced by a symlink ran: {other:?}"),
+    }
+    assert!(!good_marker.exists() && !target_marker.exists(), "a hook replaced by a symlink ran");
+}
+
 /// A current-thread runtime: `fire` returns before the hook worker first runs, so all
 /// events are queued at once and the oldest ones are dropped deterministically.
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_hook_queue_drops_the_oldest() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = hook_dir();
     let (hook, calls) = logging_script(dir.path());
     let alerter = Alerter::new(NODE_ID);
     let config = hook_config(&hook, 5);

@@ -210,3 +210,84 @@ fn a_draft_naming_an_unsafe_password_file_is_refused() {
     let (status, body) = draft(&password);
     assert_eq!(status, 200, "a private password file in the secrets dir is accepted: {body}");
 }
+
+/// A draft naming a hook this node would refuse to run (a symlink on its path, a directory
+/// or file group or others can write, a file of another user, `/bin/sh` through its
+/// symlinks) is refused at once with 400 and the reason, and nothing is drafted; an apply
+/// checks again (the file may have changed since the draft). A good hook, and one not
+/// installed yet (it must be installed on every node; each node checks when it runs it), are
+/// accepted. That refused hooks never run is shown by haven-server's alerts tests.
+#[test]
+fn a_draft_naming_an_unsafe_hook_script_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _serial = serial();
+    let cluster = TestCluster::start(1, &[]);
+    // Not under the world-writable /tmp.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("hook dir");
+    let root = dir.path();
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let hook = |dir: &std::path::Path, name: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").expect("hook");
+        chmod(&path, 0o755);
+        path.to_str().unwrap().to_string()
+    };
+    let draft = |path: &str| {
+        call(&cluster, 0, "PUT", "/v1/config/draft", Some(serde_json::json!({ "set": { "hook_script": path } })))
+    };
+
+    let good = hook(root, "good.sh");
+    let mut cases: Vec<(String, &str)> = Vec::new();
+    let link = root.join("link.sh");
+    std::os::unix::fs::symlink(&good, &link).unwrap();
+    cases.push((link.to_str().unwrap().into(), "symbolic link"));
+    for (name, mode) in [("open", 0o777), ("group", 0o770), ("sticky", 0o1777)] {
+        let sub = root.join(name);
+        std::fs::create_dir(&sub).unwrap();
+        cases.push((hook(&sub, "hook.sh"), "writable by group or others"));
+        chmod(&sub, mode);
+    }
+    // A hook not installed yet in a directory others can write: refused too.
+    cases.push((root.join("open/later.sh").to_str().unwrap().into(), "writable by group or others"));
+    for mode in [0o757, 0o775] {
+        let path = hook(root, &format!("mode{mode:o}.sh"));
+        chmod(std::path::Path::new(&path), mode);
+        cases.push((path, "writable by group or others"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let nobodys = hook(root, "nobodys.sh");
+        std::os::unix::fs::chown(&nobodys, Some(65534), Some(65534)).unwrap();
+        cases.push((nobodys, "belongs to user id 65534"));
+    } else {
+        eprintln!("SKIPPED a file of another user: the test does not run as root");
+    }
+    if std::fs::symlink_metadata("/bin").is_ok_and(|m| m.file_type().is_symlink())
+        || std::fs::symlink_metadata("/bin/sh").is_ok_and(|m| m.file_type().is_symlink())
+    {
+        cases.push(("/bin/sh".into(), "symbolic link"));
+    }
+    for (path, reason) in &cases {
+        let (status, body) = draft(path);
+        assert_eq!(status, 400, "{path}: {body}");
+        let message = body.to_string();
+        assert!(message.contains(reason) && message.contains("hook_script"), "{path}: {message}");
+    }
+    let (_, shown) = call(&cluster, 0, "GET", "/v1/config/draft", None);
+    assert_eq!(shown["draft"], Value::Null, "nothing was drafted: {shown}");
+
+    let (status, body) = draft("/nonexistent/haven-hook");
+    assert_eq!(status, 200, "a hook not installed yet is accepted: {body}");
+    let (status, body) = draft(&good);
+    assert_eq!(status, 200, "a good hook is accepted: {body}");
+    // Made writable by others after the draft: the apply refuses it.
+    chmod(std::path::Path::new(&good), 0o777);
+    let (status, body) = call(&cluster, 0, "POST", "/v1/config/apply", Some(serde_json::json!({})));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("writable by group or others"), "{body}");
+    chmod(std::path::Path::new(&good), 0o755);
+    let (status, body) = call(&cluster, 0, "POST", "/v1/config/apply", Some(serde_json::json!({})));
+    assert_eq!((status, &body["applied"]), (200, &Value::Bool(true)), "{body}");
+}

@@ -668,7 +668,10 @@ fn the_hook_script_runs_on_failover_and_switchover() {
     let mut cluster = TestCluster::start(3, &[]);
     cluster.wait_leader(LEADER_TIMEOUT);
     let record = cluster.dir.path().join("hook.log");
-    let script = cluster.dir.path().join("hook.sh");
+    // Not under the world-writable /tmp: a node runs only a hook that no one but root or its
+    // user can change, along the whole path.
+    let hook_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let script = hook_dir.path().join("hook.sh");
     std::fs::write(&script, format!("#!/bin/sh\necho \"$1|$2|$3|$HAVEN_NODE_ID\" >> {}\n", record.display())).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     apply_config(&cluster, 0, json!({ "hook_script": script.display().to_string() }));
