@@ -664,3 +664,120 @@ fn switchovers_are_rate_limited() {
     assert_eq!((status, body["error"].as_str()), (429, Some("too_many_switchovers")), "{body}");
     assert_eq!(cluster.wait_leader(LEADER_TIMEOUT), leader, "the refused switchover moved nothing");
 }
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// Reads an answer's head (through the blank line) from `tls`.
+fn read_head(tls: &mut Tls) -> String {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("the answer's head ended early ({other:?}): {}", String::from_utf8_lossy(&head)),
+        }
+    }
+    String::from_utf8_lossy(&head).to_string()
+}
+
+/// The status code of an answer's head.
+fn status_of(head: &str) -> u16 {
+    head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("no status: {head}"))
+}
+
+/// One whole request (`Connection: close`) from `source` to node 0: status and body.
+fn request_from(
+    cluster: &TestCluster,
+    source: std::net::IpAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+) -> (u16, String) {
+    use std::io::Read as _;
+    use std::io::Write as _;
+    let mut tls = pinned_tls_from(Some(source), &cluster.nodes[0].client_addr, &cluster.pins, Duration::from_secs(30))
+        .expect("connect");
+    let body = if method == "PUT" { "value" } else { "" };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).expect("send");
+    let head = read_head(&mut tls);
+    let mut rest = Vec::new();
+    // The server may close without close_notify; what arrived is the answer (Connection: close).
+    let _ = tls.read_to_end(&mut rest);
+    (status_of(&head), String::from_utf8_lossy(&rest).to_string())
+}
+
+/// The per-token cap on requests in progress (issue 12: one token could take every request
+/// a node serves), end to end. One operator token starts `REQUESTS_PER_TOKEN_MAX` writes
+/// that each stay in progress: every one sends `Expect: 100-continue` and no body, so the
+/// node answers `100 Continue` once the request is past the token check, holds its slot and
+/// waits in the handler for the body. Then that token gets 429 `too_many_requests` on any
+/// route, while a second token is served; once one held write ends (its body sent), the
+/// first token is served again. The writes come from several loopback addresses, since one
+/// address gets at most `per_source_max` connections.
+#[test]
+fn one_token_gets_at_most_its_cap_of_requests_in_progress_and_others_are_still_served() {
+    use std::io::Write as _;
+    let _serial = serial();
+    let cluster = TestCluster::start(1, &[]);
+    let cap = haven_server::token_slots::REQUESTS_PER_TOKEN_MAX;
+    // Sources for the held writes: 64 connections each, well under any node's per-source cap.
+    const PER_SOURCE: usize = 64;
+    const { assert!(PER_SOURCE <= haven_net::accept::CLIENT_LIMITS.per_source_max) };
+    let source = |i: usize| std::net::IpAddr::from([127, 0, 0, 2 + (i / PER_SOURCE) as u8]);
+    let probe_source = std::net::IpAddr::from([127, 0, 0, 1]);
+    // This process holds `cap` connections: its soft descriptor limit up to its hard one.
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    assert!(limit.rlim_cur as usize > cap + 256, "the test needs {} descriptors: {limit:?}", cap + 256);
+
+    let busy = create_token(&cluster, "operator", "busy", None).token;
+    let other = create_token(&cluster, "operator", "other", None).token;
+    let started = Instant::now();
+    let mut held: Vec<Tls> = (0..cap)
+        .map(|i| {
+            let mut tls =
+                pinned_tls_from(Some(source(i)), &cluster.nodes[0].client_addr, &cluster.pins, Duration::from_secs(30))
+                    .expect("connect");
+            let head = format!(
+                "PUT /v1/kv/held/{i} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {busy}\r\n\
+                 Content-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+            );
+            tls.write_all(head.as_bytes()).expect("send");
+            let answer = read_head(&mut tls);
+            assert_eq!(status_of(&answer), 100, "held write {i} is not in progress: {answer}");
+            tls
+        })
+        .collect();
+    eprintln!("{cap} writes in progress after {:?}", started.elapsed());
+
+    for (method, path) in [("GET", "/v1/kv/held/0"), ("PUT", "/v1/kv/one-more"), ("GET", "/v1/status")] {
+        let (status, body) = request_from(&cluster, probe_source, &busy, method, path);
+        assert_eq!(status, 429, "{method} {path} with a token at its cap: {body}");
+        assert!(body.contains("too_many_requests") && body.contains(&cap.to_string()), "{body}");
+    }
+    let (status, body) = request_from(&cluster, probe_source, &other, "PUT", "/v1/kv/other");
+    assert_eq!(status, 200, "another token is served while the first is at its cap: {body}");
+    let (status, body) = request_from(&cluster, probe_source, &other, "GET", "/v1/kv/other");
+    assert_eq!(status, 200, "{body}");
+
+    // One held write ends: its slot comes back to its token.
+    let mut done = held.pop().expect("a held write");
+    done.write_all(b"value").expect("send the body");
+    let answer = read_head(&mut done);
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let (status, body) = request_from(&cluster, probe_source, &busy, "PUT", "/v1/kv/one-more");
+    assert_eq!(status, 200, "the token is served again once a request of its ended: {body}");
+    drop(held);
+    eprintln!("done after {:?}", started.elapsed());
+}

@@ -528,8 +528,31 @@ pub fn pinned_tls(
     pins: &haven_tls::PinSet,
     read_timeout: Duration,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, String> {
+    pinned_tls_from(None, addr, pins, read_timeout)
+}
+
+/// [`pinned_tls`] from the local address `source` (any of 127.0.0.0/8 reaches a node on
+/// 127.0.0.1, so a test can open more connections than the per-source cap allows one
+/// address), or the system's choice for `None`.
+pub fn pinned_tls_from(
+    source: Option<std::net::IpAddr>,
+    addr: &str,
+    pins: &haven_tls::PinSet,
+    read_timeout: Duration,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, String> {
     let addr: std::net::SocketAddr = addr.parse().map_err(|error| format!("address {addr}: {error}"))?;
-    let socket = std::net::TcpStream::connect(addr).map_err(|error| format!("connect {addr}: {error}"))?;
+    let connect = async {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        if let Some(source) = source {
+            socket.bind(std::net::SocketAddr::new(source, 0))?;
+        }
+        let stream = socket.connect(addr).await?.into_std()?;
+        stream.set_nonblocking(false)?;
+        Ok::<_, std::io::Error>(stream)
+    };
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(|error| error.to_string())?;
+    let socket = runtime.block_on(connect).map_err(|error| format!("connect {addr} from {source:?}: {error}"))?;
     socket.set_read_timeout(Some(read_timeout)).map_err(|error| error.to_string())?;
     let config = std::sync::Arc::new(haven_tls::client_config(pins.clone(), None).map_err(|error| error.to_string())?);
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
