@@ -42,6 +42,35 @@ pub fn http_client(access: &Access, timeout: Option<Duration>) -> anyhow::Result
     Ok(builder.build()?)
 }
 
+/// Attempts at creating a client's token before the run gives up: a fresh cluster answers
+/// the first; a few more cover a leader change right after it formed.
+const TOKEN_CREATE_ATTEMPTS: usize = 5;
+
+/// Creates a token of `role` named `name` with the admin token, through the nodes in turn;
+/// returns the token text.
+pub async fn create_token(access: &Access, urls: &[String], name: &str, role: &str) -> anyhow::Result<String> {
+    let http = http_client(access, Some(STATUS_TIMEOUT * 5))?;
+    let mut last = String::from("no node answered");
+    for attempt in 0..TOKEN_CREATE_ATTEMPTS {
+        let url = &urls[attempt % urls.len()];
+        let answer =
+            http.post(format!("{url}/v1/tokens")).json(&serde_json::json!({ "name": name, "role": role })).send().await;
+        match answer {
+            Ok(response) if response.status().is_success() => {
+                let body: Value = response.json().await?;
+                if let Some(token) = body["token"].as_str() {
+                    return Ok(token.to_string());
+                }
+                last = format!("{url} answered without a token: {body}");
+            }
+            Ok(response) => last = format!("{url} answered {}", response.status()),
+            Err(error) => last = format!("{url}: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("cannot create token {name}: {last}")
+}
+
 /// `GET url` as JSON with the status code; `None` on any transport or decoding failure.
 pub async fn get_json(http: &reqwest::Client, url: &str, timeout: Duration) -> Option<(u16, Value)> {
     let response = http.get(url).timeout(timeout).send().await.ok()?;

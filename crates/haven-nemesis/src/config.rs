@@ -89,7 +89,27 @@ pub const RATE_OPS_PER_SECOND_MAX: u32 = 2000;
 /// Longest fault phase of one history.
 pub const HISTORY_SECONDS_MAX: u64 = 3600;
 
+/// Log entries between snapshots on the correct nodes (mutants keep Haven's default): at the run's 120-200 operations a second, a
+/// snapshot every second or two, so every kill -9 and power cut restarts nodes from a
+/// recent snapshot (with the configuration changes in it) and a node that fell behind
+/// catches up by InstallSnapshot (issue 10). Haven's default, 10,000, would take none in
+/// a CI history.
+pub const SNAPSHOT_THRESHOLD: u64 = 200;
+
+/// Pause between two configuration changes of a run, drawn in this range: several per CI
+/// history, each between faults and snapshots, and rare enough that the fault schedule,
+/// not the configuration, decides when leaders change.
+pub const CONFIG_CHANGE_PAUSE_MS_MIN: u64 = 2_000;
+pub const CONFIG_CHANGE_PAUSE_MS_MAX: u64 = 6_000;
+
 // ---- what runs ------------------------------------------------------------------------------
+
+/// Whether the clients of a history with `seed` all number their requests alike (odd
+/// seeds, the CI history's among them): half the runs check that request ids belong to
+/// their caller (issue 11).
+pub fn shares_request_ids(seed: u64) -> bool {
+    seed % 2 == 1
+}
 
 /// Which build of the node runs: the correct one (on crash-simulation storage) or a mutant
 /// that a good test suite must flag.
@@ -403,6 +423,13 @@ pub struct HistoryConfig {
     pub floating_clients: usize,
     /// Register keys (at most [`KEYS_MAX`]).
     pub keys: usize,
+    /// Every client numbers its requests alike (`r1`, `r2`, ...), so every request id is
+    /// used by every client, each with its own token, for different requests (issue 11);
+    /// otherwise ids are unique in the run. Default: odd seeds.
+    pub shared_request_ids: bool,
+    /// Apply a random valid HA configuration every few seconds during the run (default:
+    /// the correct nodes' histories, not the mutants').
+    pub config_changes: bool,
     /// Where data dirs, logs and the history go; a new temporary directory when `None`.
     /// Kept when the history fails (or when `keep_work_dir`).
     pub work_dir: Option<PathBuf>,
@@ -432,6 +459,9 @@ impl HistoryConfig {
             pinned_clients_per_node: 2,
             floating_clients: 2,
             keys: 8,
+            shared_request_ids: shares_request_ids(1),
+            // For the correct nodes' history; a mutant's schedule is tuned to expose it.
+            config_changes: !mode.is_mutant(),
             work_dir: None,
             keep_work_dir: false,
             verbose: true,
@@ -447,6 +477,7 @@ impl HistoryConfig {
             rate_ops_per_second: 200,
             keys: KEYS_MAX,
             seed,
+            shared_request_ids: shares_request_ids(seed),
             ..HistoryConfig::ci(haven_bin, mode)
         }
     }

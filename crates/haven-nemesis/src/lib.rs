@@ -189,8 +189,10 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
         keys: config.keys,
         rate_ops_per_second: config.rate_ops_per_second,
         seed: config.seed,
+        shared_request_ids: config.shared_request_ids,
+        config_changes: config.config_changes,
     };
-    let mut workload = Workload::start(&urls, &shape, recorder.clone(), clock, &access)?;
+    let mut workload = Workload::start(&urls, &shape, recorder.clone(), clock, &access).await?;
     tokio::time::sleep(schedule.warmup).await;
 
     // ---- faults ------------------------------------------------------------------------
@@ -348,6 +350,9 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
         slow_failovers,
         recovery_failure: if recovery_problems.is_empty() { None } else { Some(recovery_problems.join("; ")) },
         unexpected_answers: client_stats.unexpected + more_stats.unexpected,
+        reused_ids: client_stats.reused_ids + more_stats.reused_ids,
+        config_changes: client_stats.config_changes + more_stats.config_changes,
+        shared_request_ids: config.shared_request_ids,
         kept_in: None,
     };
 

@@ -144,7 +144,12 @@ fn main() -> ExitCode {
     let configure = |mode: NodeMode, seed: u64| {
         let mut config = if mode.is_mutant() || args.ci {
             // Each mutant gets the schedule that exposes it (see HistoryConfig::ci).
-            HistoryConfig { label: format!("{mode}-seed{seed}"), seed, ..HistoryConfig::ci(&args.haven_bin, mode) }
+            HistoryConfig {
+                label: format!("{mode}-seed{seed}"),
+                seed,
+                shared_request_ids: haven_nemesis::config::shares_request_ids(seed),
+                ..HistoryConfig::ci(&args.haven_bin, mode)
+            }
         } else {
             HistoryConfig::long(&args.haven_bin, mode, seed, args.history_seconds)
         };

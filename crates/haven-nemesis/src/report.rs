@@ -91,6 +91,12 @@ pub struct HistoryReport {
     pub recovery_failure: Option<String>,
     /// Answers outside the API contract (counted, not judged).
     pub unexpected_answers: u64,
+    /// Writes refused as reusing a request id, though no client reuses its own: must be 0.
+    pub reused_ids: u64,
+    /// HA configurations applied during the run.
+    pub config_changes: u64,
+    /// Whether every client numbered its requests alike (ids shared across clients).
+    pub shared_request_ids: bool,
     /// Where the history, report and node logs were kept.
     pub kept_in: Option<PathBuf>,
 }
@@ -133,6 +139,12 @@ impl HistoryReport {
         for slow in &self.slow_failovers {
             out.push(format!("slow failover: {slow}"));
         }
+        if self.reused_ids > 0 {
+            out.push(format!(
+                "{} writes refused as reusing a request id, though each client's ids are its own",
+                self.reused_ids
+            ));
+        }
         out
     }
 
@@ -159,6 +171,9 @@ impl HistoryReport {
             "  operations        {} (reads {}, writes {}, cas {}, deletes {}, set adds {}; ok {}, failed {}, unknown {})",
             o.total, o.reads, o.writes, o.cas, o.deletes, o.set_adds, o.ok, o.failed, o.unknown
         );
+        let ids = if self.shared_request_ids { "shared by every client (r1, r2, ...)" } else { "unique" };
+        let _ = writeln!(out, "  request ids       {ids}; {} refused as reused", self.reused_ids);
+        let _ = writeln!(out, "  config changes    {} HA configurations applied", self.config_changes);
         let _ = writeln!(out, "  faults injected   {}", self.faults.len());
         for fault in &self.faults {
             let node = fault.node.map(|n| format!(" (node {n})")).unwrap_or_default();

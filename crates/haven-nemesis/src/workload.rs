@@ -24,6 +24,19 @@
 //! too) carries the `Haven-Ack` stamp of the leader that acknowledged it; each client keeps
 //! the stamps with the op id and the window the op was in flight, for
 //! `haven_check::primaries`.
+//!
+//! Each client writes with a token of its own (an operator token the harness creates at
+//! the start) and a request id per write. In histories with shared request ids every
+//! client numbers its writes `r1`, `r2`, ..., so each id is used by every client for a
+//! different request: they must be independent requests (issue 11), and the lost-write
+//! and linearizability checkers find any write acknowledged but not made. A client never
+//! reuses its own ids, so a `409 request_id_reused` is counted and reported as an anomaly.
+//!
+//! A configurer applies a random valid HA configuration every few seconds (every key of
+//! `haven_core::strategies`, with the failure detection, the node entries and the hook
+//! kept to what a run needs: a detection fast enough for the failover bound, data nodes
+//! that may all lead, no alerts or hooks that reach outside), so snapshots, restarts and
+//! snapshot installs carry changing configurations (issue 10).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
@@ -48,6 +61,8 @@ use tokio::task::JoinHandle;
 use crate::api::http_client;
 use crate::api::Access;
 use crate::config::CLIENT_REQUEST_TIMEOUT;
+use crate::config::CONFIG_CHANGE_PAUSE_MS_MAX;
+use crate::config::CONFIG_CHANGE_PAUSE_MS_MIN;
 use crate::config::WATCH_IDLE_TIMEOUT;
 use crate::config::WATCH_RECONNECT_PAUSE;
 use crate::config::WEIGHT_CAS;
@@ -138,6 +153,11 @@ pub struct ClientStats {
     /// parse: the server broke its contract (and the primaries check would be blind).
     pub unstamped: u64,
     pub malformed_stamps: u64,
+    /// Writes refused as `409 request_id_reused`: no client reuses its own ids, so each is
+    /// the server confusing callers.
+    pub reused_ids: u64,
+    /// HA configurations the configurer applied.
+    pub config_changes: u64,
 }
 
 impl ClientStats {
@@ -148,6 +168,8 @@ impl ClientStats {
         self.acks.extend(other.acks);
         self.unstamped += other.unstamped;
         self.malformed_stamps += other.malformed_stamps;
+        self.reused_ids += other.reused_ids;
+        self.config_changes += other.config_changes;
     }
 }
 
@@ -201,6 +223,7 @@ struct ClientContext {
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
     seed: u64,
+    shared_request_ids: bool,
 }
 
 /// The running workload.
@@ -218,11 +241,14 @@ pub struct WorkloadShape {
     pub keys: usize,
     pub rate_ops_per_second: u32,
     pub seed: u64,
+    pub shared_request_ids: bool,
+    pub config_changes: bool,
 }
 
 impl Workload {
-    /// Starts one watcher per node (from revision 0) and the clients.
-    pub fn start(
+    /// Creates a token for each client, then starts one watcher per node (from revision
+    /// 0), the clients and the configurer.
+    pub async fn start(
         urls: &[String],
         shape: &WorkloadShape,
         recorder: Arc<HistoryRecorder>,
@@ -247,6 +273,9 @@ impl Workload {
             .flat_map(|node| std::iter::repeat_n(Some(node), shape.pinned_clients_per_node))
             .chain(std::iter::repeat_n(None, shape.floating_clients));
         for (client, pinned) in (1u64..).zip(placements) {
+            let token =
+                crate::api::create_token(access, &urls, &format!("nemesis-client-{client}"), "operator").await?;
+            let client_access = Access { tls: access.tls.clone(), token };
             let context = ClientContext {
                 client,
                 pinned,
@@ -257,8 +286,14 @@ impl Workload {
                 permits: limiter.permits.clone(),
                 stop: stopped.clone(),
                 seed: shape.seed,
+                shared_request_ids: shape.shared_request_ids,
             };
-            clients.push(tokio::spawn(run_client(context, http_client(access, Some(CLIENT_REQUEST_TIMEOUT))?)));
+            let http = http_client(&client_access, Some(CLIENT_REQUEST_TIMEOUT))?;
+            clients.push(tokio::spawn(run_client(context, http)));
+        }
+        if shape.config_changes {
+            let http = http_client(access, Some(CLIENT_REQUEST_TIMEOUT))?;
+            clients.push(tokio::spawn(run_configurer(http, urls.clone(), shape.seed, stopped.clone())));
         }
         Ok(Workload { stop, clients, watchers, _limiter: limiter })
     }
@@ -340,6 +375,8 @@ async fn run_client(mut context: ClientContext, http: reqwest::Client) -> Client
         let key = format!("{KEY_PREFIX}{:02}", rng.random_range(0..context.keys));
         sequence += 1;
         let value = format!("c{}-{sequence}", context.client);
+        let request_id =
+            if context.shared_request_ids { format!("r{sequence}") } else { format!("c{}-{sequence}", context.client) };
         let refused_before = stats.refused;
         let mut op = Operation {
             client: context.client,
@@ -353,19 +390,19 @@ async fn run_client(mut context: ClientContext, http: reqwest::Client) -> Client
             Action::Read => {
                 op.read(&key).await;
             }
-            Action::Write => op.write(&key, OpKind::Write { value: value.clone() }, &value, None).await,
+            Action::Write => op.write(&key, OpKind::Write { value: value.clone() }, &value, None, &request_id).await,
             Action::Cas => {
                 // A CAS needs the key's revision: read it (a recorded read), then write
                 // conditionally on it.
                 if let Some((seen, mod_revision)) = op.read(&key).await {
                     let kind = OpKind::Cas { expected: seen, value: value.clone() };
-                    op.write(&key, kind, &value, Some(mod_revision)).await;
+                    op.write(&key, kind, &value, Some(mod_revision), &request_id).await;
                 }
             }
-            Action::Delete => op.delete(&key).await,
+            Action::Delete => op.delete(&key, &request_id).await,
             Action::SetAdd => {
                 let element = format!("{SET_PREFIX}c{}-{sequence}", context.client);
-                op.write(&element, OpKind::Write { value: value.clone() }, &value, None).await;
+                op.write(&element, OpKind::Write { value: value.clone() }, &value, None, &request_id).await;
             }
         }
         // A refused connection means the node is down: back off as a real client would,
@@ -383,12 +420,116 @@ async fn run_client(mut context: ClientContext, http: reqwest::Client) -> Client
     stats
 }
 
+/// Applies a random valid HA configuration every few seconds until the run stops (see the
+/// module docs) and counts those applied. A change that fails (no leader during a fault, a
+/// timeout) is not retried: the configurer is load on the cluster, not a checked client.
+async fn run_configurer(
+    http: reqwest::Client,
+    urls: Arc<Vec<String>>,
+    seed: u64,
+    mut stop: watch::Receiver<bool>,
+) -> ClientStats {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x00c0_f16c_4a9e);
+    let mut stats = ClientStats::default();
+    loop {
+        let pause = Duration::from_millis(rng.random_range(CONFIG_CHANGE_PAUSE_MS_MIN..=CONFIG_CHANGE_PAUSE_MS_MAX));
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let url = urls[rng.random_range(0..urls.len())].clone();
+        let wanted = random_configuration(&mut rng, urls.len() as u64);
+        if apply_configuration(&http, &url, &wanted).await {
+            stats.config_changes += 1;
+        }
+    }
+    stats
+}
+
+/// The fastest explicit detection the configurer sets: at 40 ms x 3 the election timeout
+/// is at least 120 ms, which a loaded CI machine still keeps without spurious elections.
+const EXPLICIT_PING_INTERVAL_MS_MIN: u64 = 40;
+const EXPLICIT_FAILED_PINGS_MIN: u64 = 3;
+
+/// A random valid HA configuration a run can live with: every key drawn by
+/// `haven_core::strategies`, then failure detection set to the `fast` profile (written as
+/// a profile: what issue 10 could not read back) or explicit values no slower than it, since
+/// a SIGSTOP lasts [`PAUSE_HOLD`](crate::config::PAUSE_HOLD), sized for `fast`, and the others must
+/// elect within it (with `lan`, 2.85 s to detect, a run failed on a missed failover), every
+/// member a data node that may lead, with no ping targets (one that does not answer
+/// withholds a node's candidacy), no alert e-mail or SMTP password file and a hook script
+/// that does not exist (nothing leaves the machine, nothing runs).
+fn random_configuration(rng: &mut impl Rng, nodes: u64) -> haven_core::ha::config::HaConfig {
+    use haven_core::ha::config::NodeHaConfig;
+    use haven_core::ha::config::PRIORITY_MAX;
+    use haven_core::ha::detection::Profile;
+    use haven_core::ha::detection::FAST_FAILED_PINGS;
+    use haven_core::ha::detection::FAST_PING_INTERVAL_MS;
+    let mut seed = [0u8; 32];
+    rng.fill(&mut seed);
+    let strategy = haven_core::strategies::ha_config();
+    let mut config = haven_core::strategies::draw(&strategy, seed).unwrap_or_default();
+    (config.profile, config.ping_interval_ms, config.failed_pings) = if rng.random_bool(0.5) {
+        (Some(Profile::Fast), None, None)
+    } else {
+        let ping_interval_ms = rng.random_range(EXPLICIT_PING_INTERVAL_MS_MIN..=FAST_PING_INTERVAL_MS);
+        (None, Some(ping_interval_ms), Some(rng.random_range(EXPLICIT_FAILED_PINGS_MIN..=FAST_FAILED_PINGS)))
+    };
+    if config.failback {
+        let detection_s = config.timing().expected_detection_ms().div_ceil(1000);
+        config.stabilisation_delay_s = config.stabilisation_delay_s.max(detection_s);
+    }
+    config.alert_email = None;
+    // A password file must be a private file in the node's secrets dir (refused at draft
+    // time otherwise); the nodes of a run have none, so no SMTP login either.
+    config.smtp.password_file = None;
+    config.smtp.username = None;
+    config.hook_script = config.hook_script.map(|_| format!("/nonexistent/haven-nemesis-hook-{}", rng.random::<u16>()));
+    config.nodes = (1..=nodes)
+        .map(|id| (id, NodeHaConfig { priority: Some(rng.random_range(1..=PRIORITY_MAX)), ..Default::default() }))
+        .collect();
+    config.normalized()
+}
+
+/// Turns the configuration at `url` into `wanted` the way an operator does (discard any
+/// leftover draft, edit, apply); true when a new version was applied.
+async fn apply_configuration(http: &reqwest::Client, url: &str, wanted: &haven_core::ha::config::HaConfig) -> bool {
+    let Some((200, shown)) = crate::api::get_json(http, &format!("{url}/v1/config"), CLIENT_REQUEST_TIMEOUT).await
+    else {
+        return false;
+    };
+    let Ok(current) = serde_json::from_value::<haven_core::ha::config::HaConfig>(shown["config"].clone()) else {
+        return false;
+    };
+    let mut set = serde_json::Map::new();
+    let mut unset = Vec::new();
+    for (key, value) in haven_core::strategies::edits_to(&current, wanted) {
+        match value.and_then(|text| serde_json::from_str::<Value>(&text).ok()) {
+            Some(value) => {
+                set.insert(key, value);
+            }
+            None => unset.push(key),
+        }
+    }
+    let _ = http.delete(format!("{url}/v1/config/draft")).send().await;
+    let edit = http.put(format!("{url}/v1/config/draft")).json(&serde_json::json!({ "set": set, "unset": unset }));
+    let Sent::Answered(200, draft, _) = send_json(edit).await else { return false };
+    let base_version = draft["draft"]["base_version"].clone();
+    let apply = http.post(format!("{url}/v1/config/apply")).json(&serde_json::json!({ "base_version": base_version }));
+    matches!(send_json(apply).await, Sent::Answered(200, answer, _) if answer["applied"] == true)
+}
+
 /// How a write's answer is recorded.
 enum WriteFate {
     Ok(Option<u64>),
     CompareFailed,
     Rejected,
-    Unknown { unexpected: bool },
+    /// `409 request_id_reused`: not applied (the API says so), but a server fault here,
+    /// since no client reuses its own ids.
+    ReusedId,
+    Unknown {
+        unexpected: bool,
+    },
 }
 
 /// Classifies a write's answer (see the module table).
@@ -397,7 +538,7 @@ fn write_fate(status: u16, body: &Value) -> WriteFate {
     match status {
         200 => WriteFate::Ok(body["revision"].as_u64()),
         409 if code == "compare_failed" => WriteFate::CompareFailed,
-        // A request-id clash: this workload never reuses ids, so it would be a server bug.
+        409 if code == "request_id_reused" => WriteFate::ReusedId,
         409 => WriteFate::Unknown { unexpected: true },
         400..=499 => WriteFate::Rejected,
         // Documented: no leader accepted it, so it was not applied.
@@ -475,19 +616,20 @@ impl Operation<'_> {
     }
 
     /// A put (plain or CAS with `prev_revision`).
-    async fn write(&mut self, key: &str, kind: OpKind, value: &str, prev_revision: Option<u64>) {
+    async fn write(&mut self, key: &str, kind: OpKind, value: &str, prev_revision: Option<u64>, request_id: &str) {
         let invoked = self.clock.now_ns();
         let id = self.recorder.invoke(self.client, key, kind, invoked);
-        let condition = prev_revision.map(|revision| format!("?prev_revision={revision}")).unwrap_or_default();
-        let request = self.http.put(format!("{}/v1/kv/{key}{condition}", self.url)).body(value.to_string());
-        let answer = send_json(request).await;
+        let condition = prev_revision.map(|revision| format!("&prev_revision={revision}")).unwrap_or_default();
+        let url = format!("{}/v1/kv/{key}?request_id={request_id}{condition}", self.url);
+        let answer = send_json(self.http.put(url).body(value.to_string())).await;
         self.finish_write(id, invoked, answer);
     }
 
-    async fn delete(&mut self, key: &str) {
+    async fn delete(&mut self, key: &str, request_id: &str) {
         let invoked = self.clock.now_ns();
         let id = self.recorder.invoke(self.client, key, OpKind::Delete, invoked);
-        let answer = send_json(self.http.delete(format!("{}/v1/kv/{key}", self.url))).await;
+        let url = format!("{}/v1/kv/{key}?request_id={request_id}", self.url);
+        let answer = send_json(self.http.delete(url)).await;
         self.finish_write(id, invoked, answer);
     }
 
@@ -517,6 +659,10 @@ impl Operation<'_> {
                     recorder.compare_failed(id, now)
                 }
                 WriteFate::Rejected => recorder.fail(id, now),
+                WriteFate::ReusedId => {
+                    self.stats.reused_ids += 1;
+                    recorder.fail(id, now)
+                }
                 WriteFate::Unknown { unexpected } => {
                     if unexpected {
                         self.stats.unexpected += 1;
@@ -698,6 +844,7 @@ mod tests {
         assert!(matches!(write_fate(200, &serde_json::json!({ "revision": 7 })), WriteFate::Ok(Some(7))));
         assert!(matches!(write_fate(409, &body("compare_failed")), WriteFate::CompareFailed));
         assert!(matches!(write_fate(409, &body("conflict")), WriteFate::Unknown { unexpected: true }));
+        assert!(matches!(write_fate(409, &body("request_id_reused")), WriteFate::ReusedId));
         assert!(matches!(write_fate(413, &body("value_too_large")), WriteFate::Rejected));
         assert!(matches!(write_fate(503, &body("no_leader")), WriteFate::Rejected));
         assert!(matches!(write_fate(503, &body("outcome_unknown")), WriteFate::Unknown { unexpected: false }));
