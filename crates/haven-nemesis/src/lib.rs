@@ -217,6 +217,14 @@ pub async fn run_history(config: HistoryConfig) -> anyhow::Result<HistoryReport>
             }
             _ => None,
         };
+        if step.fault == Fault::PowerCut {
+            // Every node on this machine writes back at the same instants when it runs as the
+            // ack-before-fsync mutant; a cut just after one may find nothing acknowledged
+            // since and the mutant escapes having lost nothing (1 run in 3 on a loaded
+            // machine: 203 of 203 acknowledged writes present). Mid-period it has a second
+            // of acknowledged writes unsynced. For correct nodes the moment is arbitrary.
+            tokio::time::sleep(haven_store::log_store::until_writeback_midpoint(std::time::SystemTime::now())).await;
+        }
         let injected_at = clock.elapsed();
         faulter.inject(&mut cluster, step.fault, target);
         say(format!(

@@ -80,14 +80,24 @@ pub enum SyncMode {
 /// synced at its own moments, and a new leader usually had the entries from whichever node
 /// synced last. With shared boundaries every node loses the same writes, everything
 /// acknowledged since the last boundary (up to 2 s; the simulator draws 0.5-5 s of
-/// writeback). Only a power cut that lands before the first acknowledgement after a
-/// boundary loses nothing: at the nemesis's 120 operations a second, a few tens of ms out of
-/// every 2 s (an estimate, not a measurement).
+/// writeback). A power cut that lands before the first acknowledgement after a boundary
+/// loses nothing, and on a loaded machine acknowledgements can stall for a good part of a
+/// period: the nemesis cuts the power mid-period ([`until_writeback_midpoint`]).
 pub const NO_SYNC_WRITEBACK: Duration = Duration::from_secs(2);
 
 /// The writeback period `now` falls in (periods counted from the UNIX epoch).
 fn writeback_period(now: SystemTime) -> u128 {
     now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() / NO_SYNC_WRITEBACK.as_millis()
+}
+
+/// How long from `now` until the middle of a writeback period: a power cut then finds the
+/// `NoSync` mutant with half a period of acknowledged writes not yet written back. Just after
+/// a boundary it may find none (nothing acknowledged since), and the mutant loses nothing.
+pub fn until_writeback_midpoint(now: SystemTime) -> Duration {
+    let period_ms = NO_SYNC_WRITEBACK.as_millis();
+    let phase_ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() % period_ms;
+    let wait_ms = (period_ms / 2 + period_ms - phase_ms) % period_ms;
+    Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX))
 }
 
 /// How long from `now` until the boundary that ends writeback period `period` (zero once
@@ -424,5 +434,12 @@ mod tests {
         assert_eq!(until_writeback_after(period, at(start + period_ms)), Duration::ZERO, "at the boundary");
         assert_eq!(until_writeback_after(period, at(start + 3 * period_ms)), Duration::ZERO, "long past it");
         assert_eq!(writeback_period(at(start + period_ms)), period + 1);
+        let half = Duration::from_millis(period_ms / 2);
+        assert_eq!(until_writeback_midpoint(at(start)), half, "from a boundary");
+        assert_eq!(until_writeback_midpoint(at(start + period_ms / 2)), Duration::ZERO, "at the midpoint");
+        assert_eq!(
+            until_writeback_midpoint(at(start + period_ms / 2 + 1)),
+            NO_SYNC_WRITEBACK - Duration::from_millis(1)
+        );
     }
 }
