@@ -11,6 +11,7 @@
 //! Every child process is killed when the benchmark ends, fails, panics, or is interrupted.
 
 mod api;
+mod auth_timing;
 mod cluster;
 mod failover;
 mod files;
@@ -89,6 +90,9 @@ struct Args {
 enum Command {
     /// Replicated directories (haven-files) against rsync between two local directories.
     Files(files::FilesArgs),
+    /// Answer times of refused tokens: an unknown token id against a known id with a wrong
+    /// secret (they should not differ), on a three-node Haven cluster.
+    AuthTiming(auth_timing::AuthTimingArgs),
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +103,7 @@ enum Only {
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
-    if let Some(Command::Files(files_args)) = args.command.take() {
+    if let Some(Command::Files(files_args)) = args.command.take_if(|command| matches!(command, Command::Files(_))) {
         return match files::main(files_args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -123,7 +127,12 @@ fn main() -> ExitCode {
     // ends for any reason, including Ctrl-C and SIGTERM.
     let outcome = runtime.block_on(async {
         tokio::select! {
-            result = run(args) => result,
+            result = async {
+                match args.command.take() {
+                    Some(Command::AuthTiming(timing_args)) => auth_timing::run(timing_args).await,
+                    _ => run(args).await,
+                }
+            } => result,
             signal = stop_signal() => Err(anyhow::anyhow!("interrupted by {signal}")),
         }
     });
@@ -315,7 +324,7 @@ fn keep(cluster: &mut Cluster, wanted: bool) {
 }
 
 /// The command as a user would type it.
-fn command_line() -> String {
+pub(crate) fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut line = "cargo run --release -p haven-bench --".to_string();
     for arg in args {
