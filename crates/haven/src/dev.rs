@@ -5,7 +5,8 @@
 //! ```text
 //! DIR/dev.lock           flock held while `haven dev` runs; holds its pid
 //! DIR/env                `source` it: HAVEN_ENDPOINTS, HAVEN_SERVER_FINGERPRINTS,
-//!                        HAVEN_TOKEN_FILE, PATH with the haven binary (mode 0600)
+//!                        HAVEN_TOKEN_FILE, PATH with the haven binary (mode 0600);
+//!                        written once every node is a healthy voter, removed at start
 //! DIR/nN/haven.toml      complete node config; `haven serve --config DIR/nN/haven.toml`
 //! DIR/nN/node.key        the node's TLS key (mode 0600) and certificate (node.crt),
 //!                        made by `haven dev` before the first start
@@ -137,7 +138,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     };
     check_ports_free(&dir, &plans)?;
-    write_env_file(&dir, &plans, &fingerprints, &exe)?;
+    // The env file appears only once the cluster has formed, so a script that waits for it
+    // (as the README invites) never meets a member that is still joining or a learner. One
+    // left by an earlier run would say the cluster is up while it is not yet.
+    remove_env_file(&dir)?;
 
     // Installed before any child exists: from here on Ctrl-C and SIGTERM are ours to handle.
     let mut signals = StopSignals::new()?;
@@ -162,6 +166,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             return Err(error);
         }
     };
+    if let Err(error) = write_env_file(&dir, &plans, &fingerprints, &exe) {
+        stop_all(&mut running, &mut signals).await;
+        return Err(error);
+    }
     say(usage(&dir, &running, leader));
 
     let name = supervise(&checker, &mut running, &mut signals, leader).await;
@@ -558,7 +566,17 @@ fn write_configs(plans: &[NodePlan], first_fingerprint: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// Writes `DIR/env` (mode 0600).
+/// Removes `DIR/env` if it is there.
+fn remove_env_file(dir: &Path) -> anyhow::Result<()> {
+    match fs::remove_file(dir.join("env")) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("cannot remove the old {}", dir.join("env").display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes `DIR/env` (mode 0600), atomically: a reader sees all of it or none.
 fn write_env_file(dir: &Path, plans: &[NodePlan], fingerprints: &[String], exe: &Path) -> anyhow::Result<()> {
     let bin_dir =
         exe.parent().ok_or_else(|| anyhow!("cannot tell which directory the haven binary {} is in", exe.display()))?;

@@ -12,8 +12,6 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
-use std::time::Duration;
-use std::time::Instant;
 
 use common::CONDITION_TIMEOUT;
 
@@ -47,21 +45,6 @@ fn names_under(root: &Path) -> Vec<String> {
     names
 }
 
-fn wait_until(what: &str, log: &Path, child: &mut Child, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + CONDITION_TIMEOUT;
-    while !condition() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("exited ({status}) before {what}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn serve(data_dir: &Path, log: &Path) -> Child {
     let mut command = common::haven_command();
     command
@@ -91,7 +74,7 @@ fn serve_on_a_new_dir_keeps_everything_private_and_refuses_a_writable_dir() {
     let log = root.path().join("n1.log");
     let mut child = serve(&data_dir, &log);
     let token_path = data_dir.join("admin.token");
-    wait_until("admin.token and addr.json", &log, &mut child, || {
+    common::wait_until("admin.token and addr.json", &log, &mut child, || {
         token_path.exists() && data_dir.join("addr.json").exists()
     });
     let addr: serde_json::Value =
@@ -109,7 +92,7 @@ fn serve_on_a_new_dir_keeps_everything_private_and_refuses_a_writable_dir() {
         }
     });
     let snapshot = data_dir.join("snapshot.bin");
-    wait_until("a snapshot", &log, &mut child, || snapshot.exists());
+    common::wait_until("a snapshot", &log, &mut child, || snapshot.exists());
     let names = names_under(&data_dir);
     for expected in ["addr.json", "admin.token", "haven.pid", "node.key", "raft.redb", "snapshot.bin"] {
         assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");
@@ -148,7 +131,7 @@ fn haven_dev_keeps_everything_private() {
     common::log_to(&mut command, &log);
     let mut child = command.spawn().expect("spawn haven dev");
     let n1 = dir.join("n1");
-    wait_until("the dev cluster to be up", &log, &mut child, || {
+    common::wait_until("the dev cluster to be up", &log, &mut child, || {
         dir.join("env").exists() && n1.join("admin.token").exists() && n1.join("haven.pid").exists()
     });
     let names = names_under(&n1);

@@ -381,6 +381,23 @@ pub fn serve_command(node: &TestNode, common_args: &[String]) -> Command {
     command
 }
 
+/// Waits up to [`CONDITION_TIMEOUT`] for `condition`, failing with the log at `log` if
+/// `child` exits first or the time runs out.
+pub fn wait_until(what: &str, log: &Path, child: &mut Child, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + CONDITION_TIMEOUT;
+    while !condition() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("exited ({status}) before {what}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits at most `timeout` for `child` to exit; its status, or `None` while it still runs.
 pub fn wait_exit_within(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
