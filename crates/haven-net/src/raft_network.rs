@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::OptionalSend;
 
+use crate::log_limit::Level;
+use crate::log_limit::RateLimitedLog;
+use crate::log_limit::LOG_INTERVAL;
 use crate::Expulsion;
 use crate::PeerEnvelope;
 use crate::PeerRequest;
@@ -231,8 +235,36 @@ fn unexpected(what: &str) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::from_string(format!("peer sent an unexpected answer to {what}")))
 }
 
+/// Failed calls to a member (unreachable, or refused by it): one line per member and
+/// `LOG_INTERVAL`, then a count of the rest. openraft retries a dead member's heartbeat every
+/// 50 ms and warns about each failure, about 17 lines a second (issue 12); `haven serve`'s
+/// default log filter leaves those warnings out ([`OPENRAFT_HEARTBEAT_LOG_TARGET`]), and this
+/// line says the same once per interval.
+static FAILED_CALLS: LazyLock<RateLimitedLog<String>> =
+    LazyLock::new(|| RateLimitedLog::new("call to a member failed", Level::Warn, LOG_INTERVAL));
+
+/// The tracing target of openraft's per-heartbeat failure warning, which a node's default
+/// log filter raises to `error` (see [`FAILED_CALLS`]).
+pub const OPENRAFT_HEARTBEAT_LOG_TARGET: &str = "openraft::core::heartbeat";
+
 impl PeerNetwork {
     async fn call(&self, body: PeerRequest, timeout: Duration) -> Result<PeerResponse, RPCError<TypeConfig>> {
+        let result = self.call_unlogged(body, timeout).await;
+        if let Err(error) = &result {
+            if let Some(suppressed) = FAILED_CALLS.admit(format!("member {} at {}", self.target, self.node.peer_addr)) {
+                tracing::warn!(
+                    member = self.target,
+                    peer = %self.node.peer_addr,
+                    %error,
+                    suppressed,
+                    "call to a member failed"
+                );
+            }
+        }
+        result
+    }
+
+    async fn call_unlogged(&self, body: PeerRequest, timeout: Duration) -> Result<PeerResponse, RPCError<TypeConfig>> {
         let envelope = self.local.envelope(self.target, Some(&self.node), body);
         let response = self.transport.call(&self.node.peer_addr, envelope, timeout).await.map_err(rpc_error)?;
         match response {

@@ -222,10 +222,16 @@ async fn stop_signal() {
     }
 }
 
-/// Logs to stderr; `HAVEN_LOG` takes a tracing filter (default `info`, openraft quieter).
+/// Logs to stderr; `HAVEN_LOG` takes a tracing filter (default `info`, openraft quieter,
+/// and without openraft's warning for every failed heartbeat, which haven-net's rate-limited
+/// "call to a member failed" line replaces).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HAVEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAVEN_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "info,openraft=warn,{}=error",
+            haven_net::raft_network::OPENRAFT_HEARTBEAT_LOG_TARGET
+        ))
+    });
     use std::io::IsTerminal;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
