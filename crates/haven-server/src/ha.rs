@@ -389,6 +389,13 @@ impl Node {
         }
     }
 
+    /// How hook scripts and alert mails name member `id` (`haven_core::ha::hook_host`).
+    pub fn hook_host(&self, id: NodeId) -> String {
+        let hosts: Vec<(NodeId, String)> =
+            self.membership().nodes().map(|(member, node)| (*member, host_of(&node.client_url))).collect();
+        haven_core::ha::hook_host(id, &hosts)
+    }
+
     /// Fires an alert (seed 002's hook script and e-mail) under the applied configuration.
     pub fn alert(&self, event: AlertEvent) {
         tracing::info!(event = event.name(), args = ?event.args(), "HA alert");
@@ -399,9 +406,7 @@ impl Node {
     /// and the clear it lacks), and a member falling behind or catching up (RaiseAlarm /
     /// ClearAlarm), each once per transition.
     fn alert_member_changes(&self, candidates: &[Candidate]) {
-        let host = |id: NodeId| {
-            self.membership().get_node(&id).map_or_else(|| format!("node-{id}"), |n| host_of(&n.client_url))
-        };
+        let host = |id: NodeId| self.hook_host(id);
         let me = host(self.node_id);
         let mut events = Vec::new();
         {
@@ -504,9 +509,7 @@ impl Node {
             planned,
         };
         let (entry, alert) = leadership::record(&new_term);
-        let host = |id: NodeId| {
-            self.membership().get_node(&id).map_or_else(|| format!("node-{id}"), |n| host_of(&n.client_url))
-        };
+        let host = |id: NodeId| self.hook_host(id);
         let me = host(self.node_id);
         match alert {
             Some(leadership::LeaderAlert::ManualSwitch { standby }) => {

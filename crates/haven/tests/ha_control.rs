@@ -679,14 +679,18 @@ fn the_hook_script_runs_on_failover_and_switchover() {
     let target = (1..=3).find(|id| *id != leader).unwrap();
     let (code, body) = call(&cluster, 0, "POST", "/v1/switchover", Some(json!({ "to": target })));
     assert_eq!(code, 200, "{body}");
+    // Every node is on 127.0.0.1, so each is named by its node name (issue 14: every
+    // argument was `127.0.0.1`, telling the script nothing).
+    let switched = format!("ManualSwitch|n{target}|n{leader}|{target}");
     cluster.wait_for(CONDITION_TIMEOUT, "the ManualSwitch hook", |_| {
-        std::fs::read_to_string(&record).is_ok_and(|text| text.contains("ManualSwitch|127.0.0.1|127.0.0.1|"))
+        std::fs::read_to_string(&record).is_ok_and(|text| text.contains(&switched))
     });
     let index = cluster.index_of(target);
     cluster.kill(index);
     let new = cluster.wait_leader(LEADER_TIMEOUT);
+    let failed_over = format!("Failover|n{new}|n{target}|{new}");
     cluster.wait_for(CONDITION_TIMEOUT, "the Failover hook on the new primary", |_| {
-        std::fs::read_to_string(&record).is_ok_and(|text| text.contains(&format!("Failover|127.0.0.1|127.0.0.1|{new}")))
+        std::fs::read_to_string(&record).is_ok_and(|text| text.contains(&failed_over))
     });
     let status = cluster.status(cluster.index_of(new)).unwrap();
     let alerts = status["alerts"].as_array().cloned().unwrap_or_default();

@@ -94,9 +94,37 @@ pub(crate) fn nodes_in_words(ids: &[u64]) -> String {
     }
 }
 
+/// The name a hook script (seed 002's HAAdminAlertScript) gets for member `id`: its host,
+/// as seed 002 passes hosts, unless another member shares that host (several nodes on one
+/// machine, as `haven dev` runs them: every argument was `127.0.0.1`, issue 14); then the
+/// node's name, `n<id>` (`haven dev`'s names), so the script can tell them apart.
+/// `hosts` holds every member's id and host.
+pub fn hook_host(id: u64, hosts: &[(u64, String)]) -> String {
+    let Some((_, host)) = hosts.iter().find(|(member, _)| *member == id) else {
+        return format!("n{id}");
+    };
+    let shared = hosts.iter().any(|(other, other_host)| *other != id && other_host == host);
+    if shared {
+        format!("n{id}")
+    } else {
+        host.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hook_hosts_tell_members_apart() {
+        let spread = [(1, "10.0.0.1".to_string()), (2, "10.0.0.2".to_string())];
+        assert_eq!(hook_host(2, &spread), "10.0.0.2");
+        let one_machine = [(1, "127.0.0.1".to_string()), (2, "127.0.0.1".to_string()), (3, "10.0.0.3".to_string())];
+        assert_eq!(hook_host(1, &one_machine), "n1");
+        assert_eq!(hook_host(2, &one_machine), "n2");
+        assert_eq!(hook_host(3, &one_machine), "10.0.0.3");
+        assert_eq!(hook_host(9, &one_machine), "n9", "not a member (any more)");
+    }
 
     #[test]
     fn node_lists_read_as_words() {
