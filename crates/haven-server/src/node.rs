@@ -160,6 +160,8 @@ pub struct Node {
     pub(crate) ha: Mutex<crate::ha::HaRuntime>,
     /// Set once a teardown detached this node (also recorded in the data dir).
     pub(crate) detached: Mutex<Option<crate::ha::Detached>>,
+    /// The term this node leads and since when, as `Node::is_reachable` first saw it.
+    leading_since: Mutex<Option<(u64, Instant)>>,
     /// Set when this node must stop for good (removed, recovered away): `run` ends with
     /// [`crate::Expelled`] and the process exits with [`crate::EXIT_EXPELLED`].
     pub(crate) expelled: tokio::sync::watch::Sender<Option<haven_net::Expulsion>>,
@@ -265,6 +267,7 @@ impl Node {
             restart_requested: tokio::sync::watch::channel(false).0,
             detached: Mutex::new(detached),
             expelled: tokio::sync::watch::channel(None).0,
+            leading_since: Mutex::new(None),
             targets: crate::targets::TargetProber::start(
                 Vec::new(),
                 Duration::from_millis(haven_core::ha::gating::target_probe_interval_ms(&config.timing)),
@@ -1205,7 +1208,7 @@ impl Node {
         }
         use haven_core::ha::detection;
         let ms_ago = |at: Instant| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (leading, as_leader_ms_ago) = {
+        let (leading_term, heartbeat_ms_ago) = {
             let receiver = self.raft.metrics();
             let metrics = receiver.borrow_watched();
             let acked = metrics
@@ -1213,10 +1216,26 @@ impl Node {
                 .as_ref()
                 .and_then(|heartbeats| heartbeats.get(&node_id).cloned().flatten())
                 .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
-            (metrics.state == ServerState::Leader, acked)
+            ((metrics.state == ServerState::Leader).then_some(metrics.current_term), acked)
         };
-        let heard = detection::Heard { as_leader_ms_ago, probe_ms_ago: self.probe(node_id).last_ok.map(ms_ago) };
-        detection::reachable(leading, heard, detection::reachable_within_ms(&self.config.timing))
+        // Since when this node leads its term, as first seen here (the HA loop asks every
+        // tick, so at most a tick late: later only makes older probe answers not count).
+        let leading_for_ms = leading_term.map(|term| {
+            let mut seen = self.leading_since.lock().unwrap_or_else(|e| e.into_inner());
+            match *seen {
+                Some((seen_term, since)) if seen_term == term => ms_ago(since),
+                _ => {
+                    *seen = Some((term, Instant::now()));
+                    0
+                }
+            }
+        });
+        let heard = detection::Heard {
+            leading_for_ms,
+            heartbeat_ms_ago,
+            probe_ms_ago: self.probe(node_id).last_ok.map(ms_ago),
+        };
+        detection::reachable(heard, detection::reachable_within_ms(&self.config.timing))
     }
 
     /// How often this node probes its peers, for the timing it runs.

@@ -261,20 +261,29 @@ pub fn reachable_within_ms(timing: &Timing) -> u64 {
 /// How a node heard from a member lately, in milliseconds ago (`None`: never).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heard {
-    /// This node leads: its last heartbeat acknowledged by the member **in this term**.
-    /// A new leader has heard nothing yet, whatever it heard as a follower.
-    pub as_leader_ms_ago: Option<u64>,
-    /// Not leading: the member's last answer to one of this node's probes.
+    /// This node leads, since this long (`None`: it does not lead).
+    pub leading_for_ms: Option<u64>,
+    /// As leader: the member's last acknowledged heartbeat **in this term** (a new leader
+    /// has heard nothing yet, whatever it heard as a follower).
+    pub heartbeat_ms_ago: Option<u64>,
+    /// The member's last answer to one of this node's probes.
     pub probe_ms_ago: Option<u64>,
 }
 
-/// Whether a member counts as reachable. A leader judges by acknowledged heartbeats of its
-/// own term only: probe answers from before its election say nothing about now (a new
-/// leader must not show the dead old leader reachable). Anyone else judges by its probes.
-/// `None` ages never count: reachability is only claimed when observed.
-pub fn reachable(leading: bool, heard: Heard, within_ms: u64) -> bool {
-    let age = if leading { heard.as_leader_ms_ago } else { heard.probe_ms_ago };
-    age.is_some_and(|age| age < within_ms)
+/// Whether a member counts as reachable. A leader counts a heartbeat acknowledged in its
+/// own term, or a probe answer received since it leads: an answer from before its election
+/// says nothing about now (issue 14: a new leader showed the dead old leader "reachable
+/// yes" from a probe answered just before the death). Anyone else counts its probes.
+/// Nothing unobserved counts.
+pub fn reachable(heard: Heard, within_ms: u64) -> bool {
+    let fresh = |age: Option<u64>| age.is_some_and(|age| age < within_ms);
+    match heard.leading_for_ms {
+        Some(leading_for_ms) => {
+            fresh(heard.heartbeat_ms_ago)
+                || (fresh(heard.probe_ms_ago) && heard.probe_ms_ago.is_some_and(|age| age < leading_for_ms))
+        }
+        None => fresh(heard.probe_ms_ago),
+    }
 }
 
 /// `500 ms`, `1.6 s`, `285 s`: durations as operators read them.
@@ -427,20 +436,25 @@ mod tests {
     /// unobserved counts.
     #[test]
     fn reachability_is_only_claimed_when_observed() {
-        let heard = |as_leader_ms_ago, probe_ms_ago| Heard { as_leader_ms_ago, probe_ms_ago };
-        // (leading, heard, reachable within 500 ms?)
+        let heard =
+            |leading_for_ms, heartbeat_ms_ago, probe_ms_ago| Heard { leading_for_ms, heartbeat_ms_ago, probe_ms_ago };
+        // (heard, reachable within 500 ms?)
         let table = [
-            (true, heard(Some(10), None), true),
-            (true, heard(Some(499), Some(1)), true),
-            (true, heard(Some(500), Some(1)), false),
-            // A new leader with a fresh probe of the dead old leader: not observed as leader.
-            (true, heard(None, Some(1)), false),
-            (false, heard(None, Some(100)), true),
-            (false, heard(Some(1), Some(600)), false),
-            (false, heard(None, None), false),
+            (heard(Some(10_000), Some(10), None), true),
+            (heard(Some(10_000), Some(499), None), true),
+            (heard(Some(10_000), Some(500), None), false),
+            // A probe answered since this node leads counts (heartbeats may time out on a
+            // loaded host while the member is well).
+            (heard(Some(10_000), Some(900), Some(100)), true),
+            // A new leader with a fresh probe of the dead old leader, answered before it led.
+            (heard(Some(30), None, Some(80)), false),
+            (heard(Some(30), None, Some(20)), true),
+            (heard(None, None, Some(100)), true),
+            (heard(None, Some(1), Some(600)), false),
+            (heard(None, None, None), false),
         ];
-        for (leading, heard, expected) in table {
-            assert_eq!(reachable(leading, heard, 500), expected, "{leading} {heard:?}");
+        for (heard, expected) in table {
+            assert_eq!(reachable(heard, 500), expected, "{heard:?}");
         }
     }
 
