@@ -85,6 +85,9 @@ pub struct Draft {
     /// Dotted key ──▶ new value; `null` = unset (back to the default).
     #[serde(default)]
     pub changes: BTreeMap<String, Value>,
+    /// What the draft says, in 16 hex digits: `apply_config_reviewed` applies exactly it.
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 /// What applying a draft would do: the changes and restarts when it is valid, every broken
@@ -115,7 +118,8 @@ pub struct ConfigChange {
 
 impl std::fmt::Display for ConfigChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {} -> {}", self.key, self.old, self.new)
+        use haven_core::ha::config::shown;
+        write!(f, "{}: {} -> {}", self.key, shown(&self.old), shown(&self.new))
     }
 }
 
@@ -296,6 +300,14 @@ pub struct RecoverResult {
     /// The node restarts now to carry the recovery out (false on a dry run).
     #[serde(default)]
     pub restarting: bool,
+    /// Dry run: why a recovery on the answering node would be refused, or `None` when it
+    /// would go ahead.
+    #[serde(default)]
+    pub would_refuse: Option<String>,
+    /// Dry run: the voters a recovery on the answering node must confirm down (those it
+    /// cannot reach).
+    #[serde(default)]
+    pub confirm_down: Vec<u64>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -518,7 +530,7 @@ mod tests {
         assert_eq!(draft.changes["hook_script"], Value::Null);
         let preview = valid.preview.as_ref().unwrap();
         assert!(preview.valid);
-        assert_eq!(preview.changes[0].to_string(), "failed_pings: null -> 6");
+        assert_eq!(preview.changes[0].to_string(), "failed_pings: (unset) -> 6");
         assert_eq!(preview.restart, [RestartNeeded { node_id: 1, reasons: vec!["detection timing".into()] }]);
         let invalid: DraftView = serde_json::from_value(json!({
             "version": 0,

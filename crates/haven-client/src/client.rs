@@ -42,11 +42,13 @@ use crate::transport::build_http_client;
 use crate::transport::exchange;
 use crate::transport::Answer;
 use crate::transport::Request;
+use crate::transport::HEADER_CLUSTER_ID;
 use crate::transport::HEADER_LEADER;
 use crate::types::ack_from_headers;
 use crate::types::Consistency;
 use crate::types::CreatedToken;
 use crate::types::DeleteResult;
+use crate::types::HealthAnswer;
 use crate::types::KvEntry;
 use crate::types::ListPage;
 use crate::types::Member;
@@ -122,12 +124,16 @@ struct Inner {
     leader: AtomicUsize,
     /// Source of the back-off jitter (seeded by `jitter_seed` when given).
     jitter: Mutex<StdRng>,
+    /// The cluster this client talks to (`ClientConfig::cluster_id`, else the first a
+    /// node names); answers from any other are refused.
+    cluster_id: Mutex<Option<String>>,
 }
 
 impl Client {
     /// A client for the cluster `config` describes; the configuration is validated.
     pub fn new(config: ClientConfig) -> Result<Client, Error> {
         let config = config.validate()?;
+        let pinned = config.cluster_id.clone();
         let (http, pins) = build_http_client(&config)?;
         let jitter = match config.jitter_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
@@ -141,6 +147,7 @@ impl Client {
                 preferred: AtomicUsize::new(0),
                 leader: AtomicUsize::new(NO_INDEX),
                 jitter: Mutex::new(jitter),
+                cluster_id: Mutex::new(pinned),
             }),
         })
     }
@@ -549,19 +556,80 @@ impl Client {
 
     /// One exchange; a non-2xx answer becomes its error. Every answer's leader header is
     /// remembered.
+    ///
+    /// The cluster id: the client sends the one it is pinned to (a node of another cluster
+    /// refuses before doing anything), and the first answer that names one pins it. An
+    /// answer from another cluster is never used (issue 14: a CLI given the endpoints of
+    /// two clusters read and wrote whichever answered first).
     async fn send(&self, endpoint: &str, request: &Request, kind: &Kind, timeout: Duration) -> Result<Answer, Error> {
         let mut request = request.clone();
         if let Kind::Write { request_id: Some(request_id) } = kind {
             request.query.push(("request_id", request_id.clone()));
         }
         let token = self.inner.config.token.as_deref();
-        let answer = exchange(&self.inner.http, token, endpoint, &request, timeout).await?;
+        let pinned = self.cluster_id();
+        let answer = match exchange(&self.inner.http, token, pinned.as_deref(), endpoint, &request, timeout).await {
+            Ok(answer) => answer,
+            Err(Error::UntrustedServer { endpoint, .. }) => {
+                let presented = self.inner.pins.as_ref().and_then(|pins| pins.last_presented());
+                return Err(Error::UntrustedServer { endpoint, presented });
+            }
+            Err(error) => return Err(error),
+        };
+        let answered_by = answer.headers.get(HEADER_CLUSTER_ID).and_then(|value| value.to_str().ok());
+        match (answered_by, pinned) {
+            (Some(found), Some(expected)) if found != expected => {
+                return Err(Error::ClusterMismatch {
+                    endpoint: endpoint.to_string(),
+                    expected,
+                    found: found.to_string(),
+                    served: answer.status.is_success(),
+                });
+            }
+            (Some(found), None) => {
+                let mut pin = self.inner.cluster_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                pin.get_or_insert_with(|| found.to_string());
+            }
+            _ => {}
+        }
         self.observe_leader(&answer.headers);
         if answer.status.is_success() {
             Ok(answer)
         } else {
-            Err(classify_response(answer.status.as_u16(), answer.bytes()))
+            match classify_response(answer.status.as_u16(), answer.bytes()) {
+                Error::ClusterMismatch { expected, found, served, .. } => {
+                    Err(Error::ClusterMismatch { endpoint: endpoint.to_string(), expected, found, served })
+                }
+                error => Err(error),
+            }
         }
+    }
+
+    /// The cluster this client is pinned to: the configured one, else the first a node
+    /// named in an answer.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.inner.cluster_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// What `endpoint` says about itself on `/v1/health` (no token needed): whether it
+    /// serves, its node id, the leader it knows, its cluster. One request, no retries; the
+    /// answer of a node that does not serve (503) is read too.
+    pub async fn health_of(&self, endpoint: &str) -> Result<HealthAnswer, Error> {
+        let endpoint = normalize_endpoint(endpoint)?;
+        let timeout = self.inner.config.request_timeout;
+        let answer = exchange(&self.inner.http, None, None, &endpoint, &simple_get("/v1/health"), timeout)
+            .await
+            .map_err(|error| match error {
+                Error::UntrustedServer { endpoint, .. } => Error::UntrustedServer {
+                    endpoint,
+                    presented: self.inner.pins.as_ref().and_then(|pins| pins.last_presented()),
+                },
+                error => error,
+            })?;
+        if !answer.status.is_success() && answer.status.as_u16() != 503 {
+            return Err(classify_response(answer.status.as_u16(), answer.bytes()));
+        }
+        decode(&answer)
     }
 
     /// Remembers the leader a server named, if it is one of our endpoints. A URL outside

@@ -59,6 +59,9 @@ pub struct ClientConfig {
     pub server_fingerprints: Vec<String>,
     /// Instead of fingerprints: a CA certificate (PEM) that signed the servers' certificates.
     pub ca_file: Option<std::path::PathBuf>,
+    /// The cluster to talk to: answers from nodes of any other are refused
+    /// ([`crate::Error::ClusterMismatch`]). `None`: the first cluster a node names.
+    pub cluster_id: Option<String>,
     /// Seed of the back-off jitter, for tests and the simulator; `None` seeds from the OS.
     /// Request ids never come from this seed: two clients with the same seed must still
     /// send different ids, or the server would deduplicate one's write into the other's.
@@ -76,6 +79,7 @@ impl fmt::Debug for ClientConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("server_fingerprints", &self.server_fingerprints)
             .field("ca_file", &self.ca_file)
+            .field("cluster_id", &self.cluster_id)
             .field("jitter_seed", &self.jitter_seed)
             .finish()
     }
@@ -93,6 +97,7 @@ impl ClientConfig {
             token: None,
             server_fingerprints: Vec::new(),
             ca_file: None,
+            cluster_id: None,
             jitter_seed: None,
         }
     }

@@ -106,6 +106,30 @@ pub enum Error {
     /// The client configuration breaks a rule; the message names it.
     #[error("invalid client configuration: {0}")]
     InvalidConfig(String),
+
+    /// The endpoint belongs to another cluster than the one this client is pinned to (the
+    /// first that answered, or the one configured): its answer is not used. `served` is
+    /// true when the node answered the request before the client could tell (a node that
+    /// does not check the cluster id the client sends); a write may then have applied there.
+    #[error(
+        "{endpoint} belongs to cluster {found}, not to cluster {expected} that this client talks to; it was not used{}",
+        if *served { " (but it answered before the client could tell)" } else { "" }
+    )]
+    ClusterMismatch { endpoint: String, expected: String, found: String, served: bool },
+
+    /// The TLS handshake failed because the server's key is not one the client trusts.
+    #[error(
+        "{endpoint} presented the key {}, which is not among the pinned fingerprints \
+         (HAVEN_SERVER_FINGERPRINTS / --server-fingerprint); if that node's key changed, `haven fingerprint --dir \
+         DATA_DIR` on it prints the one to pin",
+        presented.as_deref().unwrap_or("(unknown)")
+    )]
+    UntrustedServer { endpoint: String, presented: Option<String> },
+
+    /// The endpoint's scheme is not what the node speaks (`http://` to a TLS node, or the
+    /// reverse); the reason says which to use.
+    #[error("{endpoint}: {reason}")]
+    WrongScheme { endpoint: String, reason: String },
 }
 
 impl Error {
@@ -127,6 +151,9 @@ impl Error {
                 500..=599 => RetryAdvice::BackOff,
                 _ => RetryAdvice::DoNotRetry,
             },
+            Error::ClusterMismatch { .. } | Error::UntrustedServer { .. } | Error::WrongScheme { .. } => {
+                RetryAdvice::DoNotRetry
+            }
             Error::Unavailable { .. } | Error::DeadlineExceeded { .. } | Error::Timeout { .. } => RetryAdvice::BackOff,
             // Nobody listens there: retrying at once would spin.
             Error::Unreachable { .. } => RetryAdvice::BackOff,
@@ -144,6 +171,7 @@ impl Error {
             Error::NotFound { .. } => Some(CODE_NOT_FOUND),
             Error::InvalidDraft { .. } => Some(CODE_INVALID_CONFIG),
             Error::NotPrimary { .. } => Some(CODE_NOT_PRIMARY),
+            Error::ClusterMismatch { .. } => Some(CODE_CLUSTER_MISMATCH),
             Error::OutcomeUnknown { last_error, .. }
             | Error::Unavailable { last_error, .. }
             | Error::DeadlineExceeded { last_error, .. } => last_error.code(),
@@ -161,6 +189,8 @@ impl Error {
                 *status == 503 || *status == 429 || ((500..=599).contains(status) && code == CODE_UNKNOWN)
             }
             Error::Timeout { .. } | Error::Unreachable { .. } | Error::Transport { .. } => true,
+            // Not this endpoint: another of the list may be right.
+            Error::ClusterMismatch { .. } | Error::UntrustedServer { .. } | Error::WrongScheme { .. } => true,
             _ => false,
         }
     }
@@ -168,7 +198,8 @@ impl Error {
     /// Could the request have reached the server? Only a failed connect proves it did not.
     pub(crate) fn may_have_been_delivered(&self) -> bool {
         match self {
-            Error::Unreachable { .. } => false,
+            Error::Unreachable { .. } | Error::UntrustedServer { .. } | Error::WrongScheme { .. } => false,
+            Error::ClusterMismatch { served, .. } => *served,
             // `no_leader` and `unavailable` are refusals before anything was proposed.
             Error::Api { status: 503, code, .. } if code != CODE_UNKNOWN => code == CODE_OUTCOME_UNKNOWN,
             // A 5xx from something in between (a proxy) may have passed the request on.
@@ -199,6 +230,8 @@ pub const CODE_RECOVER_REFUSED: &str = "recover_refused";
 /// The token used the `request_id` before for a different request (409); nothing was
 /// applied. Send the request with a new id.
 pub const CODE_REQUEST_ID_REUSED: &str = "request_id_reused";
+/// The node belongs to another cluster than the request named (409); try another endpoint.
+pub const CODE_CLUSTER_MISMATCH: &str = "cluster_mismatch";
 /// Used when the server's error body has no code we can read.
 pub const CODE_UNKNOWN: &str = "unknown";
 
@@ -225,6 +258,11 @@ struct ErrorBody {
     /// With `not_primary`: the primary's client URL, when known.
     #[serde(default)]
     leader_url: Option<String>,
+    /// With `cluster_mismatch`: the answering node's cluster, and the one asked for.
+    #[serde(default)]
+    cluster_id: Option<String>,
+    #[serde(default)]
+    expected: Option<String>,
 }
 
 /// Turns a non-2xx answer into an [`Error`].
@@ -244,7 +282,17 @@ pub fn classify_response(status: u16, body: &[u8]) -> Error {
             Some(compact_revision) => Error::Compacted { compact_revision },
             None => Error::Api { status, code, message },
         },
-        (404, CODE_NOT_FOUND) => Error::NotFound { revision: parsed.revision.unwrap_or(0) },
+        // A missing key says at which revision it was missing; any other missing thing (a
+        // member, a token) keeps the server's message.
+        (404, CODE_NOT_FOUND) if parsed.revision.is_some() => {
+            Error::NotFound { revision: parsed.revision.unwrap_or(0) }
+        }
+        (409, CODE_CLUSTER_MISMATCH) => Error::ClusterMismatch {
+            endpoint: String::new(),
+            expected: parsed.expected.unwrap_or_default(),
+            found: parsed.cluster_id.unwrap_or_default(),
+            served: false,
+        },
         (422, CODE_INVALID_CONFIG) => Error::InvalidDraft { message, errors: parsed.errors.unwrap_or_default() },
         (409, CODE_NOT_PRIMARY) => Error::NotPrimary { message, leader_url: parsed.leader_url },
         _ => Error::Api { status, code, message },
@@ -384,7 +432,9 @@ mod tests {
         // A documented code without its documented field stays a plain API error.
         assert!(matches!(classify(409, r#"{"error":"compare_failed"}"#), Error::Api { status: 409, .. }));
         assert!(matches!(classify(410, r#"{"error":"compacted"}"#), Error::Api { status: 410, .. }));
-        assert!(matches!(classify(404, r#"{"error":"not_found"}"#), Error::NotFound { revision: 0 }));
+        // Without a revision it is not a key that is missing: the server's message stays.
+        assert!(matches!(classify(404, r#"{"error":"not_found","message":"node 9 is not a member"}"#),
+            Error::Api { status: 404, ref message, .. } if message == "node 9 is not a member"));
     }
 
     #[test]

@@ -38,6 +38,9 @@ const _: () = assert!(haven_core::limits::LIST_PAGE_DEFAULT * LIST_ITEM_BYTES_MA
 pub const HEADER_LEADER: &str = "haven-leader";
 /// Response header naming the leader's node id.
 pub const HEADER_LEADER_ID: &str = "haven-leader-id";
+/// Response header naming the answering node's cluster; as a request header, the cluster
+/// the client means (a node of another cluster refuses with `409 cluster_mismatch`).
+pub const HEADER_CLUSTER_ID: &str = "haven-cluster-id";
 
 /// Builds the HTTP client every request goes through, and the set of trusted server keys
 /// when the servers are trusted by fingerprint (the client adds members' keys it learns).
@@ -122,6 +125,7 @@ impl Answer {
 pub(crate) async fn exchange(
     http: &reqwest::Client,
     token: Option<&str>,
+    cluster_id: Option<&str>,
     endpoint: &str,
     request: &Request,
     timeout: Duration,
@@ -138,6 +142,9 @@ pub(crate) async fn exchange(
     let mut builder = http.request(request.method.clone(), url);
     if let Some(token) = token {
         builder = builder.bearer_auth(token);
+    }
+    if let Some(cluster_id) = cluster_id {
+        builder = builder.header(HEADER_CLUSTER_ID, cluster_id);
     }
     if let Some(body) = &request.body {
         builder = builder.header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(body.clone());
@@ -179,12 +186,46 @@ async fn read_body(endpoint: &str, mut response: reqwest::Response) -> Result<By
 }
 
 /// Sorts a reqwest failure by what it says about delivery: a failed connect never sent
-/// anything; anything later may have.
+/// anything; anything later may have. A TLS handshake refused for the server's key, and a
+/// scheme the node does not speak, are named as such (issue 14: they used to read
+/// "ApplicationVerificationFailure; is the cluster running?" and "invalid HTTP version
+/// parsed"); the client fills in the key the server presented.
 pub(crate) fn transport_error(endpoint: &str, error: &reqwest::Error) -> Error {
     let reason = innermost_message(error);
-    if error.is_connect() {
-        Error::Unreachable { endpoint: endpoint.to_string(), reason }
-    } else {
-        Error::Transport { endpoint: endpoint.to_string(), reason }
+    let chain = error_chain(error);
+    let endpoint = endpoint.to_string();
+    if chain.contains("invalid peer certificate") || chain.contains("InvalidCertificate") {
+        return Error::UntrustedServer { endpoint, presented: None };
     }
+    if endpoint.starts_with("http://") && chain.contains("invalid HTTP version") {
+        let https = endpoint.replacen("http://", "https://", 1);
+        return Error::WrongScheme {
+            endpoint,
+            reason: format!("the node speaks HTTPS (it answered with TLS); use {https}"),
+        };
+    }
+    if endpoint.starts_with("https://") && (chain.contains("InvalidContentType") || chain.contains("corrupt message")) {
+        let http = endpoint.replacen("https://", "http://", 1);
+        return Error::WrongScheme {
+            endpoint,
+            reason: format!("the node does not speak TLS (a node started with --insecure-dev?); use {http}"),
+        };
+    }
+    if error.is_connect() {
+        Error::Unreachable { endpoint, reason }
+    } else {
+        Error::Transport { endpoint, reason }
+    }
+}
+
+/// Every message of an error chain, outermost first.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(source) = current {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        current = source.source();
+    }
+    text
 }

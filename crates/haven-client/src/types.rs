@@ -279,7 +279,7 @@ pub struct Member {
 }
 
 /// Answer to `GET /v1/status`: the cluster as one node (`view_of`) sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// `None` on a node that has not joined or formed a cluster yet.
     #[serde(default, deserialize_with = "optional_string_or_number")]
@@ -533,4 +533,20 @@ pub struct SwitchoverResult {
     pub from: u64,
     pub to: u64,
     pub elapsed_ms: u64,
+}
+
+/// What a node says about itself on `GET /v1/health` (public).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthAnswer {
+    /// It serves: it is a member and knows a leader.
+    pub ok: bool,
+    pub node_id: u64,
+    #[serde(default)]
+    pub leader: Option<u64>,
+    /// Its cluster (absent from nodes of older versions, and before one is formed).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Why it does not serve, in words.
+    #[serde(default)]
+    pub reason: Option<String>,
 }

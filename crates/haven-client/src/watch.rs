@@ -111,7 +111,15 @@ fn parse_line(endpoint: &str, line: &[u8]) -> Result<WatchEvent, Error> {
         Ok(stream_error) if stream_error.kind == "error" => {
             Err(match (stream_error.error.as_str(), stream_error.compact_revision) {
                 (CODE_COMPACTED, Some(compact_revision)) => Error::Compacted { compact_revision },
-                _ => Error::Api {
+                // The token was revoked or expired while watching: an authorization error,
+                // said as what happened to the watch (not "nothing was changed": a watch
+                // changes nothing anyway).
+                ("unauthorized", _) => Error::Api {
+                    status: 401,
+                    code: stream_error.error,
+                    message: "the watch ended: its token was revoked or has expired".into(),
+                },
+                (_, _) => Error::Api {
                     status: 200,
                     code: stream_error.error,
                     message: stream_error.message.unwrap_or_else(|| "the server ended the watch".into()),

@@ -390,6 +390,15 @@ pub async fn teardown(
         )
         .with("leader_url", leader.map(|(_, member)| member.client_url)));
     }
+    if metrics.membership_config.nodes().all(|(id, _)| *id == node.node_id) {
+        // Checked before stability: a standalone node is never "stable", and telling the
+        // operator to repeat with --force only to hear this is a dead end (issue 14).
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_standalone",
+            format!("node {} is already standalone: there is nothing to tear down", node.node_id),
+        ));
+    }
     let status = crate::status::status(&node);
     if status.ha.state != HaState::Stable && !body.force {
         return Err(ApiError::new(
@@ -412,7 +421,7 @@ pub async fn teardown(
         .collect();
     let detached: Vec<(u64, String)> = leaving.iter().map(|(id, member)| (*id, member.incarnation.clone())).collect();
     if detached.is_empty() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "this node is already standalone"));
+        return Err(ApiError::new(StatusCode::CONFLICT, "already_standalone", "this node is already standalone"));
     }
     let command = Command::Teardown { keep: node.node_id, detached: detached.clone() };
     let generation = match propose(&node, &caller, command).await? {

@@ -232,10 +232,33 @@ async fn method_not_allowed(request: Request) -> ApiError {
 }
 
 /// Adds `Haven-Leader` (URL) and `Haven-Leader-Id` to every response.
+///
+/// Also the cluster: every response names this node's (`Haven-Cluster-Id`), and a request
+/// that names another cluster is refused before anything is done (`409 cluster_mismatch`),
+/// so a client that was given the endpoints of two clusters cannot mix them (issue 14).
 async fn leader_headers(State(node): State<Shared>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+    let ours = node.cluster_id();
+    let asked = request.headers().get(CLUSTER_ID_HEADER).and_then(|value| value.to_str().ok()).map(str::to_string);
+    let mut response = match (&asked, &ours) {
+        (Some(asked), Some(ours)) if asked != ours => ApiError::new(
+            StatusCode::CONFLICT,
+            "cluster_mismatch",
+            format!(
+                "this node belongs to cluster {ours}, not to cluster {}; nothing was done. Use the endpoints of one \
+                 cluster",
+                asked.escape_debug()
+            ),
+        )
+        .with("cluster_id", ours.clone())
+        .with("expected", asked.clone())
+        .into_response(),
+        _ => next.run(request).await,
+    };
+    let headers = response.headers_mut();
+    if let Some(value) = ours.as_deref().and_then(|ours| HeaderValue::from_str(ours).ok()) {
+        headers.insert(CLUSTER_ID_HEADER, value);
+    }
     if let Some((id, leader)) = node.leader() {
-        let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&leader.client_url) {
             headers.insert("haven-leader", value);
         }
@@ -243,6 +266,10 @@ async fn leader_headers(State(node): State<Shared>, request: Request, next: Next
     }
     response
 }
+
+/// Names the answering node's cluster on every response; on a request, the cluster the
+/// client means.
+pub const CLUSTER_ID_HEADER: &str = "haven-cluster-id";
 
 // ---- query parsing --------------------------------------------------------------------
 
@@ -656,7 +683,9 @@ async fn health(State(node): State<Shared>) -> Response {
     } else {
         "no leader"
     };
-    (code, Json(json!({ "ok": serving, "node_id": node.node_id, "leader": leader, "reason": reason }))).into_response()
+    let cluster_id = node.cluster_id();
+    (code, Json(json!({ "ok": serving, "node_id": node.node_id, "leader": leader, "reason": reason, "cluster_id": cluster_id })))
+        .into_response()
 }
 
 async fn health_primary(State(node): State<Shared>) -> Response {

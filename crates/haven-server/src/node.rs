@@ -1066,6 +1066,11 @@ impl Node {
         caller: &Caller,
         to: Option<NodeId>,
     ) -> Result<SwitchoverResponse, RemoteError> {
+        if to == Some(self.node_id) {
+            // Already where it was asked to be: nothing to do, nothing to record (issue 14:
+            // this was an error with two audit records).
+            return Ok(SwitchoverResponse { from: self.node_id, to: self.node_id, elapsed_ms: 0 });
+        }
         let window_start = crate::auth::now_ms().saturating_sub(haven_core::admin::SWITCHOVER_WINDOW_MS);
         let recent = self.state.read().kv.admin().audit.switchovers_since(window_start);
         if recent >= haven_core::admin::SWITCHOVERS_PER_WINDOW_MAX {

@@ -143,6 +143,24 @@ pub async fn recover(
         if node.detachment().is_some() {
             return Err(refuse("this node is detached: start it standalone with --standalone".into()));
         }
+        // The voters a recovery here would have to confirm down: those this node cannot reach.
+        let needed: Vec<NodeId> = survivors.iter().filter(|s| !s.reachable).map(|s| s.id).collect();
+        if body.dry_run {
+            // The way to decide what to confirm (issue 14): every voter's reachability and
+            // log, whether a recovery here would be refused and why, and what to confirm;
+            // never refused itself. Without a confirmation, the needed one is assumed.
+            let confirm = if body.confirm_down.is_empty() { needed.clone() } else { body.confirm_down.clone() };
+            let verdict = check_recovery(node.node_id, &survivors, &confirm).err();
+            return Ok(Json(json!({
+                "survivors": survivors,
+                "this_node": node.node_id,
+                "new_cluster_id": null,
+                "restarting": false,
+                "would_refuse": verdict,
+                "confirm_down": needed,
+            }))
+            .into_response());
+        }
         check_recovery(node.node_id, &survivors, &body.confirm_down).map_err(refuse)?;
     }
     let plan = RecoverPlan {

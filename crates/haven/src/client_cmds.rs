@@ -18,10 +18,12 @@
 mod audit;
 mod cluster;
 mod config;
+pub(crate) mod failure;
 mod kv;
 mod lifecycle;
 pub(crate) mod output;
 mod restart;
+pub(crate) mod session;
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -29,6 +31,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use failure::Failure;
+use failure::Kind;
 use haven_client::ClientConfig;
 
 pub use audit::audit;
@@ -174,15 +178,28 @@ pub struct LeaveArgs {
 const ENDPOINTS_HINT: &str = "check --endpoints or HAVEN_ENDPOINTS (`haven dev --dir DIR` writes them to DIR/env)";
 
 impl ClientOpts {
-    /// A client for these options; `first` endpoints (e.g. from a node's `addr.json`) are
-    /// tried before the configured ones.
+    /// A session for one command: the endpoints probed at once, one cluster picked, the
+    /// endpoints ordered by what they said and what is remembered of them (see
+    /// [`session`]); `first` endpoints (e.g. from a node's `addr.json`) come before the
+    /// configured ones.
+    pub(crate) async fn connect(&self, first: &[String]) -> anyhow::Result<session::Session> {
+        session::connect(self.config(first)?).await
+    }
+
+    /// A client for these options, without probing (the endpoints in the order given).
+    #[cfg(test)]
     pub(crate) fn client(&self, first: &[String]) -> anyhow::Result<haven_client::Client> {
+        haven_client::Client::new(self.config(first)?).map_err(|error| explain("cannot set up the client", error))
+    }
+
+    /// The client configuration for these options.
+    pub(crate) fn config(&self, first: &[String]) -> anyhow::Result<ClientConfig> {
         let mut endpoints: Vec<String> = first.to_vec();
         if let Some(list) = self.endpoints.as_deref().filter(|list| !list.trim().is_empty()) {
             endpoints.extend(haven_client::parse_endpoints(list).context("bad --endpoints / HAVEN_ENDPOINTS")?);
         }
         if endpoints.is_empty() {
-            anyhow::bail!("no endpoints given; {ENDPOINTS_HINT}");
+            return Err(Failure::new(Kind::Usage, format!("no endpoints given; {ENDPOINTS_HINT}")).into_error());
         }
         let timeout = Duration::from_millis(self.timeout_ms);
         let mut config = ClientConfig::new(endpoints);
@@ -204,8 +221,15 @@ impl ClientOpts {
             std::env::var(TOKEN_ENV).ok(),
             std::env::var_os(TOKEN_FILE_ENV).map(PathBuf::from),
         )?;
-        Ok(haven_client::Client::new(config)?)
+        config.validate().map_err(|error| explain("cannot set up the client", error))
     }
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The token to send: `--token`, else `--token-file`, else `HAVEN_TOKEN`, else
@@ -256,9 +280,27 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
 const TOKEN_HINT: &str = "give a valid token with --token-file FILE or HAVEN_TOKEN_FILE (or --token, HAVEN_TOKEN); a \
                           new cluster's first admin token is in DATA_DIR/admin.token on the node that bootstrapped it";
 
-/// Turns a client error into one line: what failed, why, and what to do.
+/// Turns a client error into one line (what failed, why, and what to do), with the kind
+/// of failure (its exit code) and the fields a script may want (see [`failure`]).
 pub(crate) fn explain(action: &str, error: haven_client::Error) -> anyhow::Error {
-    anyhow::anyhow!("{action}: {error}{}", hint(&error))
+    let (kind, code) = failure::kind_of(&error);
+    let mut failure = Failure::new(kind, format!("{action}: {error}{}", hint(&error))).code(code);
+    failure.details = failure::details_of(&error);
+    failure.into_error()
+}
+
+/// Adds `hint` to the message of the failure inside `error` (its kind and fields stay).
+pub(crate) fn annotate(error: anyhow::Error, hint: &str) -> anyhow::Error {
+    if hint.is_empty() {
+        return error;
+    }
+    match failure::find(&error).cloned() {
+        Some(mut failure) => {
+            failure.message.push_str(hint);
+            failure.into_error()
+        }
+        None => anyhow::anyhow!("{error:#}{hint}"),
+    }
 }
 
 /// The advice a person needs beyond the error's own message.
@@ -282,8 +324,14 @@ fn hint(error: &haven_client::Error) -> String {
         (Some("forbidden"), _) => "; use a token with a stronger role (an admin creates one with `haven tokens create \
                                    --role ROLE`)"
             .into(),
-        (Some("stale_draft"), _) => "; show the draft again (`haven config draft show`) and apply what you see".into(),
+        (Some("stale_draft"), _) => "; review the draft again (`haven config diff`) and apply what you see".into(),
         (Some("not_stable"), _) => "; see `haven status`, or repeat with --force".into(),
+        (Some("request_id_reused"), _) => "; a request id names one write: this one was used for a different write, \
+                                           so use a new id (or none) for this one"
+            .into(),
+        (_, Error::ClusterMismatch { .. }) => "; HAVEN_ENDPOINTS / --endpoints name nodes of two clusters: give the \
+                                              endpoints of one"
+            .into(),
         _ => String::new(),
     }
 }
@@ -341,9 +389,24 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((put.key.as_str(), put.value.as_str(), put.prev_revision), ("a/b", "v", Some(0)));
+        assert_eq!((put.key.as_str(), put.value.as_deref(), put.prev_revision), ("a/b", Some("v"), Some(0)));
         assert_eq!((put.client.endpoints.as_deref(), put.client.json), (Some("x:1"), true));
         assert_eq!(put.client.timeout_ms, TIMEOUT_MS_DEFAULT);
+        let Command::Kv(KvCommand::Put(put)) =
+            parse(&["kv", "put", "k", "--file", "/tmp/v", "--request-id", "r-1"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (put.value, put.file.as_deref(), put.request_id.as_deref()),
+            (None, Some(Path::new("/tmp/v")), Some("r-1"))
+        );
+        assert!(parse(&["kv", "put", "k"]).is_err(), "a value, `-` or --file");
+        assert!(parse(&["kv", "put", "k", "v", "--file", "f"]).is_err(), "not both");
+        let Command::Kv(KvCommand::Del(del)) = parse(&["kv", "del", "k", "--request-id", "r-2"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(del.request_id.as_deref(), Some("r-2"));
         let Command::Kv(KvCommand::Get(get)) = parse(&["kv", "get", "k", "--stale", "--raw"]).unwrap() else {
             panic!()
         };

@@ -442,6 +442,11 @@ fn env_vars(nodes: &[NodePlan], fingerprints: &[String]) -> Vec<(&'static str, S
         vec![("HAVEN_ENDPOINTS", endpoints.join(",")), ("HAVEN_SERVER_FINGERPRINTS", fingerprints.join(","))];
     if let Some(first) = nodes.first() {
         vars.push(("HAVEN_TOKEN_FILE", first.admin_token_path().to_string_lossy().into_owned()));
+        // What the CLI remembers about this cluster (last good endpoint, cluster id, the
+        // reviewed draft) lives beside the env file: per env file.
+        if let Some(dir) = first.data_dir.parent() {
+            vars.push(("HAVEN_CLI_STATE", dir.join("cli-state.json").to_string_lossy().into_owned()));
+        }
     }
     vars
 }
@@ -1220,6 +1225,8 @@ struct Checker {
     client: haven_client::Client,
     /// Where the token came from, for the error when a node refuses it.
     token_path: PathBuf,
+    /// n1's data dir, where a break-glass token waits to be registered.
+    first_data_dir: PathBuf,
 }
 
 impl Checker {
@@ -1238,7 +1245,7 @@ impl Checker {
         let client = haven_client::Client::new(config).map_err(|error| {
             anyhow!("cannot set up the checks of the dev cluster ({error}); is {} intact?", token_path.display())
         })?;
-        Ok(Checker { client, token_path })
+        Ok(Checker { client, token_path, first_data_dir: first.data_dir.clone() })
     }
 
     /// Whether `node` answers `GET /v1/health` with 200.
@@ -1251,6 +1258,12 @@ impl Checker {
     async fn view(&self, node: &NodePlan) -> anyhow::Result<Option<ClusterView>> {
         match self.client.status_of(&node.client_url()).await {
             Ok(status) => Ok(Some(ClusterView::from(&status))),
+            // A break-glass token waits for the cluster to register it (at n1's start).
+            Err(haven_client::Error::Api { status: 401, .. })
+                if !haven_server::break_glass::pending(&self.first_data_dir).is_empty() =>
+            {
+                Ok(None)
+            }
             Err(haven_client::Error::Api { status: status @ (401 | 403), .. }) => bail!(
                 "node {} refused the admin token in {} ({status}); was it revoked or replaced? Put a \
                  valid admin token into that file, or remove {} to start over",
@@ -1450,6 +1463,7 @@ mod tests {
                 "export HAVEN_ENDPOINTS='https://127.0.0.1:7001,https://127.0.0.1:7002,https://127.0.0.1:7003'",
                 expected_fingerprints.as_str(),
                 "export HAVEN_TOKEN_FILE='/tmp/hd/n1/admin.token'",
+                "export HAVEN_CLI_STATE='/tmp/hd/cli-state.json'",
                 r#"export PATH='/opt/it'\''s/bin'":$PATH""#,
             ]
         );

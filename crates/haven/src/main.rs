@@ -17,7 +17,8 @@ use clap::Parser;
 use clap::Subcommand;
 
 #[derive(Parser, Debug)]
-#[command(name = "haven", version, about = "Haven: a highly available management database")]
+#[command(name = "haven", version, about = "Haven: a highly available management database",
+          after_help = client_cmds::failure::EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,9 +110,23 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            // One clear line: the chain of causes, outermost first.
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            // One clear line: the chain of causes, outermost first; with --json, one JSON
+            // object on stdout as well. The exit code says what kind of failure it was.
+            let message = format!("{error:#}");
+            let failure = client_cmds::failure::find(&error)
+                .cloned()
+                .unwrap_or_else(|| client_cmds::failure::Failure::new(client_cmds::failure::Kind::Error, &message));
+            if json_requested() {
+                let _ = client_cmds::output::print_json(&failure.to_json(&message));
+            }
+            eprintln!("error: {message}");
+            ExitCode::from(failure.kind.exit_code())
         }
     }
+}
+
+/// Whether `--json` is on the command line (before any `--`): a failure then prints as
+/// one JSON object on stdout, as the command's answer would have.
+fn json_requested() -> bool {
+    std::env::args().skip(1).take_while(|arg| arg != "--").any(|arg| arg == "--json")
 }

@@ -15,6 +15,8 @@ use std::process::ExitCode;
 use haven_core::auth::validate_ttl_seconds;
 
 use crate::client_cmds::explain;
+use crate::client_cmds::failure::Failure;
+use crate::client_cmds::failure::Kind;
 use crate::client_cmds::finish;
 use crate::client_cmds::output::print_json;
 use crate::client_cmds::output::print_line;
@@ -76,7 +78,9 @@ pub struct ListArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RevokeArgs {
-    /// The token's id (16 hex digits; the ID column of `haven tokens list`).
+    /// The token's id (16 hex digits; the ID column of `haven tokens list`) or its name.
+    /// Revoking a token that is not there (any more) is not an error.
+    #[arg(value_name = "ID|NAME")]
     pub id: String,
     #[command(flatten)]
     pub client: ClientOpts,
@@ -131,7 +135,8 @@ fn hostname() -> String {
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     let created = client
         .create_token(&args.role, args.name.as_deref(), args.ttl)
         .await
@@ -140,17 +145,14 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         print_json(&created)?;
     } else {
         print_line(&created.token)?;
-        let expires = created.expires_ms.map_or_else(|| "never".to_string(), format_utc);
-        eprintln!(
-            "created token {} ({}, role {}, expires {expires}); it is shown only this once, store it now",
-            created.id, created.name, created.role
-        );
+        eprintln!("{}", describe_created(&created));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     let tokens = client.list_tokens().await.map_err(|error| explain("cannot list the tokens", error))?;
     if args.client.json {
         print_json(&haven_client::TokenList { tokens })?;
@@ -178,9 +180,67 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The line after a new token: what it is, once (issue 14: the name repeated the role).
+fn describe_created(created: &haven_client::CreatedToken) -> String {
+    let expires =
+        created.expires_ms.map_or_else(|| "never expires".to_string(), |ms| format!("expires {}", format_utc(ms)));
+    let named = if created.name == created.role { String::new() } else { format!(" named {:?}", created.name) };
+    format!(
+        "created {} token {}{named}; it {expires}. It is shown only this once: store it now",
+        created.role, created.id
+    )
+}
+
 async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
-    let revoked = client.revoke_token(&args.id).await.map_err(|error| explain("cannot revoke the token", error))?;
+    if args.id.starts_with(haven_core::auth::TOKEN_PREFIX) {
+        // Not echoed: a whole token pasted by mistake must not end up in a message.
+        return Err(Failure::new(
+            Kind::Invalid,
+            "that looks like a whole token; give its id (the 16 hex digits after `hvn_`) or its name (`haven tokens list`)",
+        )
+        .into_error());
+    }
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
+    let nothing = |what: String| -> anyhow::Result<ExitCode> {
+        if args.client.json {
+            print_json(&serde_json::json!({ "revoked": false, "message": what }))?;
+        } else {
+            print_line(&format!("{what}; nothing to revoke"))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    };
+    let id = if haven_core::auth::is_token_id(&args.id) {
+        args.id.clone()
+    } else {
+        let tokens = client.list_tokens().await.map_err(|error| explain("cannot list the tokens", error))?;
+        let named: Vec<&haven_client::TokenInfo> = tokens.iter().filter(|token| token.name == args.id).collect();
+        match named.as_slice() {
+            [] => return nothing(format!("no token is named {:?}", args.id)),
+            [one] => one.id.clone(),
+            several => {
+                let ids: Vec<&str> = several.iter().map(|token| token.id.as_str()).collect();
+                return Err(Failure::new(
+                    Kind::Invalid,
+                    format!(
+                        "{} tokens are named {:?} ({}); revoke one by its id",
+                        several.len(),
+                        args.id,
+                        ids.join(", ")
+                    ),
+                )
+                .into_error());
+            }
+        }
+    };
+    let revoked = match client.revoke_token(&id).await {
+        Ok(revoked) => revoked,
+        // Revoking what is not there is done already (issue 14: a repeat was an error).
+        Err(haven_client::Error::Api { status: 404, .. }) => {
+            return nothing(format!("token {id} does not exist (revoked already?)"))
+        }
+        Err(error) => return Err(explain("cannot revoke the token", error)),
+    };
     if args.client.json {
         print_json(&revoked)?;
     } else {

@@ -36,7 +36,7 @@ fn the_env_file_appears_once_every_member_is_a_voter() {
     let vars = exported_haven_vars(&std::fs::read_to_string(&env_file).expect("read the env file"));
     assert_eq!(
         vars.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["HAVEN_ENDPOINTS", "HAVEN_SERVER_FINGERPRINTS", "HAVEN_TOKEN_FILE"],
+        ["HAVEN_CLI_STATE", "HAVEN_ENDPOINTS", "HAVEN_SERVER_FINGERPRINTS", "HAVEN_TOKEN_FILE"],
         "{vars:?}"
     );
     let output =

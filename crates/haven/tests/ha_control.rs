@@ -376,6 +376,10 @@ fn recover_after_quorum_loss_keeps_the_data() {
     let old_id = cluster.status(0).unwrap()["cluster_id"].clone();
     let (code, body) =
         call(&cluster, 2, "POST", "/v1/recover", Some(json!({ "confirm_down": [1, 2], "dry_run": true })));
+    // A dry run answers with the table and the verdict; the recovery itself is refused.
+    assert_eq!(code, 200, "{body}");
+    assert!(body["would_refuse"].as_str().unwrap_or_default().contains("majority"), "a healthy cluster: {body}");
+    let (code, body) = call(&cluster, 2, "POST", "/v1/recover", Some(json!({ "confirm_down": [1, 2] })));
     assert_eq!(code, 409, "a healthy cluster needs no recovery: {body}");
     cluster.kill(0);
     cluster.kill(1);
@@ -641,7 +645,7 @@ fn seed_002_workflow_from_the_cli() {
     let audit = cli_ok(&cluster, &["audit"]);
     assert!(audit.contains("config.apply") && audit.contains("switchover"), "{audit}");
     // Teardown: node 1 continues alone; 2 and 3 are detached.
-    let torn = cli_ok(&cluster, &["teardown"]);
+    let torn = cli_ok(&cluster, &["teardown", "--yes"]);
     assert!(torn.contains("generation 1"), "{torn}");
     cluster.wait_for(CONDITION_TIMEOUT, "nodes 2 and 3 detached", |c| {
         [1, 2].iter().all(|i| c.status(*i).is_some_and(|s| s["detached"].is_object()))

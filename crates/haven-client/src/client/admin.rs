@@ -89,10 +89,24 @@ impl Client {
     /// find no draft and say "nothing to apply"): a lost answer gives
     /// [`Error::OutcomeUnknown`]; read the configuration's version to find out.
     pub async fn apply_config(&self, base_version: Option<u64>) -> Result<ApplyResult, Error> {
-        let body = match base_version {
-            Some(base_version) => json!({ "base_version": base_version }),
-            None => json!({}),
-        };
+        self.apply_config_reviewed(base_version, None).await
+    }
+
+    /// [`Client::apply_config`] of exactly the draft that was reviewed: with `digest` (the
+    /// draft's, from [`Client::config_draft`]), a draft someone edited since is refused
+    /// with `409 stale_draft` (checked again at the apply's place in the log).
+    pub async fn apply_config_reviewed(
+        &self,
+        base_version: Option<u64>,
+        digest: Option<&str>,
+    ) -> Result<ApplyResult, Error> {
+        let mut body = json!({});
+        if let Some(base_version) = base_version {
+            body["base_version"] = base_version.into();
+        }
+        if let Some(digest) = digest {
+            body["digest"] = digest.into();
+        }
         let request = json_request(reqwest::Method::POST, "/v1/config/apply", &body)?;
         decode(&self.execute(&request, &Kind::Write { request_id: None }).await?)
     }

@@ -735,7 +735,7 @@ pub enum Edit {
 pub const UNSET_SHOWN: &str = "(unset)";
 
 /// A JSON value as an operator reads it: `null` is [`UNSET_SHOWN`].
-fn shown(value: &Value) -> String {
+pub fn shown(value: &Value) -> String {
     if value.is_null() {
         UNSET_SHOWN.to_string()
     } else {

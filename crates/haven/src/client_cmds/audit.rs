@@ -29,7 +29,8 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn audit_inner(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     let page = client.audit_all(args.since).await.map_err(|error| explain("cannot read the audit log", error))?;
     if args.client.json {
         print_json(&page)?;

@@ -9,6 +9,7 @@ use haven_client::Status;
 use serde::Deserialize;
 
 use super::explain;
+use super::failure;
 use super::finish;
 use super::output::print_json;
 use super::output::print_line;
@@ -54,15 +55,18 @@ struct AddrFile {
 /// The exit codes of `haven status`, for its `--help`.
 pub const STATUS_EXIT_CODES: &str = "\
 Exit codes (from the HA state of the best view: the leader's own when it answers):
-  0  stable: every member reachable and caught up, a primary with a quorum
-  1  no node answered, or another error (the message says which)
+  0  stable: every member reachable and caught up, a primary with a quorum, and the loss
+     of a node survived
+  1  another error (the message says which; the other failures of `haven --help` too)
   2  bad command line
-  3  degraded: quorum kept, but a member is unreachable or lagging
+  3  degraded: quorum kept, but a member is unreachable or lagging, or the cluster survives
+     no loss at all (two voters, a pair without a witness)
   4  no-quorum: no working leader (none known, or the named leader does not answer)
   5  failing-over: no primary right now (an election or a hand-off is running)
   6  maintenance: automatic failover and failback are off
   7  standalone: one node, nothing to fail over to
-  8  the node did not report an HA state this version knows";
+  8  the node did not report an HA state this version knows
+  11 no node answered";
 
 /// Exit code of `haven status` for each HA state (see [`STATUS_EXIT_CODES`]).
 fn status_exit_code(state: Option<&str>) -> u8 {
@@ -86,24 +90,56 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn status_inner(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
-    let view = best_status(&client).await?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
+    let view = best_status(client).await?;
     let status = &view.status;
+    let (code, problem) = status_outcome(&view);
     if args.client.json {
         print_json(status)?;
     } else {
-        for line in describe_status(status) {
+        let mut lines = describe_status(status);
+        if let (true, Some(problem)) = (view.leader_silent, &problem) {
+            // The viewing node has not noticed yet; the line must not say "stable" while
+            // the exit code says there is no working leader (issue 14).
+            if let Some(line) = lines.iter_mut().find(|line| line.starts_with("HA ")) {
+                *line = format!("HA no working leader (as this client finds it): {problem}");
+            }
+        }
+        for line in lines {
             print_line(&line)?;
         }
     }
     for warning in &status.warnings {
         eprintln!("warning: {warning}");
     }
-    let (code, problem) = status_outcome(&view);
     if let Some(problem) = problem {
-        eprintln!("error: {problem}");
+        eprintln!("{} {problem}", severity(code));
     }
     Ok(ExitCode::from(code))
+}
+
+/// How the line about a state that is not stable starts: informational states are not
+/// errors (issue 14: "error: ... standalone").
+fn severity(code: u8) -> &'static str {
+    match code {
+        6 | 7 => "note:",
+        3 => "warning:",
+        _ => "error:",
+    }
+}
+
+/// The HA state in words, as the end of "the cluster ...".
+fn state_in_words(state: &str) -> String {
+    match state {
+        "degraded" => "is degraded".into(),
+        "no-quorum" => "has no quorum".into(),
+        "failing-over" => "is failing over".into(),
+        "maintenance" => "is in maintenance mode".into(),
+        "standalone" => "is one standalone node".into(),
+        "stable" => "is stable".into(),
+        other => format!("is in state {other}"),
+    }
 }
 
 /// The exit code and, when not stable, the line `haven status` ends with on stderr.
@@ -117,8 +153,8 @@ fn status_outcome(view: &View) -> (u8, Option<String>) {
     let problem = match (&ha, code) {
         (_, 0) => None,
         (Some(ha), _) => Some(format!(
-            "the cluster is {} as node {} sees it{}",
-            ha.state,
+            "the cluster {} as node {} sees it{}",
+            state_in_words(&ha.state),
             view.status.view_of,
             ha.reasons.first().map(|reason| format!(": {reason}")).unwrap_or_default()
         )),
@@ -132,8 +168,9 @@ pub async fn members(command: MembersCommand) -> anyhow::Result<ExitCode> {
     finish(match command {
         MembersCommand::List(args) => members_list(args).await,
         MembersCommand::Remove(args) => {
-            let client = args.client.client(&[])?;
-            remove(&client, args.id, args.force, args.client.json).await
+            let session = args.client.connect(&[]).await?;
+            let client = &session.client;
+            remove(client, args.id, args.force, args.client.json).await
         }
     })
 }
@@ -148,21 +185,32 @@ async fn leave_inner(args: LeaveArgs) -> anyhow::Result<ExitCode> {
     let addr = read_addr_file(&args.data_dir)?;
     let own_url = haven_client::normalize_endpoint(&addr.client_url)
         .with_context(|| format!("{} names a bad client_url", args.data_dir.join(ADDR_FILE).display()))?;
-    let client = args.client.client(&[own_url])?;
-    remove(&client, addr.node_id, args.force, args.client.json).await
+    let session = args.client.connect(&[own_url]).await?;
+    let client = &session.client;
+    remove(client, addr.node_id, args.force, args.client.json).await
 }
 
 async fn members_list(args: MembersListArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     if args.client.json {
         let members = client.members().await.map_err(|error| explain("cannot list the members", error))?;
         print_json(&haven_client::Members { members })?;
-    } else {
-        // The status knows the leader, which the role column needs.
-        let view = best_status(&client).await?;
-        for line in member_table(&view.status) {
-            print_line(&line)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The status knows the leader best; a join token may read the members only (issue 14:
+    // the docs grant it `GET /v1/members`, and the table failed with 403).
+    let status = match best_status(client).await {
+        Ok(view) => view.status,
+        Err(error) if failure::find(&error).is_some_and(|failure| failure.code == "forbidden") => {
+            let members = client.members().await.map_err(|error| explain("cannot list the members", error))?;
+            let leader = members.iter().find(|member| member.is_leader() == Some(true)).map(|member| member.id);
+            Status { leader, members, ..Status::default() }
         }
+        Err(error) => return Err(error),
+    };
+    for line in member_table(&status) {
+        print_line(&line)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -194,12 +242,15 @@ pub async fn switchover(args: SwitchoverArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn switchover_inner(args: SwitchoverArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     let target = args.to.map_or_else(|| "the most caught-up voter".to_string(), |id| format!("node {id}"));
     let result =
         client.switchover(args.to).await.map_err(|error| explain(&format!("cannot switch over to {target}"), error))?;
     if args.client.json {
         print_json(&result)?;
+    } else if result.from == result.to {
+        print_line(&format!("node {} is the primary already; nothing to do", result.to))?;
     } else {
         print_line(&format!(
             "node {} is the primary now (was node {}; took {} ms)",
@@ -220,7 +271,8 @@ async fn maintenance_inner(args: MaintenanceArgs) -> anyhow::Result<ExitCode> {
         "off" => false,
         other => anyhow::bail!("maintenance takes on or off, not {other:?}"),
     };
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     client.set_maintenance(on).await.map_err(|error| explain("cannot set maintenance mode", error))?;
     if args.client.json {
         print_json(&serde_json::json!({ "maintenance": on }))?;
@@ -580,7 +632,9 @@ mod tests {
         {
             let (got, problem) = status_outcome(&with_state(state));
             assert_eq!(got, code, "{state}");
-            assert!(problem.unwrap().contains(state));
+            let problem = problem.unwrap();
+            assert!(problem.contains(&state_in_words(state)), "{problem}");
+            assert!(!problem.contains("is maintenance"), "said in words: {problem}");
         }
         // Stable as reported, but the named leader is silent: no working leader.
         let mut silent = with_state("stable");

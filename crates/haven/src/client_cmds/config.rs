@@ -22,13 +22,18 @@ use haven_client::Error;
 use haven_client::Preview;
 use haven_client::RestartNeeded;
 use haven_client::RuleViolation;
+use haven_core::ha::config::UNSET_SHOWN;
 use serde_json::Value;
 
+use super::annotate;
 use super::explain;
+use super::failure::Failure;
+use super::failure::Kind;
 use super::finish;
 use super::output::print_json;
 use super::output::print_line;
 use super::output::text_on_one_line;
+use super::session::ReviewedDraft;
 use super::ClientOpts;
 
 /// `haven config ...`.
@@ -87,9 +92,14 @@ pub struct DraftUnsetArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConfigApplyArgs {
     /// Apply only if the draft is based on this configuration version (default: the base
-    /// version of the draft as read just before applying).
+    /// version of the draft that was reviewed).
     #[arg(long, value_name = "N")]
     pub base_version: Option<u64>,
+    /// Apply only the draft with this digest (`haven config diff` prints it; default: the
+    /// digest the last `haven config diff` with these endpoints showed). A draft someone
+    /// changed since is refused.
+    #[arg(long, value_name = "DIGEST")]
+    pub digest: Option<String>,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -114,7 +124,8 @@ pub async fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn show(args: ConfigShowArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     let view = client.ha_config().await.map_err(|error| explain("cannot read the HA configuration", error))?;
     if args.client.json {
         print_json(&view)?;
@@ -127,7 +138,8 @@ async fn show(args: ConfigShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn edit_draft(opts: &ClientOpts, edit: &DraftEdit) -> anyhow::Result<ExitCode> {
-    let client = opts.client(&[])?;
+    let session = opts.connect(&[]).await?;
+    let client = &session.client;
     let view = client.edit_config_draft(edit).await.map_err(|error| explain("cannot edit the draft", error))?;
     if opts.json {
         print_json(&view)?;
@@ -140,7 +152,8 @@ async fn edit_draft(opts: &ClientOpts, edit: &DraftEdit) -> anyhow::Result<ExitC
 }
 
 async fn draft_show(args: ConfigShowArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     let view = client.config_draft().await.map_err(|error| explain("cannot read the draft", error))?;
     if args.client.json {
         print_json(&view)?;
@@ -153,7 +166,8 @@ async fn draft_show(args: ConfigShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn diff(args: ConfigShowArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     let view = client.config_draft().await.map_err(|error| explain("cannot read the draft", error))?;
     if args.client.json {
         print_json(&view)?;
@@ -162,11 +176,26 @@ async fn diff(args: ConfigShowArgs) -> anyhow::Result<ExitCode> {
             print_line(&line)?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let (Some(draft), Some(preview)) = (&view.draft, &view.preview) else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    // What `haven config apply` applies next with these endpoints: exactly this draft.
+    if let Some(digest) = draft.digest.clone().filter(|_| preview.valid) {
+        let base_version = draft.base_version;
+        session.memory.update(|memory| memory.reviewed_draft = Some(ReviewedDraft { digest, base_version }));
+    }
+    // `haven config diff && haven config apply` must stop at a draft that cannot apply
+    // (issue 14: this exited 0).
+    Ok(match (preview.valid, preview.errors.is_empty()) {
+        (true, _) => ExitCode::SUCCESS,
+        (false, false) => ExitCode::from(Kind::Invalid.exit_code()),
+        (false, true) => ExitCode::from(Kind::Conflict.exit_code()),
+    })
 }
 
 async fn discard(args: ConfigShowArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     client.discard_config_draft().await.map_err(|error| explain("cannot discard the draft", error))?;
     if args.client.json {
         print_json(&serde_json::json!({ "discarded": true }))?;
@@ -180,53 +209,65 @@ async fn discard(args: ConfigShowArgs) -> anyhow::Result<ExitCode> {
 const NOTHING_TO_APPLY: &str = "no configuration changes to apply";
 
 async fn apply(args: ConfigApplyArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
-    // The base version sent is the one of the draft just read: a draft re-made on another
-    // version meanwhile is refused as stale instead of applied unseen.
-    let base_version = match args.base_version {
-        Some(base_version) => Some(base_version),
-        None => {
-            let view = client.config_draft().await.map_err(|error| explain("cannot read the draft", error))?;
-            match view.draft {
-                Some(draft) => Some(draft.base_version),
-                None => {
-                    let nothing = ApplyResult {
-                        applied: false,
-                        version: view.version,
-                        changes: Vec::new(),
-                        restart: Vec::new(),
-                        message: Some(NOTHING_TO_APPLY.into()),
-                        extra: Default::default(),
-                    };
-                    print_apply(&nothing, args.client.json)?;
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
+    let view = client.config_draft().await.map_err(|error| explain("cannot read the draft", error))?;
+    let Some(draft) = view.draft else {
+        let nothing = ApplyResult {
+            applied: false,
+            version: view.version,
+            changes: Vec::new(),
+            restart: Vec::new(),
+            message: Some(NOTHING_TO_APPLY.into()),
+            extra: Default::default(),
+        };
+        print_apply(&nothing, args.client.json)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    // The draft that was reviewed, and nothing else: several admins share one draft
+    // (issue 14: alice applied bob's edit unseen).
+    let reviewed = session.memory.load().reviewed_draft;
+    let digest = match (&args.digest, &reviewed) {
+        (Some(digest), _) => digest.clone(),
+        (None, Some(reviewed)) => reviewed.digest.clone(),
+        (None, None) => {
+            return Err(Failure::new(
+                Kind::Usage,
+                format!(
+                    "apply applies the draft you reviewed: run `haven config diff` first (it shows the draft and its \
+                     digest{}), or give --digest",
+                    draft.digest.as_deref().map(|digest| format!(", now {digest}")).unwrap_or_default()
+                ),
+            )
+            .into_error())
         }
     };
-    match client.apply_config(base_version).await {
+    let base_version =
+        args.base_version.or(reviewed.map(|reviewed| reviewed.base_version)).or(Some(draft.base_version));
+    match client.apply_config_reviewed(base_version, Some(&digest)).await {
         Ok(result) => {
+            session.memory.update(|memory| memory.reviewed_draft = None);
             print_apply(&result, args.client.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Err(Error::InvalidDraft { message, errors }) => {
-            if args.client.json {
-                print_json(&serde_json::json!({
-                    "applied": false, "error": haven_client::CODE_INVALID_CONFIG, "message": message, "errors": errors,
-                }))?;
+            if !args.client.json {
+                for line in describe_broken_rules(&message, &errors) {
+                    eprintln!("{line}");
+                }
             }
-            for line in describe_broken_rules(&message, &errors) {
-                eprintln!("{line}");
-            }
-            Ok(ExitCode::FAILURE)
+            let failure = Failure::new(Kind::Invalid, format!("cannot apply the draft: {message}"))
+                .code(haven_client::CODE_INVALID_CONFIG)
+                .with("applied", false)
+                .with("errors", serde_json::to_value(&errors).unwrap_or_default());
+            Err(failure.into_error())
         }
-        Err(Error::Api { code, message, .. }) if code == haven_client::CODE_STALE_DRAFT => {
-            anyhow::bail!("cannot apply the draft: {message}")
-        }
-        Err(error @ Error::OutcomeUnknown { .. }) => Err(anyhow::anyhow!(
-            "{}; `haven config show` tells whether the configuration moved past version {}",
+        Err(error @ Error::OutcomeUnknown { .. }) => Err(annotate(
             explain("cannot tell whether the draft was applied", error),
-            base_version.unwrap_or_default()
+            &format!(
+                "; `haven config show` tells whether the configuration moved past version {}",
+                base_version.unwrap_or_default()
+            ),
         )),
         Err(error) => Err(explain("cannot apply the draft", error)),
     }
@@ -244,12 +285,9 @@ fn print_apply(result: &ApplyResult, json: bool) -> anyhow::Result<()> {
 
 // ---- Text for people ---------------------------------------------------------------
 
-/// A value as the configuration holds it: JSON text, `(default)` for null.
+/// A value as the configuration holds it, on one line: JSON text, `(unset)` for null.
 fn show_value(value: &Value) -> String {
-    match value {
-        Value::Null => "(default)".into(),
-        other => text_on_one_line(&other.to_string()),
-    }
+    text_on_one_line(&haven_core::ha::config::shown(value))
 }
 
 /// Every leaf of a JSON object as `dotted.key = value`, in key order.
@@ -286,7 +324,15 @@ fn describe_config(view: &ConfigView) -> Vec<String> {
     lines.push(String::new());
     let mut keys = Vec::new();
     flatten("", &view.config, &mut keys);
-    lines.extend(keys.iter().map(|(key, value)| format!("{key} = {}", show_value(value))));
+    // Unset keys show the value they take (issue 14: "(default)" without the value).
+    let effective = serde_json::from_value::<haven_core::ha::config::HaConfig>(view.config.clone())
+        .map(|config| config.effective())
+        .unwrap_or_default();
+    lines.extend(keys.iter().map(|(key, value)| match (value, effective.get(key)) {
+        (Value::Null, Some(Value::Null) | None) => format!("{key} = {UNSET_SHOWN}"),
+        (Value::Null, Some(effective)) => format!("{key} = {} (default)", show_value(effective)),
+        (value, _) => format!("{key} = {}", show_value(value)),
+    }));
     lines
 }
 
@@ -357,6 +403,12 @@ fn describe_diff(view: &DraftView) -> Vec<String> {
     ));
     lines.extend(preview.changes.iter().map(|change| format!("  {}", text_on_one_line(&change.to_string()))));
     lines.extend(describe_restarts(&preview.restart));
+    if let Some(digest) = &draft.digest {
+        lines.push(format!(
+            "draft digest {digest}: `haven config apply` applies exactly this draft (or `--digest {digest}`), and \
+             refuses it if anyone changes it first"
+        ));
+    }
     lines
 }
 
@@ -429,7 +481,7 @@ mod tests {
                 "",
                 "failback = false",
                 "failed_pings = 6",
-                "hook_script = (default)",
+                "hook_script = (unset)",
                 "nodes.2.ping_targets = [\"10.0.0.1\"]",
                 "nodes.2.priority = 500",
                 "nodes.2.role = \"data\"",
@@ -467,7 +519,7 @@ mod tests {
             describe_diff(&view),
             [
                 "applying the draft (based on version 3) makes version 4 with 1 change(s):",
-                "  failed_pings: null -> 6",
+                "  failed_pings: (unset) -> 6",
                 "2 node(s) must restart for it to take full effect:",
                 "  node 1: failure detection timing",
                 "  node 2: failure detection timing",

@@ -1,15 +1,20 @@
 //! `haven kv put|get|del|list|watch`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use futures::StreamExt;
 use haven_client::Client;
 use haven_client::Consistency;
+use haven_client::Error;
 use haven_client::ListPage;
 use haven_client::WatchEvent;
 use haven_client::WriteOptions;
 
+use super::annotate;
 use super::explain;
+use super::failure::Failure;
+use super::failure::Kind;
 use super::finish;
 use super::output::print_bytes;
 use super::output::print_json;
@@ -22,11 +27,19 @@ use super::KvCommand;
 pub struct PutArgs {
     /// Key to write, e.g. `hosts/web-1/ip`.
     pub key: String,
-    /// Value to store (as UTF-8 text).
-    pub value: String,
+    /// Value to store, as text; `-` reads it from stdin (any bytes). Or use --file.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub value: Option<String>,
+    /// Read the value from FILE (any bytes, up to the server's limit); `-` is stdin.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
     /// Write only if the key's mod_revision is N (0: only if the key does not exist).
     #[arg(long, value_name = "N")]
     pub prev_revision: Option<u64>,
+    /// Idempotency key: retrying with the same id after an unknown outcome applies the
+    /// write at most once (default: a fresh random id).
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -52,6 +65,10 @@ pub struct DelArgs {
     /// Delete only if the key's mod_revision is N.
     #[arg(long, value_name = "N")]
     pub prev_revision: Option<u64>,
+    /// Idempotency key: retrying with the same id after an unknown outcome applies the
+    /// delete at most once (default: a fresh random id).
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -94,13 +111,55 @@ pub async fn kv(command: KvCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Reads a value from a file or stdin (`-`), binary-safe, refusing more than the server
+/// accepts before sending anything.
+fn read_value(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let limit = haven_core::limits::VALUE_BYTES_MAX as u64;
+    let mut bytes = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().lock().take(limit + 1).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
+    };
+    let source = if path.as_os_str() == "-" { "stdin".to_string() } else { path.display().to_string() };
+    read.map_err(|error| {
+        Failure::new(Kind::Invalid, format!("cannot read the value from {source}: {error}")).into_error()
+    })?;
+    if bytes.len() as u64 > limit {
+        return Err(Failure::new(
+            Kind::Invalid,
+            format!("the value from {source} is larger than {limit} bytes, the server's limit for one value"),
+        )
+        .code("value_too_large")
+        .into_error());
+    }
+    Ok(bytes)
+}
+
+/// A write that may or may not have applied: say exactly how to retry it.
+fn retry_hint(command: &str, error: &Error) -> String {
+    match error {
+        Error::OutcomeUnknown { request_id: Some(id), .. } => {
+            format!("; retry it safely with `haven kv {command} ... --request-id {id}`")
+        }
+        _ => String::new(),
+    }
+}
+
 async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
-    let options = WriteOptions { prev_revision: args.prev_revision, request_id: None };
-    let result = client
-        .put(&args.key, args.value.as_bytes(), options)
-        .await
-        .map_err(|error| explain(&format!("cannot write key {:?}", args.key), error))?;
+    let value = match (&args.file, args.value.as_deref()) {
+        (Some(path), _) => read_value(path)?,
+        (None, Some("-")) => read_value(std::path::Path::new("-"))?,
+        (None, Some(text)) => text.as_bytes().to_vec(),
+        (None, None) => return Err(Failure::new(Kind::Usage, "give a VALUE, `-` for stdin, or --file").into_error()),
+    };
+    let session = args.client.connect(&[]).await?;
+    let options = WriteOptions { prev_revision: args.prev_revision, request_id: args.request_id.clone() };
+    let result = session.client.put(&args.key, &value, options).await.map_err(|error| {
+        let hint = retry_hint("put", &error);
+        annotate(explain(&format!("cannot write key {:?}", args.key), error), &hint)
+    })?;
     if args.client.json {
         print_json(&result)?;
     } else {
@@ -110,12 +169,15 @@ async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
     let consistency = if args.stale { Consistency::Stale } else { Consistency::Linearizable };
     let action = || format!("cannot read key {:?}", args.key);
-    let entry = client.get(&args.key, consistency).await.map_err(|error| explain(&action(), error))?;
+    let entry = session.client.get(&args.key, consistency).await.map_err(|error| explain(&action(), error))?;
     let Some(entry) = entry else {
-        anyhow::bail!("key {:?} not found", args.key);
+        // Its own exit code: a missing key is an answer, not a broken cluster.
+        return Err(Failure::new(Kind::NotFound, format!("key {:?} not found", args.key))
+            .with("key", args.key.clone())
+            .into_error());
     };
     if args.client.json {
         print_json(&entry)?;
@@ -132,12 +194,12 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn del(args: DelArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
-    let options = WriteOptions { prev_revision: args.prev_revision, request_id: None };
-    let result = client
-        .delete(&args.key, options)
-        .await
-        .map_err(|error| explain(&format!("cannot delete key {:?}", args.key), error))?;
+    let session = args.client.connect(&[]).await?;
+    let options = WriteOptions { prev_revision: args.prev_revision, request_id: args.request_id.clone() };
+    let result = session.client.delete(&args.key, options).await.map_err(|error| {
+        let hint = retry_hint("del", &error);
+        annotate(explain(&format!("cannot delete key {:?}", args.key), error), &hint)
+    })?;
     if args.client.json {
         print_json(&result)?;
     } else if result.deleted {
@@ -149,7 +211,8 @@ async fn del(args: DelArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     let consistency = if args.stale { Consistency::Stale } else { Consistency::Linearizable };
     let mut remaining = args.limit.unwrap_or(u64::MAX);
     let mut after: Option<String> = None;
@@ -199,7 +262,7 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let client: Client = args.client.client(&[])?;
+    let client: Client = args.client.connect(&[]).await?.client;
     let action = || format!("cannot watch keys under {:?}", args.prefix);
     let mut stream =
         client.watch(&args.prefix, args.after_revision).await.map_err(|error| explain(&action(), error))?;

@@ -68,12 +68,13 @@ pub async fn restart(args: RestartArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn restart_inner(args: RestartArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client.client(&[])?;
+    let session = args.client.connect(&[]).await?;
+    let client = &session.client;
     let progress = Progress { json: args.client.json };
     if args.rolling {
-        rolling(&client, args.pending_only, &progress).await?;
+        rolling(client, args.pending_only, &progress).await?;
     } else {
-        single(&client, &args, &progress).await?;
+        single(client, &args, &progress).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

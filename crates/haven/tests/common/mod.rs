@@ -311,6 +311,11 @@ impl TestCluster {
     /// Runs the `haven` CLI against this cluster (all endpoints, pinned keys, node 1's admin
     /// token file) with extra environment `env`.
     pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        self.cli_command(args, env).output().expect("run haven")
+    }
+
+    /// The command [`TestCluster::cli`] runs, to spawn it with other stdio.
+    pub fn cli_command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let fingerprints: Vec<String> = self.pins.pins().into_iter().collect();
         let mut command = Command::new(haven_binary());
         command
@@ -318,11 +323,13 @@ impl TestCluster {
             .env("HAVEN_ENDPOINTS", self.endpoints())
             .env("HAVEN_SERVER_FINGERPRINTS", fingerprints.join(","))
             .env("HAVEN_TOKEN_FILE", self.nodes[0].data_dir.join("admin.token"))
+            // The CLI's memory of this cluster, kept with the cluster (never the user's).
+            .env("HAVEN_CLI_STATE", self.dir.path().join("cli-state.json"))
             .env_remove("HAVEN_TOKEN");
         for (name, value) in env {
             command.env(name, value);
         }
-        command.output().expect("run haven")
+        command
     }
 
     /// Wipes the data dir of the (stopped) node at `index` and starts it again with `args`
