@@ -192,9 +192,9 @@ async fn read_body(endpoint: &str, mut response: reqwest::Response) -> Result<By
 /// parsed"); the client fills in the key the server presented.
 pub(crate) fn transport_error(endpoint: &str, error: &reqwest::Error) -> Error {
     let reason = innermost_message(error);
-    let chain = error_chain(error);
+    let chain = haven_tls::error_chain(error);
     let endpoint = endpoint.to_string();
-    if chain.contains("invalid peer certificate") || chain.contains("InvalidCertificate") {
+    if haven_tls::is_certificate_refusal(error) {
         return Error::UntrustedServer { endpoint, presented: None };
     }
     if endpoint.starts_with("http://") && chain.contains("invalid HTTP version") {
@@ -216,16 +216,4 @@ pub(crate) fn transport_error(endpoint: &str, error: &reqwest::Error) -> Error {
     } else {
         Error::Transport { endpoint, reason }
     }
-}
-
-/// Every message of an error chain, outermost first.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut current = error.source();
-    while let Some(source) = current {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-        current = source.source();
-    }
-    text
 }

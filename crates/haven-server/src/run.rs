@@ -631,7 +631,7 @@ async fn post_join(
                 anyhow::bail!("the cluster refused to admit node {} ({status}): {message}", node.node_id);
             }
             Ok(response) => tracing::warn!(status = %response.status(), %url, "join not possible yet; retrying"),
-            Err(error) if is_certificate_error(&error) => {
+            Err(error) if haven_tls::is_certificate_refusal(&error) => {
                 anyhow::bail!(
                     "the member at {join_url} did not present the key given as join_fingerprint ({}); check the \
                      fingerprint with `haven fingerprint --dir DATA_DIR` on that member",
@@ -639,27 +639,10 @@ async fn post_join(
                 );
             }
             Err(error) => {
-                tracing::warn!(error = %error_chain(&error), %url, "cannot reach the member to join through; retrying")
+                tracing::warn!(error = %haven_tls::error_chain(&error), %url, "cannot reach the member to join through; retrying")
             }
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(JOIN_RETRY_PAUSE_MAX);
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Did the TLS handshake fail because the server's certificate was refused?
-fn is_certificate_error(error: &reqwest::Error) -> bool {
-    let chain = error_chain(error);
-    chain.contains("invalid peer certificate") || chain.contains("InvalidCertificate")
 }

@@ -19,6 +19,8 @@ pub mod verify;
 
 pub use identity::fingerprint;
 pub use identity::NodeIdentityKey;
+pub use verify::error_chain;
+pub use verify::is_certificate_refusal;
 pub use verify::CertificateRefused;
 pub use verify::PinSet;
 pub use verify::PinnedClientVerifier;

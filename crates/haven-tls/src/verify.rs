@@ -143,6 +143,27 @@ impl std::fmt::Display for CertificateRefused {
 
 impl std::error::Error for CertificateRefused {}
 
+/// Every message of an error's chain of causes, outermost first, joined by `: ` (a failed
+/// handshake deep inside an HTTP client's error then reads as the whole story).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(source) = current {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        current = source.source();
+    }
+    text
+}
+
+/// Whether a failed connection was refused for the peer's certificate (by a verifier of
+/// this crate, or rustls's own checks). Judged from the chain's text: an HTTP client wraps
+/// rustls's error in I/O errors that do not expose it as a source to downcast.
+pub fn is_certificate_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    let chain = error_chain(error);
+    chain.contains("invalid peer certificate") || chain.contains("InvalidCertificate")
+}
+
 /// Verifies the handshake signature: proof that the peer holds the private key.
 fn verify_signature(
     message: &[u8],

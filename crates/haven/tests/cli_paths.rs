@@ -309,12 +309,7 @@ fn the_cli_never_mixes_two_clusters() {
     expect(&cluster, &["kv", "put", "where", "before"], &[], 0);
     // Two clusters from one: a teardown keeps the primary; a detached node starts standalone.
     let primary = cluster.index_of(leader);
-    let (code, body) = call(&cluster, primary, "POST", "/v1/teardown", Some(json!({})));
-    assert_eq!(code, 200, "{body}");
-    let detached = (0..3).find(|index| *index != primary).expect("a detached node");
-    cluster.wait_for(CONDITION_TIMEOUT, "the node to know it is detached", |c| {
-        c.status(detached).is_some_and(|s| s["detached"]["generation"] == 1)
-    });
+    let detached = teardown_from(&mut cluster, primary);
     let (code, body) = call(&cluster, detached, "POST", "/v1/recover", Some(json!({ "standalone": true })));
     assert_eq!(code, 200, "{body}");
     cluster.wait_for(CONDITION_TIMEOUT, "the detached node to lead its own cluster", |c| {

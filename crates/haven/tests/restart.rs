@@ -234,12 +234,7 @@ fn recover_standalone_with_a_profile_applied_brings_the_node_back() {
         wait_caught_up(&mut cluster, index);
     }
     let primary = cluster.index_of(leader);
-    let (status, body) = call(&cluster, primary, "POST", "/v1/teardown", Some(json!({})));
-    assert_eq!(status, 200, "{body}");
-    let detached = (0..3).find(|index| *index != primary).expect("a detached node");
-    cluster.wait_for(CONDITION_TIMEOUT, "the node to show detached", |c| {
-        c.status(detached).is_some_and(|s| s["detached"]["generation"] == 1)
-    });
+    let detached = teardown_from(&mut cluster, primary);
     let url = cluster.nodes[detached].client_url.clone();
     let output = cluster.cli(&["recover", "--standalone"], &[("HAVEN_ENDPOINTS", &url)]);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

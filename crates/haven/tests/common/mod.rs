@@ -625,6 +625,18 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// Tears the cluster down from its primary (at `primary`) and waits until one of the
+/// other nodes knows it was detached (generation 1); that node's index.
+pub fn teardown_from(cluster: &mut TestCluster, primary: usize) -> usize {
+    let (code, body) = call(cluster, primary, "POST", "/v1/teardown", Some(serde_json::json!({})));
+    assert_eq!(code, 200, "{body}");
+    let detached = (0..cluster.nodes.len()).find(|index| *index != primary).expect("a detached node");
+    cluster.wait_for(CONDITION_TIMEOUT, "the node to know it is detached", |c| {
+        c.status(detached).is_some_and(|s| s["detached"]["generation"] == 1)
+    });
+    detached
+}
+
 /// The audit records node `index` serves (the first page).
 pub fn audit(cluster: &TestCluster, index: usize) -> Vec<Value> {
     let (status, body) = call(cluster, index, "GET", "/v1/audit", None);
