@@ -324,6 +324,8 @@ fn hint(error: &haven_client::Error) -> String {
         (Some("forbidden"), _) => "; use a token with a stronger role (an admin creates one with `haven tokens create \
                                    --role ROLE`)"
             .into(),
+        // The server's refusal of an edited draft says this already.
+        (Some("stale_draft"), Error::Api { message, .. }) if message.contains("haven config diff") => String::new(),
         (Some("stale_draft"), _) => "; review the draft again (`haven config diff`) and apply what you see".into(),
         (Some("not_stable"), _) => "; see `haven status`, or repeat with --force".into(),
         (Some("request_id_reused"), _) => "; a request id names one write: this one was used for a different write, \

@@ -364,8 +364,9 @@ impl Drop for TestCluster {
 /// The `haven` binary under test as every test runs it: the harness's log filter, no stdin.
 pub fn haven_command() -> Command {
     let mut command = Command::new(haven_binary());
-    // The nodes log with the filter they ship with (what an operator's log holds).
-    command.env_remove("HAVEN_LOG").stdin(Stdio::null());
+    // The nodes log with the filter they ship with (what an operator's log holds); a CLI
+    // run this way remembers nothing (never in the user's ~/.local/state).
+    command.env_remove("HAVEN_LOG").env("HAVEN_CLI_STATE", "none").stdin(Stdio::null());
     command
 }
 
