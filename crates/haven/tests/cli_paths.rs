@@ -265,8 +265,11 @@ fn tls_mistakes_are_named() {
 }
 
 /// Item 20: a stopped first endpoint does not cost every command its timeout: the
-/// endpoints are probed at once and the last good one is remembered. On the old code every
-/// command waited for the stopped node (5 s) before trying the next.
+/// endpoints are probed at once and the last good one is remembered. Compared with the
+/// same command while every node answers (so a loaded machine slows both alike): the
+/// stopped node may cost at most about PROBE_TIMEOUT (1 s) by design; on the old code
+/// (f17139a) each command took 2.02-2.03 s against about 0.35 s here, the stopped node
+/// costing 1.7 s.
 #[test]
 fn a_stopped_first_endpoint_costs_little() {
     let _serial = serial();
@@ -279,20 +282,30 @@ fn a_stopped_first_endpoint_costs_little() {
         assert_eq!(code, 200, "{body}");
         cluster.wait_leader(LEADER_TIMEOUT);
     }
+    // The median of three runs of `kv get k`.
+    let median = |cluster: &TestCluster| {
+        let mut took: Vec<Duration> = (0..3)
+            .map(|_| {
+                let started = Instant::now();
+                let output = cluster.cli(&["kv", "get", "k"], &[]);
+                assert!(output.status.success(), "{}", text(&output));
+                started.elapsed()
+            })
+            .collect();
+        took.sort();
+        took[1]
+    };
+    let healthy = median(&cluster);
     // Node 1, the first endpoint, stops answering (its port stays open).
     cluster.signal(0, libc::SIGSTOP);
-    let mut took = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let output = cluster.cli(&["kv", "get", "k"], &[]);
-        took.push(started.elapsed());
-        assert!(output.status.success(), "{}", text(&output));
-    }
+    let stopped = median(&cluster);
     cluster.signal(0, libc::SIGCONT);
-    eprintln!("kv get with a stopped first endpoint took {took:?}");
-    for each in &took {
-        assert!(*each < Duration::from_millis(2_500), "a command took {each:?}: {took:?}");
-    }
+    eprintln!("kv get took {healthy:?} with every node up, {stopped:?} with the first endpoint stopped");
+    assert!(
+        stopped < healthy + Duration::from_millis(1_200),
+        "the stopped first endpoint cost {:?} per command ({healthy:?} with every node up, {stopped:?} with it stopped)",
+        stopped.saturating_sub(healthy)
+    );
 }
 
 /// Item 1 (the CLI's part) and issue 13's item 4 (its CLI part): the CLI talks to one
