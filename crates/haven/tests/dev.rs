@@ -29,9 +29,9 @@ fn the_env_file_appears_once_every_member_is_a_voter() {
     let mut command = common::haven_command();
     command.args(["dev", "--nodes=3"]).arg(format!("--dir={}", dir.display()));
     common::log_to(&mut command, &log);
-    let mut child = command.spawn().expect("spawn haven dev");
+    let mut dev = common::StopOnDrop(command.spawn().expect("spawn haven dev"));
     let env_file = dir.join("env");
-    common::wait_until("the env file", &log, &mut child, || env_file.exists());
+    common::wait_until("the env file", &log, &mut dev.0, || env_file.exists());
 
     let vars = exported_haven_vars(&std::fs::read_to_string(&env_file).expect("read the env file"));
     assert_eq!(
@@ -48,5 +48,5 @@ fn the_env_file_appears_once_every_member_is_a_voter() {
     let members = status["members"].as_array().expect("members");
     assert_eq!(members.len(), 3, "{status}");
     assert!(members.iter().all(|member| member["voter"] == true), "a member is not a voter yet: {status}");
-    common::terminate(&mut child);
+    drop(dev);
 }

@@ -169,21 +169,14 @@ fn start_dev(cwd: &Path, dir: &str) -> Child {
     }
 }
 
-/// Stops what the tour started, gracefully first.
+/// Stops what the tour started (common::terminate: gracefully first), also when a step
+/// fails.
 struct Cleanup(Vec<Child>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for child in &mut self.0 {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        }
-        for child in &mut self.0 {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            terminate(child);
         }
     }
 }

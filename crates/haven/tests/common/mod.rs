@@ -433,6 +433,16 @@ pub fn terminate(child: &mut Child) -> Option<ExitStatus> {
     child.wait().ok()
 }
 
+/// A child process stopped as [`terminate`] does when dropped, also when the test panics:
+/// a failed test leaves no process behind (a `haven dev` left running holds its nodes).
+pub struct StopOnDrop(pub Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        terminate(&mut self.0);
+    }
+}
+
 fn spawn(node: &mut TestNode, common_args: &[String]) {
     let _ = std::fs::remove_file(node.data_dir.join("addr.json"));
     let mut command = serve_command(node, common_args);
