@@ -294,6 +294,16 @@ impl Cluster {
         let client_urls: Vec<String> = members.iter().map(|m| m.client_url.clone()).collect();
         let control = api::haven_connection(&client_urls, None, MEMBERS, CONTROL_TIMEOUT)?;
         let mut cluster = Cluster { system: System::Haven, members, control, client_urls, haven_token: None, dir };
+        // A new cluster is created only on a data dir prepared by `haven init` (builds from
+        // before that step have no such command and bootstrap on the flag alone).
+        let init = std::process::Command::new(binary)
+            .arg("init")
+            .arg("--node-id=1")
+            .arg(format!("--data-dir={}", cluster.members[0].data_dir.display()))
+            .output()?;
+        if !init.status.success() {
+            eprintln!("haven init did not run (an older build?): {}", String::from_utf8_lossy(&init.stderr).trim());
+        }
         cluster.members[0].spawn()?;
         cluster.wait_bound(0).await?;
         let token_path = cluster.members[0].data_dir.join(HAVEN_ADMIN_TOKEN_FILE);

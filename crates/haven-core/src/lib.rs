@@ -16,12 +16,14 @@
 pub mod ack;
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod endpoint;
 pub mod events;
 pub mod ha;
 pub mod hook_file;
+pub mod identity;
 pub mod key;
 pub mod kv;
 pub mod limits;

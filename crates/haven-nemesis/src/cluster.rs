@@ -57,7 +57,8 @@ pub struct NodeProcess {
     log_path: PathBuf,
     client_addr: String,
     peer_addr: String,
-    /// `--bootstrap` or `--join=...`: ignored by an initialised data dir, so restarts keep them.
+    /// `--bootstrap` (on the data dir `haven init` prepared) or `--join=...`: ignored by an
+    /// initialised data dir, so restarts keep them.
     entry_args: Vec<String>,
     child: Option<Child>,
     paused: bool,
@@ -90,7 +91,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts node 1 with `--bootstrap` and the others with `--join` through it, and waits
+    /// Prepares node 1 with `haven init` and starts it with `--bootstrap`, the others with
+    /// `--join` through it, and waits
     /// until all are voters.
     pub async fn start(
         haven_bin: &Path,
@@ -128,6 +130,8 @@ impl Cluster {
             let (key, _) = haven_tls::NodeIdentityKey::load_or_generate(&data_dir, &[address])?;
             pins.insert(key.fingerprint().to_string());
             let entry_args = if index == 0 {
+                // The one-time step that lets node 1 start the new cluster.
+                init_first_node(haven_bin, &data_dir)?;
                 vec!["--bootstrap".to_string()]
             } else {
                 let first = &cluster.nodes[0];
@@ -368,4 +372,18 @@ where
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `haven init` for node 1: a new cluster is created only on a data dir prepared for it.
+fn init_first_node(haven_bin: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let output = std::process::Command::new(haven_bin)
+        .arg("init")
+        .arg("--node-id=1")
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .output()
+        .with_context(|| format!("cannot run {} init", haven_bin.display()))?;
+    if !output.status.success() {
+        anyhow::bail!("haven init failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(())
 }

@@ -80,6 +80,8 @@ mod tests {
             from_incarnation: "a".into(),
             to: 2,
             to_incarnation: Some("b".into()),
+            from_boot: 7,
+            to_boot: None,
             cluster_id: None,
             body: PeerRequest::Ping,
         };
@@ -139,6 +141,8 @@ mod tests {
                 to_incarnation: Some("b".into()),
                 cluster_id: Some("c".into()),
                 body,
+                from_boot: 3,
+                to_boot: Some(4),
             }
         }
 

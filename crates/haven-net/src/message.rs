@@ -1,6 +1,7 @@
 //! The messages nodes exchange.
 
 use haven_core::auth::Credential;
+pub use haven_core::identity::BootId;
 use haven_core::kv::CommandResult;
 use haven_core::kv::Request;
 use haven_store::NodeId;
@@ -30,6 +31,13 @@ pub struct PeerEnvelope {
     /// The sender's cluster id, when it has one.
     pub cluster_id: Option<String>,
     pub body: PeerRequest,
+    /// The sending process's boot identity (random per process start): a copy of a
+    /// member's data dir started elsewhere is a second process of that member, refused while
+    /// the first is heard from (see `haven_core::identity`).
+    pub from_boot: BootId,
+    /// The receiver's boot as the sender last heard it within the lease: a request meant
+    /// for one process of a member is never answered (or its vote counted) by another.
+    pub to_boot: Option<BootId>,
 }
 
 /// What a node asks of another.
@@ -83,6 +91,10 @@ pub enum PeerRequest {
     StateDigest {
         index: u64,
     },
+    /// The sending process stopped (its Raft core is down): its successor, a restart of
+    /// the same member, is accepted at once (`haven_core::identity::BootTracker::forget`).
+    /// Last, so older nodes' variants keep their numbers.
+    Leaving,
 }
 
 /// An admin token minted offline: everything but the secret.
@@ -169,6 +181,11 @@ pub struct PingInfo {
     pub leader: Option<NodeId>,
     pub last_log_index: u64,
     pub applied_index: u64,
+    /// The answering process's boot identity.
+    pub boot: BootId,
+    /// The answering node's wall clock (ms since the Unix epoch) when it answered: the
+    /// prober estimates the clock offset from it (`haven_core::clock`).
+    pub wall_ms: u64,
 }
 
 // The acknowledgement stamp and its header are defined once, in the pure core. Every
@@ -230,6 +247,8 @@ pub enum PeerResponse {
     Expelled(Expulsion),
     /// `(index, digest)`, `None` before the receiver has applied anything.
     StateDigest(Option<(u64, haven_core::replica_check::StateDigest)>),
+    /// A `Leaving` was noted. Last, so older nodes' variants keep their numbers.
+    Left,
 }
 
 /// Why a node is no longer a member, as a member of its cluster that knows it says. Only
@@ -286,6 +305,7 @@ impl PeerRequest {
             PeerRequest::Ping => "ping",
             PeerRequest::RegisterBreakGlass(_) => "register-break-glass",
             PeerRequest::StateDigest { .. } => "state-digest",
+            PeerRequest::Leaving => "leaving",
         }
     }
 }

@@ -5,9 +5,14 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::LazyLock;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
 use std::sync::RwLock;
 use std::time::Duration;
+use std::time::Instant;
 
+use haven_core::identity::BootId;
+use haven_core::identity::BootTracker;
 use haven_core::limits::SNAPSHOT_CHUNK_BYTES;
 use haven_store::HavenNode;
 use haven_store::NodeId;
@@ -80,23 +85,34 @@ pub fn append_timeout(soft_ttl: Duration, rpc: &AppendEntriesRequest<TypeConfig>
     soft_ttl + APPEND_TIMEOUT_PER_MIB * mib
 }
 
-/// Who this node is, as stamped on every envelope it sends.
+/// Who this node is, as stamped on every envelope it sends, and which process of each member
+/// it hears (the boot tracker, shared by the peer handler that feeds it and every envelope
+/// that names the receiver's boot).
 pub struct LocalPeer {
     pub node_id: NodeId,
     pub incarnation: String,
+    /// This process's boot identity, drawn at start.
+    pub boot: BootId,
     pub cluster_id: RwLock<Option<String>>,
     /// The last expulsion a peer reported (on any request: Raft's, probes, forwards); the
     /// node watches it and acts.
     expelled: tokio::sync::watch::Sender<Option<Expulsion>>,
+    boots: Mutex<BootTracker>,
+    /// Zero of the tracker's monotonic milliseconds.
+    epoch: Instant,
 }
 
 impl LocalPeer {
-    pub fn new(node_id: NodeId, incarnation: String, cluster_id: Option<String>) -> Arc<LocalPeer> {
+    /// `boot` must be drawn at random for each process start.
+    pub fn new(node_id: NodeId, incarnation: String, cluster_id: Option<String>, boot: BootId) -> Arc<LocalPeer> {
         Arc::new(LocalPeer {
             node_id,
             incarnation,
+            boot,
             cluster_id: RwLock::new(cluster_id),
             expelled: tokio::sync::watch::channel(None).0,
+            boots: Mutex::new(BootTracker::new(node_id, boot)),
+            epoch: Instant::now(),
         })
     }
 
@@ -126,8 +142,19 @@ impl LocalPeer {
         *self.cluster_id.write().unwrap_or_else(|e| e.into_inner()) = Some(cluster_id.to_string());
     }
 
+    /// Milliseconds of the monotonic clock the boot tracker runs on.
+    pub fn monotonic_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The boot tracker, to feed it (envelopes and probe answers from members) and read it.
+    pub fn boots(&self) -> MutexGuard<'_, BootTracker> {
+        self.boots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// An envelope to the member `to` as `node` records it.
     pub fn envelope(&self, to: NodeId, node: Option<&HavenNode>, body: PeerRequest) -> PeerEnvelope {
+        let to_boot = self.boots().live_boot(to, self.monotonic_ms());
         PeerEnvelope {
             from: self.node_id,
             from_incarnation: self.incarnation.clone(),
@@ -135,6 +162,8 @@ impl LocalPeer {
             to_incarnation: node.map(|node| node.incarnation.clone()).filter(|incarnation| !incarnation.is_empty()),
             cluster_id: self.cluster_id(),
             body,
+            from_boot: self.boot,
+            to_boot,
         }
     }
 }

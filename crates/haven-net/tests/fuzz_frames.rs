@@ -16,6 +16,8 @@ fn valid_frame() -> Vec<u8> {
         to_incarnation: Some("b".repeat(32)),
         cluster_id: Some("c".repeat(32)),
         body: PeerRequest::RemoveMember { node_id: 3, force: true, credential: Credential::new("hvn_x") },
+        from_boot: u64::MAX,
+        to_boot: Some(1),
     };
     frame::encode(&envelope).expect("encode")
 }

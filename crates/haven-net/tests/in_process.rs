@@ -27,6 +27,8 @@ impl PeerHandler for Echo {
                     leader: Some(request.from),
                     last_log_index: 0,
                     applied_index: 0,
+                    boot: 2,
+                    wall_ms: 0,
                 }),
                 _ => PeerResponse::Refused("only pings here".into()),
             }
@@ -43,6 +45,8 @@ fn ping_from(from: u64) -> PeerEnvelope {
         to_incarnation: None,
         cluster_id: None,
         body: PeerRequest::Ping,
+        from_boot: 1,
+        to_boot: None,
     }
 }
 

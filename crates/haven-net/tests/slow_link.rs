@@ -29,6 +29,8 @@ impl PeerHandler for Echo {
                 leader: Some(request.from),
                 last_log_index: request.from_incarnation.len() as u64,
                 applied_index: 0,
+                boot: 2,
+                wall_ms: 0,
             })
         }
         .boxed()
@@ -43,6 +45,8 @@ fn ping(from: u64, incarnation: String) -> PeerEnvelope {
         to_incarnation: None,
         cluster_id: None,
         body: PeerRequest::Ping,
+        from_boot: 1,
+        to_boot: None,
     }
 }
 

@@ -376,7 +376,7 @@ async fn kv_get(
         node.read_barrier().await?;
     }
     let state = node.state.read();
-    caller.recheck(&state.kv)?;
+    caller.recheck(&state.kv, node.cluster_now_ms())?;
     let revision = state.kv.revision();
     let Some(entry) = state.kv.get(&key) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("key {key:?} does not exist"))
@@ -495,7 +495,7 @@ async fn kv_list(
         node.read_barrier().await?;
     }
     let state = node.state.read();
-    caller.recheck(&state.kv)?;
+    caller.recheck(&state.kv, node.cluster_now_ms())?;
     let revision = state.kv.revision();
     let (items, more) = state.kv.list(&prefix, params.string("after"), limit);
     let items: Vec<Value> = items.into_iter().map(|(key, entry)| entry_json(key, entry, revision)).collect();
@@ -602,7 +602,9 @@ async fn stream_events(
     loop {
         let batch = {
             let state = node.state.read();
-            caller.recheck(&state.kv).map(|()| state.kv.events_after(next, &prefix, WATCH_BATCH_EVENTS))
+            caller
+                .recheck(&state.kv, node.cluster_now_ms())
+                .map(|()| state.kv.events_after(next, &prefix, WATCH_BATCH_EVENTS))
         };
         let batch = match batch {
             Ok(batch) => batch,
@@ -820,8 +822,8 @@ async fn tokens_list(
     QueryParams::parse(params, &[])?;
     node.read_barrier().await?;
     let state = node.state.read();
-    caller.recheck(&state.kv)?;
-    let now_ms = crate::auth::now_ms();
+    caller.recheck(&state.kv, node.cluster_now_ms())?;
+    let now_ms = node.cluster_now_ms();
     let mut records: Vec<_> = state.kv.tokens().collect();
     records.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
     let tokens: Vec<Value> = records.into_iter().map(|record| token_json(record, now_ms)).collect();

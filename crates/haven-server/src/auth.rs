@@ -7,7 +7,7 @@
 //!                                │  Authorization: Bearer hvn_<id>_<secret>
 //!                                │  parse ─▶ look the id up in this node's replicated
 //!                                │  token table ─▶ SHA-256, constant-time compare ─▶
-//!                                │  expiry (local clock) ─▶ role permits the access?
+//!                                │  expiry (cluster time) ─▶ role permits the access?
 //!                                ▼
 //!                          handler (gets a `Caller`; writes carry its token id into the
 //!                                   Raft log, where `KvState::apply` checks it again)
@@ -113,9 +113,10 @@ impl Caller {
     }
 
     /// Checks the token again against `kv` (after a read barrier: the state that the read
-    /// is about to serve), so a read never serves a token revoked before it.
-    pub fn recheck(&self, kv: &KvState) -> Result<(), ApiError> {
-        kv.check_token(&self.token_id, self.access, now_ms()).map(|_| ()).map_err(revoked_in_flight)
+    /// is about to serve) at `now_ms` (the cluster's time, `Node::cluster_now_ms`), so a read
+    /// never serves a token revoked or expired before it.
+    pub fn recheck(&self, kv: &KvState, now_ms: u64) -> Result<(), ApiError> {
+        kv.check_token(&self.token_id, self.access, now_ms).map(|_| ()).map_err(revoked_in_flight)
     }
 
     /// A linearizable read barrier, then this caller's token checked again against the
@@ -123,7 +124,7 @@ impl Caller {
     /// whose door check ran a moment behind the revocation.
     pub async fn read_barrier(&self, node: &Node) -> Result<(), ApiError> {
         node.read_barrier().await?;
-        self.recheck(&node.state.read().kv)
+        self.recheck(&node.state.read().kv, node.cluster_now_ms())
     }
 }
 
@@ -132,8 +133,9 @@ pub fn revoked_in_flight(reason: String) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", format!("{reason}; nothing was changed"))
 }
 
-/// This node's wall clock in ms since the Unix epoch: the leader's stamp on proposals and
-/// the time local expiry checks use. A clock before 1970 reads as 0 (nothing expires).
+/// The system's wall clock in ms since the Unix epoch. A clock before 1970 reads as 0
+/// (nothing expires). Token decisions use the cluster's time instead
+/// (`Node::cluster_now_ms`: this clock corrected by the members' readings).
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -211,7 +213,7 @@ pub async fn authenticate(
 }
 
 async fn authenticate_with_catch_up(node: &Node, credential: &Credential, access: Access) -> Result<Caller, ApiError> {
-    let check = || authorize_credential(&node.state.read().kv, credential, access, now_ms());
+    let check = || authorize_credential(&node.state.read().kv, credential, access, node.cluster_now_ms());
     let age = node.token_table_age();
     if age.is_none_or(|age| age > TOKEN_TRUST_WITHOUT_LEADER) {
         return authenticate_on_a_stale_replica(node, age, check).await;
@@ -395,17 +397,26 @@ pub fn mint_token() -> Result<NewToken, ApiError> {
 ///
 /// Runs in the background until done, `stopped`, or `BOOTSTRAP_DEADLINE`.
 pub async fn ensure_bootstrap_admin_token(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
-    if !node.config.bootstrap {
+    // The intent (`haven init`) stays until this is done; `bootstrap` alone covers data
+    // dirs bootstrapped before intents existed.
+    if !node.config.bootstrap && node.bootstrap_intent().is_none() {
         return;
     }
     let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
     let mut pause = BOOTSTRAP_POLL_INTERVAL;
+    let finished = |node: &Node| {
+        if node.bootstrap_intent().is_some() {
+            if let Err(error) = node.clear_bootstrap_intent() {
+                tracing::warn!(%error, "cannot clear the bootstrap intent; the next start clears it");
+            }
+        }
+    };
     while Instant::now() < deadline && !*stopped.borrow() {
         match bootstrap_step(&node).await {
-            Ok(Step::Done) => return,
+            Ok(Step::Done) => return finished(&node),
             Ok(Step::Written(path)) => {
                 tracing::info!("admin token written to {}", path.display());
-                return;
+                return finished(&node);
             }
             Ok(Step::Wait) => pause = BOOTSTRAP_POLL_INTERVAL,
             Err(error) => {
@@ -441,6 +452,11 @@ async fn bootstrap_step(node: &Node) -> anyhow::Result<Step> {
     let path = data_dir.join(ADMIN_TOKEN_FILE);
     let pending = data_dir.join(ADMIN_TOKEN_PENDING_FILE);
     if path.exists() {
+        // A crash between publishing and removing the pending file leaves the same token
+        // twice; the published one is the token.
+        if read_pending(&pending).is_some_and(|token| read_pending(&path).as_deref() == Some(token.as_str())) {
+            let _ = std::fs::remove_file(&pending);
+        }
         return Ok(Step::Done);
     }
     let pending_token = read_pending(&pending);
@@ -514,11 +530,14 @@ fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(haven_tls::identity::write_private(path, format!("{secret}\n").as_bytes())?)
 }
 
-/// Renames the pending file into place and fsyncs the directory, so the name survives a
-/// crash once it is visible.
+/// Moves the pending file into place and fsyncs the directory, so the name survives a
+/// crash once it is visible. Never replaces an existing `admin.token` (it may be the only
+/// admin token of a cluster): the link fails if the name is taken.
 fn publish(pending: &Path, path: &Path) -> anyhow::Result<()> {
-    std::fs::rename(pending, path)
-        .map_err(|error| anyhow::anyhow!("cannot rename {} to {}: {error}", pending.display(), path.display()))?;
+    std::fs::hard_link(pending, path).map_err(|error| {
+        anyhow::anyhow!("cannot publish {} as {} (never replaced): {error}", pending.display(), path.display())
+    })?;
+    std::fs::remove_file(pending).map_err(|error| anyhow::anyhow!("cannot remove {}: {error}", pending.display()))?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)
             .and_then(|dir| dir.sync_all())

@@ -106,9 +106,11 @@ pub struct HaRuntime {
     last_transfer: Option<Instant>,
     /// When this node first applied a teardown that detaches it.
     teardown_seen: Option<Instant>,
-    /// Members this node, as primary, has alerted about as offline / lagging.
+    /// Members this node, as primary, has alerted about as offline / lagging / with a
+    /// skewed clock.
     offline_alerted: BTreeSet<NodeId>,
     lag_alerted: BTreeSet<NodeId>,
+    clock_alerted: BTreeSet<NodeId>,
     /// The last failback / hand-off decision, for status.
     pub last_decision: Option<String>,
     pub gate: Gate,
@@ -134,6 +136,7 @@ impl HaRuntime {
             teardown_seen: None,
             offline_alerted: BTreeSet::new(),
             lag_alerted: BTreeSet::new(),
+            clock_alerted: BTreeSet::new(),
             last_decision: None,
             gate: Gate::Allowed,
             leader_changes: FailoverCounter::new(FAILOVER_WINDOW_MS),
@@ -244,10 +247,10 @@ impl Node {
         self.apply_elections();
     }
 
-    /// Failovers (unplanned leader changes recorded in the audit log) in the last hour,
-    /// by the wall clock of the leaders that recorded them.
+    /// Failovers (unplanned leader changes recorded in the audit log) in the last hour, by
+    /// the cluster's time (which the leaders that recorded them stamped).
     pub fn failovers_last_hour(&self) -> usize {
-        let now = crate::auth::now_ms();
+        let now = self.cluster_now_ms();
         let state = self.state.read();
         state
             .kv
@@ -353,6 +356,7 @@ impl Node {
             self.record_leadership(metrics.current_term, previous_leader, last_primary, &config).await;
         }
         self.audit_finished_recovery().await;
+        self.alert_clock_skews();
         let candidates = self.candidates(&config, &metrics);
         if now_ms.saturating_sub(leader_since_ms) >= OFFLINE_ALERT_GRACE_MS {
             self.alert_member_changes(&candidates);
@@ -432,6 +436,33 @@ impl Node {
                         .push(AlertEvent::ClearAlarm { text: format!("replication to node {} caught up", member.id) });
                 }
             }
+        }
+        for event in events {
+            self.alert(event);
+        }
+    }
+
+    /// As the primary: a member's clock (this node's included) going beyond the skew bound
+    /// or coming back (RaiseAlarm / ClearAlarm), each once per transition. Readings are the
+    /// primary's own probes, so one node raises the alarm, however many see the skew.
+    fn alert_clock_skews(&self) {
+        let clock = self.clock_view();
+        let mut events = Vec::new();
+        {
+            let mut ha = self.ha.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, (skew_ms, uncertainty_ms)) in &clock.skews {
+                let beyond = haven_core::clock::skew_exceeds_bound(*skew_ms, *uncertainty_ms);
+                if beyond && ha.clock_alerted.insert(*id) {
+                    events.push(AlertEvent::RaiseAlarm {
+                        condition: format!("clock of node {id} skewed"),
+                        error: crate::status::clock_skew_warning(*id, *skew_ms, *uncertainty_ms),
+                    });
+                } else if !beyond && ha.clock_alerted.remove(id) {
+                    events.push(AlertEvent::ClearAlarm { text: format!("clock of node {id} back within the bound") });
+                }
+            }
+            // Members without a fresh reading (gone, unreachable) keep their alarm until a
+            // reading clears it.
         }
         for event in events {
             self.alert(event);

@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod bootstrap;
 pub mod break_glass;
 pub mod error;
 pub mod fd_budget;

@@ -20,7 +20,10 @@ use std::time::Instant;
 use haven_core::admin::AuditChange;
 use haven_core::admin::AuditEntry;
 use haven_core::auth::Role;
+use haven_core::clock::ClockSample;
 use haven_core::config::NodeConfig;
+use haven_core::identity::boot_hex;
+use haven_core::identity::BootVerdict;
 use haven_core::kv::Command;
 use haven_core::kv::CommandResult;
 use haven_core::kv::Request;
@@ -94,6 +97,11 @@ pub const PROMOTION_LAG_ENTRIES_MAX: u64 = APPEND_ENTRIES_MAX;
 /// replication round and one election (a few pings).
 pub const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a stopping process waits for each member to note that it stopped: a stop
+/// must not hang on a dead member; one that misses the note accepts the restarted process
+/// after the boot lease instead.
+const LEAVING_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How long a stopping leader waits for a successor to take over before stopping anyway.
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -103,6 +111,19 @@ pub struct Probe {
     pub last_ok: Option<Instant>,
     pub info: Option<PingInfo>,
     pub last_error: Option<String>,
+    /// The member's clock against this node's, from the last answer precise enough to
+    /// tell (`haven_core::clock`), and when it was taken.
+    pub clock: Option<(ClockSample, Instant)>,
+}
+
+/// The members' clocks as this node measures them (`haven_core::clock`).
+#[derive(Debug, Clone, Default)]
+pub struct ClockView {
+    /// The cluster's time minus this node's wall clock: the median of the readings.
+    pub cluster_offset_ms: i64,
+    /// How far off the cluster's time each member's clock is (this node's included), and
+    /// how uncertain that is (half the round trip of the ping that measured it).
+    pub skews: BTreeMap<NodeId, (i64, u64)>,
 }
 
 pub struct Node {
@@ -175,6 +196,9 @@ pub struct Node {
     membership_changes: tokio::sync::Mutex<()>,
     /// Test-only deviations (default: none).
     test_hooks: TestHooks,
+    /// [`ClockView::cluster_offset_ms`] as of the last probe round: read on every request,
+    /// recomputed twice a second.
+    cluster_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Node {
@@ -222,7 +246,9 @@ impl Node {
         let (db, identity, log, state) = open_storage(&config, test_hooks.backend, sync)
             .map_err(|error| crate::integrity::explain_storage_error(config.node_id, &config.data_dir, error))?;
         let cluster_id = identity.cluster_id.clone().or_else(|| state.read().kv.cluster_id().map(str::to_string));
-        let local = LocalPeer::new(config.node_id, identity.incarnation.clone(), cluster_id);
+        // A new boot identity for every process start (see `haven_core::identity`).
+        let local = LocalPeer::new(config.node_id, identity.incarnation.clone(), cluster_id, rand::random());
+        local.boots().set_lease_ms(haven_core::identity::boot_lease_ms(&config.timing));
         let mut network = PeerNetworkFactory::new(transport.clone(), local.clone());
         if let Some(damage) = test_hooks.damage_snapshot_chunk {
             network = network.damage_first_snapshot_chunk(damage);
@@ -273,6 +299,7 @@ impl Node {
                 Duration::from_millis(haven_core::ha::gating::target_probe_interval_ms(&config.timing)),
             ),
             test_hooks,
+            cluster_offset_ms: std::sync::atomic::AtomicI64::new(0),
             config,
         }))
     }
@@ -479,9 +506,11 @@ impl Node {
     /// for the server's own commands and for writes forwarded by followers once their
     /// credential checked out here (they are never forwarded again).
     ///
-    /// The request is stamped with this leader's wall clock here, at the last moment before
-    /// it enters the log: the state machine decides token expiry from the stamp, never
-    /// from a replica's own clock, so every replica decides alike.
+    /// The request is stamped with the cluster's time as this leader reads it (its clock
+    /// corrected by the median of the members' readings, see [`Node::cluster_now_ms`]) at
+    /// the last moment before it enters the log: the state machine decides token expiry from
+    /// the stamp, never from a replica's own clock, so every replica decides alike, and a
+    /// leader with a skewed clock stamps the others' time.
     ///
     /// The answer carries the acknowledgement stamp: the committed entry's log id (the
     /// leader id it was proposed under, and its index) and `CLOCK_MONOTONIC` read as soon as
@@ -494,7 +523,7 @@ impl Node {
                 return Err(RemoteError::Unavailable(reason));
             }
         }
-        request.now_ms = crate::auth::now_ms();
+        request.now_ms = self.cluster_now_ms();
         match self.raft.client_write(request).await {
             Ok(response) => {
                 let mono_ns = monotonic_ns();
@@ -757,16 +786,19 @@ impl Node {
         let membership = self.membership();
         match membership.get_node(&request.node_id) {
             Some(existing) if existing.incarnation != request.incarnation => {
-                return Err(RemoteError::Rejected {
-                    status: 409,
-                    code: "incarnation_mismatch".into(),
-                    message: format!(
-                        "node {} is already a member with another data dir (the cluster knows incarnation {}, this \
-                         one is {}): its disk was wiped or replaced. Remove it first with `haven members remove {}`, \
-                         then start it again to join as a new member",
-                        request.node_id, existing.incarnation, request.incarnation, request.node_id
-                    ),
-                });
+                // A wiped disk and a second node configured with a live member's id look
+                // alike here; the address and whether the member is heard from tell them
+                // apart.
+                let (code, message) = haven_core::identity::id_conflict(
+                    request.node_id,
+                    &recorded_member(existing, self.member_heard_ms_ago(request.node_id)),
+                    &request.incarnation,
+                    Some(&haven_core::identity::Addresses {
+                        client_url: &request.client_url,
+                        peer_addr: &request.peer_addr,
+                    }),
+                );
+                return Err(RemoteError::Rejected { status: 409, code: code.into(), message });
             }
             Some(existing) if existing.fingerprint != request.fingerprint => {
                 return Err(RemoteError::Rejected {
@@ -1201,6 +1233,105 @@ impl Node {
             leader: metrics.current_leader,
             last_log_index: metrics.last_log_index.unwrap_or(0),
             applied_index: metrics.last_applied.as_ref().map_or(0, |log_id| log_id.index()),
+            boot: self.local.boot,
+            wall_ms: self.wall_ms(),
+        }
+    }
+
+    /// The `haven init` record that this data dir starts a new cluster, while it is there
+    /// (until the new cluster has its first admin token). A read error counts as none: the
+    /// node then does not bootstrap, and says so.
+    pub fn bootstrap_intent(&self) -> Option<haven_store::BootstrapIntent> {
+        haven_store::BootstrapIntent::load(&self.db).unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read the bootstrap intent");
+            None
+        })
+    }
+
+    /// Clears the `haven init` record: the new cluster exists and has its admin token.
+    pub fn clear_bootstrap_intent(&self) -> std::io::Result<()> {
+        haven_store::BootstrapIntent::clear(&self.db)
+    }
+
+    /// This node's wall clock, ms since the Unix epoch (shifted by a clock-skew test's
+    /// offset).
+    pub fn wall_ms(&self) -> u64 {
+        haven_core::clock::shifted(crate::auth::now_ms(), self.test_hooks.clock_offset_ms)
+    }
+
+    /// The members' clocks from fresh probe readings: the cluster's time (the median) and
+    /// each member's skew from it.
+    pub fn clock_view(&self) -> ClockView {
+        let fresh = Duration::from_millis(haven_core::clock::CLOCK_SAMPLE_FRESH_MS);
+        let membership = self.membership();
+        let samples: Vec<(NodeId, ClockSample)> = {
+            let probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+            membership
+                .nodes()
+                .filter(|(id, _)| **id != self.node_id)
+                .filter_map(|(id, _)| {
+                    let (sample, at) = probes.get(id)?.clock?;
+                    (at.elapsed() < fresh).then_some((*id, sample))
+                })
+                .collect()
+        };
+        let offsets: Vec<i64> = samples.iter().map(|(_, sample)| sample.offset_ms).collect();
+        let cluster_offset_ms = haven_core::clock::cluster_offset_ms(&offsets);
+        let mut skews: BTreeMap<NodeId, (i64, u64)> = samples
+            .iter()
+            .map(|(id, sample)| (*id, (sample.offset_ms.saturating_sub(cluster_offset_ms), sample.rtt_ms / 2)))
+            .collect();
+        // This node's own reading is exact; the median it is compared with is as uncertain
+        // as the least precise reading.
+        let own_uncertainty = samples.iter().map(|(_, sample)| sample.rtt_ms / 2).max().unwrap_or(0);
+        skews.insert(self.node_id, (cluster_offset_ms.saturating_neg(), own_uncertainty));
+        ClockView { cluster_offset_ms, skews }
+    }
+
+    /// The cluster's time (ms since the Unix epoch): this node's clock corrected by the
+    /// median of the members' readings. Token creation and expiry are decided on it, so
+    /// one skewed node neither expires valid tokens nor stretches short ones.
+    pub fn cluster_now_ms(&self) -> u64 {
+        haven_core::clock::shifted(self.wall_ms(), self.cluster_offset_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// How long ago `node_id` was last heard from (a peer request from its live process, a
+    /// probe answer, a heartbeat acknowledgement), if since this process started.
+    pub fn member_heard_ms_ago(&self, node_id: NodeId) -> Option<u64> {
+        let as_ms = |at: Instant| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now_ms = self.local.monotonic_ms();
+        let request = self.local.boots().heard_ms_ago(node_id, now_ms);
+        let probe = self.probe(node_id).last_ok.map(as_ms);
+        let heartbeat = self
+            .metrics()
+            .heartbeat
+            .as_ref()
+            .and_then(|heartbeats| heartbeats.get(&node_id).cloned().flatten())
+            .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+        [request, probe, heartbeat].into_iter().flatten().min()
+    }
+
+    /// Raises an alarm (and logs an error) for every second live process of one member the
+    /// boot tracker has proven since the last call.
+    pub fn alarm_duplicate_processes(&self) {
+        let proven = self.local.boots().take_new_duplicates();
+        for duplicate in proven {
+            let error = format!(
+                "node {} heard node {} as boot {} and, at the same time, another process claiming to be node {} (boot \
+                 {}); the second is refused while the first is heard from. A copy of node {}'s data dir runs \
+                 elsewhere: stop it (it must never run next to the original)",
+                self.node_id,
+                duplicate.member,
+                boot_hex(duplicate.live_boot),
+                duplicate.member,
+                boot_hex(duplicate.boot),
+                duplicate.member
+            );
+            tracing::error!(member = duplicate.member, boot = %boot_hex(duplicate.boot), "{error}");
+            self.alert(crate::alerts::AlertEvent::RaiseAlarm {
+                condition: format!("two processes run as node {}", duplicate.member),
+                error,
+            });
         }
     }
 
@@ -1287,21 +1418,56 @@ impl Node {
         let membership = self.membership();
         let peers: Vec<(NodeId, HavenNode)> =
             membership.nodes().filter(|(id, _)| **id != self.node_id).map(|(id, node)| (*id, node.clone())).collect();
-        let probes =
-            peers.into_iter().map(|(id, node)| async move { (id, self.ask_peer(id, &node, PeerRequest::Ping).await) });
+        let probes = peers.into_iter().map(|(id, node)| async move {
+            let sent_ms = self.wall_ms();
+            let result = self.ask_peer(id, &node, PeerRequest::Ping).await;
+            let clock = match &result {
+                Ok(PeerResponse::Ping(info)) => ClockSample::from_ping(sent_ms, info.wall_ms, self.wall_ms()),
+                _ => None,
+            };
+            (id, (result, clock))
+        });
         let results = futures::future::join_all(probes).await;
-        let mut table = self.probes.lock().unwrap_or_else(|e| e.into_inner());
         let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        self.local.boots().retain_members(|id| members.contains(&id));
+        // An answer proves its process alive like a request does; one from another process
+        // than the member's live one (a copy at the member's address) counts for nothing.
+        let now_ms = self.local.monotonic_ms();
+        let verdicts: Vec<Option<BootVerdict>> = results
+            .iter()
+            .map(|(id, (result, _))| match result {
+                Ok(PeerResponse::Ping(info)) => Some(self.local.boots().observe(*id, info.boot, now_ms)),
+                _ => None,
+            })
+            .collect();
+        self.alarm_duplicate_processes();
+        let mut table = self.probes.lock().unwrap_or_else(|e| e.into_inner());
         table.retain(|id, _| members.contains(id));
-        for (id, result) in results {
+        for ((id, (result, clock)), verdict) in results.into_iter().zip(verdicts) {
             let probe = table.entry(id).or_default();
+            if let (Some(sample), None | Some(BootVerdict::Accept)) = (clock, &verdict) {
+                probe.clock = Some((sample, Instant::now()));
+            }
             match result {
+                Ok(PeerResponse::Ping(info)) if matches!(verdict, Some(BootVerdict::Refuse { .. })) => {
+                    probe.last_error = Some(format!(
+                        "answered by another process of node {id} (boot {}) than the one heard from",
+                        boot_hex(info.boot)
+                    ));
+                }
                 Ok(PeerResponse::Ping(info)) => {
                     probe.last_ok = Some(Instant::now());
                     probe.info = Some(info);
                     probe.last_error = None;
                 }
-                Ok(PeerResponse::Refused(reason)) => probe.last_error = Some(format!("refused: {reason}")),
+                Ok(PeerResponse::Refused(reason)) => {
+                    let error = format!("refused: {reason}");
+                    if probe.last_error.as_deref() != Some(error.as_str()) {
+                        // Once per change: a refusal repeats at every probe.
+                        tracing::warn!(peer = id, %reason, "peer refuses this node");
+                    }
+                    probe.last_error = Some(error);
+                }
                 Ok(PeerResponse::Expelled(expulsion)) => {
                     probe.last_error = Some(format!("refused: {}", expulsion.message));
                     self.local.report_expulsion(expulsion);
@@ -1310,6 +1476,26 @@ impl Node {
                 Err(error) => probe.last_error = Some(error.to_string()),
             }
         }
+        drop(table);
+        let cluster_offset_ms = self.clock_view().cluster_offset_ms;
+        self.cluster_offset_ms.store(cluster_offset_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells every member this process stopped (call after the Raft core stopped: nothing
+    /// goes out under this boot after it), so they accept its successor, a restart, at once
+    /// rather than after the boot lease. Best effort: a member that misses it accepts the
+    /// successor when the lease runs out.
+    pub async fn announce_leaving(&self) {
+        let membership = self.membership();
+        let farewells = membership.nodes().filter(|(id, _)| **id != self.node_id).map(|(id, node)| {
+            let envelope = self.local.envelope(*id, Some(node), PeerRequest::Leaving);
+            async move {
+                if let Err(error) = self.transport.call(&node.peer_addr, envelope, LEAVING_TIMEOUT).await {
+                    tracing::debug!(member = id, %error, "could not say this process stopped");
+                }
+            }
+        });
+        futures::future::join_all(farewells).await;
     }
 
     /// Keeps derived state in step: proposes the cluster id when this node leads a
@@ -1436,6 +1622,15 @@ fn membership_error(
         }
         RaftError::APIError(other) => RemoteError::Unavailable(other.to_string()),
         RaftError::Fatal(fatal) => RemoteError::Unavailable(format!("raft stopped: {fatal}")),
+    }
+}
+
+/// A member's record, as the identity checks (`haven_core::identity::id_conflict`) take it.
+pub(crate) fn recorded_member(node: &HavenNode, heard_ms_ago: Option<u64>) -> haven_core::identity::Recorded<'_> {
+    haven_core::identity::Recorded {
+        incarnation: &node.incarnation,
+        addresses: haven_core::identity::Addresses { client_url: &node.client_url, peer_addr: &node.peer_addr },
+        heard_ms_ago,
     }
 }
 

@@ -6,7 +6,8 @@
 //!      │         data dir? same cluster? the sender a member (or, while this node joins, a
 //!      │         member it learned) whose recorded key is the connection's and whose
 //!      │         incarnation is the recorded one? Raft messages in the sender's own name?
-//!      │         forwarded writes naming a caller, never a server command?
+//!      │         forwarded writes naming a caller, never a server command? the sender's
+//!      │         live process, and this process the one it meant (boot identities)?
 //!      ▼
 //!   Raft RPCs ─────────────────────────▶ openraft
 //!   Forward, Join, RemoveMember,  ─────▶ the leader only: the client's credential is
@@ -32,6 +33,8 @@ use futures::FutureExt;
 use haven_core::admin::AuditEntry;
 use haven_core::auth::Access;
 use haven_core::auth::Credential;
+use haven_core::identity::boot_hex;
+use haven_core::identity::BootVerdict;
 use haven_core::kv::Request;
 use haven_net::log_limit::escaped;
 use haven_net::log_limit::Level;
@@ -248,7 +251,9 @@ pub fn refusal(node: &Node, envelope: &PeerEnvelope, peer_fingerprint: Option<&s
             );
         }
     }
-    sender_refusal(node, envelope, peer_fingerprint).or_else(|| body_refusal(envelope))
+    sender_refusal(node, envelope, peer_fingerprint)
+        .or_else(|| body_refusal(envelope))
+        .or_else(|| boot_refusal(node, envelope))
 }
 
 /// The sender must be a member whose recorded key is the one this connection proved (one
@@ -278,16 +283,92 @@ fn sender_refusal(node: &Node, envelope: &PeerEnvelope, peer_fingerprint: Option
         _ => {}
     }
     match recorded_incarnation {
-        Some(recorded) if recorded != envelope.from_incarnation => Refusal::plain(
-            "stale-incarnation",
+        Some(recorded) if recorded != envelope.from_incarnation => {
+            // Either the member's disk was wiped, or another node is configured with its id
+            // (and the member itself may be alive and well): say which, never advise
+            // removing a live member.
+            let diagnosis = node.membership().get_node(&from).map(|member| {
+                let heard_ms_ago = node.local.boots().heard_ms_ago(from, node.local.monotonic_ms());
+                haven_core::identity::id_conflict(
+                    from,
+                    &crate::node::recorded_member(member, heard_ms_ago),
+                    &escaped(&envelope.from_incarnation),
+                    None,
+                )
+                .1
+            });
+            Refusal::plain(
+                "stale-incarnation",
+                format!(
+                    "node {from} has incarnation {}, but the membership records {recorded}: {}",
+                    escaped(&envelope.from_incarnation),
+                    diagnosis.unwrap_or_else(|| "it must be removed and join again".into())
+                ),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Why an envelope from an admitted sender must not reach Raft because of which process sent
+/// it or which process it was meant for (see `haven_core::identity`): a second live process
+/// of one member (a copied data dir started elsewhere) is refused while the first is heard
+/// from, and a request meant for another process of this member than this one (the one the
+/// sender last heard, now restarted or a copy) is not answered here.
+fn boot_refusal(node: &Node, envelope: &PeerEnvelope) -> Option<Refusal> {
+    let from = envelope.from;
+    let member = from == node.node_id || node.membership().get_node(&from).is_some();
+    if member {
+        let now_ms = node.local.monotonic_ms();
+        let (verdict, lease_ms) = {
+            let mut boots = node.local.boots();
+            (boots.observe(from, envelope.from_boot, now_ms), boots.lease_ms())
+        };
+        node.alarm_duplicate_processes();
+        if let BootVerdict::Refuse { live_boot, heard_ms_ago } = verdict {
+            return Refusal::plain(
+                "duplicate-process",
+                if from == node.node_id {
+                    format!(
+                        "{DUPLICATE_PROCESS}: this process (boot {}) is node {from}, and another process (boot {}) \
+                         claims to be node {from} too: a copy of node {from}'s data dir runs elsewhere. Stop the \
+                         copy; it is refused",
+                        boot_hex(live_boot),
+                        boot_hex(envelope.from_boot)
+                    )
+                } else {
+                    format!(
+                        "{DUPLICATE_PROCESS}: node {from} runs as boot {} (heard from {heard_ms_ago} ms ago), and this \
+                         request comes from another process claiming to be node {from} (boot {}). If node {from} was \
+                         just restarted this clears within {lease_ms} ms; otherwise a copy of its data dir runs \
+                         elsewhere: stop it",
+                        boot_hex(live_boot),
+                        boot_hex(envelope.from_boot)
+                    )
+                },
+            );
+        }
+    }
+    let lease_ms = node.local.boots().lease_ms();
+    match envelope.to_boot {
+        Some(expected) if expected != node.local.boot => Refusal::plain(
+            "wrong-process",
             format!(
-            "node {from} has incarnation {}, but the membership records {recorded}; it must be removed and join again",
-            escaped(&envelope.from_incarnation)
-        ),
+                "wrong process: this is node {} as boot {}, but node {from} last heard node {} as boot {} and meant \
+                 that process (restarted since, or another copy of this node runs); requests reach this process once \
+                 node {from} has not heard the other for {lease_ms} ms",
+                node.node_id,
+                boot_hex(node.local.boot),
+                node.node_id,
+                boot_hex(expected)
+            ),
         ),
         _ => None,
     }
 }
+
+/// How a refusal of a second process of one member begins (the copy logs and shows it).
+pub const DUPLICATE_PROCESS: &str = "duplicate process";
 
 /// What the sender asks must be its own to ask: Raft messages in its own name (a leader's
 /// entries and votes name their leader or candidate), forwarded writes naming the caller
@@ -306,7 +387,8 @@ fn body_refusal(envelope: &PeerEnvelope) -> Option<Refusal> {
         | PeerRequest::Switchover { .. }
         | PeerRequest::Ping
         | PeerRequest::RegisterBreakGlass(_)
-        | PeerRequest::StateDigest { .. } => None,
+        | PeerRequest::StateDigest { .. }
+        | PeerRequest::Leaving => None,
     };
     match named {
         Some(named) if named != from => Refusal::violation(
@@ -401,6 +483,7 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
         return PeerResponse::Refused(refused.reason);
     }
     let from = envelope.from;
+    let from_boot = envelope.from_boot;
     let raft = &node.raft;
     match envelope.body {
         PeerRequest::AppendEntries(rpc) => {
@@ -465,6 +548,11 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
             Err(RemoteError::NotLeader { leader: node.leader().map(|(id, _)| id) })
         }),
         PeerRequest::StateDigest { index } => PeerResponse::StateDigest(node.state.digests().answer(index)),
+        PeerRequest::Leaving => {
+            node.local.boots().forget(from, from_boot);
+            tracing::info!(member = from, boot = %boot_hex(from_boot), "member process stopped; its restart is accepted at once");
+            PeerResponse::Left
+        }
     }
 }
 
@@ -523,7 +611,16 @@ mod tests {
     use super::*;
 
     fn from(node: NodeId, body: PeerRequest) -> PeerEnvelope {
-        PeerEnvelope { from: node, from_incarnation: "i".into(), to: 0, to_incarnation: None, cluster_id: None, body }
+        PeerEnvelope {
+            from: node,
+            from_incarnation: "i".into(),
+            to: 0,
+            to_incarnation: None,
+            cluster_id: None,
+            body,
+            from_boot: 1,
+            to_boot: None,
+        }
     }
 
     /// Raft messages only in the sender's own name: entries and votes name their leader or

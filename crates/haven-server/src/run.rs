@@ -61,6 +61,9 @@ pub struct TestHooks {
     /// Once the key [`DIVERGE_KEY`] exists, change its value in this replica's memory only
     /// (the replicas' comparison must find it).
     pub diverge_state: bool,
+    /// Added to this node's wall clock (ms): a skewed clock without touching the system's
+    /// (`--unsafe-test-clock-offset-ms`).
+    pub clock_offset_ms: i64,
 }
 
 /// The key the `diverge-state` test hook changes.
@@ -102,6 +105,22 @@ pub fn unsafe_test_mode(name: Option<&str>, env_confirmed: bool) -> anyhow::Resu
             anyhow::bail!("unknown --unsafe-test-mode {other:?}; known: {}", names.join(", "))
         }
     }
+}
+
+/// Adds `--unsafe-test-clock-offset-ms` to `hooks`: the node's wall clock reads that many
+/// ms ahead (or behind). Refused unless `HAVEN_UNSAFE_TEST_MODE=1` (`env_confirmed`).
+pub fn unsafe_test_clock_offset(
+    offset_ms: Option<i64>,
+    env_confirmed: bool,
+    hooks: TestHooks,
+) -> anyhow::Result<TestHooks> {
+    let Some(clock_offset_ms) = offset_ms else {
+        return Ok(hooks);
+    };
+    if !env_confirmed {
+        anyhow::bail!("--unsafe-test-clock-offset-ms is for clock-skew tests; set {UNSAFE_TEST_MODE_ENV}=1 to confirm");
+    }
+    Ok(TestHooks { clock_offset_ms, ..hooks })
 }
 
 /// Longest request head (request line and headers) a client may send; an API request
@@ -221,6 +240,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
         tokio::spawn(diverge_once_written(node.clone()));
     }
     let background = tokio::spawn(background_loop(node.clone(), stopped.clone()));
+    let probes = tokio::spawn(probe_loop(node.clone(), stopped.clone()));
     let ha_loop = tokio::spawn(ha_loop(node.clone(), stopped.clone()));
     let pin_sync = tokio::spawn(follow_membership_pins(node.clone()));
     let membership = tokio::spawn(enter_cluster(node.clone()));
@@ -284,11 +304,14 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> any
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, http_server).await;
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, peer_server).await;
     background.abort();
+    probes.abort();
     ha_loop.abort();
     pin_sync.abort();
     if let Err(error) = node.raft.shutdown().await {
         tracing::warn!(%error, "raft did not stop cleanly");
     }
+    // Last, once nothing more goes out under this boot: members accept a restart at once.
+    node.announce_leaving().await;
     files::remove_pid(&data_dir);
     tracing::info!("stopped");
     outcome
@@ -438,10 +461,11 @@ async fn ha_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
     }
 }
 
-/// Probes peers and keeps derived state in step, until stopped.
-async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
-    let mut recorded_cluster_id = None;
-    let mut last_voters = 0;
+/// Probes peers and compares replicas every probe interval, until stopped. A loop of its
+/// own: the probes are how members hear this process's boot (within the boot lease) and
+/// read its clock, so a slow membership change or proposal in the housekeeping loop must
+/// not hold them up.
+async fn probe_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
     loop {
         // Side by side: each waits up to a probe timeout for a member that does not
         // answer, and the probe round must stay within `reachable_within_ms` (one after
@@ -449,6 +473,18 @@ async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
         // unreachable while one member was silent).
         tokio::join!(node.probe_peers(), node.compare_replicas());
         node.started_checks_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::select! {
+            _ = tokio::time::sleep(node.probe_interval()) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Keeps derived state in step, until stopped.
+async fn background_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
+    let mut recorded_cluster_id = None;
+    let mut last_voters = 0;
+    loop {
         node.housekeeping(&mut recorded_cluster_id).await;
         node.promote_caught_up_learners().await;
         node.apply_maintenance();
@@ -485,28 +521,32 @@ async fn diverge_once_written(node: Arc<Node>) {
     }
 }
 
-/// Bootstraps or joins as configured. On an initialised data dir this does nothing (a
-/// learner that was admitted is promoted by the leader once caught up).
+/// Bootstraps or joins as configured (see `crate::bootstrap`). On an initialised data dir
+/// this does nothing (a learner that was admitted is promoted by the leader once caught up).
 async fn enter_cluster(node: Arc<Node>) -> anyhow::Result<()> {
     let initialized = node.raft.is_initialized().await.map_err(|e| anyhow::anyhow!("raft stopped: {e}"))?;
-    if node.config.bootstrap && !initialized {
-        tracing::info!("bootstrapping a new cluster with this node as its only voter");
-        node.raft
-            .initialize(BTreeMap::from([(node.node_id, node.this_node())]))
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot bootstrap: {e}"))?;
-        return Ok(());
+    let intent = node.bootstrap_intent();
+    match crate::bootstrap::entry(&node.config, initialized, intent.as_ref()) {
+        crate::bootstrap::Entry::Member | crate::bootstrap::Entry::Wait => Ok(()),
+        crate::bootstrap::Entry::Refuse(reason) => Err(anyhow::anyhow!(reason)),
+        crate::bootstrap::Entry::Bootstrap => {
+            tracing::info!("bootstrapping a new cluster with this node as its only voter (prepared by `haven init`)");
+            node.raft
+                .initialize(BTreeMap::from([(node.node_id, node.this_node())]))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot bootstrap: {e}"))?;
+            Ok(())
+        }
+        crate::bootstrap::Entry::Join => {
+            let Some(join_url) = node.config.join.clone() else {
+                return Ok(());
+            };
+            let response = join_through(&node, &join_url).await?;
+            *node.join_status.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            tracing::info!(cluster_id = %response.cluster_id, voter = response.voter, "admitted to the cluster");
+            Ok(())
+        }
     }
-    let Some(join_url) = node.config.join.clone() else {
-        return Ok(());
-    };
-    if initialized {
-        return Ok(());
-    }
-    let response = join_through(&node, &join_url).await?;
-    *node.join_status.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    tracing::info!(cluster_id = %response.cluster_id, voter = response.voter, "admitted to the cluster");
-    Ok(())
 }
 
 /// The HTTP client for joining: TLS pinned to the member's fingerprint (or, when the

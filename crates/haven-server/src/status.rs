@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use haven_core::identity::boot_hex;
 use haven_store::NodeId;
 use serde::Serialize;
 
@@ -27,12 +28,22 @@ pub struct MemberStatus {
     /// Entries it is behind this node's commit index.
     pub lag: Option<u64>,
     pub last_error: Option<String>,
+    /// The boot identity of the member's process this node hears (16 hex digits), while it
+    /// is heard within the boot lease (`haven_core::identity`).
+    pub boot: Option<String>,
+    /// How far the member's wall clock is off the cluster's time (the median of this node's
+    /// readings; positive: ahead), in ms, and how uncertain that is (`haven_core::clock`).
+    /// Null without a fresh reading.
+    pub clock_skew_ms: Option<i64>,
+    pub clock_uncertainty_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub cluster_id: Option<String>,
     pub node_id: NodeId,
+    /// This process's boot identity: new at every start.
+    pub boot: String,
     /// Whose view this is: always this node; status is never relayed.
     pub view_of: NodeId,
     pub state: String,
@@ -89,6 +100,14 @@ pub fn status(node: &Node) -> Status {
     let replication = metrics.replication.clone().unwrap_or_default();
     let leader_has_quorum = node.leader_has_quorum(&metrics);
     let config = node.ha_config();
+    let boot_now_ms = node.local.monotonic_ms();
+    let (live_boots, contenders) = {
+        let boots = node.local.boots();
+        let live: Vec<(NodeId, Option<u64>)> =
+            membership.nodes().map(|(id, _)| (*id, boots.live_boot(*id, boot_now_ms))).collect();
+        (live, boots.recent_contenders(boot_now_ms))
+    };
+    let clock = node.clock_view();
     let mut members = Vec::new();
     for (id, member) in membership.nodes() {
         let settings = config.node(*id);
@@ -114,6 +133,13 @@ pub fn status(node: &Node) -> Status {
             matched_index,
             lag: matched_index.map(|matched| commit_index.saturating_sub(matched)),
             last_error: if reachable { None } else { probe.last_error },
+            boot: if *id == node.node_id {
+                Some(boot_hex(node.local.boot))
+            } else {
+                live_boots.iter().find(|(member, _)| member == id).and_then(|(_, boot)| boot.map(boot_hex))
+            },
+            clock_skew_ms: clock.skews.get(id).map(|(skew, _)| *skew),
+            clock_uncertainty_ms: clock.skews.get(id).map(|(_, uncertainty)| *uncertainty),
         });
     }
     let mut warnings = Vec::new();
@@ -126,6 +152,32 @@ pub fn status(node: &Node) -> Status {
     }
     if node.maintenance() {
         warnings.push("maintenance mode is on: no automatic failover or failback (switchover still works)".into());
+    }
+    for contender in &contenders {
+        let ago_s = boot_now_ms.saturating_sub(contender.last_refused_ms) / 1000;
+        warnings.push(if contender.proven {
+            format!(
+                "node {}: a second process (boot {}) claims to be node {} while boot {} is alive (refused {ago_s} s \
+                 ago): a copy of its data dir runs elsewhere; stop it",
+                contender.member,
+                boot_hex(contender.boot),
+                contender.member,
+                boot_hex(contender.live_boot)
+            )
+        } else {
+            format!(
+                "node {}: a new process (boot {}) is refused while boot {} may still be alive (refused {ago_s} s ago); \
+                 after a restart this clears within seconds",
+                contender.member,
+                boot_hex(contender.boot),
+                boot_hex(contender.live_boot)
+            )
+        });
+    }
+    for (id, (skew_ms, uncertainty_ms)) in &clock.skews {
+        if haven_core::clock::skew_exceeds_bound(*skew_ms, *uncertainty_ms) {
+            warnings.push(clock_skew_warning(*id, *skew_ms, *uncertainty_ms));
+        }
     }
     for member in &members {
         if !member.reachable {
@@ -195,6 +247,7 @@ pub fn status(node: &Node) -> Status {
     Status {
         cluster_id: node.cluster_id(),
         node_id: node.node_id,
+        boot: boot_hex(node.local.boot),
         view_of: node.node_id,
         state: format!("{:?}", metrics.state).to_lowercase(),
         leader,
@@ -224,6 +277,18 @@ pub fn status(node: &Node) -> Status {
         diverged,
         storage: node.storage_sizes(),
     }
+}
+
+/// What status says (and the alarm, see `crate::ha`) about a member whose clock is off the
+/// cluster's time by more than `CLOCK_SKEW_MAX_MS`.
+pub fn clock_skew_warning(id: NodeId, skew_ms: i64, uncertainty_ms: u64) -> String {
+    let direction = if skew_ms > 0 { "ahead of" } else { "behind" };
+    format!(
+        "node {id}'s clock is {} ms (± {uncertainty_ms}) {direction} the cluster's time, beyond the {} ms bound: fix its \
+         time synchronisation (NTP). Token times follow the cluster's median clock meanwhile",
+        skew_ms.unsigned_abs(),
+        haven_core::clock::CLOCK_SKEW_MAX_MS
+    )
 }
 
 /// Alerts shown in status: the latest few say whether the hook and the mail work; the

@@ -26,6 +26,7 @@ pub(crate) mod stored;
 pub mod types;
 
 pub use crash_sim::DatabaseBackend;
+pub use identity::BootstrapIntent;
 pub use identity::NodeIdentity;
 pub use integrity::CorruptData;
 pub use log_store::LogStore;

@@ -108,6 +108,13 @@ pub(crate) fn put_meta<T: Serialize>(
     Ok(())
 }
 
+/// Removes `key`, both copies.
+pub(crate) fn remove_meta(table: &mut redb::Table<&str, &[u8]>, key: &str) -> redb::Result<()> {
+    table.remove(key)?;
+    table.remove(copy_key(key).as_str())?;
+    Ok(())
+}
+
 /// Reads `key`: the first copy whose seal holds. Both copies damaged is [`CorruptData`].
 pub(crate) fn get_meta<T: DeserializeOwned>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,

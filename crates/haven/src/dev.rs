@@ -137,6 +137,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             (plans, fingerprints)
         }
     };
+    prepare_if_never_started(&plans)?;
     check_ports_free(&dir, &plans)?;
     // The env file appears only once the cluster has formed, so a script that waits for it
     // (as the README invites) never meets a member that is still joining or a learner. One
@@ -305,8 +306,9 @@ fn render_config(node: &NodePlan, first: &NodePlan, first_fingerprint: &str) -> 
     );
     if node.id == first.id {
         text.push_str(
-            "# Starts a new cluster with this node as its only voter; does nothing on a node \
-             that already has data.\nbootstrap = true\n",
+            "# The cluster's first voter: starts the new cluster on the data dir `haven dev` \
+             prepared with `haven init`,\n# and refuses to start if that data is lost (it never \
+             starts a second cluster); does nothing\n# on a node that already has data.\nbootstrap = true\n",
         );
     } else {
         text.push_str(&format!(
@@ -579,6 +581,23 @@ fn remove_env_file(dir: &Path) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// `haven init` for n1 of a cluster no node of which has ever served: the one-time step that
+/// lets n1 start the new cluster. Once any node has served (written addr.json) or n1 holds
+/// an admin token, nothing is prepared again: an n1 that lost its data then refuses to start
+/// instead of starting a second cluster.
+fn prepare_if_never_started(plans: &[NodePlan]) -> anyhow::Result<()> {
+    let Some(first) = plans.first() else {
+        bail!("internal: no nodes planned");
+    };
+    let ever_served = plans.iter().any(|plan| plan.addr_path().exists());
+    if ever_served || first.admin_token_path().exists() {
+        return Ok(());
+    }
+    haven_server::bootstrap::prepare_new_cluster(first.id, &first.data_dir)
+        .with_context(|| format!("cannot prepare node {} to start the new cluster", first.name()))?;
+    Ok(())
 }
 
 /// Writes `DIR/env` (mode 0600), atomically: a reader sees all of it or none.

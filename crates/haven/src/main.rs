@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run one node.
     Serve(serve::ServeArgs),
+    /// Prepare a stopped node's data dir to start a new cluster (once, before its first start).
+    Init(serve::InitArgs),
     /// Run a local cluster of 1, 3, 5 or 7 nodes on 127.0.0.1 as child processes.
     Dev(dev::DevArgs),
     /// Show the cluster's status and HA state; exits 0 only when the HA state is stable.
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         match cli.command {
             // Under systemd the reason a node stops on an error goes to its status line too.
             Command::Serve(args) => serve::run(args).await.inspect_err(|error| service::failed(&format!("{error:#}"))),
+            Command::Init(args) => serve::init(args),
             Command::Dev(args) => dev::run(args).await,
             Command::Status(args) => client_cmds::status(args).await,
             Command::Kv(command) => client_cmds::kv(command).await,

@@ -7,9 +7,9 @@ use anyhow::Context;
 use haven_core::config::NodeConfigFile;
 use haven_server::RunOptions;
 
-/// Every key of the config file is also a flag; flags win.
+/// Which node: its config file, and the flags that name it.
 #[derive(clap::Args, Debug)]
-pub struct ServeArgs {
+pub struct NodeArgs {
     /// The node's TOML config file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -19,13 +19,22 @@ pub struct ServeArgs {
     /// Where the node keeps its log, snapshots, pid and address files.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+}
+
+/// Every key of the config file is also a flag; flags win.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    node: NodeArgs,
     /// IP:PORT for the HTTP API.
     #[arg(long)]
     client_addr: Option<String>,
     /// IP:PORT for node-to-node traffic.
     #[arg(long)]
     peer_addr: Option<String>,
-    /// Start a new cluster with this node as its only voter (ignored on an initialised data dir).
+    /// This node is a new cluster's first voter: it starts the cluster on a data dir prepared
+    /// by `haven init`, and refuses to start on an empty one (it lost its data; join instead).
+    /// Ignored on an initialised data dir.
     #[arg(long)]
     bootstrap: bool,
     /// Client URL of any member of the cluster to join (ignored on an initialised data dir).
@@ -50,6 +59,10 @@ pub struct ServeArgs {
     /// Refused unless HAVEN_UNSAFE_TEST_MODE=1.
     #[arg(long, hide = true)]
     unsafe_test_mode: Option<String>,
+    /// Clock-skew tests only: this node's wall clock reads this many ms ahead (negative:
+    /// behind). Refused unless HAVEN_UNSAFE_TEST_MODE=1.
+    #[arg(long, hide = true, allow_hyphen_values = true)]
+    unsafe_test_clock_offset_ms: Option<i64>,
     /// Fingerprint of the member named by --join (`haven fingerprint --dir` on it).
     #[arg(long)]
     join_fingerprint: Option<String>,
@@ -79,8 +92,8 @@ pub struct ServeArgs {
 impl ServeArgs {
     fn overrides(&self) -> NodeConfigFile {
         NodeConfigFile {
-            node_id: self.node_id,
-            data_dir: self.data_dir.clone(),
+            node_id: self.node.node_id,
+            data_dir: self.node.data_dir.clone(),
             client_addr: self.client_addr.clone(),
             peer_addr: self.peer_addr.clone(),
             bootstrap: self.bootstrap.then_some(true),
@@ -102,20 +115,61 @@ impl ServeArgs {
     }
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    // Everything the node creates (database, snapshots, keys, pid and address files) is its
-    // user's alone.
-    haven_server::files::restrict_umask();
-    let file = match &args.config {
+/// The config file (if any) with the flags' values on top, validated.
+fn load_config(
+    path: Option<&std::path::Path>,
+    overrides: NodeConfigFile,
+) -> anyhow::Result<haven_core::config::NodeConfig> {
+    let file = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             NodeConfigFile::parse(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => NodeConfigFile::default(),
     };
-    let mut config = file.merge(args.overrides()).validate()?;
+    Ok(file.merge(overrides).validate()?)
+}
+
+/// `haven init`: the one-time step that makes a node the first member of a new cluster
+/// (node_id and data_dir from the config file or the flags).
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// Prepares the (stopped) node's data dir to start a new cluster at its next `haven serve`.
+pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    // The data dir and the record it gets are the node's user's alone, as `serve` makes them.
+    haven_server::files::restrict_umask();
+    let overrides =
+        NodeConfigFile { node_id: args.node.node_id, data_dir: args.node.data_dir.clone(), ..Default::default() };
+    let config = load_config(args.node.config.as_deref(), overrides)?;
+    if config.join.is_some() {
+        anyhow::bail!(
+            "join is set: this node enters an existing cluster; `haven init` is only for a new cluster's first node"
+        );
+    }
+    haven_server::bootstrap::prepare_new_cluster(config.node_id, &config.data_dir)?;
+    println!(
+        "node {} in {} will start a new cluster at its next start (haven serve); its first admin token will be written \
+         to {}",
+        config.node_id,
+        config.data_dir.display(),
+        config.data_dir.join(haven_server::auth::ADMIN_TOKEN_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Everything the node creates (database, snapshots, keys, pid and address files) is its
+    // user's alone.
+    haven_server::files::restrict_umask();
+    let mut config = load_config(args.node.config.as_deref(), args.overrides())?;
     let unsafe_confirmed = std::env::var(haven_server::run::UNSAFE_TEST_MODE_ENV).is_ok_and(|value| value == "1");
     let (sync, test_hooks) = haven_server::run::unsafe_test_mode(args.unsafe_test_mode.as_deref(), unsafe_confirmed)?;
+    let test_hooks =
+        haven_server::run::unsafe_test_clock_offset(args.unsafe_test_clock_offset_ms, unsafe_confirmed, test_hooks)?;
     if config.data_dir.is_relative() {
         config.data_dir = std::env::current_dir()?.join(&config.data_dir);
     }

@@ -338,7 +338,10 @@ fn the_cli_never_mixes_two_clusters() {
     assert!(remembered.contains("before") && remembered.contains("warning: ignoring"), "{remembered}");
 
     // Issue 13, item 4: node 1 wiped and bootstrapped anew at its old address refuses the
-    // token and reports another cluster; the CLI goes on to the cluster that accepts it.
+    // token and reports another cluster; the CLI goes on to the cluster that accepts it. (The
+    // server side no longer bootstraps a wiped node by itself, identity.rs
+    // a_wiped_bootstrap_node_does_not_start_a_second_cluster; here `haven init` was run on
+    // it, as an operator could.)
     let mut fresh_cluster = TestCluster::start(3, &[]);
     fresh_cluster.wait_leader(LEADER_TIMEOUT);
     let token = fresh_cluster.dir.path().join("real-admin.token");

@@ -355,6 +355,9 @@ fn a_learner_stays_a_learner() {
     cluster.wait_for(CONDITION_TIMEOUT, "node 2 to be a member", |c| {
         c.status(0).is_some_and(|s| s["members"].as_array().is_some_and(|m| m.len() == 2))
     });
+    // The leader lists it once the membership entry is appended, which can be before the
+    // learner has heard from it: until then it knows neither a leader nor the tokens.
+    cluster.wait_for(CONDITION_TIMEOUT, "node 2 to hear from its leader", |c| c.leader_of(learner) == Some(1));
     assert_eq!(get(&cluster.client_of(learner), "replicated", Consistency::Linearizable).as_deref(), Some("yes"));
     // Several promotion rounds later it is still a learner.
     std::thread::sleep(Duration::from_secs(2));

@@ -64,14 +64,16 @@ fn with_umask_022() -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir) {
     (serial, tempfile::tempdir().expect("temp dir"))
 }
 
-/// `haven serve` on a dir that does not exist yet: the node creates it, its key, database,
-/// token and address files, then a snapshot; none of it is readable by anyone else. Then a
+/// `haven init` and `haven serve` on a dir that does not exist yet: they create it, its key,
+/// database, token and address files, then a snapshot; none of it is readable by anyone else. Then a
 /// data dir made group-writable is refused at start-up with the reason and the fix.
 #[test]
 fn serve_on_a_new_dir_keeps_everything_private_and_refuses_a_writable_dir() {
     let (_serial, root) = with_umask_022();
     let data_dir = root.path().join("new/n1");
     let log = root.path().join("n1.log");
+    // A new cluster starts on a data dir `haven init` prepared (it makes the dir).
+    common::init_node(&data_dir, 1);
     let mut child = serve(&data_dir, &log);
     let token_path = data_dir.join("admin.token");
     common::wait_until("admin.token and addr.json", &log, &mut child, || {

@@ -70,7 +70,16 @@ async fn send(peer_addr: &str, config: rustls::ClientConfig, envelope: &PeerEnve
 
 /// An envelope from `from` (with data dir `incarnation`) to whichever node receives it.
 fn envelope(from: u64, incarnation: &str, cluster_id: Option<String>, body: PeerRequest) -> PeerEnvelope {
-    PeerEnvelope { from, from_incarnation: incarnation.into(), to: 0, to_incarnation: None, cluster_id, body }
+    PeerEnvelope {
+        from,
+        from_incarnation: incarnation.into(),
+        to: 0,
+        to_incarnation: None,
+        cluster_id,
+        body,
+        from_boot: 7,
+        to_boot: None,
+    }
 }
 
 /// Sends one ping as the fake member 7 (see `add_fake_member`).

@@ -35,6 +35,10 @@ impl NotifiedNode {
         socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
         let data_dir = dir.path().join("n1");
         let log_path = dir.path().join("n1.log");
+        if extra_args.contains(&"--bootstrap") {
+            // A new cluster starts only on a data dir prepared for it.
+            common::init_node(&data_dir, 1);
+        }
         let mut command = common::haven_command();
         command
             .args(["serve", "--node-id=1", "--peer-addr=127.0.0.1:0"])

@@ -113,7 +113,7 @@ impl TestCluster {
     }
 
     /// Generates the node key in `data_dir` (for 127.0.0.1) before the node starts, and
-    /// trusts it.
+    /// trusts it (a dir that holds a key already, a copy of another node's, keeps it).
     fn generate_trusted_key(&mut self, data_dir: &std::path::Path) {
         let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
         let (key, _) = haven_tls::NodeIdentityKey::load_or_generate(data_dir, &loopback).expect("node key");
@@ -123,16 +123,25 @@ impl TestCluster {
     /// Starts `count` nodes: node 1 bootstraps, the others join through it and become
     /// voters. `common_args` are given to every node (e.g. a small snapshot threshold).
     pub fn start(count: u64, common_args: &[&str]) -> TestCluster {
+        TestCluster::start_with(count, common_args, &[])
+    }
+
+    /// [`TestCluster::start`], giving `node_args[i]` to node `i + 1` besides the common
+    /// arguments (e.g. a test hook for one node).
+    pub fn start_with(count: u64, common_args: &[&str], node_args: &[&[&str]]) -> TestCluster {
+        let own = |id: u64| node_args.get(id as usize - 1).copied().unwrap_or_default();
         let mut cluster = TestCluster::empty(common_args);
-        cluster.add_node(1, &["--bootstrap"]);
+        init_node(&cluster.dir.path().join("n1"), 1);
+        let first: Vec<&str> = ["--bootstrap"].iter().chain(own(1)).copied().collect();
+        cluster.add_node(1, &first);
         let token_path = cluster.nodes[0].data_dir.join("admin.token");
         cluster.wait_for(CONDITION_TIMEOUT, "node 1 to write admin.token", |_| token_path.exists());
         cluster.admin_token = std::fs::read_to_string(&token_path).expect("admin.token").trim().to_string();
         cluster.wait_for(CONDITION_TIMEOUT, "node 1 to lead", |c| c.leader_of(0) == Some(1));
         for id in 2..=count {
             let join = cluster.join_args();
-            let join: Vec<&str> = join.iter().map(String::as_str).collect();
-            cluster.add_node(id, &join);
+            let args: Vec<&str> = join.iter().map(String::as_str).chain(own(id).iter().copied()).collect();
+            cluster.add_node(id, &args);
         }
         cluster.wait_for(CONDITION_TIMEOUT, "all nodes to be voters", |c| c.voter_count(0) == count as usize);
         cluster
@@ -145,11 +154,7 @@ impl TestCluster {
         let mut cluster = TestCluster::empty(common_args);
         for (id, source) in dirs {
             let data_dir = cluster.dir.path().join(format!("n{id}"));
-            std::fs::create_dir_all(&data_dir).expect("data dir");
-            for entry in std::fs::read_dir(source).expect("source dir") {
-                let entry = entry.expect("source entry");
-                std::fs::copy(entry.path(), data_dir.join(entry.file_name())).expect("copy");
-            }
+            copy_dir(source, &data_dir);
             // A checkout does not keep the key's mode; a node keeps its key private.
             use std::os::unix::fs::PermissionsExt;
             let key = data_dir.join("node.key");
@@ -183,6 +188,13 @@ impl TestCluster {
     /// is generated first, so the harness trusts it from the start.
     pub fn add_node(&mut self, id: u64, args: &[&str]) -> usize {
         let data_dir = self.dir.path().join(format!("n{id}"));
+        self.add_node_with_dir(id, data_dir, args)
+    }
+
+    /// Starts a node process as node `id` on `data_dir` (new, or a copy of another node's)
+    /// with fresh ports, and waits for its addr.json. A key the dir lacks is generated first,
+    /// so the harness trusts it from the start.
+    pub fn add_node_with_dir(&mut self, id: u64, data_dir: PathBuf, args: &[&str]) -> usize {
         self.generate_trusted_key(&data_dir);
         let mut node = TestNode::unstarted(id, data_dir, args.iter().map(|s| s.to_string()).collect());
         spawn(&mut node, &self.common_args);
@@ -333,12 +345,18 @@ impl TestCluster {
     }
 
     /// Wipes the data dir of the (stopped) node at `index` and starts it again with `args`
-    /// (for example the join flags): a new member with a new key, which the harness trusts.
+    /// (for example the join flags; with `--bootstrap` it is `haven init`ed first): a new
+    /// member with a new key, which the harness trusts.
     pub fn wipe_and_start(&mut self, index: usize, args: &[String]) {
         self.kill(index);
         let data_dir = self.nodes[index].data_dir.clone();
         let _ = std::fs::remove_dir_all(&data_dir);
         self.generate_trusted_key(&data_dir);
+        if args.iter().any(|arg| arg == "--bootstrap") {
+            // A wiped node starts a new cluster only once `haven init` prepared it (issue 13):
+            // bootstrapping anew at its old address is an operator's deliberate act now.
+            init_node(&data_dir, self.nodes[index].id);
+        }
         self.nodes[index].extra_args = args.to_vec();
         self.restart(index);
     }
@@ -387,6 +405,10 @@ pub fn serve_command(node: &TestNode, common_args: &[String]) -> Command {
         .arg(format!("--peer-addr={}", node.peer_addr))
         .args(common_args)
         .args(&node.extra_args);
+    // Test hooks (`--unsafe-test-...`) need the confirmation; nothing else is changed by it.
+    if node.extra_args.iter().chain(common_args).any(|arg| arg.starts_with("--unsafe-test")) {
+        command.env("HAVEN_UNSAFE_TEST_MODE", "1");
+    }
     command
 }
 
@@ -653,6 +675,31 @@ pub fn audit(cluster: &TestCluster, index: usize) -> Vec<Value> {
     let (status, body) = call(cluster, index, "GET", "/v1/audit", None);
     assert_eq!(status, 200, "audit: {body}");
     body["records"].as_array().cloned().unwrap_or_default()
+}
+
+/// `haven init`: prepares `data_dir` so node `id` starts a new cluster at its first start.
+pub fn init_node(data_dir: &std::path::Path, id: u64) {
+    let output = haven_command()
+        .arg("init")
+        .arg(format!("--node-id={id}"))
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .output()
+        .expect("run haven init");
+    assert!(output.status.success(), "haven init: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Copies a (stopped) node's data dir, as a backup or a cloned VM would hold it.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create copy");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
 }
 
 /// Runs a future to completion on a fresh runtime (tests are plain `#[test]`s so the
