@@ -43,8 +43,9 @@
 //! Stored layouts: log entries (`Request`) keep the layout they always had (new commands
 //! are appended). The state's layout changed when request ids got their caller and command
 //! digest (format 0, [`format_v0`], before that) and when the administrative state began
-//! to keep removed members and recovery lineage (format 1, [`format_v1`], before that);
-//! older snapshots are read through their layout and converted (the store marks newer
+//! to keep removed members and recovery lineage (format 1, [`format_v1`], before that)
+//! and when it began to keep the members' durability marks (format 2, [`format_v2`],
+//! before that); older snapshots are read through their layout and converted (the store marks newer
 //! snapshots with their format number).
 
 use std::collections::BTreeMap;
@@ -74,6 +75,9 @@ use crate::auth::SHA256_HEX_CHARS;
 use crate::auth::TOKENS_MAX;
 use crate::auth::TOKEN_TTL_SECONDS_MAX;
 use crate::auth::TOKEN_TTL_SECONDS_MIN;
+use crate::durability::DurableMarks;
+use crate::durability::MarkEntry;
+use crate::durability::DURABLE_MARKS_MAX;
 use crate::key::key_has_prefix;
 use crate::limits::HISTORY_BYTES_MAX;
 use crate::limits::HISTORY_REVISIONS_DEFAULT;
@@ -82,6 +86,7 @@ use crate::limits::REQUEST_IDS_REMEMBERED;
 
 pub mod format_v0;
 pub mod format_v1;
+pub mod format_v2;
 #[cfg(test)]
 mod properties;
 mod sized;
@@ -181,6 +186,12 @@ pub enum Command {
         incarnation: String,
         fingerprint: String,
     },
+    /// Records how far each current member was seen to hold the log on disk (see
+    /// `crate::durability`): lists every member; a member's mark never goes down for one
+    /// data dir, and members not listed are dropped. Only the leader proposes it.
+    RecordDurable {
+        marks: Vec<MarkEntry>,
+    },
 }
 
 impl Command {
@@ -189,7 +200,7 @@ impl Command {
     /// client route builds them.
     pub fn is_server_only(&self) -> bool {
         match self {
-            Command::InitCluster { .. } | Command::RecordAudit { .. } => true,
+            Command::InitCluster { .. } | Command::RecordAudit { .. } | Command::RecordDurable { .. } => true,
             Command::Put { .. }
             | Command::Delete { .. }
             | Command::CreateToken { .. }
@@ -226,6 +237,7 @@ impl Command {
             Command::SpendJoinToken { .. } => "spend-join-token",
             Command::ApplyReviewedDraft { .. } => "apply-reviewed-draft",
             Command::RecordRemoval { .. } => "record-removal",
+            Command::RecordDurable { .. } => "record-durable",
         }
     }
 
@@ -236,7 +248,7 @@ impl Command {
         match self {
             Command::Put { .. } | Command::Delete { .. } => Access::Write,
             Command::ConsumeJoinToken { .. } | Command::SpendJoinToken { .. } => Access::Join,
-            Command::Authorize | Command::RecordAudit { .. } => Access::Public,
+            Command::Authorize | Command::RecordAudit { .. } | Command::RecordDurable { .. } => Access::Public,
             Command::InitCluster { .. }
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }
@@ -317,6 +329,7 @@ impl std::fmt::Display for Request {
             Command::ApplyReviewedDraft { base_version, digest } => {
                 write!(f, "config apply (draft {digest} based on {base_version})")
             }
+            Command::RecordDurable { marks } => write!(f, "durable marks of {} members", marks.len()),
         }?;
         match &self.auth {
             Some(auth) => write!(f, " by token {} ({} access)", auth.token_id, auth.access),
@@ -427,6 +440,9 @@ pub struct KvState {
     maintenance_since_ms: Option<u64>,
     /// HA configuration, draft, audit log, teardowns.
     admin: CopyOnWrite<AdminState>,
+    /// How far each member was seen to hold the log on disk (`crate::durability`). Last:
+    /// snapshot format 3 added it (`format_v2`: the layout before).
+    durable: CopyOnWrite<DurableMarks>,
 }
 
 impl Default for KvState {
@@ -449,6 +465,7 @@ impl KvState {
             tokens: CopyOnWrite::default(),
             maintenance_since_ms: None,
             admin: CopyOnWrite::default(),
+            durable: CopyOnWrite::default(),
         }
     }
 
@@ -800,6 +817,15 @@ impl KvState {
                 self.maintenance_since_ms = on.then_some(self.maintenance_since_ms.unwrap_or(now_ms));
                 CommandResult::Ok { revision: self.revision }
             }
+            Command::RecordDurable { marks } => {
+                if marks.len() > DURABLE_MARKS_MAX {
+                    return CommandResult::Refused {
+                        reason: format!("a durability record lists at most {DURABLE_MARKS_MAX} members"),
+                    };
+                }
+                *self.durable = crate::durability::merged(&self.durable, marks);
+                CommandResult::Ok { revision: self.revision }
+            }
             // Applied by `apply_audited` itself (they exist for their audit records); routed
             // there should anything call this with one.
             Command::EditHaDraft { .. }
@@ -832,6 +858,11 @@ impl KvState {
                 token.name
             )
         })
+    }
+
+    /// How far each member was seen to hold the log on disk, by node id.
+    pub fn durable(&self) -> &DurableMarks {
+        &self.durable
     }
 
     /// Since when (the leader's clock, ms since the epoch) maintenance mode is on, if it is.
@@ -918,7 +949,8 @@ impl KvState {
             | Command::ConsumeJoinToken { .. }
             | Command::SpendJoinToken { .. }
             | Command::Authorize
-            | Command::RecordRemoval { .. } => (self.apply_command(command, now_ms, auth), None),
+            | Command::RecordRemoval { .. }
+            | Command::RecordDurable { .. } => (self.apply_command(command, now_ms, auth), None),
         }
     }
 
@@ -1300,6 +1332,7 @@ mod tests {
             #[serde(default)]
             pub maintenance_since_ms: Option<u64>,
             pub admin: AdminState,
+            pub durable: BTreeMap<u64, crate::durability::DurableMark>,
         }
 
         /// `Command::Put` is variant 0, so this encodes like it.
@@ -1955,5 +1988,42 @@ mod tests {
         assert_eq!(a.replica_digest(), b.replica_digest());
         b.apply(&put("y", "3"));
         assert_ne!(a.replica_digest(), b.replica_digest());
+    }
+
+    /// Durability marks (issue 13, rewound storage) are replicated bookkeeping: merged per
+    /// data dir, never lowered, members not listed dropped, no revision, nothing audited,
+    /// bounded, and only the server proposes them.
+    #[test]
+    fn durable_marks_merge_and_never_go_down() {
+        use crate::durability::DurableMark;
+        let mut state = KvState::default();
+        state.apply(&put("a", "1"));
+        let record = |marks: Vec<(u64, &str, u64)>| {
+            Request::new(
+                None,
+                Command::RecordDurable {
+                    marks: marks.into_iter().map(|(id, inc, index)| (id, inc.into(), index)).collect(),
+                },
+            )
+        };
+        let audited = state.admin().audit.since(0, usize::MAX).len();
+        assert_eq!(state.apply(&record(vec![(1, "a", 10), (2, "b", 8)])), CommandResult::Ok { revision: 1 });
+        assert_eq!(state.apply(&record(vec![(1, "a", 4), (2, "b2", 3)])), CommandResult::Ok { revision: 1 });
+        assert_eq!(
+            state.durable().iter().map(|(id, mark)| (*id, mark.clone())).collect::<Vec<_>>(),
+            vec![
+                (1, DurableMark { incarnation: "a".into(), index: 10 }),
+                (2, DurableMark { incarnation: "b2".into(), index: 3 })
+            ]
+        );
+        state.apply(&record(vec![(1, "a", 11)]));
+        assert_eq!(state.durable().len(), 1, "node 2 left");
+        assert_eq!(state.revision(), 1);
+        assert_eq!(state.admin().audit.since(0, usize::MAX).len(), audited, "nothing audited");
+        let too_many: Vec<(u64, &str, u64)> =
+            (0..crate::durability::DURABLE_MARKS_MAX as u64 + 1).map(|id| (id, "x", 1)).collect();
+        assert!(matches!(state.apply(&record(too_many)), CommandResult::Refused { .. }));
+        assert_eq!(state.durable().len(), 1);
+        assert!(Command::RecordDurable { marks: Vec::new() }.is_server_only());
     }
 }

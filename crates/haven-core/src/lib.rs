@@ -19,6 +19,7 @@ pub mod auth;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod durability;
 pub mod endpoint;
 pub mod events;
 pub mod ha;

@@ -82,6 +82,7 @@ mod tests {
             to_incarnation: Some("b".into()),
             from_boot: 7,
             to_boot: None,
+            to_durable: None,
             cluster_id: None,
             body: PeerRequest::Ping,
         };
@@ -143,6 +144,7 @@ mod tests {
                 body,
                 from_boot: 3,
                 to_boot: Some(4),
+                to_durable: Some(5),
             }
         }
 

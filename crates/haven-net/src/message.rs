@@ -38,6 +38,10 @@ pub struct PeerEnvelope {
     /// The receiver's boot as the sender last heard it within the lease: a request meant
     /// for one process of a member is never answered (or its vote counted) by another.
     pub to_boot: Option<BootId>,
+    /// The receiver's durability mark as the sender's replicated state records it for the
+    /// receiver's data dir (`haven_core::durability`): a receiver whose log ends below it has
+    /// lost entries it acknowledged (storage that went back in time) and stops voting.
+    pub to_durable: Option<u64>,
 }
 
 /// What a node asks of another.

@@ -11,6 +11,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 use std::time::Instant;
 
+use haven_core::durability::DurableMarks;
 use haven_core::identity::BootId;
 use haven_core::identity::BootTracker;
 use haven_core::limits::SNAPSHOT_CHUNK_BYTES;
@@ -100,6 +101,9 @@ pub struct LocalPeer {
     boots: Mutex<BootTracker>,
     /// Zero of the tracker's monotonic milliseconds.
     epoch: Instant,
+    /// The members' durability marks as this node's replicated state last recorded them
+    /// (kept current by the server).
+    durable: RwLock<DurableMarks>,
 }
 
 impl LocalPeer {
@@ -113,6 +117,7 @@ impl LocalPeer {
             expelled: tokio::sync::watch::channel(None).0,
             boots: Mutex::new(BootTracker::new(node_id, boot)),
             epoch: Instant::now(),
+            durable: RwLock::new(DurableMarks::new()),
         })
     }
 
@@ -152,9 +157,24 @@ impl LocalPeer {
         self.boots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Keeps the members' durability marks as the replicated state records them.
+    pub fn set_durable_marks(&self, marks: &DurableMarks) {
+        let mut current = self.durable.write().unwrap_or_else(|e| e.into_inner());
+        if *current != *marks {
+            *current = marks.clone();
+        }
+    }
+
+    /// Member `id`'s durability mark for the data dir with `incarnation`, if recorded.
+    pub fn durable_mark(&self, id: NodeId, incarnation: &str) -> Option<u64> {
+        let marks = self.durable.read().unwrap_or_else(|e| e.into_inner());
+        marks.get(&id).filter(|mark| mark.incarnation == incarnation).map(|mark| mark.index)
+    }
+
     /// An envelope to the member `to` as `node` records it.
     pub fn envelope(&self, to: NodeId, node: Option<&HavenNode>, body: PeerRequest) -> PeerEnvelope {
         let to_boot = self.boots().live_boot(to, self.monotonic_ms());
+        let to_durable = node.and_then(|node| self.durable_mark(to, &node.incarnation));
         PeerEnvelope {
             from: self.node_id,
             from_incarnation: self.incarnation.clone(),
@@ -164,6 +184,7 @@ impl LocalPeer {
             body,
             from_boot: self.boot,
             to_boot,
+            to_durable,
         }
     }
 }
@@ -307,6 +328,35 @@ impl PeerNetwork {
         }
     }
 
+    /// A granted vote whose voter's log ends below the durability mark this node's state
+    /// records for it is not counted: the voter lost entries it acknowledged (its storage
+    /// went back in time), and a quorum that counts it may lack acknowledged writes. Such a
+    /// voter refuses votes itself once it learns its mark; this covers a voter that has not.
+    fn refuse_rewound_voter(
+        &self,
+        response: VoteResponse<TypeConfig>,
+        what: &str,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        if !response.vote_granted {
+            return Ok(response);
+        }
+        let Some(mark) = self.local.durable_mark(self.target, &self.node.incarnation) else {
+            return Ok(response);
+        };
+        let log_end = response.last_log_id.as_ref().map_or(0, |log_id| log_id.index());
+        if haven_core::durability::rewound(log_end, mark) {
+            return Err(remote_failed(
+                what,
+                format!(
+                    "node {}'s log ends at {log_end}, below the {mark} it was recorded as holding durably (its storage \
+                     went back in time); its vote is not counted",
+                    self.target
+                ),
+            ));
+        }
+        Ok(response)
+    }
+
     async fn send_snapshot(
         &self,
         vote: Vote,
@@ -376,7 +426,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.call(PeerRequest::Vote(rpc), option.soft_ttl()).await? {
-            PeerResponse::Vote(result) => result.map_err(|reason| remote_failed("vote", reason)),
+            PeerResponse::Vote(result) => {
+                self.refuse_rewound_voter(result.map_err(|reason| remote_failed("vote", reason))?, "vote")
+            }
             _ => Err(unexpected("vote")),
         }
     }
@@ -389,7 +441,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.call(PeerRequest::PreVote(rpc), option.soft_ttl()).await? {
-            PeerResponse::Vote(result) => result.map_err(|reason| remote_failed("pre-vote", reason)),
+            PeerResponse::Vote(result) => {
+                self.refuse_rewound_voter(result.map_err(|reason| remote_failed("pre-vote", reason))?, "pre-vote")
+            }
             _ => Err(unexpected("pre-vote")),
         }
     }

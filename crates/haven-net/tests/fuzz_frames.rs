@@ -18,6 +18,7 @@ fn valid_frame() -> Vec<u8> {
         body: PeerRequest::RemoveMember { node_id: 3, force: true, credential: Credential::new("hvn_x") },
         from_boot: u64::MAX,
         to_boot: Some(1),
+        to_durable: Some(u64::MAX),
     };
     frame::encode(&envelope).expect("encode")
 }

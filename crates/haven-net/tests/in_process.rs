@@ -47,6 +47,7 @@ fn ping_from(from: u64) -> PeerEnvelope {
         body: PeerRequest::Ping,
         from_boot: 1,
         to_boot: None,
+        to_durable: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn ping(from: u64, incarnation: String) -> PeerEnvelope {
         body: PeerRequest::Ping,
         from_boot: 1,
         to_boot: None,
+        to_durable: None,
     }
 }
 

@@ -213,6 +213,7 @@ impl Node {
             maintenance,
             maintenance_override: self.maintenance_override.load(Ordering::Relaxed),
             leader_known: self.leader().is_some(),
+            rewound: self.rewound(),
         };
         let decision = elections::may_campaign(&facts);
         let enable = decision.is_allowed();

@@ -199,6 +199,10 @@ pub struct Node {
     /// [`ClockView::cluster_offset_ms`] as of the last probe round: read on every request,
     /// recomputed twice a second.
     cluster_offset_ms: std::sync::atomic::AtomicI64,
+    /// The highest durability mark for this data dir a member has told this process of
+    /// (`haven_core::durability`; 0: none): a log that ends below it lost entries this node
+    /// acknowledged (storage that went back in time).
+    durable_mark_heard: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -300,6 +304,7 @@ impl Node {
             ),
             test_hooks,
             cluster_offset_ms: std::sync::atomic::AtomicI64::new(0),
+            durable_mark_heard: std::sync::atomic::AtomicU64::new(0),
             config,
         }))
     }
@@ -1059,6 +1064,15 @@ impl Node {
         if leader_alive || !self.maintenance() {
             return;
         }
+        if let Some((log_end, mark)) = self.rewound() {
+            // It would lead without entries it acknowledged; another member must.
+            tracing::warn!(
+                log_end,
+                mark,
+                "maintenance off requested, but this node's storage went back in time: not campaigning"
+            );
+            return;
+        }
         tracing::warn!("maintenance off requested without a leader: resuming elections on this node");
         self.maintenance_override.store(true, std::sync::atomic::Ordering::Relaxed);
         self.apply_maintenance();
@@ -1481,6 +1495,61 @@ impl Node {
         self.cluster_offset_ms.store(cluster_offset_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
+    // ---- storage that went back in time (haven_core::durability) -------------------------
+
+    /// A member says (`PeerEnvelope::to_durable`) that this data dir was recorded as
+    /// holding the log durably up to `mark`. If this node's log ends below it, its storage
+    /// went back in time: it stops voting and campaigning until it has caught up.
+    pub fn note_durable_mark(&self, mark: u64) {
+        let before = self.durable_mark_heard.fetch_max(mark, std::sync::atomic::Ordering::Relaxed);
+        if mark > before {
+            if let Some((log_end, mark)) = self.rewound() {
+                tracing::error!(
+                    log_end,
+                    mark,
+                    "this node's log ends at {log_end}, but the cluster recorded it as holding {mark} durably: its                      storage went back in time (a restored backup or reverted VM snapshot?). It neither votes nor                      campaigns until it has caught up from the leader"
+                );
+                self.apply_elections();
+            }
+        }
+    }
+
+    /// `Some((log_end, mark))` while this node's log ends below the highest durability mark
+    /// a member told this process of.
+    pub fn rewound(&self) -> Option<(u64, u64)> {
+        let mark = self.durable_mark_heard.load(std::sync::atomic::Ordering::Relaxed);
+        let log_end = self.raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
+        haven_core::durability::rewound(log_end, mark).then_some((log_end, mark))
+    }
+
+    /// The leader records how far each member holds the log on disk (openraft counts a
+    /// follower's entries as matched only once they are flushed there), when that moved.
+    async fn record_durable_marks(&self) {
+        let recorded = self.state.read().kv.durable().clone();
+        self.local.set_durable_marks(&recorded);
+        if !self.is_leader() {
+            return;
+        }
+        let metrics = self.metrics();
+        let Some(matched) = metrics.replication.as_ref() else {
+            return;
+        };
+        let observed: Vec<haven_core::durability::Observed> = self
+            .membership()
+            .nodes()
+            .map(|(id, node)| haven_core::durability::Observed {
+                id: *id,
+                incarnation: node.incarnation.clone(),
+                durable_index: matched.get(id).cloned().flatten().map(|log_id| log_id.index()),
+            })
+            .collect();
+        if let Some(marks) = haven_core::durability::to_record(&recorded, &observed) {
+            if let Err(error) = self.propose_as_leader(Request::new(None, Command::RecordDurable { marks })).await {
+                tracing::debug!(%error, "could not record the durability marks yet");
+            }
+        }
+    }
+
     /// Tells every member this process stopped (call after the Raft core stopped: nothing
     /// goes out under this boot after it), so they accept its successor, a restart, at once
     /// rather than after the boot lease. Best effort: a member that misses it accepts the
@@ -1501,6 +1570,7 @@ impl Node {
     /// Keeps derived state in step: proposes the cluster id when this node leads a
     /// cluster that has none yet, and records the cluster id durably once known.
     pub async fn housekeeping(&self, recorded_cluster_id: &mut Option<String>) {
+        self.record_durable_marks().await;
         let committed_id = self.state.read().kv.cluster_id().map(str::to_string);
         match committed_id {
             None if self.is_leader() => {

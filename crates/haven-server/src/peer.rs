@@ -484,7 +484,13 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
     }
     let from = envelope.from;
     let from_boot = envelope.from_boot;
+    if let Some(mark) = envelope.to_durable {
+        node.note_durable_mark(mark);
+    }
     let raft = &node.raft;
+    if let Some(refused) = rewound_refusal(node, &envelope.body) {
+        return refused;
+    }
     match envelope.body {
         PeerRequest::AppendEntries(rpc) => {
             let result = raft.append_entries(rpc).await;
@@ -556,6 +562,35 @@ async fn handle(node: &Arc<Node>, envelope: PeerEnvelope, peer_fingerprint: Opti
     }
 }
 
+/// While this node's storage is behind what it was recorded as holding durably
+/// (`Node::rewound`), it grants no vote to a candidate whose log ends below that mark (the
+/// candidate could lack acknowledged writes this node once counted for) and takes no
+/// leadership hand-over. A candidate holding the mark may still get its vote: that keeps a
+/// cluster whose other nodes are intact able to elect, and this node then catches up.
+fn rewound_refusal(node: &Node, body: &PeerRequest) -> Option<PeerResponse> {
+    // Only these are refused; every other envelope (appends above all) skips the check.
+    if !matches!(body, PeerRequest::Vote(_) | PeerRequest::PreVote(_) | PeerRequest::TransferLeader(_)) {
+        return None;
+    }
+    let (log_end, mark) = node.rewound()?;
+    let reason = |what: &str| {
+        format!(
+            "node {} refuses {what}: its log ends at {log_end}, below the {mark} it was recorded as holding durably \
+             (its storage went back in time); it votes again once it has caught up",
+            node.node_id
+        )
+    };
+    match body {
+        PeerRequest::Vote(rpc) | PeerRequest::PreVote(rpc)
+            if rpc.last_log_id.as_ref().map_or(0, |log_id| log_id.index()) < mark =>
+        {
+            Some(PeerResponse::Vote(Err(reason("the vote"))))
+        }
+        PeerRequest::TransferLeader(_) => Some(PeerResponse::TransferLeader(Err(reason("leadership")))),
+        _ => None,
+    }
+}
+
 /// The access the client route needs that a forwarded action came through (one table:
 /// `crate::api::ROUTES`); admin should the table ever lose the route.
 fn route_access(path: &str, method: &str) -> Access {
@@ -620,6 +655,7 @@ mod tests {
             body,
             from_boot: 1,
             to_boot: None,
+            to_durable: None,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct MemberStatus {
     /// Null without a fresh reading.
     pub clock_skew_ms: Option<i64>,
     pub clock_uncertainty_ms: Option<u64>,
+    /// The highest log index the replicated state records this member's data dir as
+    /// holding on disk (`haven_core::durability`); null until a leader recorded one.
+    pub durable_mark: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +111,7 @@ pub fn status(node: &Node) -> Status {
         (live, boots.recent_contenders(boot_now_ms))
     };
     let clock = node.clock_view();
+    let durable_marks = node.state.read().kv.durable().clone();
     let mut members = Vec::new();
     for (id, member) in membership.nodes() {
         let settings = config.node(*id);
@@ -140,6 +144,10 @@ pub fn status(node: &Node) -> Status {
             },
             clock_skew_ms: clock.skews.get(id).map(|(skew, _)| *skew),
             clock_uncertainty_ms: clock.skews.get(id).map(|(_, uncertainty)| *uncertainty),
+            durable_mark: durable_marks
+                .get(id)
+                .filter(|mark| mark.incarnation == member.incarnation)
+                .map(|mark| mark.index),
         });
     }
     let mut warnings = Vec::new();
@@ -148,6 +156,13 @@ pub fn status(node: &Node) -> Status {
             "the cluster has {} voters; an even number tolerates no more failures than one voter fewer. Add or \
              remove a voter (or use a witness)",
             voters.len()
+        ));
+    }
+    if let Some((log_end, mark)) = node.rewound() {
+        warnings.push(format!(
+            "this node's log ends at {log_end}, below the {mark} the cluster recorded it as holding durably: its \
+             storage went back in time (a restored backup or reverted VM snapshot?); it neither votes nor campaigns \
+             until it has caught up"
         ));
     }
     if node.maintenance() {

@@ -14,10 +14,14 @@
 //! The encoded state (the snapshot's data, also what InstallSnapshot sends) is versioned:
 //!
 //! ```text
-//!   format 2:            "HVNS" 2  Applied (haven_core::codec)
+//!   format 3:            "HVNS" 3  Applied (haven_core::codec)
+//!   format 2:            "HVNS" 2  Applied with the state of `haven_core::kv::format_v2`, converted
 //!   format 1:            "HVNS" 1  Applied with the state of `haven_core::kv::format_v1`, converted
 //!   format 0 (no marker): Applied with the state of `haven_core::kv::format_v0`, converted
 //! ```
+//!
+//! Each older format converts through the next one (0 ▶ 1 ▶ 2 ▶ 3): one copy of each
+//! conversion, in `haven_core::kv::format_v0` .. `format_v2`.
 //!
 //! A format-0 snapshot begins with the encoded `Option<LogId>` of its last applied entry,
 //! whose first byte is 0 or 1, so it can never be taken for a marked one. Snapshots written
@@ -41,6 +45,7 @@ use haven_core::codec;
 use haven_core::codec::DecodeError;
 use haven_core::kv::format_v0::KvStateV0;
 use haven_core::kv::format_v1::KvStateV1;
+use haven_core::kv::format_v2::KvStateV2;
 use haven_core::kv::Command;
 use haven_core::kv::CommandResult;
 use haven_core::kv::KvState;
@@ -77,8 +82,9 @@ const SNAPSHOT_FORMAT_MARKER: &[u8; 4] = b"HVNS";
 
 /// The format this version writes. 1: request ids remembered with their caller and a
 /// digest of their command (issue 11). 2: the administrative state keeps removed members
-/// and the clusters it was recovered from (issue 14). Readable: 0, 1 and 2.
-pub const SNAPSHOT_FORMAT: u8 = 2;
+/// and the clusters it was recovered from (issue 14). 3: the members' durability marks
+/// (issue 13). Readable: 0 to 3.
+pub const SNAPSHOT_FORMAT: u8 = 3;
 
 /// What to do about data this version cannot read, for every such error.
 pub const UNREADABLE_DATA_ADVICE: &str = "Nothing was changed; keep this data dir as it is. To bring the node \
@@ -98,21 +104,30 @@ pub struct Applied {
     pub kv: KvState,
 }
 
-/// `Applied` in snapshot format 0.
-#[derive(Deserialize)]
-struct AppliedV0 {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    kv: KvStateV0,
-}
-
-/// `Applied` in snapshot format 1 (public for tests that make old data).
+/// `Applied` with the state in the layout of an older format, `K` (public for tests that
+/// make old data).
 #[derive(Serialize, Deserialize)]
-pub struct AppliedV1 {
+pub struct AppliedAs<K> {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
-    pub kv: KvStateV1,
+    pub kv: K,
 }
+
+impl<K: Into<KvState>> AppliedAs<K> {
+    /// The same position, with the state converted to the current layout.
+    fn converted(self) -> Applied {
+        Applied { last_applied: self.last_applied, membership: self.membership, kv: self.kv.into() }
+    }
+}
+
+/// `Applied` in snapshot format 0.
+type AppliedV0 = AppliedAs<KvStateV0>;
+
+/// `Applied` in snapshot format 1.
+pub type AppliedV1 = AppliedAs<KvStateV1>;
+
+/// `Applied` in snapshot format 2.
+pub type AppliedV2 = AppliedAs<KvStateV2>;
 
 /// Encodes the state as snapshot data of the current format.
 pub fn encode_applied(applied: &Applied) -> io::Result<Vec<u8>> {
@@ -130,14 +145,9 @@ fn encode_applied_after(mut buffer: Vec<u8>, applied: &Applied) -> io::Result<Ve
 pub fn decode_applied(bytes: &[u8]) -> Result<Applied, DecodeError> {
     let refused = |problem: String| DecodeError { path: String::new(), problem };
     match bytes.strip_prefix(SNAPSHOT_FORMAT_MARKER) {
-        None => {
-            let old: AppliedV0 = codec::decode(bytes)?;
-            Ok(Applied { last_applied: old.last_applied, membership: old.membership, kv: old.kv.into() })
-        }
-        Some([1, rest @ ..]) => {
-            let old: AppliedV1 = codec::decode(rest)?;
-            Ok(Applied { last_applied: old.last_applied, membership: old.membership, kv: old.kv.into() })
-        }
+        None => Ok(codec::decode::<AppliedV0>(bytes)?.converted()),
+        Some([1, rest @ ..]) => Ok(codec::decode::<AppliedV1>(rest)?.converted()),
+        Some([2, rest @ ..]) => Ok(codec::decode::<AppliedV2>(rest)?.converted()),
         Some([SNAPSHOT_FORMAT, rest @ ..]) => codec::decode(rest),
         Some([format, ..]) => Err(refused(format!(
             "the snapshot has format {format}, newer than this version of haven reads ({SNAPSHOT_FORMAT}); run the \

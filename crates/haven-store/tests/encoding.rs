@@ -18,6 +18,11 @@ use haven_store::StateMachine;
 /// Deserialization Error").
 pub const FIXTURE_27B6131: &str = "data_dir_27b6131_profile_lan";
 
+/// The data dir a one-node cluster of main at f17139a left after `kill -9`, made the same
+/// way (`fixtures/make_data_dir.sh`): snapshot format 2, the last before the durability
+/// marks of issue 13.
+pub const FIXTURE_F17139A: &str = "data_dir_f17139a_format_2";
+
 fn copy_fixture(name: &str, to: &Path) {
     let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     for entry in std::fs::read_dir(from).expect("fixture dir") {
@@ -116,19 +121,30 @@ fn a_recovery_rewrites_a_dir_that_opens() {
 /// lineage to the administrative state) decodes, with every part as it was written.
 #[test]
 fn format_1_snapshot_data_decodes() {
+    let applied = applied_with_a_put();
+    let bytes = old_format_data(1, &applied, haven_core::kv::format_v1::KvStateV1::from_current(&applied.kv));
+    let decoded = decode_applied(&bytes).expect("format 1 decodes");
+    assert!(decoded == applied, "every part kept");
+    assert_eq!(encode_applied(&applied).expect("encode")[4], haven_store::state_machine::SNAPSHOT_FORMAT);
+}
+
+/// A state holding one write with a request id.
+fn applied_with_a_put() -> haven_store::state_machine::Applied {
     let mut applied = haven_store::state_machine::Applied::default();
     let put =
         Request::new(Some("r".into()), Command::Put { key: "k".into(), value: b"v".to_vec(), prev_revision: None });
     applied.kv.apply(&put);
-    let old = haven_store::state_machine::AppliedV1 {
+    applied
+}
+
+/// `applied` as snapshot data of the older `format`, its state `kv` in that format's layout.
+fn old_format_data<K: serde::Serialize>(format: u8, applied: &haven_store::state_machine::Applied, kv: K) -> Vec<u8> {
+    let old = haven_store::state_machine::AppliedAs {
         last_applied: applied.last_applied,
         membership: applied.membership.clone(),
-        kv: haven_core::kv::format_v1::KvStateV1::from_current(&applied.kv),
+        kv,
     };
-    let bytes = haven_core::codec::encode_after(b"HVNS\x01".to_vec(), &old).expect("encode");
-    let decoded = decode_applied(&bytes).expect("format 1 decodes");
-    assert!(decoded == applied, "every part kept");
-    assert_eq!(&encode_applied(&applied).expect("encode")[..5], b"HVNS\x02", "format 2 is written now");
+    haven_core::codec::encode_after([b"HVNS".as_slice(), &[format]].concat(), &old).expect("encode")
 }
 
 /// A snapshot this version cannot read stops the node with a message that names the
@@ -154,4 +170,62 @@ fn an_unreadable_snapshot_names_the_file_and_what_to_do() {
     newer[4] = haven_store::state_machine::SNAPSHOT_FORMAT + 1;
     let error = decode_applied(&newer).unwrap_err().to_string();
     assert!(error.contains("newer than this version"), "{error}");
+}
+
+/// Snapshot data of format 2 (written before issue 13 added the members' durability marks)
+/// decodes with every part as it was written and no marks; the marks round-trip in the
+/// current format.
+#[test]
+fn format_2_snapshot_data_decodes() {
+    let mut applied = applied_with_a_put();
+    let bytes = old_format_data(2, &applied, haven_core::kv::format_v2::KvStateV2::from_current(&applied.kv));
+    let decoded = decode_applied(&bytes).expect("format 2 decodes");
+    assert!(decoded == applied, "every part kept");
+    assert!(decoded.kv.durable().is_empty());
+
+    let marks = Command::RecordDurable { marks: vec![(1, "a".into(), 7), (2, "b".into(), 5)] };
+    applied.kv.apply(&Request::new(None, marks));
+    let bytes = encode_applied(&applied).expect("encode");
+    assert_eq!(&bytes[..5], b"HVNS\x03", "format 3 is written now");
+    let back = decode_applied(&bytes).expect("decode");
+    assert_eq!(back, applied);
+    assert_eq!(back.kv.durable().get(&2).map(|mark| mark.index), Some(5));
+}
+
+/// The data dir main at f17139a wrote (snapshot format 2, made by `fixtures/make_data_dir.sh`
+/// with that binary) opens under format 3: every key, token and HA setting as written, no
+/// durability marks yet, and the state re-encodes in the current format. Fails if format 2
+/// were read with the current layout ("bytes left over" / "ends early").
+#[test]
+fn a_format_2_data_dir_opens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_fixture(FIXTURE_F17139A, dir.path());
+    let snapshot = std::fs::read(dir.path().join("snapshot.bin")).expect("snapshot");
+    assert!(snapshot.windows(5).any(|w| w == b"HVNS\x02"), "the fixture holds a format-2 snapshot");
+    let machine = StateMachine::open(dir.path(), 1000).expect("the format-2 snapshot opens");
+    let applied = machine.read().clone();
+    let kv = &applied.kv;
+    // The last snapshot it completed (a newer one was being written when it was killed);
+    // the later writes are in the log.
+    assert_eq!(applied.last_applied.map(|id| id.index), Some(79));
+    assert_eq!((kv.revision(), kv.len()), (55, 55));
+    for i in 0..55 {
+        let entry = kv.get(&format!("fixture/{i:02}")).expect("every key written before the snapshot");
+        assert_eq!(entry.value, format!("value {i:02}").into_bytes());
+    }
+    let audited = kv.admin().audit.since(0, 100);
+    let drafts = audited.iter().filter(|record| record.action == "config.draft").count();
+    assert_eq!((audited.len(), drafts), (23, 16), "the audit log, with the draft edits that version recorded");
+    let config = &kv.admin().ha_config;
+    assert_eq!((config.version, config.value.profile), (1, Some(Profile::Lan)));
+    assert_eq!(config.value.smtp.port, 2525);
+    assert_eq!(config.value.node(1).priority, 250);
+    let mut names: Vec<&str> = kv.tokens().map(|token| token.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["bootstrap-admin", "fixture-reader"]);
+    assert!(kv.durable().is_empty(), "format 2 recorded no durability marks");
+
+    let bytes = encode_applied(&applied).expect("encode");
+    assert_eq!(bytes[4], haven_store::state_machine::SNAPSHOT_FORMAT);
+    assert_eq!(decode_applied(&bytes).expect("decode"), applied);
 }

@@ -428,3 +428,125 @@ fn token_expiry_holds_with_a_skewed_leader() {
         );
     }
 }
+
+/// Waits until the node at `listener` hears the process now running at `index` (its
+/// current boot: a restarted process is accepted once the old one's lease ran out).
+fn wait_heard(cluster: &mut TestCluster, listener: usize, index: usize) {
+    let id = cluster.nodes[index].id;
+    cluster.wait_for(CONDITION_TIMEOUT, "the restarted process to be heard", |c| {
+        let Some(boot) = c.status(index).and_then(|s| s["boot"].as_str().map(str::to_string)) else {
+            return false;
+        };
+        c.status(listener).is_some_and(|s| {
+            s["members"].as_array().is_some_and(|members| {
+                members.iter().any(|m| m["id"] == id && m["boot"].as_str() == Some(boot.as_str()))
+            })
+        })
+    });
+}
+
+/// Issue 13 item 2: a follower's data dir restored from an older copy (a backup, a reverted
+/// VM snapshot) keeps its incarnation, so nothing told it from the member it was; it voted
+/// with the log it lost, and with a node that missed the same writes elected a leader
+/// without them (the issue saw 200 acknowledged writes lost and the old leader diverge).
+/// Now the leader records how far each member holds the log on disk; told its mark, the
+/// restored node neither votes for a candidate below it nor campaigns until it caught up.
+///
+/// The sequence: node L leads, node R follows, node B is down (it misses the writes). R's
+/// backup is taken, 200 writes are acknowledged by L and R, and R's mark passes them.
+/// Maintenance is switched on, so L will not campaign on its own later. Then R's disk goes
+/// back to the backup, L and R start (L tells R its mark), L crashes, and B comes back:
+/// R and B both lack the writes, and before the marks they elected one of themselves.
+#[test]
+fn a_restored_backup_does_not_vote_with_the_log_it_lost() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_leader(LEADER_TIMEOUT);
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let (leader_index, restored, lagging) =
+        (cluster.index_of(leader), cluster.index_of(followers[0]), cluster.index_of(followers[1]));
+    let client = cluster.client();
+    let mut acknowledged = BTreeMap::new();
+    for i in 0..10 {
+        let (key, value) = (format!("before/{i}"), format!("v{i}"));
+        assert!(try_put(&client, &key, &value).is_some(), "write {key}");
+        acknowledged.insert(key, value);
+    }
+
+    // B stops and misses everything after; R's data dir is copied while it is stopped.
+    cluster.kill(lagging);
+    cluster.kill(restored);
+    let backup = cluster.dir.path().join("backup");
+    copy_dir(&cluster.nodes[restored].data_dir, &backup);
+    cluster.restart(restored);
+    wait_leader_among(&mut cluster, &[leader_index, restored]);
+    wait_heard(&mut cluster, leader_index, restored);
+    for i in 0..200 {
+        let (key, value) = (format!("after-backup/{i}"), format!("v{i}"));
+        assert!(try_put(&client, &key, &value).is_some(), "write {key}");
+        acknowledged.insert(key, value);
+    }
+    let written = cluster.status(leader_index).and_then(|s| s["commit_index"].as_u64()).expect("commit index");
+    let restored_id = cluster.nodes[restored].id;
+    cluster.wait_for(CONDITION_TIMEOUT, "the leader to record R's durability mark past the writes", |c| {
+        c.status(leader_index).is_some_and(|s| {
+            s["members"].as_array().is_some_and(|members| {
+                members.iter().any(|m| m["id"] == restored_id && m["durable_mark"].as_u64() >= Some(written))
+            })
+        })
+    });
+    block_on(client.set_maintenance(true)).expect("maintenance on");
+    for i in 0..5 {
+        let (key, value) = (format!("in-maintenance/{i}"), format!("v{i}"));
+        assert!(try_put(&client, &key, &value).is_some(), "write {key}");
+        acknowledged.insert(key, value);
+    }
+    // The committed index (what a restart re-applies up to) is written in the background.
+    std::thread::sleep(Duration::from_secs(1));
+
+    // R's storage goes back in time; L and R start, and L tells R what it had.
+    cluster.kill(restored);
+    cluster.kill(leader_index);
+    std::fs::remove_dir_all(&cluster.nodes[restored].data_dir).expect("remove R's data dir");
+    copy_dir(&backup, &cluster.nodes[restored].data_dir);
+    cluster.restart(leader_index);
+    cluster.restart(restored);
+    cluster.wait_for(CONDITION_TIMEOUT, "R to find its storage went back in time", |c| {
+        c.status(restored).is_some_and(|s| {
+            s["warnings"]
+                .as_array()
+                .is_some_and(|w| w.iter().any(|w| w.as_str().is_some_and(|w| w.contains("went back in time"))))
+        })
+    });
+
+    // L crashes before R caught up (maintenance: no leader meanwhile); B comes back.
+    cluster.kill(leader_index);
+    cluster.restart(lagging);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        for index in [restored, lagging] {
+            let led = cluster.status(index).is_some_and(|s| s["state"] == "leader");
+            assert!(!led, "node {} led without the writes R had acknowledged", cluster.nodes[index].id);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // L returns; failover is switched back on through it, and it leads with every write.
+    cluster.restart(leader_index);
+    let leader_client =
+        cluster.client_for(&cluster.nodes[leader_index].client_url.clone(), Some(&cluster.admin_token.clone()));
+    cluster.wait_for(CONDITION_TIMEOUT, "maintenance off through L", |_| {
+        block_on(leader_client.set_maintenance(false)).is_ok()
+    });
+    let all = [leader_index, restored, lagging];
+    wait_leader_among(&mut cluster, &all);
+    cluster.wait_for(CONDITION_TIMEOUT, "R to catch up and vote again", |c| {
+        c.status(restored).is_some_and(|s| {
+            s["warnings"]
+                .as_array()
+                .is_some_and(|w| !w.iter().any(|w| w.as_str().is_some_and(|w| w.contains("went back in time"))))
+        })
+    });
+    let endpoints = cluster.endpoints();
+    assert_nothing_lost_and_no_divergence(&mut cluster, &endpoints, &all, &acknowledged);
+}

@@ -79,6 +79,7 @@ fn envelope(from: u64, incarnation: &str, cluster_id: Option<String>, body: Peer
         body,
         from_boot: 7,
         to_boot: None,
+        to_durable: None,
     }
 }
 

@@ -2,10 +2,12 @@
 //! maintenance mode, ping-target gating, detachment and the first look at the peers.
 //!
 //! ```text
-//!   ElectionFacts { started_checks_done, detached, gate, maintenance, override, leader_known }
+//!   ElectionFacts { started_checks_done, detached, rewound, gate, maintenance, override, leader_known }
 //!        │ may_campaign()
 //!        ▼
 //!   detached ...................................... never (it serves no cluster)
+//!   storage went back in time ..................... not until caught up (it would lead
+//!                                                   without writes it acknowledged)
 //!   first probe round not done .................... not yet (a node recovered away or
 //!                                                   removed learns it from its peers first)
 //!   ping targets silent ........................... no (own network at fault)
@@ -43,6 +45,9 @@ pub struct ElectionFacts {
     pub maintenance_override: bool,
     /// This node knows a leader (it may be dead: followers keep naming the last one).
     pub leader_known: bool,
+    /// `(log_end, mark)` while this node's log ends below the durability mark a member told
+    /// it of (`crate::durability`): its storage went back in time.
+    pub rewound: Option<(u64, u64)>,
 }
 
 /// The decision, with the reason in words when elections are withheld.
@@ -62,6 +67,12 @@ impl Campaign {
 pub fn may_campaign(facts: &ElectionFacts) -> Campaign {
     if facts.detached {
         return Campaign::Withheld("detached by a teardown: this node serves no cluster".into());
+    }
+    if let Some((log_end, mark)) = facts.rewound {
+        return Campaign::Withheld(format!(
+            "storage went back in time: the log ends at {log_end}, below the {mark} this node was recorded as \
+             holding durably; not until it has caught up"
+        ));
     }
     if !facts.started_checks_done {
         return Campaign::Withheld("starting: the first round of peer probes has not completed".into());
@@ -87,6 +98,7 @@ mod tests {
             maintenance: false,
             maintenance_override: false,
             leader_known: true,
+            rewound: None,
         }
     }
 
@@ -127,6 +139,12 @@ mod tests {
                 ElectionFacts { detached: true, leader_known: false, ..facts() },
                 false,
                 "detached",
+            ),
+            (
+                "storage went back in time, even without a leader or in maintenance off",
+                ElectionFacts { rewound: Some((40, 90)), leader_known: false, maintenance_override: true, ..facts() },
+                false,
+                "went back in time",
             ),
             (
                 "before the first probe round",

@@ -2,7 +2,7 @@
 //! alone, without their caller or a digest of their command (before issue 11).
 //!
 //! ```text
-//!   snapshot.bin without a format marker ──decode──▶ KvStateV0 ──into──▶ KvStateV1 ──into──▶ KvState
+//!   snapshot.bin without a format marker ──decode──▶ KvStateV0 ──into──▶ KvStateV1 ──into──▶ KvStateV2 ──into──▶ KvState
 //!                                                      request ids ──▶ scope Unrecorded
 //! ```
 //!

@@ -3,7 +3,7 @@
 //! recovered from (issue 14).
 //!
 //! ```text
-//!   snapshot.bin "HVNS" 1 ──decode──▶ KvStateV1 ──into──▶ KvState
+//!   snapshot.bin "HVNS" 1 ──decode──▶ KvStateV1 ──into──▶ KvStateV2 ──into──▶ KvState
 //!                                       admin: AdminStateV1 ──▶ AdminState, nobody removed,
 //!                                                               recovered from no cluster
 //! ```
@@ -20,6 +20,7 @@ use imbl::Vector;
 use serde::Deserialize;
 use serde::Serialize;
 
+use super::format_v2::KvStateV2;
 use super::CopyOnWrite;
 use super::Entry;
 use super::Event;
@@ -90,9 +91,11 @@ pub struct KvStateV1 {
     pub(super) admin: AdminStateV1,
 }
 
-impl From<KvStateV1> for KvState {
-    fn from(old: KvStateV1) -> KvState {
-        KvState {
+impl From<KvStateV1> for KvStateV2 {
+    /// Only the administrative state changes; format 2 then converts like any format-2
+    /// state.
+    fn from(old: KvStateV1) -> KvStateV2 {
+        KvStateV2 {
             entries: old.entries.into(),
             revision: old.revision,
             cluster_id: old.cluster_id,
@@ -105,6 +108,12 @@ impl From<KvStateV1> for KvState {
             maintenance_since_ms: old.maintenance_since_ms,
             admin: CopyOnWrite(std::sync::Arc::new(old.admin.into())),
         }
+    }
+}
+
+impl From<KvStateV1> for KvState {
+    fn from(old: KvStateV1) -> KvState {
+        KvStateV2::from(old).into()
     }
 }
 
@@ -129,16 +138,20 @@ impl KvStateV1 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use serde::de::DeserializeOwned;
+
     use super::*;
     use crate::kv::Command;
     use crate::kv::Request;
 
-    /// A format-1 state (written before issue 14) decodes through its own layout and
-    /// converts with every part unchanged and no removals or recoveries; the current layout
-    /// does not read it (the decoder must be told the format).
-    #[test]
-    fn format_1_states_convert_unchanged() {
+    /// A state with a remembered request id and maintenance on, encoded in an older layout
+    /// (`from_current`), checked not to read as the current layout, then decoded through
+    /// the old layout and converted: `(state, converted)`.
+    pub(in crate::kv) fn converted_from<Old>(from_current: fn(&KvState) -> Old) -> (KvState, KvState)
+    where
+        Old: Serialize + DeserializeOwned + Into<KvState>,
+    {
         let mut state = KvState::new(100);
         let mut request = Request::new(
             Some("r1".into()),
@@ -147,10 +160,18 @@ mod tests {
         request.now_ms = 7;
         state.apply(&request);
         state.apply(&Request::new(None, Command::SetMaintenance { on: true }));
-        let old = KvStateV1::from_current(&state);
-        let bytes = crate::codec::encode(&old).unwrap();
+        let bytes = crate::codec::encode(&from_current(&state)).unwrap();
         assert!(crate::codec::decode::<KvState>(&bytes).is_err(), "the current layout is longer");
-        let converted: KvState = crate::codec::decode::<KvStateV1>(&bytes).unwrap().into();
+        let converted: KvState = crate::codec::decode::<Old>(&bytes).unwrap().into();
+        (state, converted)
+    }
+
+    /// A format-1 state (written before issue 14) decodes through its own layout and
+    /// converts with every part unchanged and no removals or recoveries; the current layout
+    /// does not read it (the decoder must be told the format).
+    #[test]
+    fn format_1_states_convert_unchanged() {
+        let (state, converted) = converted_from(KvStateV1::from_current);
         assert!(converted == state, "every part kept");
         assert!(converted.admin().removed.is_empty() && converted.admin().recovered_from.is_empty());
     }
