@@ -287,15 +287,18 @@ fn unexpected(what: &str) -> RPCError<TypeConfig> {
 
 /// Failed calls to a member (unreachable, or refused by it): one line per member and
 /// `LOG_INTERVAL`, then a count of the rest. openraft retries a dead member's heartbeat every
-/// 50 ms and warns about each failure, about 17 lines a second (issue 12); `haven serve`'s
-/// default log filter leaves those warnings out ([`OPENRAFT_HEARTBEAT_LOG_TARGET`]), and this
-/// line says the same once per interval.
+/// 50 ms and warns about each failure, about 17 lines a second (issue 12), and, once the log
+/// has an entry the member lacks, its replication stream's every retry (two lines a second);
+/// `haven serve`'s default log filter leaves those warnings out
+/// ([`OPENRAFT_FAILED_CALL_LOG_TARGETS`]), and this line says the same once per interval.
 static FAILED_CALLS: LazyLock<RateLimitedLog<String>> =
     LazyLock::new(|| RateLimitedLog::new("call to a member failed", Level::Warn, LOG_INTERVAL));
 
-/// The tracing target of openraft's per-heartbeat failure warning, which a node's default
-/// log filter raises to `error` (see [`FAILED_CALLS`]).
-pub const OPENRAFT_HEARTBEAT_LOG_TARGET: &str = "openraft::core::heartbeat";
+/// The tracing targets of openraft's warnings for every failed call to a member (a
+/// heartbeat; a replication stream's append and the progress update after it), which a
+/// node's default log filter raises to `error` (see [`FAILED_CALLS`]).
+pub const OPENRAFT_FAILED_CALL_LOG_TARGETS: [&str; 3] =
+    ["openraft::core::heartbeat", "openraft::replication", "openraft::engine::handler::replication_handler"];
 
 impl PeerNetwork {
     async fn call(&self, body: PeerRequest, timeout: Duration) -> Result<PeerResponse, RPCError<TypeConfig>> {

@@ -277,14 +277,15 @@ async fn stop_signal() {
 }
 
 /// Logs to stderr; `HAVEN_LOG` takes a tracing filter (default `info`, openraft quieter,
-/// and without openraft's warning for every failed heartbeat, which haven-net's rate-limited
-/// "call to a member failed" line replaces).
+/// and without openraft's warning for every failed heartbeat or replication retry, which
+/// haven-net's rate-limited "call to a member failed" line replaces).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAVEN_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "info,openraft=warn,{}=error",
-            haven_net::raft_network::OPENRAFT_HEARTBEAT_LOG_TARGET
-        ))
+        let quiet: Vec<String> = haven_net::raft_network::OPENRAFT_FAILED_CALL_LOG_TARGETS
+            .iter()
+            .map(|target| format!(",{target}=error"))
+            .collect();
+        tracing_subscriber::EnvFilter::new(format!("info,openraft=warn{}", quiet.concat()))
     });
     use std::io::IsTerminal;
     let logs = tracing_subscriber::fmt()

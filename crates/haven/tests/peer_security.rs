@@ -533,7 +533,8 @@ fn a_flood_of_refused_peer_handshakes_logs_a_few_lines() {
 const UNREACHABLE_FOR: Duration = Duration::from_secs(8);
 
 /// A member that cannot be reached costs its leader a bounded number of log lines (issue
-/// 12: about 17 lines a second): whatever repeats is aggregated per `LOG_INTERVAL`.
+/// 12: about 17 lines a second), also once it misses a write (its replication stream
+/// retries): whatever repeats is aggregated per `LOG_INTERVAL`.
 #[test]
 fn an_unreachable_member_costs_its_leader_a_few_log_lines() {
     let _serial = serial();
@@ -542,6 +543,9 @@ fn an_unreachable_member_costs_its_leader_a_few_log_lines() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let leader_index = cluster.index_of(leader);
     cluster.kill(cluster.index_of(follower));
+    // A write it misses: the leader's replication stream to it then retries too (openraft
+    // warns at every retry, two lines a second, besides the heartbeats).
+    block_on(cluster.client().put("missed/by-the-dead-member", b"v", Default::default())).expect("put");
     // The first lines about it (the member going away, the HA controller's event) are not
     // repeats: counting starts once it has been unreachable for a moment.
     std::thread::sleep(Duration::from_secs(2));
