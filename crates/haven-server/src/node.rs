@@ -222,17 +222,26 @@ impl Node {
         let (fingerprint, pins) = tls;
         let mut config = config;
         // openraft's timeouts are fixed at start: a timing applied cluster-wide takes effect
-        // here, at the next start after it was applied.
+        // here, at the next start after it was applied. One line says the timing this run
+        // uses and where it comes from (a line from the node config before this one showed
+        // the timing the HA configuration had replaced, issue 14 item 21).
+        let mut timing_from = "the node config".to_string();
         if let Some(recorded) = crate::ha::recorded_timing(&config.data_dir) {
-            let timing = haven_core::config::Timing {
+            config.timing = haven_core::config::Timing {
                 ping_interval_ms: recorded.ping_interval_ms,
                 failed_pings: recorded.failed_pings,
             };
-            if timing != config.timing {
-                tracing::info!(?timing, version = recorded.version, "detection timing from the HA configuration");
-                config.timing = timing;
-            }
+            timing_from = format!("HA configuration version {}", recorded.version);
         }
+        let (election_min, election_max) = config.timing.election_timeout_ms();
+        tracing::info!(
+            ping_interval_ms = config.timing.ping_interval_ms,
+            failed_pings = config.timing.failed_pings,
+            election_timeout_ms = format!("{election_min}-{election_max}"),
+            expected_detection_ms = config.timing.expected_detection_ms(),
+            from = %timing_from,
+            "failure detection"
+        );
         // A recovery asked for before the restart is carried out now, before the store opens.
         let sole_member = HavenNode {
             client_url: client_url.clone(),

@@ -180,15 +180,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
         .await
         .with_context(|| format!("cannot listen on peer_addr {}", config.peer_addr))?;
-    let timing = config.timing;
-    let (election_min, election_max) = timing.election_timeout_ms();
-    tracing::info!(
-        ping_interval_ms = timing.ping_interval_ms,
-        failed_pings = timing.failed_pings,
-        election_timeout_ms = format!("{election_min}-{election_max}"),
-        expected_detection_ms = timing.expected_detection_ms(),
-        "failure detection"
-    );
     let bound = (client_listener.local_addr()?, peer_listener.local_addr()?);
     let (serving, serving_told) = tokio::sync::oneshot::channel();
     let ready_status = format!("serving: node {}, clients on {}, peers on {}", config.node_id, bound.0, bound.1);

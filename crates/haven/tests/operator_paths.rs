@@ -267,6 +267,22 @@ fn restarts_asked_for_are_the_restarts_pending() {
     restarted.sort_unstable();
     assert_eq!(restarted, asked, "{last}");
     cluster.wait_for(CONDITION_TIMEOUT, "no restart pending any more", |c| pending(c).is_empty());
+    // Item 21: the line a restarted node logs about its failure detection names the timing
+    // it now runs with (lan: 100 ms x 10) and where it comes from; the old code's first line
+    // after the restart still showed the node config's 50 ms x 4.
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let log = node.log();
+        let lines: Vec<&str> = log.lines().filter(|line| line.contains("failure detection")).collect();
+        let last = lines.last().copied().unwrap_or_default();
+        assert_eq!(lines.len(), 2, "node {}: one line per start: {lines:#?}", index + 1);
+        assert!(
+            last.contains("ping_interval_ms=100")
+                && last.contains("failed_pings=10")
+                && last.contains("from=HA configuration version"),
+            "node {}: {last}",
+            index + 1
+        );
+    }
 }
 
 /// A raw PUT through node `index` with the admin token: status, JSON body and how long it
