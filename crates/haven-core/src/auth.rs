@@ -93,8 +93,8 @@ pub enum Role {
     /// Reads, KV writes, switchover; no configuration drafts or apply, no token or member
     /// management.
     Operator,
-    /// Reads: keys, watches, status, members, the HA configuration and its draft, the audit
-    /// log (without token details, see `admin::AuditRecord::for_non_admin`).
+    /// Reads: keys, watches, status, metrics, members, the HA configuration and its draft,
+    /// the audit log (without token details, see `admin::AuditRecord::for_non_admin`).
     Reader,
     /// Joining one node, once: the join claims the token for its node id and data dir, and
     /// the token is deleted once that node is admitted (so it admits nobody after, even when
@@ -138,7 +138,8 @@ impl FromStr for Role {
 pub enum Access {
     /// No token at all: health checks for load balancers and supervisors.
     Public,
-    /// Reading keys, watches, status, the HA configuration, its draft and the audit log.
+    /// Reading keys, watches, status, metrics (`GET /metrics`), the HA configuration, its
+    /// draft and the audit log.
     Read,
     /// Reading the member list. Also open to join tokens: a joining node reads it first.
     ReadMembers,

@@ -225,6 +225,8 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
+    /// Finished hook runs and mail sends, for `GET /metrics`.
+    runs: crate::metrics::AlertRuns,
     next_seq: u64,
     recent: VecDeque<AlertOutcome>,
     hooks: VecDeque<HookJob>,
@@ -256,12 +258,14 @@ impl State {
     }
 
     fn set_hook(&mut self, seq: u64, result: HookResult) {
+        self.runs.hook(&result);
         if let Some(outcome) = self.outcome(seq) {
             outcome.hook = result;
         }
     }
 
     fn set_mail(&mut self, seq: u64, result: MailResult) {
+        self.runs.mail(&result);
         if let Some(outcome) = self.outcome(seq) {
             outcome.mail = result;
         }
@@ -361,6 +365,11 @@ impl Alerter {
                 runtime.spawn(mail_worker(self.shared.clone()));
             }
         }
+    }
+
+    /// The counters of finished hook runs and mail sends (`crate::metrics`).
+    pub fn runs(&self) -> crate::metrics::AlertRuns {
+        self.shared.lock().runs.clone()
     }
 
     /// The last [`RECENT_MAX`] outcomes, newest last.

@@ -108,6 +108,7 @@ pub const ROUTES: &[(&str, &[(&str, Access)])] = &[
     ("/v1/teardown", &[("post", Access::Admin)]),
     ("/v1/restart", &[("post", Access::Admin)]),
     ("/v1/recover", &[("post", Access::Admin)]),
+    ("/metrics", &[("get", Access::Read)]),
 ];
 
 /// The access `method` (lower case) on `path` (as written in [`ROUTES`]) needs, if the
@@ -148,6 +149,7 @@ pub fn router(node: Arc<Node>) -> Router {
         ("/v1/teardown", "post", post(admin_api::teardown)),
         ("/v1/restart", "post", post(admin_api::restart)),
         ("/v1/recover", "post", post(crate::recover::recover)),
+        ("/metrics", "get", get(metrics)),
     ];
     // Default deny, checked both ways when the router is built: a handler without a
     // classification, or a classification without a handler, is a programming error.
@@ -181,6 +183,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(node.clone(), leader_headers))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::metrics::count_requests))
         .with_state(node)
 }
 
@@ -658,6 +661,11 @@ async fn stream_events(
 async fn get_status(State(node): State<Shared>, params: Params) -> Result<Json<Value>, ApiError> {
     QueryParams::parse(params, &[])?;
     Ok(Json(serde_json::to_value(status(&node)).map_err(|e| ApiError::internal(e.to_string()))?))
+}
+
+async fn metrics(State(node): State<Shared>, params: Params) -> Result<Response, ApiError> {
+    QueryParams::parse(params, &[])?;
+    crate::metrics::scrape(&node)
 }
 
 // Health checks are polled by load balancers and supervisors: they read openraft's metrics

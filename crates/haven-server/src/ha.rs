@@ -322,6 +322,7 @@ impl Node {
                         ha.last_lost_primary_ms.insert(old, now_ms);
                         ha.previous_leader = Some(old);
                         ha.leader_changes.record(now_ms);
+                        self.prometheus.leader_changed();
                     }
                 }
                 if let Some((leader, _)) = current {

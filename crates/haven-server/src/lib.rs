@@ -23,6 +23,7 @@ pub mod fd_budget;
 pub mod files;
 pub mod ha;
 pub mod integrity;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod process;

@@ -151,6 +151,8 @@ pub struct Node {
     pub token_requests: Arc<crate::token_slots::TokenSlots>,
     /// Seed 002's hook script and alert e-mail.
     pub alerts: crate::alerts::Alerter,
+    /// What `GET /metrics` exports (`crate::metrics`).
+    pub prometheus: crate::metrics::Metrics,
     /// See `crate::auth::AUTH_CATCH_UPS_MAX`.
     pub(crate) auth_catch_up: Semaphore,
     /// Requests refused for their credential since start (shown in status).
@@ -273,6 +275,8 @@ impl Node {
         // No campaign before the first look at the peers (`Node::apply_elections` turns
         // elections on once the election rule allows them).
         raft.runtime_config().elect(false);
+        let alerts = crate::alerts::Alerter::with_secrets_dir(config.node_id, config.secrets_dir.clone());
+        let prometheus = crate::metrics::Metrics::new(alerts.runs());
         Ok(Arc::new(Node {
             node_id: config.node_id,
             incarnation: identity.incarnation,
@@ -292,7 +296,8 @@ impl Node {
             leader_heard: Mutex::new(None),
             auth_failures: std::sync::atomic::AtomicU64::new(0),
             replica_check: Mutex::default(),
-            alerts: crate::alerts::Alerter::with_secrets_dir(config.node_id, config.secrets_dir.clone()),
+            alerts,
+            prometheus,
             db,
             probes: Mutex::new(BTreeMap::new()),
             assembler: tokio::sync::Mutex::new(SnapshotAssembler::default()),
@@ -538,9 +543,11 @@ impl Node {
             }
         }
         request.now_ms = self.cluster_now_ms();
+        let proposed = Instant::now();
         match self.raft.client_write(request).await {
             Ok(response) => {
                 let mono_ns = monotonic_ns();
+                self.prometheus.proposal_committed(proposed.elapsed());
                 let log_id = response.log_id;
                 let ack = AckStamp {
                     node: log_id.leader_id.node_id,

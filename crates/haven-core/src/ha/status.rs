@@ -81,6 +81,15 @@ pub enum HaState {
 }
 
 impl HaState {
+    pub const ALL: [HaState; 6] = [
+        HaState::Stable,
+        HaState::Degraded,
+        HaState::NoQuorum,
+        HaState::FailingOver,
+        HaState::Maintenance,
+        HaState::Standalone,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             HaState::Stable => "stable",
