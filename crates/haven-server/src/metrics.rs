@@ -329,3 +329,51 @@ pub async fn count_requests(State(node): State<Arc<Node>>, request: Request, nex
     node.prometheus.http_requests.get_or_create(&HttpLabels { route, method, status }).inc();
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(runs: &AlertRuns, channel: &'static str, outcome: &'static str) -> u64 {
+        runs.0.get(&AlertRunLabels { channel, outcome }).map_or(0, |counter| counter.get())
+    }
+
+    /// Only final results count, each once, as ok or failed; every series starts at 0.
+    #[test]
+    fn alert_runs_count_final_results_by_outcome() {
+        let runs = AlertRuns::default();
+        runs.start_at_zero();
+        for (channel, outcome) in [("hook", "ok"), ("hook", "failed"), ("mail", "ok"), ("mail", "failed")] {
+            assert!(runs.0.get(&AlertRunLabels { channel, outcome }).is_some(), "{channel} {outcome} starts at 0");
+        }
+        for pending in [HookResult::NotConfigured, HookResult::Queued, HookResult::Running] {
+            runs.hook(&pending);
+        }
+        for pending in [MailResult::NotConfigured, MailResult::Queued, MailResult::Sending] {
+            runs.mail(&pending);
+        }
+        assert_eq!(
+            [("hook", "ok"), ("hook", "failed"), ("mail", "ok"), ("mail", "failed")].map(|(c, o)| count(&runs, c, o)),
+            [0; 4]
+        );
+        let exited = |code| HookResult::Exited { code, duration_ms: 1, stdout: String::new(), stderr: String::new() };
+        runs.hook(&exited(0));
+        runs.hook(&exited(1));
+        runs.hook(&HookResult::TimedOut { timeout_s: 1, stdout: String::new(), stderr: String::new() });
+        runs.hook(&HookResult::Dropped { reason: "full".into() });
+        runs.mail(&MailResult::Sent { duration_ms: 1, response: "250 ok".into() });
+        runs.mail(&MailResult::Failed { error: "refused".into() });
+        assert_eq!(count(&runs, "hook", "ok"), 1);
+        assert_eq!(count(&runs, "hook", "failed"), 3);
+        assert_eq!(count(&runs, "mail", "ok"), 1);
+        assert_eq!(count(&runs, "mail", "failed"), 1);
+    }
+
+    /// A client's invented method adds no series of its own.
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&Method::PUT), "PUT");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(method_label(&Method::from_bytes(b"XYZZY").unwrap()), "other");
+    }
+}
