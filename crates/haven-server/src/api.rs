@@ -175,8 +175,7 @@ pub fn router(node: Arc<Node>) -> Router {
     }
     let mut router = Router::new();
     for (path, methods) in paths {
-        // Axum spells the key wildcard `{*key}`; the inventory and the OpenAPI file say `{key}`.
-        router = router.route(&path.replace("{key}", "{*key}"), methods);
+        router = router.route(&path.replace(INVENTORY_KEY, AXUM_KEY), methods);
     }
     router
         .fallback(no_route)
@@ -185,6 +184,22 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(axum::middleware::from_fn_with_state(node.clone(), leader_headers))
         .layer(axum::middleware::from_fn_with_state(node.clone(), crate::metrics::count_requests))
         .with_state(node)
+}
+
+/// The key segment as the inventory and the OpenAPI file spell it, and as axum does (a
+/// wildcard: keys hold slashes).
+const INVENTORY_KEY: &str = "{key}";
+const AXUM_KEY: &str = "{*key}";
+
+/// The inventory's path (`ROUTES`) of the route axum matched as `matched`, without
+/// allocating: the metrics label every request with it.
+pub fn inventory_path(matched: &str) -> Option<&'static str> {
+    ROUTES.iter().map(|(path, _)| *path).find(|path| match path.split_once(INVENTORY_KEY) {
+        Some((before, after)) => {
+            matched.strip_prefix(before).and_then(|rest| rest.strip_prefix(AXUM_KEY)) == Some(after)
+        }
+        None => *path == matched,
+    })
 }
 
 /// Longest plain-text rejection carried into the JSON error's message.
