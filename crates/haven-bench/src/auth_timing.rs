@@ -14,12 +14,16 @@ use haven_core::auth::Credential;
 use crate::cluster::Cluster;
 use crate::cluster::FORM_TIMEOUT;
 
+/// Requests of each kind sent first and not measured: the connection, the node's caches
+/// and the CPU's frequency settle over the first ones.
+const WARMUP_ROUNDS: u64 = 100;
+
 #[derive(clap::Args, Debug)]
 pub struct AuthTimingArgs {
     /// The haven binary to run (build it with `cargo build --release -p haven`).
     #[arg(long, default_value = "target/release/haven")]
     haven_bin: PathBuf,
-    /// Requests of each kind measured (after 100 of each to warm up).
+    /// Requests of each kind measured (after WARMUP_ROUNDS of each).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     requests: u64,
 }
@@ -38,14 +42,14 @@ pub async fn run(args: AuthTimingArgs) -> anyhow::Result<()> {
     let cases = [("unknown id", random_token().token), ("known id, wrong secret", wrong_secret)];
     let client = reqwest::Client::builder().http1_only().no_proxy().pool_max_idle_per_host(1).build()?;
     let mut times: [Vec<Duration>; 2] = Default::default();
-    for round in 0..args.requests + 100 {
+    for round in 0..args.requests + WARMUP_ROUNDS {
         // Alternate which kind goes first, so neither always follows the other.
         for index in [round as usize % 2, 1 - round as usize % 2] {
             let started = Instant::now();
             let status = client.get(&url).bearer_auth(&cases[index].1).send().await?.status();
             let elapsed = started.elapsed();
             anyhow::ensure!(status == 401, "{}: got {status}, not 401", cases[index].0);
-            if round >= 100 {
+            if round >= WARMUP_ROUNDS {
                 times[index].push(elapsed);
             }
         }

@@ -46,6 +46,10 @@ pub fn http_client(access: &Access, timeout: Option<Duration>) -> anyhow::Result
 /// the first; a few more cover a leader change right after it formed.
 const TOKEN_CREATE_ATTEMPTS: usize = 5;
 
+/// The pause between those attempts: longer than an election of the fast profile (about
+/// 300 ms), so the next attempt finds the new leader.
+const TOKEN_CREATE_PAUSE: Duration = Duration::from_millis(500);
+
 /// Creates a token of `role` named `name` with the admin token, through the nodes in turn;
 /// returns the token text.
 pub async fn create_token(access: &Access, urls: &[String], name: &str, role: &str) -> anyhow::Result<String> {
@@ -66,7 +70,7 @@ pub async fn create_token(access: &Access, urls: &[String], name: &str, role: &s
             Ok(response) => last = format!("{url} answered {}", response.status()),
             Err(error) => last = format!("{url}: {error}"),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(TOKEN_CREATE_PAUSE).await;
     }
     anyhow::bail!("cannot create token {name}: {last}")
 }
