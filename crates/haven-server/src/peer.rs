@@ -318,36 +318,38 @@ fn sender_refusal(node: &Node, envelope: &PeerEnvelope, peer_fingerprint: Option
 fn boot_refusal(node: &Node, envelope: &PeerEnvelope) -> Option<Refusal> {
     let from = envelope.from;
     let member = from == node.node_id || node.membership().get_node(&from).is_some();
-    // One lock of the tracker per message. A duplicate proven here is alarmed by the next
-    // probe round (`Node::alarm_duplicate_processes`), not on this path.
-    let (verdict, lease_ms) = {
-        let mut boots = node.local.boots();
-        let verdict = member.then(|| boots.observe(from, envelope.from_boot, node.local.monotonic_ms()));
-        (verdict, boots.lease_ms())
-    };
-    if let Some(BootVerdict::Refuse { live_boot, heard_ms_ago }) = verdict {
-        return Refusal::plain(
-            "duplicate-process",
-            if from == node.node_id {
-                format!(
-                    "{DUPLICATE_PROCESS}: this process (boot {}) is node {from}, and another process (boot {}) \
+    if member {
+        let now_ms = node.local.monotonic_ms();
+        let (verdict, lease_ms) = {
+            let mut boots = node.local.boots();
+            (boots.observe(from, envelope.from_boot, now_ms), boots.lease_ms())
+        };
+        node.alarm_duplicate_processes();
+        if let BootVerdict::Refuse { live_boot, heard_ms_ago } = verdict {
+            return Refusal::plain(
+                "duplicate-process",
+                if from == node.node_id {
+                    format!(
+                        "{DUPLICATE_PROCESS}: this process (boot {}) is node {from}, and another process (boot {}) \
                          claims to be node {from} too: a copy of node {from}'s data dir runs elsewhere. Stop the \
                          copy; it is refused",
-                    boot_hex(live_boot),
-                    boot_hex(envelope.from_boot)
-                )
-            } else {
-                format!(
-                    "{DUPLICATE_PROCESS}: node {from} runs as boot {} (heard from {heard_ms_ago} ms ago), and this \
+                        boot_hex(live_boot),
+                        boot_hex(envelope.from_boot)
+                    )
+                } else {
+                    format!(
+                        "{DUPLICATE_PROCESS}: node {from} runs as boot {} (heard from {heard_ms_ago} ms ago), and this \
                          request comes from another process claiming to be node {from} (boot {}). If node {from} was \
                          just restarted this clears within {lease_ms} ms; otherwise a copy of its data dir runs \
                          elsewhere: stop it",
-                    boot_hex(live_boot),
-                    boot_hex(envelope.from_boot)
-                )
-            },
-        );
+                        boot_hex(live_boot),
+                        boot_hex(envelope.from_boot)
+                    )
+                },
+            );
+        }
     }
+    let lease_ms = node.local.boots().lease_ms();
     match envelope.to_boot {
         Some(expected) if expected != node.local.boot => Refusal::plain(
             "wrong-process",
